@@ -1,0 +1,306 @@
+//! The validated configuration: what `routes.yaml` means once every rule has been checked.
+//!
+//! Flow: file text → [`raw`] (serde input types, positions kept) → [`validate`] (every rule,
+//! every error collected) → [`Config`]. Start-up, `wsedge check` and reload share
+//! [`Config::load`]. Nothing outside this module sees the raw types.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+
+pub mod error;
+pub mod raw;
+pub mod units;
+pub mod validate;
+
+pub use error::{ConfigError, ConfigErrors, Warning};
+
+/// Listener: TLS handshake plus request headers must arrive within this (slowloris guard).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Payload bytes of one message. wsedge never buffers a message, so this protects backends,
+/// not wsedge's memory.
+pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 16 * 1024 * 1024;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+pub const DEFAULT_WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_CLIENT_PING_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_VIRTUAL_NODES: u32 = 160;
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+pub const DEFAULT_HEALTHY_THRESHOLD: u32 = 2;
+pub const DEFAULT_UNHEALTHY_THRESHOLD: u32 = 3;
+pub const DEFAULT_PASSIVE_CONSECUTIVE_FAILURES: u32 = 5;
+pub const DEFAULT_PASSIVE_EJECTION: Duration = Duration::from_secs(30);
+pub const DEFAULT_PASSIVE_MAX_EJECTION_PERCENT: u32 = 50;
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_DRAIN_SPREAD: Duration = Duration::from_secs(10);
+pub const DEFAULT_SHUTDOWN_DELAY: Duration = Duration::ZERO;
+
+/// The whole validated file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file this came from; relative paths (certificates, token file) resolve against its
+    /// directory, and errors name it.
+    pub source: PathBuf,
+    pub listeners: Vec<Listener>,
+    /// `None` when the file has no `admin:` section: no admin listener is bound.
+    pub admin: Option<Admin>,
+    pub routes: Vec<Route>,
+    pub shutdown: Shutdown,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listener {
+    pub name: String,
+    pub bind: SocketAddr,
+    /// TLS handshake + request headers deadline.
+    pub request_timeout: Duration,
+    /// Peers whose `X-Forwarded-For` is believed (CIDRs).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub proxy_protocol: Option<ProxyProtocol>,
+    pub tls: Option<ListenerTls>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyProtocol {
+    V1,
+    V2,
+    /// Accept v1, v2 or no header at all.
+    Optional,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerTls {
+    /// Normalised: the short form `{cert, key}` becomes one entry with no server names.
+    /// The entry with empty `server_names` is the default certificate.
+    pub certificates: Vec<CertificatePair>,
+    pub min_version: TlsVersion,
+    pub client_ca: Option<PathBuf>,
+    pub forward_client_cert: Option<HeaderName>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertificatePair {
+    pub server_names: Vec<String>,
+    /// Absolute (resolved against the config's directory).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    V1_2,
+    V1_3,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admin {
+    pub bind: SocketAddr,
+    /// Absolute. The token itself is never in routes.yaml (it ends up in a ConfigMap).
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shutdown {
+    /// Listeners keep accepting this long after SIGTERM (load-balancer deregistration).
+    pub delay: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub name: String,
+    /// Resolved: the single listener's name when the file omits it.
+    pub listener: String,
+    pub host: HostMatch,
+    /// Always starts with `/`; no trailing `/` except the root itself.
+    pub path_prefix: String,
+    pub strip_prefix: bool,
+    /// `None`: any Origin is accepted.
+    pub origins: Option<Vec<crate::origin::OriginPattern>>,
+    pub require_origin: bool,
+    /// Offers forwarded to the backend, in this order of preference.
+    pub subprotocols: Vec<String>,
+    pub require_subprotocol: bool,
+    pub preserve_host: bool,
+    pub request_headers: HeaderEdits,
+    pub affinity: Affinity,
+    pub balance: Balance,
+    pub backends: Vec<Backend>,
+    pub health_check: Option<HealthCheck>,
+    pub drain: Drain,
+    /// Plain-HTTP requests on this route go here (scheme http, no path beyond `/`).
+    pub http_fallback: Option<url::Url>,
+    pub limits: Limits,
+    /// Names the chosen backend in the 101 when set.
+    pub expose_backend_header: Option<HeaderName>,
+    /// Query parameters never printed in logs.
+    pub redact_query: Vec<String>,
+}
+
+/// How a route's `match.host` compares against the request's host (lower-case, port removed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// `*`
+    Any,
+    /// `chat.example.com`
+    Exact(String),
+    /// `*.example.com` holds `example.com`: matches `a.example.com`, `a.b.example.com`, not
+    /// `example.com` itself.
+    Suffix(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HeaderEdits {
+    pub add: Vec<(HeaderName, HeaderValue)>,
+    pub remove: Vec<HeaderName>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Affinity {
+    pub key: AffinityKey,
+    /// Used when `key` is absent from the request. Never `ClientIp` when `key` is.
+    pub fallback: AffinityKey,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AffinityKey {
+    Header(HeaderName),
+    Cookie(String),
+    Query(String),
+    ClientIp,
+    /// Fallback only.
+    Random,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Balance {
+    /// Bounded loads (c > 1). `None`: strict affinity, no cap.
+    pub load_factor: Option<f64>,
+    /// Ring points per unit of weight.
+    pub virtual_nodes: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backend {
+    /// Unique within the route; the ring hashes this, never a list index.
+    pub name: String,
+    pub url: BackendUrl,
+    /// ≥ 1.
+    pub weight: u32,
+    pub tls: BackendTls,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendUrl {
+    pub tls: bool,
+    /// DNS name or IP literal (without brackets).
+    pub host: String,
+    pub port: u16,
+    /// Prepended to the request path; `""` when the URL has none (or only `/`).
+    pub path: String,
+    /// The original text, for logs and `wsedge check`.
+    pub original: String,
+}
+
+impl BackendUrl {
+    /// `host:port`, with brackets around an IPv6 literal: the `Host` value for the backend.
+    pub fn authority(&self) -> String {
+        let default = if self.tls { 443 } else { 80 };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == default {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BackendTls {
+    pub ca: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub insecure_skip_verify: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
+    /// < interval.
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub subprotocol: Option<String>,
+    pub on_all_unhealthy: OnAllUnhealthy,
+    pub drain_on_unhealthy: bool,
+    pub passive: Option<PassiveHealth>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnAllUnhealthy {
+    /// 503 with Retry-After.
+    Refuse,
+    RouteAnyway,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PassiveHealth {
+    pub consecutive_failures: u32,
+    pub ejection: Duration,
+    pub max_ejection_percent: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Drain {
+    /// From each session's Close to a hard close.
+    pub timeout: Duration,
+    /// ≤ timeout.
+    pub spread: Duration,
+    /// Closes per second per route; stretches the spread.
+    pub max_rate: Option<f64>,
+    pub rebalance: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub handshake_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_message_bytes: u64,
+    pub max_connections: usize,
+    pub write_stall_timeout: Duration,
+    pub close_timeout: Duration,
+    pub client_ping_interval: Option<Duration>,
+    pub client_ping_timeout: Duration,
+}
+
+impl Config {
+    /// Reads, parses and validates `path`. Every problem found is returned, each naming the
+    /// file, line, column and field; warnings (e.g. a route with no origin list) come with a
+    /// valid config.
+    pub fn load(path: &Path) -> Result<(Config, Vec<Warning>), ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors::io(path, &e))?;
+        Self::from_yaml(path, &text)
+    }
+
+    /// Like [`Config::load`] on text already read (dry-run plans, the embedded demo config).
+    /// `path` names the source in errors and anchors relative paths.
+    pub fn from_yaml(path: &Path, text: &str) -> Result<(Config, Vec<Warning>), ConfigErrors> {
+        validate::validate(path, text)
+    }
+
+    pub fn listener(&self, name: &str) -> Option<&Listener> {
+        self.listeners.iter().find(|l| l.name == name)
+    }
+}

@@ -1,0 +1,1 @@
+//! serde input types for routes.yaml (positions kept for validation errors). STUB.

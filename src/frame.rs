@@ -1,0 +1,1 @@
+//! RFC 6455 frame-header scanner. STUB (splice helper).

@@ -1,0 +1,8 @@
+//! wsedge — a WebSocket edge router.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod frame;
+pub mod origin;
+pub mod session;
+pub mod splice;

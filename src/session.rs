@@ -1,0 +1,152 @@
+//! The handle of one live session: ask it to close gracefully, read its counters.
+//!
+//! The splice owns the sockets; everything else (drain, shutdown, admin, metrics) holds a
+//! [`SessionHandle`]. A close request is recorded once (a session never sends two Closes) and
+//! wakes the splice, which injects the Close at the next frame boundary.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use tokio::sync::Notify;
+
+/// Codes wsedge may put in a Close it sends. 1005, 1006 and 1015 are never sent on the wire.
+pub const SENDABLE_CLOSE_CODES: [u16; 8] = [1000, 1001, 1002, 1008, 1009, 1011, 1012, 1013];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CloseRequestError {
+    #[error("close code {0} may not be sent by wsedge")]
+    ForbiddenCode(u16),
+    #[error("the session is already closing")]
+    AlreadyClosing,
+}
+
+/// What a drain or shutdown asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseRequest {
+    pub code: u16,
+    /// ≤ 123 bytes (a control payload is ≤ 125 bytes including the code); cut at a char boundary.
+    pub reason: String,
+}
+
+/// Per-session byte and message counters, updated by the splice once per read (not per
+/// message) and read by metrics flushes and `/status`.
+#[derive(Debug, Default)]
+pub struct SessionStats {
+    pub client_to_backend_bytes: AtomicU64,
+    pub client_to_backend_messages: AtomicU64,
+    pub backend_to_client_bytes: AtomicU64,
+    pub backend_to_client_messages: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    close: OnceLock<CloseRequest>,
+    wake: Notify,
+    stats: SessionStats,
+}
+
+/// Cheap to clone; one per live session.
+#[derive(Debug, Clone, Default)]
+pub struct SessionHandle {
+    shared: Arc<Shared>,
+}
+
+impl SessionHandle {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks the session to close both sides with `code` (Close to each at a frame boundary,
+    /// wait for the replies within the close timeout, then TCP). Refuses codes wsedge never
+    /// sends (1005, 1006, 1015, anything outside [`SENDABLE_CLOSE_CODES`] and 3000–4999).
+    pub fn close_gracefully(&self, code: u16, reason: &str) -> Result<(), CloseRequestError> {
+        if !(SENDABLE_CLOSE_CODES.contains(&code) || (3000..=4999).contains(&code)) {
+            return Err(CloseRequestError::ForbiddenCode(code));
+        }
+        let reason = truncate_utf8(reason, 123).to_owned();
+        self.shared
+            .close
+            .set(CloseRequest { code, reason })
+            .map_err(|_| CloseRequestError::AlreadyClosing)?;
+        // notify_one stores a permit, so a request made before the splice waits is not lost.
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
+    /// The request made by [`close_gracefully`](Self::close_gracefully), if any.
+    pub fn close_request(&self) -> Option<&CloseRequest> {
+        self.shared.close.get()
+    }
+
+    /// Resolves once a close has been requested (immediately if one already was).
+    pub async fn close_requested(&self) -> &CloseRequest {
+        loop {
+            if let Some(req) = self.shared.close.get() {
+                return req;
+            }
+            self.shared.wake.notified().await;
+        }
+    }
+
+    pub fn stats(&self) -> &SessionStats {
+        &self.shared.stats
+    }
+
+    /// Total bytes relayed both ways (for logs and tests).
+    pub fn total_bytes(&self) -> u64 {
+        let s = &self.shared.stats;
+        s.client_to_backend_bytes.load(Ordering::Relaxed)
+            + s.backend_to_client_bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
+pub fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_codes_never_sent() {
+        let h = SessionHandle::new();
+        for code in [1005, 1006, 1015, 999, 1004, 2999, 5000] {
+            assert_eq!(h.close_gracefully(code, ""), Err(CloseRequestError::ForbiddenCode(code)));
+        }
+        assert!(h.close_request().is_none());
+    }
+
+    #[test]
+    fn records_one_request_only() {
+        let h = SessionHandle::new();
+        h.close_gracefully(1001, "route removed").unwrap();
+        assert_eq!(h.close_gracefully(1000, ""), Err(CloseRequestError::AlreadyClosing));
+        assert_eq!(h.close_request().unwrap().code, 1001);
+        assert_eq!(h.close_request().unwrap().reason, "route removed");
+    }
+
+    #[test]
+    fn long_reason_cut_at_char_boundary() {
+        let h = SessionHandle::new();
+        let reason = "é".repeat(100); // 200 bytes
+        h.close_gracefully(4000, &reason).unwrap();
+        let got = &h.close_request().unwrap().reason;
+        assert!(got.len() <= 123 && got.len() == 122, "{}", got.len());
+    }
+
+    #[tokio::test]
+    async fn request_before_wait_is_not_lost() {
+        let h = SessionHandle::new();
+        h.close_gracefully(1001, "shutdown").unwrap();
+        assert_eq!(h.close_requested().await.code, 1001);
+    }
+}
