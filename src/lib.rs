@@ -6,5 +6,6 @@ pub mod config;
 pub mod echo;
 pub mod frame;
 pub mod origin;
+pub mod rlimit;
 pub mod session;
 pub mod splice;

@@ -56,10 +56,17 @@ fn main() -> ExitCode {
             }
         }
         Command::Echo { listen, id } => {
+            match wsedge::rlimit::raise_nofile() {
+                Ok((old, new)) => eprintln!("wsedge echo: open-file limit {old} -> {new}"),
+                Err(e) => eprintln!("wsedge echo: cannot raise the open-file limit: {e}"),
+            }
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(listen).await?;
-                eprintln!("wsedge echo {id} listening on ws://{}", listener.local_addr()?);
+                eprintln!(
+                    "wsedge echo {id} listening on ws://{}",
+                    listener.local_addr()?
+                );
                 let shutdown = tokio_util::sync::CancellationToken::new();
                 let stop = shutdown.clone();
                 tokio::spawn(async move {

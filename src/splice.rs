@@ -31,15 +31,29 @@ pub enum Side {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionEnd {
     /// A Close passed through; `code` is None for an empty Close.
-    CloseHandshake { initiator: Side, code: Option<u16> },
+    CloseHandshake {
+        initiator: Side,
+        code: Option<u16>,
+    },
     /// A side's TCP ended (EOF or reset) without a Close.
-    Abnormal { side: Side },
+    Abnormal {
+        side: Side,
+    },
     IdleTimeout,
-    MessageTooBig { side: Side },
-    ProtocolError { side: Side, what: &'static str },
-    SlowConsumer { side: Side },
+    MessageTooBig {
+        side: Side,
+    },
+    ProtocolError {
+        side: Side,
+        what: &'static str,
+    },
+    SlowConsumer {
+        side: Side,
+    },
     /// `SessionHandle::close_gracefully` (drain, shutdown).
-    Requested { code: u16 },
+    Requested {
+        code: u16,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
