@@ -347,3 +347,37 @@ async fn headers_forwarded_and_stripped() {
     router.stop().await;
     backend.stop().await;
 }
+
+#[tokio::test]
+async fn a_request_head_that_never_completes_is_cut_at_request_timeout() {
+    let backend = Backend::echo("b1").await;
+    let yaml = format!(
+        "listeners:\n  - {{name: edge, bind: 127.0.0.1:0, request_timeout: 300ms}}\nroutes:\n  - name: r\n    match: {{host: \"*\", path_prefix: /}}\n    backends: [{{name: b1, url: \"ws://{}\"}}]\n",
+        backend.addr
+    );
+    let router = Router::start(&yaml).await;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(router.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap(); // never finished
+    let started = tokio::time::Instant::now();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, s.read_to_end(&mut buf)).await.expect("closed by the router");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    router.stop().await;
+    backend.stop().await;
+}
+
+#[tokio::test]
+async fn connect_failure_is_retried_on_the_next_backend() {
+    let live = Backend::echo("live").await;
+    let dead = dead_addr().await;
+    let yaml = single_route_yaml(&[("dead", dead), ("live", live.addr)], "affinity: {key: \"query:k\"}");
+    let router = Router::start(&yaml).await;
+    // Whichever backend a key prefers, every upgrade succeeds and lands on the live one.
+    for k in 0..20 {
+        let mut ws = connect(&router.url(&format!("/?k={k}"))).await;
+        assert_eq!(roundtrip(&mut ws, "whoami").await, "live");
+    }
+    router.stop().await;
+    live.stop().await;
+}
