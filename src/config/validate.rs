@@ -13,6 +13,7 @@ use super::{
 };
 
 pub mod fields;
+mod lifecycle;
 mod parse_error;
 mod route;
 #[cfg(test)]
