@@ -374,6 +374,10 @@ fn listener_tls(cx: &mut Ctx, t: &Spanned<raw::RawListenerTls>, p: &str) -> Opti
         .forward_client_cert
         .as_ref()
         .and_then(|v| cx.check(v, &format!("{p}.forward_client_cert"), fields::header_name));
+    if let (Some(v), None) = (&t.forward_client_cert, &t.client_ca) {
+        let m = "needs `client_ca`: without client certificates there is no subject to forward";
+        cx.error(&v.referenced, &format!("{p}.forward_client_cert"), m);
+    }
     Some(ListenerTls {
         certificates,
         min_version,

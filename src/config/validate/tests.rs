@@ -382,6 +382,18 @@ fn tls_paths_resolve_against_config_dir() {
 }
 
 #[test]
+fn forward_client_cert_needs_client_ca() {
+    let t = with_listener(
+        "    tls: {cert: c.pem, key: k.pem, forward_client_cert: X-Client-Subject}\n",
+    );
+    err(
+        &t,
+        "listeners[0].tls.forward_client_cert",
+        "needs `client_ca`",
+    );
+}
+
+#[test]
 fn proxy_protocol_value() {
     err(
         &with_listener("    proxy_protocol: v3\n"),
