@@ -93,7 +93,7 @@ fn duplicate_listener_name() {
 #[test]
 fn duplicate_listener_bind() {
     let t = format!("{LISTENER}  - name: other\n    bind: 127.0.0.1:8080\nroutes:\n  - {{name: r, listener: edge, origins: [], backends: [{{name: a, url: \"ws://h:1\"}}]}}\n");
-    err(&t, "listeners[1].bind", "already listener `edge`");
+    err(&t, "listeners[1].bind", "overlaps listener `edge`");
 }
 
 #[test]
@@ -322,6 +322,32 @@ fn header_name_and_value() {
 }
 
 #[test]
+fn managed_header_not_editable() {
+    let t =
+        with_route("    request_headers: {add: {Upgrade: x}, remove: [Sec-WebSocket-Protocol]}\n");
+    err(
+        &t,
+        "routes[0].request_headers.add.Upgrade",
+        "managed by wsedge",
+    );
+    err(
+        &t,
+        "routes[0].request_headers.remove[0]",
+        "managed by wsedge",
+    );
+    // Probes may set Host (virtual hosts behind the backend).
+    ok(&with_route(
+        "    health_check: {headers: {Host: chat.example.com}}\n",
+    ));
+}
+
+#[test]
+fn listener_binds_overlap() {
+    let t = format!("{LISTENER}  - name: all\n    bind: 0.0.0.0:8080\nroutes:\n  - {{name: r, listener: edge, origins: [], backends: [{{name: a, url: \"ws://h:1\"}}]}}\n");
+    err(&t, "listeners[1].bind", "overlaps listener `edge`");
+}
+
+#[test]
 fn require_subprotocol_with_empty_list() {
     err(
         &with_route("    require_subprotocol: true\n"),
@@ -463,6 +489,11 @@ fn admin_bind_not_an_address() {
 
 #[test]
 fn admin_shares_port_with_listener() {
+    err(
+        &format!("{}admin: {{bind: \"0.0.0.0:8080\"}}\n", with_route("")),
+        "admin.bind",
+        "never shares a port",
+    );
     err(
         &format!("{}admin: {{bind: \"127.0.0.1:8080\"}}\n", with_route("")),
         "admin.bind",
