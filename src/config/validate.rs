@@ -327,6 +327,7 @@ fn listener_tls(cx: &mut Ctx, t: &Spanned<raw::RawListenerTls>, p: &str) -> Opti
                 );
             }
             let mut default_at: Option<Location> = None;
+            let mut sni: HashMap<String, String> = HashMap::new();
             for (i, c) in list.value.iter().enumerate() {
                 let cp = format!("{p}.certificates[{i}]");
                 let c_at = c.referenced;
@@ -338,10 +339,15 @@ fn listener_tls(cx: &mut Ctx, t: &Spanned<raw::RawListenerTls>, p: &str) -> Opti
                     .flat_map(|v| v.value.iter())
                     .enumerate()
                 {
-                    if let Some(n) =
-                        cx.check(n, &format!("{cp}.server_names[{j}]"), fields::server_name)
-                    {
-                        server_names.push(n);
+                    let np = format!("{cp}.server_names[{j}]");
+                    if let Some(name) = cx.check(n, &np, fields::server_name) {
+                        if let Some(first) = sni.get(&name) {
+                            let m = format!("`{name}` is already served by {first}");
+                            cx.error(&n.referenced, &np, m);
+                        } else {
+                            sni.insert(name.clone(), cp.clone());
+                        }
+                        server_names.push(name);
                     }
                 }
                 if server_names.is_empty()

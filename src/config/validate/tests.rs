@@ -379,6 +379,30 @@ fn tls_two_defaults() {
 }
 
 #[test]
+fn tls_server_name_twice() {
+    let t = with_listener("    tls:\n      certificates:\n        - {server_names: [a.example.com], cert: a.pem, key: a-key.pem}\n        - {server_names: [A.example.com], cert: b.pem, key: b-key.pem}\n");
+    err(
+        &t,
+        "listeners[0].tls.certificates[1].server_names[0]",
+        "already served by listeners[0].tls.certificates[0]",
+    );
+}
+
+#[test]
+fn comparison_names_the_default() {
+    err(
+        &with_route("    drain: {timeout: 5s}\n"),
+        "routes[0].drain.spread",
+        "spread (10s, the default) must not exceed timeout (5s)",
+    );
+    err(
+        &with_route("    health_check: {timeout: 3s}\n"),
+        "routes[0].health_check.timeout",
+        "interval (2s, the default)",
+    );
+}
+
+#[test]
 fn tls_min_version() {
     err(
         &with_listener("    tls: {cert: c.pem, key: k.pem, min_version: \"1.1\"}\n"),
