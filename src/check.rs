@@ -85,6 +85,7 @@ fn route(r: &Route, out: &mut dyn Write) -> io::Result<()> {
     )?;
     let origins = match &r.origins {
         None => "any".to_string(),
+        Some(v) if v.is_empty() => "none (only requests without Origin)".to_string(),
         Some(v) => v
             .iter()
             .map(|o| o.to_string())

@@ -29,21 +29,24 @@ pub fn validate(path: &Path, text: &str) -> Result<(Config, Vec<Warning>), Confi
     let mut cx = Ctx::new(path);
     let listeners = listeners(&mut cx, &raw.listeners);
     let admin = raw.admin.as_ref().and_then(|a| admin(&mut cx, a));
-    if let (Some(a), true) = (&admin, !listeners.is_empty()) {
-        for l in &listeners {
-            if l.bind == a.bind {
-                let at = raw.admin.as_ref().map(|a| a.referenced).unwrap_or(START);
-                cx.error(
-                    &at,
-                    "admin.bind",
-                    format!(
-                        "{} is also listener `{}`'s bind: admin never shares a port with traffic",
-                        a.bind, l.name
-                    ),
-                );
-            }
+    if let Some(a) = &admin {
+        for l in listeners
+            .iter()
+            .filter(|l| fields::binds_overlap(l.bind, a.bind))
+        {
+            let at = raw
+                .admin
+                .as_ref()
+                .and_then(|r| r.value.bind.as_ref())
+                .map_or(START, |b| b.referenced);
+            let m = format!(
+                "{} overlaps listener `{}`'s bind {}: admin never shares a port with traffic",
+                a.bind, l.name, l.bind
+            );
+            cx.error(&at, "admin.bind", m);
         }
     }
+    cx.warnings.sort_by_key(|w| (w.0.line, w.0.column));
     let shutdown = Shutdown {
         delay: raw
             .shutdown
@@ -219,7 +222,7 @@ fn listeners(cx: &mut Ctx, raw: &raw::List<RawListener>) -> Vec<Listener> {
         );
     }
     let mut names = HashMap::new();
-    let mut binds: HashMap<std::net::SocketAddr, String> = HashMap::new();
+    let mut binds: Vec<(std::net::SocketAddr, String)> = Vec::new();
     let mut out = Vec::new();
     for (i, l) in list.value.iter().enumerate() {
         let p = format!("listeners[{i}]");
@@ -235,13 +238,13 @@ fn listeners(cx: &mut Ctx, raw: &raw::List<RawListener>) -> Vec<Listener> {
             .cloned()
             .and_then(|b| {
                 let addr = cx.check(&b, &format!("{p}.bind"), fields::bind)?;
-                if let Some(other) = binds.insert(addr, name.clone().unwrap_or_default()) {
-                    cx.error(
-                        &b.referenced,
-                        &format!("{p}.bind"),
-                        format!("{addr} is already listener `{other}`'s bind"),
-                    );
+                if let Some((other_addr, other)) =
+                    binds.iter().find(|(a, _)| fields::binds_overlap(*a, addr))
+                {
+                    let m = format!("{addr} overlaps listener `{other}`'s bind {other_addr}");
+                    cx.error(&b.referenced, &format!("{p}.bind"), m);
                 }
+                binds.push((addr, name.clone().unwrap_or_default()));
                 Some(addr)
             });
         let request_timeout = cx.positive_duration(
@@ -324,6 +327,7 @@ fn listener_tls(cx: &mut Ctx, t: &Spanned<raw::RawListenerTls>, p: &str) -> Opti
                 );
             }
             let mut default_at: Option<Location> = None;
+            let mut sni: HashMap<String, String> = HashMap::new();
             for (i, c) in list.value.iter().enumerate() {
                 let cp = format!("{p}.certificates[{i}]");
                 let c_at = c.referenced;
@@ -335,10 +339,15 @@ fn listener_tls(cx: &mut Ctx, t: &Spanned<raw::RawListenerTls>, p: &str) -> Opti
                     .flat_map(|v| v.value.iter())
                     .enumerate()
                 {
-                    if let Some(n) =
-                        cx.check(n, &format!("{cp}.server_names[{j}]"), fields::server_name)
-                    {
-                        server_names.push(n);
+                    let np = format!("{cp}.server_names[{j}]");
+                    if let Some(name) = cx.check(n, &np, fields::server_name) {
+                        if let Some(first) = sni.get(&name) {
+                            let m = format!("`{name}` is already served by {first}");
+                            cx.error(&n.referenced, &np, m);
+                        } else {
+                            sni.insert(name.clone(), cp.clone());
+                        }
+                        server_names.push(name);
                     }
                 }
                 if server_names.is_empty()
@@ -374,6 +383,10 @@ fn listener_tls(cx: &mut Ctx, t: &Spanned<raw::RawListenerTls>, p: &str) -> Opti
         .forward_client_cert
         .as_ref()
         .and_then(|v| cx.check(v, &format!("{p}.forward_client_cert"), fields::header_name));
+    if let (Some(v), None) = (&t.forward_client_cert, &t.client_ca) {
+        let m = "needs `client_ca`: without client certificates there is no subject to forward";
+        cx.error(&v.referenced, &format!("{p}.forward_client_cert"), m);
+    }
     Some(ListenerTls {
         certificates,
         min_version,

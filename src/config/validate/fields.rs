@@ -27,6 +27,39 @@ pub fn name(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// Whether two binds would take the same port (an unspecified address covers every address).
+pub fn binds_overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+/// Headers wsedge itself sets or strips on the upgrade: a route may not add or remove them.
+pub fn managed_header(name: &str) -> Result<(), String> {
+    const MANAGED: &[&str] = &[
+        "connection",
+        "upgrade",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "content-length",
+        "host",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-accept",
+        "sec-websocket-protocol",
+        "sec-websocket-extensions",
+    ];
+    if MANAGED.contains(&name.to_ascii_lowercase().as_str()) {
+        Err(format!(
+            "`{name}` is managed by wsedge (upgrade, hop-by-hop or Host: see preserve_host) and \
+             cannot be added or removed"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 pub fn bind(s: &str) -> Result<SocketAddr, String> {
     s.trim().parse::<SocketAddr>().map_err(|_| {
         format!("`{s}` is not an IP:PORT address (e.g. 127.0.0.1:8080, 0.0.0.0:443, [::]:8080)")

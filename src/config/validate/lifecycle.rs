@@ -25,9 +25,11 @@ pub(super) fn health_check(cx: &mut Ctx, h: &Spanned<raw::RawHealthCheck>, p: &s
             &loc,
             &format!("{p}.timeout"),
             format!(
-                "timeout ({}) must be less than interval ({})",
+                "timeout ({}{}) must be less than interval ({}{})",
                 units::format_duration(timeout),
-                units::format_duration(interval)
+                default_note(&h.timeout),
+                units::format_duration(interval),
+                default_note(&h.interval)
             ),
         );
     }
@@ -154,9 +156,11 @@ pub(super) fn drain(cx: &mut Ctx, raw: &Option<Spanned<raw::RawDrain>>, p: &str)
             &loc,
             &format!("{p}.drain.spread"),
             format!(
-                "spread ({}) must not exceed timeout ({})",
+                "spread ({}{}) must not exceed timeout ({}{})",
                 units::format_duration(d.spread),
-                units::format_duration(d.timeout)
+                default_note(&r.spread),
+                units::format_duration(d.timeout),
+                default_note(&r.timeout)
             ),
         );
     }
@@ -251,4 +255,13 @@ pub(super) fn limits(cx: &mut Ctx, raw: &Option<Spanned<raw::RawLimits>>, p: &st
         }
     }
     l
+}
+
+/// In a comparison between two fields, says which side was not written in the file.
+fn default_note(v: &raw::Str) -> &'static str {
+    if v.is_none() {
+        ", the default"
+    } else {
+        ""
+    }
 }

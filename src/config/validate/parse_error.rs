@@ -17,7 +17,11 @@ pub(super) fn convert(file: &Path, text: &str, err: &serde_saphyr::Error) -> Con
         _ => (1, 1),
     };
     let raw_msg = DefaultMessageFormatter.format_message(err.without_snippet());
-    let path = serde_saphyr::from_str::<Spanned<Node>>(text)
+    // Duplicate keys pass through here so that a duplicate-key error gets its path too.
+    let options = serde_saphyr::options! {
+        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::PassThrough,
+    };
+    let path = serde_saphyr::from_str_with_options::<Spanned<Node>>(text, options)
         .ok()
         .map(|root| {
             let mut path = String::new();
@@ -128,5 +132,60 @@ fn locate(node: &Spanned<Node>, at: (u64, u64), path: &mut String) {
                 locate(&items[i], at, path);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn convert_text(text: &str) -> ConfigError {
+        let e = crate::config::raw::parse(text).expect_err("must not parse");
+        convert(Path::new("f.yaml"), text, &e)
+    }
+
+    #[test]
+    fn path_is_recovered_for_parser_errors() {
+        let cases = [
+            (
+                "listners: []\n",
+                (1, 1),
+                "listners",
+                "unknown field `listners`",
+            ),
+            (
+                "routes:\n  - name: a\n  - name: b\n    balance: {virtual_nodes: x}\n",
+                (4, 30),
+                "routes[1].balance.virtual_nodes",
+                "whole number",
+            ),
+            (
+                "routes:\n  - backends:\n      - {name: a}\n      - {name: b, nme: c}\n",
+                (4, 19),
+                "routes[0].backends[1].nme",
+                "unknown field",
+            ),
+            (
+                "admin:\n  bind: a\n  bind: b\n",
+                (3, 3),
+                "admin.bind",
+                "duplicate mapping key: bind",
+            ),
+        ];
+        for (text, (line, column), path, msg) in cases {
+            let e = convert_text(text);
+            assert_eq!(
+                (e.line, e.column, e.path.as_str()),
+                (line, column, path),
+                "{text}"
+            );
+            assert!(e.message.contains(msg), "{text}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn syntax_errors_have_a_position_and_no_path() {
+        let e = convert_text("routes: [\n");
+        assert_eq!((e.line, e.path.as_str()), (1, ""));
     }
 }

@@ -132,23 +132,7 @@ fn route(
 
     let request_headers = match &r.request_headers {
         None => HeaderEdits::default(),
-        Some(h) => HeaderEdits {
-            add: pairs(cx, &h.value.add, &format!("{p}.request_headers.add")),
-            remove: h
-                .value
-                .remove
-                .iter()
-                .flat_map(|l| l.value.iter())
-                .enumerate()
-                .filter_map(|(j, n)| {
-                    cx.check(
-                        n,
-                        &format!("{p}.request_headers.remove[{j}]"),
-                        fields::header_name,
-                    )
-                })
-                .collect(),
-        },
+        Some(h) => header_edits(cx, &h.value, &format!("{p}.request_headers")),
     };
 
     let affinity = affinity(cx, &r.affinity, p);
@@ -240,6 +224,22 @@ fn route_listener(
             None
         }
     }
+}
+
+fn header_edits(cx: &mut Ctx, h: &raw::RawHeaderEdits, p: &str) -> HeaderEdits {
+    let add = pairs(cx, &h.add, &format!("{p}.add"));
+    for (k, _) in h.add.iter().flat_map(|x| x.0.iter()) {
+        cx.check(k, &format!("{p}.add.{}", k.value), fields::managed_header);
+    }
+    let mut remove = Vec::new();
+    for (j, n) in h.remove.iter().flat_map(|l| l.value.iter()).enumerate() {
+        let path = format!("{p}.remove[{j}]");
+        if let Some(name) = cx.check(n, &path, fields::header_name) {
+            cx.check(n, &path, fields::managed_header);
+            remove.push(name);
+        }
+    }
+    HeaderEdits { add, remove }
 }
 
 pub(super) fn pairs(

@@ -93,7 +93,7 @@ fn duplicate_listener_name() {
 #[test]
 fn duplicate_listener_bind() {
     let t = format!("{LISTENER}  - name: other\n    bind: 127.0.0.1:8080\nroutes:\n  - {{name: r, listener: edge, origins: [], backends: [{{name: a, url: \"ws://h:1\"}}]}}\n");
-    err(&t, "listeners[1].bind", "already listener `edge`");
+    err(&t, "listeners[1].bind", "overlaps listener `edge`");
 }
 
 #[test]
@@ -322,6 +322,32 @@ fn header_name_and_value() {
 }
 
 #[test]
+fn managed_header_not_editable() {
+    let t =
+        with_route("    request_headers: {add: {Upgrade: x}, remove: [Sec-WebSocket-Protocol]}\n");
+    err(
+        &t,
+        "routes[0].request_headers.add.Upgrade",
+        "managed by wsedge",
+    );
+    err(
+        &t,
+        "routes[0].request_headers.remove[0]",
+        "managed by wsedge",
+    );
+    // Probes may set Host (virtual hosts behind the backend).
+    ok(&with_route(
+        "    health_check: {headers: {Host: chat.example.com}}\n",
+    ));
+}
+
+#[test]
+fn listener_binds_overlap() {
+    let t = format!("{LISTENER}  - name: all\n    bind: 0.0.0.0:8080\nroutes:\n  - {{name: r, listener: edge, origins: [], backends: [{{name: a, url: \"ws://h:1\"}}]}}\n");
+    err(&t, "listeners[1].bind", "overlaps listener `edge`");
+}
+
+#[test]
 fn require_subprotocol_with_empty_list() {
     err(
         &with_route("    require_subprotocol: true\n"),
@@ -353,6 +379,30 @@ fn tls_two_defaults() {
 }
 
 #[test]
+fn tls_server_name_twice() {
+    let t = with_listener("    tls:\n      certificates:\n        - {server_names: [a.example.com], cert: a.pem, key: a-key.pem}\n        - {server_names: [A.example.com], cert: b.pem, key: b-key.pem}\n");
+    err(
+        &t,
+        "listeners[0].tls.certificates[1].server_names[0]",
+        "already served by listeners[0].tls.certificates[0]",
+    );
+}
+
+#[test]
+fn comparison_names_the_default() {
+    err(
+        &with_route("    drain: {timeout: 5s}\n"),
+        "routes[0].drain.spread",
+        "spread (10s, the default) must not exceed timeout (5s)",
+    );
+    err(
+        &with_route("    health_check: {timeout: 3s}\n"),
+        "routes[0].health_check.timeout",
+        "interval (2s, the default)",
+    );
+}
+
+#[test]
 fn tls_min_version() {
     err(
         &with_listener("    tls: {cert: c.pem, key: k.pem, min_version: \"1.1\"}\n"),
@@ -379,6 +429,18 @@ fn tls_paths_resolve_against_config_dir() {
         Some(Path::new("/etc/wsedge/ca.pem"))
     );
     assert_eq!(tls.min_version, TlsVersion::V1_2);
+}
+
+#[test]
+fn forward_client_cert_needs_client_ca() {
+    let t = with_listener(
+        "    tls: {cert: c.pem, key: k.pem, forward_client_cert: X-Client-Subject}\n",
+    );
+    err(
+        &t,
+        "listeners[0].tls.forward_client_cert",
+        "needs `client_ca`",
+    );
 }
 
 #[test]
@@ -451,6 +513,11 @@ fn admin_bind_not_an_address() {
 
 #[test]
 fn admin_shares_port_with_listener() {
+    err(
+        &format!("{}admin: {{bind: \"0.0.0.0:8080\"}}\n", with_route("")),
+        "admin.bind",
+        "never shares a port",
+    );
     err(
         &format!("{}admin: {{bind: \"127.0.0.1:8080\"}}\n", with_route("")),
         "admin.bind",
