@@ -361,7 +361,9 @@ async fn a_request_head_that_never_completes_is_cut_at_request_timeout() {
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap(); // never finished
     let started = tokio::time::Instant::now();
     let mut buf = Vec::new();
-    let _ = tokio::time::timeout(PATIENCE, s.read_to_end(&mut buf)).await.expect("closed by the router");
+    let _ = tokio::time::timeout(PATIENCE, s.read_to_end(&mut buf))
+        .await
+        .expect("closed by the router");
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     router.stop().await;
     backend.stop().await;
@@ -371,7 +373,10 @@ async fn a_request_head_that_never_completes_is_cut_at_request_timeout() {
 async fn connect_failure_is_retried_on_the_next_backend() {
     let live = Backend::echo("live").await;
     let dead = dead_addr().await;
-    let yaml = single_route_yaml(&[("dead", dead), ("live", live.addr)], "affinity: {key: \"query:k\"}");
+    let yaml = single_route_yaml(
+        &[("dead", dead), ("live", live.addr)],
+        "affinity: {key: \"query:k\"}",
+    );
     let router = Router::start(&yaml).await;
     // Whichever backend a key prefers, every upgrade succeeds and lands on the live one.
     for k in 0..20 {
