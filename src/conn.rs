@@ -177,7 +177,7 @@ async fn route_request(
     }
     let upgrade =
         handshake::validate_upgrade(req, route).map_err(|r| Rejection::new(r, Some(route_idx)))?;
-    let slot = ctx
+    let mut slot = ctx
         .shared
         .registry
         .try_reserve(
@@ -196,6 +196,7 @@ async fn route_request(
         client_ip,
     );
     let balancer = &snapshot.balancers[route_idx];
+    let states = &snapshot.backends[route_idx];
 
     let deadline = tokio::time::Instant::now() + route.limits.handshake_timeout;
     let (backend_idx, backend, request_id) = dial_and_upgrade(
@@ -203,7 +204,7 @@ async fn route_request(
         ctx,
         route,
         &upgrade,
-        balancer,
+        (balancer, states),
         session_key.hash,
         deadline,
     )
@@ -218,7 +219,7 @@ async fn route_request(
         },
     })?;
     let backend_name = route.backends[backend_idx].name.clone();
-    slot.set_backend(&backend_name);
+    slot.set_backend(states[backend_idx].clone());
 
     let response = switching_protocols(&upgrade, &backend, route, &backend_name, &request_id);
     let on_upgrade = hyper::upgrade::on(req);
@@ -260,14 +261,17 @@ async fn dial_and_upgrade(
     ctx: &ConnContext,
     route: &Route,
     upgrade: &UpgradeRequest,
-    balancer: &crate::balance::Balancer,
+    (balancer, states): (
+        &crate::balance::Balancer,
+        &[Arc<crate::backend::BackendState>],
+    ),
     key_hash: u64,
     deadline: tokio::time::Instant,
 ) -> Result<(usize, UpgradedBackend, HeaderValue), (BackendFailure, String)> {
     let unreachable = |e: String| (BackendFailure::Reject(RejectReason::BackendUnreachable), e);
     let first = balancer
-        .pick(key_hash, None)
-        .ok_or_else(|| unreachable("route has no backend".into()))?;
+        .pick(key_hash, states, None)
+        .ok_or_else(|| unreachable("no eligible backend".into()))?;
     let mut chosen = first;
     let stream = loop {
         let backend = &route.backends[chosen];
@@ -277,8 +281,8 @@ async fn dial_and_upgrade(
             Ok(stream) => break stream,
             Err(e) => {
                 let retry = balancer
-                    .pick(key_hash, Some(first))
-                    .filter(|&next| chosen == first && next != first);
+                    .pick(key_hash, states, Some(first))
+                    .filter(|_| chosen == first);
                 match retry {
                     Some(next) if tokio::time::Instant::now() < deadline => {
                         debug!(route = %route.name, backend = %backend.name, error = %e, "connect failed; retrying on next backend");

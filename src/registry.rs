@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::backend::BackendState;
 use crate::session::SessionHandle;
 
 #[derive(Debug, Clone)]
@@ -66,6 +67,7 @@ impl Registry {
             registry: self.clone(),
             id,
             handle,
+            backend: None,
         })
     }
 
@@ -107,16 +109,26 @@ pub struct Slot {
     registry: Arc<Registry>,
     pub id: u64,
     pub handle: SessionHandle,
+    /// Counted in the backend's `live` while set.
+    backend: Option<Arc<BackendState>>,
 }
 
 impl Slot {
-    pub fn set_backend(&self, backend: &str) {
-        self.registry.set_backend(self.id, Arc::from(backend));
+    /// Binds the session to its backend (counted in the backend's live sessions).
+    pub fn set_backend(&mut self, backend: Arc<BackendState>) {
+        backend.live.fetch_add(1, Ordering::AcqRel);
+        self.registry.set_backend(self.id, backend.name.clone());
+        if let Some(old) = self.backend.replace(backend) {
+            old.live.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        if let Some(b) = self.backend.take() {
+            b.live.fetch_sub(1, Ordering::AcqRel);
+        }
         self.registry.release(self.id);
     }
 }
@@ -135,9 +147,13 @@ mod tests {
         assert_eq!(reg.live_on_route("chat"), 2);
         drop(a);
         assert_eq!(reg.live_on_route("chat"), 1);
-        b.set_backend("b1");
+        let mut b = b;
+        let state = Arc::new(BackendState::new("chat", "b1"));
+        b.set_backend(state.clone());
         assert_eq!(&*reg.all()[0].backend, "b1");
+        assert_eq!(state.live.load(Ordering::Relaxed), 1);
         drop(b);
+        assert_eq!(state.live.load(Ordering::Relaxed), 0);
         assert_eq!(reg.live(), 0);
     }
 }

@@ -5,6 +5,7 @@
 //! sessions run on [`Shared::sessions`] → [`Server::shutdown`] stops accepting, asks every
 //! session to close with 1001, and waits (bounded) for the last socket.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
+use crate::backend::BackendState;
 use crate::balance::Balancer;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -31,10 +33,18 @@ pub struct Snapshot {
     /// Index-aligned with `config.routes`.
     pub balancers: Vec<Balancer>,
     pub route_names: Vec<Arc<str>>,
+    /// Live state per route, per backend (index-aligned with each route's `backends`).
+    pub backends: Vec<Vec<Arc<BackendState>>>,
+    /// The same states by (route, backend name), with each backend's identity: the next
+    /// generation carries over what did not change.
+    pub backend_index: BackendIndex,
 }
 
+pub type BackendIndex = HashMap<(String, String), (String, Arc<BackendState>)>;
+
 impl Snapshot {
-    pub fn build(config: Config, generation: u64) -> Self {
+    /// Builds a generation; `previous` lends its backend states to unchanged backends.
+    pub fn build(config: Config, generation: u64, previous: Option<&Snapshot>) -> Self {
         let table = RouteTable::new(&config);
         let balancers = config.routes.iter().map(Balancer::new).collect();
         let route_names = config
@@ -42,12 +52,16 @@ impl Snapshot {
             .iter()
             .map(|r| Arc::from(r.name.as_str()))
             .collect();
+        let (backends, backend_index) =
+            crate::backend::carry_over(&config, previous.map(|p| &p.backend_index));
         Snapshot {
             generation,
             config: Arc::new(config),
             table,
             balancers,
             route_names,
+            backends,
+            backend_index,
         }
     }
 }
@@ -113,7 +127,7 @@ impl Server {
             None => None,
         };
         let shared = Arc::new(Shared {
-            snapshot: ArcSwap::from_pointee(Snapshot::build(config, 1)),
+            snapshot: ArcSwap::from_pointee(Snapshot::build(config, 1, None)),
             registry: Arc::new(Registry::default()),
             metrics,
             stop_accepting: CancellationToken::new(),
