@@ -120,7 +120,10 @@ mod tests {
     fn refuses_codes_never_sent() {
         let h = SessionHandle::new();
         for code in [1005, 1006, 1015, 999, 1004, 2999, 5000] {
-            assert_eq!(h.close_gracefully(code, ""), Err(CloseRequestError::ForbiddenCode(code)));
+            assert_eq!(
+                h.close_gracefully(code, ""),
+                Err(CloseRequestError::ForbiddenCode(code))
+            );
         }
         assert!(h.close_request().is_none());
     }
@@ -129,7 +132,10 @@ mod tests {
     fn records_one_request_only() {
         let h = SessionHandle::new();
         h.close_gracefully(1001, "route removed").unwrap();
-        assert_eq!(h.close_gracefully(1000, ""), Err(CloseRequestError::AlreadyClosing));
+        assert_eq!(
+            h.close_gracefully(1000, ""),
+            Err(CloseRequestError::AlreadyClosing)
+        );
         assert_eq!(h.close_request().unwrap().code, 1001);
         assert_eq!(h.close_request().unwrap().reason, "route removed");
     }
