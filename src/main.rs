@@ -59,10 +59,7 @@ fn main() -> ExitCode {
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(listen).await?;
-                eprintln!(
-                    "wsedge echo {id} listening on ws://{}",
-                    listener.local_addr()?
-                );
+                eprintln!("wsedge echo {id} listening on ws://{}", listener.local_addr()?);
                 let shutdown = tokio_util::sync::CancellationToken::new();
                 let stop = shutdown.clone();
                 tokio::spawn(async move {
