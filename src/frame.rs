@@ -131,6 +131,8 @@ pub struct Scanner {
     close_code: [u8; 2],
     pong_ok: bool,
     capturing: bool,
+    /// The current frame is a data frame (its payload flowing counts as activity).
+    in_data: bool,
     /// A fragmented data message is open, and its payload so far.
     msg_open: bool,
     msg_bytes: u64,
@@ -159,6 +161,7 @@ impl Scanner {
             close_code: [0; 2],
             pong_ok: false,
             capturing: false,
+            in_data: false,
             msg_open: false,
             msg_bytes: 0,
             token: [0; MAX_TOKEN],
@@ -177,6 +180,11 @@ impl Scanner {
     /// True between frames: no accepted frame is waiting for more payload.
     pub fn at_boundary(&self) -> bool {
         self.remaining == 0
+    }
+
+    /// Inside the payload of a text/binary/continuation frame.
+    pub fn in_data_payload(&self) -> bool {
+        self.remaining > 0 && self.in_data
     }
 
     /// A `CloseEnd`/`PongEnd` is due: call `scan` even with no input left.
@@ -364,6 +372,7 @@ impl Scanner {
         let head = &raw.head;
         self.bytes += raw.len as u64;
         self.remaining = head.len;
+        self.in_data = head.is_data();
         if head.is_data() {
             self.data_frames += 1;
             if head.fin {

@@ -376,6 +376,10 @@ impl Dir {
                     }
                     self.filled = n;
                     self.read_bytes += n as u64;
+                    if self.scanner.in_data_payload() {
+                        // A long data frame still arriving is activity, not idleness.
+                        ctx.last_activity = ctx.now;
+                    }
                     return Step::Progress;
                 }
                 Poll::Ready(Err(e)) => return self.src_ended(ctx, Some(e)),
