@@ -1,13 +1,25 @@
-//! The relay between client and backend once both sides have switched protocols. STUB.
-//!
-//! Contract used by `conn.rs` (the splice helper fills in the body):
+//! The relay between client and backend once both sides have switched protocols: bytes pass
+//! through unchanged while `frame.rs` tracks boundaries; closes, limits and timers are enforced
+//! here. Layout: `splice/relay.rs` (the session future: timers, final shutdowns),
+//! `splice/dir.rs` (one direction: read, scan, write, inject), `splice/ctx.rs` (shared state
+//! and the event → Close rules), `splice/transport.rs` (readiness, buffer pool).
 
+use std::pin::pin;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::session::SessionHandle;
+
+mod ctx;
+mod dir;
+mod relay;
+#[cfg(test)]
+mod tests;
+mod transport;
+
+pub use relay::SLOW_CLOSE_GRACE;
+pub use transport::{NoReadiness, Transport, CHUNK};
 
 /// Per-session settings, from the route's `limits` and the negotiated extensions.
 #[derive(Debug, Clone)]
@@ -71,19 +83,35 @@ pub struct SpliceOutcome {
     pub hard_closed: bool,
 }
 
-/// Readiness without a buffer, so an idle session holds no I/O buffer.
-pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for T {}
+impl Side {
+    pub fn other(self) -> Side {
+        match self {
+            Side::Client => Side::Backend,
+            Side::Backend => Side::Client,
+        }
+    }
+}
 
 /// Relays until the session ends. `*_pending`: bytes already read from that side past its
 /// HTTP head (hyper's read buffer), forwarded first.
 pub async fn splice<C: Transport, B: Transport>(
-    _client: C,
-    _client_pending: Bytes,
-    _backend: B,
-    _backend_pending: Bytes,
-    _cfg: SpliceConfig,
-    _handle: SessionHandle,
+    client: C,
+    client_pending: Bytes,
+    backend: B,
+    backend_pending: Bytes,
+    cfg: SpliceConfig,
+    handle: SessionHandle,
 ) -> SpliceOutcome {
-    todo!("splice helper")
+    let waiter = handle.clone();
+    let mut request = pin!(waiter.close_requested());
+    let mut relay = relay::Relay::new(
+        client,
+        client_pending,
+        backend,
+        backend_pending,
+        cfg,
+        handle,
+    );
+    let mut sleep = pin!(tokio::time::sleep_until(relay.first_deadline()));
+    std::future::poll_fn(|cx| relay.poll(cx, sleep.as_mut(), request.as_mut())).await
 }
