@@ -63,6 +63,8 @@ pub struct BackendState {
     pub ejections_in_a_row: AtomicU32,
     /// Consecutive active-probe results (for `/status`).
     pub consecutive_failures: AtomicU32,
+    /// Consecutive active-probe successes (hysteresis back to healthy).
+    pub consecutive_successes: AtomicU32,
     /// Last probe round-trip time in microseconds; 0 = none yet.
     pub last_rtt_us: AtomicU64,
     /// Sessions on this backend right now (including handshakes in flight that reserved it).
@@ -80,6 +82,7 @@ impl BackendState {
             passive_failures: AtomicU32::new(0),
             ejections_in_a_row: AtomicU32::new(0),
             consecutive_failures: AtomicU32::new(0),
+            consecutive_successes: AtomicU32::new(0),
             last_rtt_us: AtomicU64::new(0),
             live: AtomicUsize::new(0),
         }
@@ -110,6 +113,11 @@ impl BackendState {
     pub fn eject_for(&self, d: Duration) {
         self.ejected_until_ms
             .store(now_ms() + d.as_millis() as u64, Ordering::Release);
+    }
+
+    /// The `now_ms()` at which the current (or last) ejection ends; 0 = never ejected.
+    pub fn ejected_until_ms(&self) -> u64 {
+        self.ejected_until_ms.load(Ordering::Acquire)
     }
 
     pub fn clear_ejection(&self) {

@@ -25,6 +25,7 @@ use crate::balance::key;
 use crate::config::{Listener, Route};
 use crate::forward::{self, Peer};
 use crate::handshake::{self, RejectReason, UpgradeRequest};
+use crate::health::{self, Outcome};
 use crate::server::{Shared, Snapshot};
 use crate::upstream::{self, UpgradedBackend, UpstreamError};
 
@@ -269,9 +270,13 @@ async fn dial_and_upgrade(
     deadline: tokio::time::Instant,
 ) -> Result<(usize, UpgradedBackend, HeaderValue), (BackendFailure, String)> {
     let unreachable = |e: String| (BackendFailure::Reject(RejectReason::BackendUnreachable), e);
-    let first = balancer
-        .pick(key_hash, states, None)
-        .ok_or_else(|| unreachable("no eligible backend".into()))?;
+    let first = health::pick_first(route, balancer, states, key_hash).ok_or_else(|| {
+        let reason = BackendFailure::Reject(RejectReason::NoHealthyBackend);
+        (reason, "no healthy backend".to_owned())
+    })?;
+    let outcome = |idx: usize, o: Outcome| {
+        health::record_outcome(route, states, idx, o, &ctx.shared.metrics);
+    };
     let mut chosen = first;
     let stream = loop {
         let backend = &route.backends[chosen];
@@ -280,6 +285,7 @@ async fn dial_and_upgrade(
         match upstream::connect(&backend.url, timeout).await {
             Ok(stream) => break stream,
             Err(e) => {
+                outcome(chosen, Outcome::Failure);
                 let retry = balancer
                     .pick(key_hash, states, Some(first))
                     .filter(|_| chosen == first);
@@ -317,7 +323,9 @@ async fn dial_and_upgrade(
         &upgrade.subprotocols,
         !upgrade.extensions.is_empty(),
     );
-    match tokio::time::timeout_at(deadline, exchange).await {
+    let result = tokio::time::timeout_at(deadline, exchange).await;
+    outcome(chosen, passive_outcome(&result));
+    match result {
         Err(_) => Err((
             BackendFailure::Reject(RejectReason::BackendTimeout),
             format!(
@@ -335,6 +343,18 @@ async fn dial_and_upgrade(
             e.to_string(),
         )),
         Ok(Err(e)) => Err(unreachable(e.to_string())),
+    }
+}
+
+/// What an upgrade attempt says about the backend's health (`health/passive.rs`).
+fn passive_outcome<T>(
+    result: &Result<Result<T, UpstreamError>, tokio::time::error::Elapsed>,
+) -> Outcome {
+    match result {
+        Ok(Ok(_)) => Outcome::Success,
+        Ok(Err(UpstreamError::Rejected(r))) if r.status().is_server_error() => Outcome::Failure,
+        Ok(Err(UpstreamError::Rejected(_))) => Outcome::Neutral,
+        Err(_) | Ok(Err(_)) => Outcome::Failure,
     }
 }
 

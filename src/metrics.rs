@@ -1,6 +1,8 @@
 //! Prometheus metrics, registered once. Labels come only from config names and closed enums.
 
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -11,6 +13,17 @@ pub struct Metrics {
     pub closes_total: IntCounterVec,
     pub sessions_active: IntGauge,
     pub config_generation: IntGauge,
+    /// 1 while a backend is healthy or unknown (routable), 0 while unhealthy (active probes).
+    pub backend_up: IntGaugeVec,
+    /// Probe Ping → Pong round trips.
+    pub health_check_rtt_seconds: HistogramVec,
+    /// `result`: `success`, `closed` (the backend closed the probe socket: not a failure) or
+    /// a `ProbeError` label.
+    pub health_checks_total: IntCounterVec,
+    /// Passive ejections (each one, including repeated ones).
+    pub backend_ejections_total: IntCounterVec,
+    /// Clients closed because they answered nothing to wsedge's heartbeat Ping.
+    pub client_ping_timeouts_total: IntCounterVec,
 }
 
 impl Metrics {
@@ -39,9 +52,57 @@ impl Metrics {
             "Generation of the active config",
         )
         .expect("valid metric");
+        let backend_up = IntGaugeVec::new(
+            Opts::new(
+                "wsedge_backend_up",
+                "1 while the backend is routable by active health (healthy or unknown), else 0",
+            ),
+            &["route", "backend"],
+        )
+        .expect("valid metric");
+        let health_check_rtt_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "wsedge_health_check_rtt_seconds",
+                "Probe Ping to Pong round-trip time",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+            &["route", "backend"],
+        )
+        .expect("valid metric");
+        let health_checks_total = IntCounterVec::new(
+            Opts::new(
+                "wsedge_health_checks_total",
+                "Active probe rounds by route, backend and result",
+            ),
+            &["route", "backend", "result"],
+        )
+        .expect("valid metric");
+        let backend_ejections_total = IntCounterVec::new(
+            Opts::new(
+                "wsedge_backend_ejections_total",
+                "Passive ejections by route and backend",
+            ),
+            &["route", "backend"],
+        )
+        .expect("valid metric");
+        let client_ping_timeouts_total = IntCounterVec::new(
+            Opts::new(
+                "wsedge_client_ping_timeouts_total",
+                "Clients closed for not answering the heartbeat Ping in time",
+            ),
+            &["route"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(upgrades_total.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(closes_total.clone()),
+            Box::new(backend_up.clone()),
+            Box::new(health_check_rtt_seconds.clone()),
+            Box::new(health_checks_total.clone()),
+            Box::new(backend_ejections_total.clone()),
+            Box::new(client_ping_timeouts_total.clone()),
         ] {
             registry.register(c).expect("registered once");
         }
@@ -63,6 +124,11 @@ impl Metrics {
             closes_total,
             sessions_active,
             config_generation,
+            backend_up,
+            health_check_rtt_seconds,
+            health_checks_total,
+            backend_ejections_total,
+            client_ping_timeouts_total,
         }
     }
 

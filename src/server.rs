@@ -19,6 +19,7 @@ use tracing::info;
 use crate::backend::BackendState;
 use crate::balance::Balancer;
 use crate::config::Config;
+use crate::health::HealthChecker;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::route::RouteTable;
@@ -79,8 +80,11 @@ pub struct Shared {
     pub connections: TaskTracker,
     /// Upgraded sessions (hyper no longer sees them, so they are tracked here).
     pub sessions: TaskTracker,
-    /// False once shutdown starts (`/readyz` answers 503).
+    /// True once the first probe round is done (bounded by the largest probe timeout);
+    /// false again once shutdown starts (`/readyz` answers 503).
     pub ready: AtomicBool,
+    /// Active probes per route (a reload restarts a route's probes through it).
+    pub health: HealthChecker,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,15 +130,18 @@ impl Server {
             ),
             None => None,
         };
+        let registry = Arc::new(Registry::default());
+        let health = HealthChecker::new(metrics.clone(), registry.clone());
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(Snapshot::build(config, 1, None)),
-            registry: Arc::new(Registry::default()),
+            registry,
             metrics,
             stop_accepting: CancellationToken::new(),
             close_sessions: CancellationToken::new(),
             connections: TaskTracker::new(),
             sessions: TaskTracker::new(),
             ready: AtomicBool::new(false),
+            health,
         });
         let tasks = TaskTracker::new();
         let mut listeners = Vec::new();
@@ -153,6 +160,25 @@ impl Server {
             }
             None => None,
         };
+        // Ready once every backend has had its first probe round: unknown routes like healthy,
+        // but a load balancer should not send traffic before wsedge knows. Bounded by the
+        // largest probe timeout (a round never takes longer).
+        let snapshot = shared.snapshot.load_full();
+        let mut first_rounds = Vec::new();
+        let mut bound = Duration::ZERO;
+        for (route, states) in snapshot.config.routes.iter().zip(&snapshot.backends) {
+            if let Some(hc) = &route.health_check {
+                bound = bound.max(hc.timeout);
+            }
+            first_rounds.push(shared.health.start_route(route, states));
+        }
+        let all_first = async {
+            for f in first_rounds {
+                f.wait().await;
+            }
+        };
+        // A little past the timeout: the round's own timer has to fire and be reported.
+        let _ = tokio::time::timeout(bound + Duration::from_millis(50), all_first).await;
         shared.ready.store(true, Ordering::SeqCst);
         Ok(Server {
             shared,
@@ -197,9 +223,11 @@ impl Server {
         shared.close_sessions.cancel();
         shared.connections.close();
         shared.sessions.close();
+        shared.health.shutdown();
         self.tasks.close();
         let all = async {
             self.tasks.wait().await;
+            shared.health.wait().await;
             shared.connections.wait().await;
             shared.sessions.wait().await;
         };
