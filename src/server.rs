@@ -7,18 +7,20 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
 use crate::backend::BackendState;
 use crate::balance::Balancer;
-use crate::config::Config;
+use crate::config::{Config, Listener};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::route::RouteTable;
@@ -38,6 +40,18 @@ pub struct Snapshot {
     /// The same states by (route, backend name), with each backend's identity: the next
     /// generation carries over what did not change.
     pub backend_index: BackendIndex,
+    /// Per route: a hash of what places keys on backends (affinity, balance, backend names
+    /// and weights). A rebalance only concerns routes whose fingerprint changed.
+    pub ring_fingerprints: Vec<u64>,
+}
+
+/// What decides where a key lands on a route's ring.
+fn ring_fingerprint(route: &crate::config::Route) -> u64 {
+    let mut text = format!("{:?}|{:?}|", route.affinity, route.balance);
+    for b in &route.backends {
+        text.push_str(&format!("{}:{};", b.name, b.weight));
+    }
+    crate::balance::key::hash_key(text.as_bytes())
 }
 
 pub type BackendIndex = HashMap<(String, String), (String, Arc<BackendState>)>;
@@ -54,7 +68,9 @@ impl Snapshot {
             .collect();
         let (backends, backend_index) =
             crate::backend::carry_over(&config, previous.map(|p| &p.backend_index));
+        let ring_fingerprints = config.routes.iter().map(ring_fingerprint).collect();
         Snapshot {
+            ring_fingerprints,
             generation,
             config: Arc::new(config),
             table,
@@ -66,12 +82,23 @@ impl Snapshot {
     }
 }
 
+/// A bound traffic listener, stopped on its own when a reload removes it.
+#[derive(Debug)]
+pub struct BoundListener {
+    /// The configured bind (a reload that changes it rebinds).
+    pub bind: SocketAddr,
+    /// The actual address (port 0 resolved).
+    pub local: SocketAddr,
+    pub stop: CancellationToken,
+}
+
 /// State shared by every task of the router.
 pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     pub registry: Arc<Registry>,
     pub metrics: Metrics,
-    /// Cancelled first on shutdown: accept loops end, idle HTTP connections close.
+    /// Cancelled first on shutdown: accept loops end (each listener holds a child token, so a
+    /// reload can stop one alone), idle HTTP connections close.
     pub stop_accepting: CancellationToken,
     /// Cancelled next: every live session is asked to close with 1001.
     pub close_sessions: CancellationToken,
@@ -79,8 +106,35 @@ pub struct Shared {
     pub connections: TaskTracker,
     /// Upgraded sessions (hyper no longer sees them, so they are tracked here).
     pub sessions: TaskTracker,
-    /// False once shutdown starts (`/readyz` answers 503).
+    /// Accept loops, admin, drain schedules, the config watcher.
+    pub tasks: TaskTracker,
+    /// False until started, and again once shutdown starts (`/readyz` answers 503).
     pub ready: AtomicBool,
+    pub listeners: Mutex<HashMap<String, BoundListener>>,
+    /// Reloads are serialised: a second concurrent `POST /reload` gets 409.
+    pub reload_lock: tokio::sync::Mutex<()>,
+    /// Where routes.yaml lives (reloads re-read it).
+    pub config_path: PathBuf,
+    /// When the active generation was loaded (seconds since the Unix epoch).
+    pub loaded_at: Mutex<std::time::SystemTime>,
+}
+
+impl Shared {
+    pub fn listeners(&self) -> MutexGuard<'_, HashMap<String, BoundListener>> {
+        self.listeners.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts the accept loop of a freshly bound listener.
+    pub fn serve_listener(self: &Arc<Self>, config: &Listener, listener: TcpListener) {
+        let local = listener.local_addr().expect("bound socket has an address");
+        let stop = self.stop_accepting.child_token();
+        info!(listener = %config.name, addr = %local, tls = config.tls.is_some(), "listening");
+        self.listeners().insert(
+            config.name.clone(),
+            BoundListener { bind: config.bind, local, stop: stop.clone() },
+        );
+        self.tasks.spawn(crate::listener::accept_loop(listener, config.name.clone(), stop, self.clone()));
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,12 +147,24 @@ pub enum StartError {
     },
 }
 
+/// Binds each listener; all or nothing (what was bound is dropped on the first failure).
+pub fn bind_all<'a>(
+    listeners: impl IntoIterator<Item = &'a Listener>,
+) -> Result<Vec<(Listener, TcpListener)>, StartError> {
+    listeners
+        .into_iter()
+        .map(|l| {
+            crate::listener::bind(l.bind)
+                .map(|tcp| (l.clone(), tcp))
+                .map_err(|source| StartError::Bind { name: l.name.clone(), addr: l.bind, source })
+        })
+        .collect()
+}
+
 /// A started router.
 pub struct Server {
     shared: Arc<Shared>,
-    listeners: Vec<(String, SocketAddr)>,
     admin: Option<SocketAddr>,
-    tasks: TaskTracker,
 }
 
 impl Server {
@@ -107,25 +173,16 @@ impl Server {
     pub async fn start(config: Config) -> Result<Server, StartError> {
         let metrics = Metrics::new();
         metrics.config_generation.set(1);
-        let mut bound = Vec::new();
-        for l in &config.listeners {
-            let listener = crate::listener::bind(l.bind).map_err(|source| StartError::Bind {
-                name: l.name.clone(),
-                addr: l.bind,
-                source,
-            })?;
-            bound.push((Arc::new(l.clone()), listener));
-        }
+        let bound = bind_all(&config.listeners)?;
         let admin_listener = match &config.admin {
-            Some(a) => Some(
-                crate::listener::bind(a.bind).map_err(|source| StartError::Bind {
-                    name: "admin".into(),
-                    addr: a.bind,
-                    source,
-                })?,
-            ),
+            Some(a) => Some(crate::listener::bind(a.bind).map_err(|source| StartError::Bind {
+                name: "admin".into(),
+                addr: a.bind,
+                source,
+            })?),
             None => None,
         };
+        let config_path = config.source.clone();
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(Snapshot::build(config, 1, None)),
             registry: Arc::new(Registry::default()),
@@ -134,45 +191,39 @@ impl Server {
             close_sessions: CancellationToken::new(),
             connections: TaskTracker::new(),
             sessions: TaskTracker::new(),
+            tasks: TaskTracker::new(),
             ready: AtomicBool::new(false),
+            listeners: Mutex::new(HashMap::new()),
+            reload_lock: tokio::sync::Mutex::new(()),
+            config_path,
+            loaded_at: Mutex::new(std::time::SystemTime::now()),
         });
-        let tasks = TaskTracker::new();
-        let mut listeners = Vec::new();
         for (cfg, listener) in bound {
-            let addr = listener.local_addr().expect("bound socket has an address");
-            info!(listener = %cfg.name, %addr, tls = cfg.tls.is_some(), "listening");
-            listeners.push((cfg.name.clone(), addr));
-            tasks.spawn(crate::listener::accept_loop(listener, cfg, shared.clone()));
+            shared.serve_listener(&cfg, listener);
         }
         let admin = match admin_listener {
             Some(listener) => {
                 let addr = listener.local_addr().expect("bound socket has an address");
                 info!(%addr, "admin listening");
-                tasks.spawn(crate::admin::serve(listener, shared.clone()));
+                shared.tasks.spawn(crate::admin::serve(listener, shared.clone()));
                 Some(addr)
             }
             None => None,
         };
         shared.ready.store(true, Ordering::SeqCst);
-        Ok(Server {
-            shared,
-            listeners,
-            admin,
-            tasks,
-        })
+        Ok(Server { shared, admin })
     }
 
     /// The bound address of a traffic listener, by name.
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.listeners
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, a)| *a)
+        self.shared.listeners().get(name).map(|l| l.local)
     }
 
     /// The first listener's address (single-listener configs, tests).
     pub fn addr(&self) -> SocketAddr {
-        self.listeners[0].1
+        let snapshot = self.shared.snapshot.load();
+        let first = &snapshot.config.listeners[0].name;
+        self.listener_addr(first).expect("the first listener is bound")
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
@@ -197,18 +248,14 @@ impl Server {
         shared.close_sessions.cancel();
         shared.connections.close();
         shared.sessions.close();
-        self.tasks.close();
+        shared.tasks.close();
         let all = async {
-            self.tasks.wait().await;
+            shared.tasks.wait().await;
             shared.connections.wait().await;
             shared.sessions.wait().await;
         };
         let done = tokio::time::timeout(grace, all).await.is_ok();
-        info!(
-            clean = done,
-            live = shared.registry.live(),
-            "shutdown finished"
-        );
+        info!(clean = done, live = shared.registry.live(), "shutdown finished");
         done
     }
 }
