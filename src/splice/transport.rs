@@ -9,11 +9,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 /// A byte stream the splice can relay.
 ///
-/// `poll_read_ready` must return `Ready` whenever a read could make progress (spurious
-/// readiness is fine: the splice then reads, gets `Pending`, gives the buffer back). The splice
-/// only parks on it after a read returned `Pending` or after a chunk was fully written, so for
-/// TLS the TCP socket's readiness is correct: `Pending` from the TLS read means no buffered
-/// plaintext is left.
+/// The splice calls `poll_read_ready` only after a `poll_read` returned `Pending`, and then it
+/// must resolve when a read could make progress (spurious readiness is fine: the splice reads,
+/// gets `Pending`, gives the buffer back). So for TLS the TCP socket's readiness is correct:
+/// `Pending` from the TLS read means no buffered plaintext is left.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// True if [`poll_read_ready`](Self::poll_read_ready) really waits. When false, the splice
     /// keeps its read buffer while parked in `poll_read` instead (no busy loop, but a buffer
