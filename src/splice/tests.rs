@@ -564,3 +564,72 @@ async fn close_handshake_over_tcp_and_future_size() {
         (data.len() + reply.len()) as u64
     );
 }
+
+#[tokio::test]
+async fn deflate_frames_pass_through_untouched() {
+    let mut rig = start(SpliceConfig {
+        deflate: true,
+        ..cfg()
+    });
+    // RSV1 on the first frame of a message (compressed payload is opaque to wsedge).
+    let up = [
+        cf(0x40 | OP_TEXT, &[0xf2, 0x48, 0x05]),
+        cf(FIN | OP_CONTINUATION, &[0x00]),
+    ]
+    .concat();
+    rig.client.write_all(&up).await.unwrap();
+    assert_eq!(read_n(&mut rig.backend, up.len()).await, up);
+    let down = bf(FIN | 0x40 | OP_BINARY, &[0xca, 0xc9, 0x07, 0x00]);
+    rig.backend.write_all(&down).await.unwrap();
+    assert_eq!(read_n(&mut rig.client, down.len()).await, down);
+}
+
+#[tokio::test]
+async fn no_second_close_to_a_side() {
+    let mut rig = start(cfg());
+    let close = cf(FIN | OP_CLOSE, &close_payload(1000, ""));
+    rig.client.write_all(&close).await.unwrap();
+    assert_eq!(read_n(&mut rig.backend, close.len()).await, close);
+    // A drain arriving mid-handshake adds no Close: each side gets exactly one.
+    rig.handle.close_gracefully(1001, "drain").unwrap();
+    tokio::task::yield_now().await;
+    let reply = bf(FIN | OP_CLOSE, &close_payload(1000, "ok"));
+    rig.backend.write_all(&reply).await.unwrap();
+    let mut rest = Vec::new();
+    rig.client.read_to_end(&mut rest).await.unwrap();
+    assert_eq!(rest, reply);
+    let mut rest = Vec::new();
+    rig.backend.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty(), "backend got {rest:?}");
+    let out = outcome(rig).await;
+    assert_eq!(
+        out.end,
+        SessionEnd::CloseHandshake {
+            initiator: Side::Client,
+            code: Some(1000)
+        }
+    );
+}
+
+#[tokio::test]
+async fn backend_eof_at_boundary_sends_1001_to_client() {
+    let mut rig = start(cfg());
+    let data = bf(FIN | OP_TEXT, b"last words");
+    rig.backend.write_all(&data).await.unwrap();
+    rig.backend.shutdown().await.unwrap();
+    assert_eq!(read_n(&mut rig.client, data.len()).await, data);
+    assert_eq!(expect_close(&mut rig.client, false).await.0, 1001);
+    rig.client
+        .write_all(&cf(FIN | OP_CLOSE, &close_payload(1001, "")))
+        .await
+        .unwrap();
+    expect_eof(&mut rig.client).await;
+    let out = outcome(rig).await;
+    assert_eq!(
+        out.end,
+        SessionEnd::Abnormal {
+            side: Side::Backend
+        }
+    );
+    assert!(!out.hard_closed);
+}
