@@ -534,3 +534,94 @@ async fn backend_eof_at_boundary_sends_1001_to_client() {
     );
     assert!(!out.hard_closed);
 }
+
+/// Deterministic xorshift for the randomised tests.
+fn rng(seed: u32) -> impl FnMut() -> u32 {
+    let mut x = seed.max(1);
+    move || {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x
+    }
+}
+
+#[tokio::test]
+async fn random_valid_streams_arrive_byte_for_byte() {
+    for seed in 1..=20u32 {
+        let mut r = rng(seed);
+        let mut up = Vec::new();
+        let mut down = Vec::new();
+        for _ in 0..40 {
+            let len = (r() % 3000) as usize;
+            let payload: Vec<u8> = (0..len).map(|i| i as u8 ^ seed as u8).collect();
+            let half = len / 2;
+            match r() % 3 {
+                0 => {
+                    up.extend(cf(OP_BINARY, &payload[..half]));
+                    up.extend(cf(FIN | OP_PING, b"hb"));
+                    up.extend(cf(FIN | OP_CONTINUATION, &payload[half..]));
+                    down.extend(bf(FIN | OP_TEXT, &payload[..half]));
+                }
+                1 => up.extend(cf(FIN | OP_TEXT, &payload[..len.min(1000)])),
+                _ => down.extend(bf(FIN | OP_PONG, &payload[..len.min(125)])),
+            }
+        }
+        let mut c = cfg();
+        c.max_message_bytes = 1 << 20;
+        let rig = start(c);
+        let (mut c_rd, mut c_wr) = tokio::io::split(rig.client);
+        let (mut b_rd, mut b_wr) = tokio::io::split(rig.backend);
+        let writer = async {
+            let mut r = rng(seed ^ 0x55);
+            let (mut i, mut j) = (0, 0);
+            while i < up.len() || j < down.len() {
+                let n = 1 + (r() % 700) as usize;
+                let (ei, ej) = ((i + n).min(up.len()), (j + n).min(down.len()));
+                c_wr.write_all(&up[i..ei]).await.unwrap();
+                b_wr.write_all(&down[j..ej]).await.unwrap();
+                (i, j) = (ei, ej);
+                tokio::task::yield_now().await;
+            }
+        };
+        let (mut got_up, mut got_down) = (vec![0; up.len()], vec![0; down.len()]);
+        let (_, a, b) = tokio::join!(
+            writer,
+            b_rd.read_exact(&mut got_up),
+            c_rd.read_exact(&mut got_down)
+        );
+        a.unwrap();
+        b.unwrap();
+        assert!(got_up == up, "seed {seed} up");
+        assert!(got_down == down, "seed {seed} down");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn garbage_from_both_sides_ends_cleanly() {
+    for seed in 1..=30u32 {
+        let mut r = rng(seed);
+        let junk =
+            |r: &mut dyn FnMut() -> u32| -> Vec<u8> { (0..2000).map(|_| r() as u8).collect() };
+        let (cj, bj) = (junk(&mut r), junk(&mut r));
+        let mut rig = start_with(cfg(), &cj[..10], &[], 64 * 1024);
+        let _ = rig.client.write_all(&cj[10..]).await;
+        let _ = rig.backend.write_all(&bj).await;
+        let _ = rig.client.shutdown().await;
+        let _ = rig.backend.shutdown().await;
+        let handle = rig.task;
+        let (mut c, mut b) = (rig.client, rig.backend);
+        // Drain both ends so nothing blocks, whatever the splice decided to send.
+        let drain = async {
+            let (mut x, mut y) = (Vec::new(), Vec::new());
+            let _ = tokio::join!(c.read_to_end(&mut x), b.read_to_end(&mut y));
+        };
+        let (out, _) = tokio::join!(tokio::time::timeout(Duration::from_secs(60), handle), drain);
+        let out = out.expect("splice hung").expect("splice panicked");
+        assert!(
+            !matches!(out.end, SessionEnd::IdleTimeout),
+            "seed {seed}: {:?}",
+            out.end
+        );
+    }
+}
