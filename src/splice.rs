@@ -19,7 +19,7 @@ mod tests;
 mod transport;
 
 pub use relay::SLOW_CLOSE_GRACE;
-pub use transport::{NoReadiness, Transport, CHUNK};
+pub use transport::{give_buf, take_buf, NoReadiness, Transport, CHUNK};
 
 /// Per-session settings, from the route's `limits` and the negotiated extensions.
 #[derive(Debug, Clone)]

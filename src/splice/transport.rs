@@ -93,12 +93,14 @@ thread_local! {
     static POOL: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
 }
 
-pub(crate) fn take_buf() -> Box<[u8]> {
+/// A read buffer of [`CHUNK`] bytes from this thread's free list (or a new one).
+pub fn take_buf() -> Box<[u8]> {
     POOL.with(|p| p.borrow_mut().pop())
         .unwrap_or_else(|| vec![0u8; CHUNK].into_boxed_slice())
 }
 
-pub(crate) fn give_buf(buf: Box<[u8]>) {
+/// Returns a buffer to this thread's free list (dropped when the list is full).
+pub fn give_buf(buf: Box<[u8]>) {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         if p.len() < POOL_MAX {
