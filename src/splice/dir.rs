@@ -234,6 +234,8 @@ impl Dir {
         };
         match Pin::new(&mut *dst).poll_write(cx, bytes) {
             Poll::Ready(Ok(n)) if n > 0 => {
+                // A writer claiming more than it was given must not push us out of bounds.
+                let n = n.min(bytes.len());
                 match target {
                     Target::Prefix => self.prefix_pos += n as u8,
                     Target::Region => self.wpos += n,

@@ -95,13 +95,16 @@ thread_local! {
 
 /// A read buffer of [`CHUNK`] bytes from this thread's free list (or a new one).
 pub fn take_buf() -> Box<[u8]> {
-    POOL.with(|p| p.borrow_mut().pop())
+    // try_with: a task dropped during thread teardown must not panic on the gone pool.
+    POOL.try_with(|p| p.borrow_mut().pop())
+        .ok()
+        .flatten()
         .unwrap_or_else(|| vec![0u8; CHUNK].into_boxed_slice())
 }
 
 /// Returns a buffer to this thread's free list (dropped when the list is full).
 pub fn give_buf(buf: Box<[u8]>) {
-    POOL.with(|p| {
+    let _ = POOL.try_with(|p| {
         let mut p = p.borrow_mut();
         if p.len() < POOL_MAX {
             p.push(buf);
