@@ -42,7 +42,12 @@ pub fn tune_socket(stream: &TcpStream) {
 /// EMFILE back off (doubling up to a second) instead of spinning on a full process. Each
 /// connection reads the listener's settings from the snapshot current when it arrives, so a
 /// reload's new `request_timeout` or `trusted_proxies` apply to new connections.
-pub async fn accept_loop(listener: TcpListener, name: String, stop: CancellationToken, shared: Arc<Shared>) {
+pub async fn accept_loop(
+    listener: TcpListener,
+    name: String,
+    stop: CancellationToken,
+    shared: Arc<Shared>,
+) {
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {

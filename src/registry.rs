@@ -95,7 +95,12 @@ impl Registry {
                 ring_fingerprint: 0,
             },
         );
-        Some(Slot { registry: self.clone(), id, handle, backend: None })
+        Some(Slot {
+            registry: self.clone(),
+            id,
+            handle,
+            backend: None,
+        })
     }
 
     pub fn live(&self) -> usize {
@@ -159,7 +164,8 @@ impl Slot {
     /// Binds the session to its backend (counted in the backend's live sessions).
     pub fn set_backend(&mut self, backend: Arc<BackendState>, placement: Placement) {
         backend.live.fetch_add(1, Ordering::AcqRel);
-        self.registry.bind_backend(self.id, backend.clone(), placement);
+        self.registry
+            .bind_backend(self.id, backend.clone(), placement);
         if let Some(old) = self.backend.replace(backend) {
             old.live.fetch_sub(1, Ordering::AcqRel);
         }
@@ -204,7 +210,13 @@ mod tests {
         drop(a);
         assert_eq!(reg.live_on_route("chat"), 1);
         let state = Arc::new(BackendState::new("chat", "b1"));
-        b.set_backend(state.clone(), Placement { key_hash: 7, ..Default::default() });
+        b.set_backend(
+            state.clone(),
+            Placement {
+                key_hash: 7,
+                ..Default::default()
+            },
+        );
         let info = reg.all().remove(0);
         assert_eq!((info.backend_name(), info.key_hash), ("b1", 7));
         assert_eq!(state.live.load(Ordering::Relaxed), 1);

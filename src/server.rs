@@ -131,14 +131,25 @@ impl Shared {
         info!(listener = %config.name, addr = %local, tls = config.tls.is_some(), "listening");
         self.listeners().insert(
             config.name.clone(),
-            BoundListener { bind: config.bind, local, stop: stop.clone() },
+            BoundListener {
+                bind: config.bind,
+                local,
+                stop: stop.clone(),
+            },
         );
-        self.tasks.spawn(crate::listener::accept_loop(listener, config.name.clone(), stop, self.clone()));
+        self.tasks.spawn(crate::listener::accept_loop(
+            listener,
+            config.name.clone(),
+            stop,
+            self.clone(),
+        ));
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error("admin.bind {0} is not loopback and no admin token is set (admin.token_file or WSEDGE_ADMIN_TOKEN)")]
+    AdminWithoutToken(SocketAddr),
     #[error("listener {name}: cannot bind {addr}: {source}")]
     Bind {
         name: String,
@@ -156,7 +167,11 @@ pub fn bind_all<'a>(
         .map(|l| {
             crate::listener::bind(l.bind)
                 .map(|tcp| (l.clone(), tcp))
-                .map_err(|source| StartError::Bind { name: l.name.clone(), addr: l.bind, source })
+                .map_err(|source| StartError::Bind {
+                    name: l.name.clone(),
+                    addr: l.bind,
+                    source,
+                })
         })
         .collect()
 }
@@ -171,15 +186,22 @@ impl Server {
     /// Binds every listener (and the admin endpoint) and starts serving. Port 0 binds are
     /// resolved: see [`Server::listener_addr`].
     pub async fn start(config: Config) -> Result<Server, StartError> {
+        if let Some(a) = &config.admin {
+            if !a.bind.ip().is_loopback() && crate::admin::admin_token(&config).is_none() {
+                return Err(StartError::AdminWithoutToken(a.bind));
+            }
+        }
         let metrics = Metrics::new();
         metrics.config_generation.set(1);
         let bound = bind_all(&config.listeners)?;
         let admin_listener = match &config.admin {
-            Some(a) => Some(crate::listener::bind(a.bind).map_err(|source| StartError::Bind {
-                name: "admin".into(),
-                addr: a.bind,
-                source,
-            })?),
+            Some(a) => Some(
+                crate::listener::bind(a.bind).map_err(|source| StartError::Bind {
+                    name: "admin".into(),
+                    addr: a.bind,
+                    source,
+                })?,
+            ),
             None => None,
         };
         let config_path = config.source.clone();
@@ -205,11 +227,14 @@ impl Server {
             Some(listener) => {
                 let addr = listener.local_addr().expect("bound socket has an address");
                 info!(%addr, "admin listening");
-                shared.tasks.spawn(crate::admin::serve(listener, shared.clone()));
+                shared
+                    .tasks
+                    .spawn(crate::admin::serve(listener, shared.clone()));
                 Some(addr)
             }
             None => None,
         };
+        spawn_flusher(&shared);
         shared.ready.store(true, Ordering::SeqCst);
         Ok(Server { shared, admin })
     }
@@ -223,7 +248,8 @@ impl Server {
     pub fn addr(&self) -> SocketAddr {
         let snapshot = self.shared.snapshot.load();
         let first = &snapshot.config.listeners[0].name;
-        self.listener_addr(first).expect("the first listener is bound")
+        self.listener_addr(first)
+            .expect("the first listener is bound")
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
@@ -239,13 +265,58 @@ impl Server {
         self.shared.registry.live()
     }
 
+    /// The SIGTERM path: `/readyz` turns 503 at once; listeners keep accepting for
+    /// `shutdown.delay` (load balancers deregister meanwhile), then stop; every session
+    /// drains with its route's spread and timeout; returns when the last session is gone or at
+    /// the bound (delay + the largest effective spread + timeout + 1 s).
+    pub async fn shutdown_gracefully(self) -> bool {
+        let shared = self.shared.clone();
+        shared.ready.store(false, Ordering::SeqCst);
+        let snapshot = shared.snapshot.load_full();
+        let delay = snapshot.config.shutdown.delay;
+        info!(
+            delay_ms = delay.as_millis() as u64,
+            "shutting down: not ready; draining after the delay"
+        );
+        tokio::time::sleep(delay).await;
+        shared.stop_accepting.cancel();
+        let sessions = shared.registry.all();
+        let bound = drain_bound(&snapshot, sessions.len());
+        let entries = sessions
+            .into_iter()
+            .map(|s| (s, crate::plan::DrainReason::Shutdown))
+            .collect();
+        let schedule = crate::drain::schedule(entries, |route| {
+            snapshot
+                .config
+                .routes
+                .iter()
+                .find(|r| r.name == route)
+                .map(|r| r.drain.clone())
+                .unwrap_or(crate::config::Drain {
+                    timeout: crate::config::DEFAULT_DRAIN_TIMEOUT,
+                    spread: Duration::ZERO,
+                    max_rate: None,
+                    rebalance: false,
+                })
+        });
+        crate::drain::run(&shared, schedule);
+        self.finish(bound, false).await
+    }
+
     /// Stops accepting, asks every session to close with 1001 and waits up to `grace` for
     /// them to finish. Returns whether everything finished in time.
     pub async fn shutdown(self, grace: Duration) -> bool {
+        self.finish(grace, true).await
+    }
+
+    async fn finish(self, grace: Duration, close_now: bool) -> bool {
         let shared = &self.shared;
         shared.ready.store(false, Ordering::SeqCst);
         shared.stop_accepting.cancel();
-        shared.close_sessions.cancel();
+        if close_now {
+            shared.close_sessions.cancel();
+        }
         shared.connections.close();
         shared.sessions.close();
         shared.tasks.close();
@@ -255,7 +326,44 @@ impl Server {
             shared.sessions.wait().await;
         };
         let done = tokio::time::timeout(grace, all).await.is_ok();
-        info!(clean = done, live = shared.registry.live(), "shutdown finished");
+        info!(
+            clean = done,
+            live = shared.registry.live(),
+            "shutdown finished"
+        );
         done
     }
+}
+
+/// The longest a graceful drain may take: the largest effective spread + drain timeout of
+/// any route, plus a second for the sockets.
+pub fn drain_bound(snapshot: &Snapshot, sessions: usize) -> Duration {
+    snapshot
+        .config
+        .routes
+        .iter()
+        .map(|r| crate::drain::effective_spread(&r.drain, sessions) + r.drain.timeout)
+        .max()
+        .unwrap_or_default()
+        + Duration::from_secs(1)
+}
+
+/// Moves per-session counters into the registry every second (and the session task does a
+/// last flush at its end), so `/metrics` is at most a second behind without a registry
+/// lookup per message.
+fn spawn_flusher(shared: &Arc<Shared>) {
+    let shared2 = shared.clone();
+    shared.tasks.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shared2.stop_accepting.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            for s in shared2.registry.all() {
+                shared2.metrics.flush_session(&s.route, s.handle.stats());
+            }
+        }
+    });
 }
