@@ -72,6 +72,21 @@ fn bench(c: &mut Criterion) {
         g.bench_function(*name, |b| b.iter(|| scan_all(black_box(data), *origin)));
     }
     g.finish();
+
+    // Taking a read buffer per readable event: the splice's per-thread free list vs a fresh
+    // zeroed allocation each time.
+    let mut g = c.benchmark_group("read_buffer");
+    g.bench_function("pool_take_give", |b| {
+        b.iter(|| wsedge::splice::give_buf(black_box(wsedge::splice::take_buf())))
+    });
+    g.bench_function("fresh_alloc", |b| {
+        b.iter(|| {
+            drop(black_box(
+                vec![0u8; wsedge::splice::CHUNK].into_boxed_slice(),
+            ))
+        })
+    });
+    g.finish();
 }
 
 criterion_group!(benches, bench);

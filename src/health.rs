@@ -27,7 +27,9 @@ use crate::backend::{BackendState, Health};
 use crate::balance::Balancer;
 use crate::config::{HealthCheck, OnAllUnhealthy, Route};
 use crate::metrics::Metrics;
+use crate::plan::DrainReason;
 use crate::registry::Registry;
+use crate::server::Snapshot;
 
 pub use passive::{record_outcome, Outcome};
 use probe::{ProbeConn, ProbeResult};
@@ -279,37 +281,77 @@ pub fn transition(state: &BackendState, ok: bool, hc: &HealthCheck) -> Option<He
     })
 }
 
-/// `drain_on_unhealthy`: each live session on the backend gets Close 1001 at a moment
-/// uniform at random over `drain.spread`, so its clients do not all reconnect at once. A
-/// backend that recovers before a session's moment keeps that session.
+/// `drain_on_unhealthy`: each live session on the backend gets Close 1001 "backend
+/// unhealthy" at a moment uniform at random over the route's effective drain spread
+/// (`drain.rs`), so its clients do not all reconnect at once. A backend that recovers before a
+/// session's moment keeps that session.
 fn drain_backend(env: &Arc<ProbeEnv>, state: &Arc<BackendState>) {
-    let spread = env.route.drain.spread;
-    let mut victims: Vec<(Duration, crate::session::SessionHandle)> = env
+    let victims: Vec<_> = env
         .registry
         .all()
         .into_iter()
-        .filter(|s| *s.route == *state.route && *s.backend == *state.name)
-        .map(|s| (spread.mul_f64(rand::random::<f64>()), s.handle))
+        .filter(|s| s.backend.as_ref().is_some_and(|b| Arc::ptr_eq(b, state)))
+        .map(|s| (s, DrainReason::BackendUnhealthy))
         .collect();
     if victims.is_empty() {
         return;
     }
-    victims.sort_by_key(|(at, _)| *at);
-    info!(route = %state.route, backend = %state.name, sessions = victims.len(), ?spread, "draining unhealthy backend");
-    let (cancel, state) = (env.cancel.clone(), state.clone());
+    let schedule = crate::drain::schedule(victims, |_| env.route.drain.clone());
+    info!(route = %state.route, backend = %state.name, sessions = schedule.len(), "draining unhealthy backend");
+    let (cancel, state, metrics) = (env.cancel.clone(), state.clone(), env.metrics.clone());
     env.tasks.spawn(async move {
         let start = Instant::now();
-        for (at, handle) in victims {
+        for s in schedule {
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep_until(start + at) => {}
+                _ = tokio::time::sleep_until(start + s.at) => {}
             }
             if state.health() != Health::Unhealthy {
                 return;
             }
-            let _ = handle.close_gracefully(1001, "backend unhealthy");
+            let reason = DrainReason::BackendUnhealthy;
+            if s.session
+                .handle
+                .close_gracefully_within(1001, reason.text(), s.timeout)
+                .is_ok()
+            {
+                metrics
+                    .drains_total
+                    .with_label_values(&[&s.session.route, reason.label()])
+                    .inc();
+            }
         }
     });
+}
+
+/// After a reload swapped `old` for `new`: restarts the probes of every route whose
+/// `health_check`, backends or backend states changed, and stops those of removed routes.
+/// Unchanged routes keep probing without a gap.
+pub fn reconcile(checker: &HealthChecker, old: &Snapshot, new: &Snapshot) {
+    for old_route in &old.config.routes {
+        if !new.config.routes.iter().any(|r| r.name == old_route.name) {
+            checker.stop_route(&old_route.name);
+        }
+    }
+    for (route, states) in new.config.routes.iter().zip(&new.backends) {
+        let before = old
+            .config
+            .routes
+            .iter()
+            .zip(&old.backends)
+            .find(|(r, _)| r.name == route.name);
+        let same = before.is_some_and(|(r, s)| {
+            r.health_check == route.health_check
+                && r.backends == route.backends
+                && r.limits.connect_timeout == route.limits.connect_timeout
+                && s.len() == states.len()
+                && s.iter().zip(states).all(|(a, b)| Arc::ptr_eq(a, b))
+        });
+        if !same {
+            // Dropped FirstRound: a reload does not wait for the new probes' first round.
+            let _ = checker.start_route(route, states);
+        }
+    }
 }
 
 /// The first backend for a session: the balancer's pick among eligible backends; when none

@@ -3,6 +3,12 @@
 //! here. Layout: `splice/relay.rs` (the session future: timers, final shutdowns),
 //! `splice/dir.rs` (one direction: read, scan, write, inject), `splice/ctx.rs` (shared state
 //! and the event → Close rules), `splice/transport.rs` (readiness, buffer pool).
+//!
+//! Room for later work: client liveness (issue 5) adds one deadline to `Relay::next_deadline`,
+//! writes its Ping through the same at-a-frame-boundary slot as an injected Close
+//! (`ctx::Peer::inject`), and consumes its Pong via `Scanner::arm_pong_token` (the scanner
+//! reports that Pong as `Frame` then `PongEnd { matched }`; `dir.rs` marks the spot). Drains
+//! (issue 6) use `SessionHandle::close_gracefully`, answered here as `SessionEnd::Requested`.
 
 use std::pin::pin;
 use std::time::Duration;
@@ -19,7 +25,7 @@ mod tests;
 mod transport;
 
 pub use relay::SLOW_CLOSE_GRACE;
-pub use transport::{NoReadiness, Transport, CHUNK};
+pub use transport::{give_buf, take_buf, NoReadiness, Transport, CHUNK};
 
 /// Per-session settings, from the route's `limits` and the negotiated extensions.
 #[derive(Debug, Clone)]
@@ -70,7 +76,9 @@ pub enum SessionEnd {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DirectionStats {
+    /// Bytes read from this direction's source (wire bytes, including frames wsedge dropped).
     pub bytes: u64,
+    /// Complete text/binary messages (counted on their final frame).
     pub messages: u64,
 }
 
@@ -94,6 +102,11 @@ impl Side {
 
 /// Relays until the session ends. `*_pending`: bytes already read from that side past its
 /// HTTP head (hyper's read buffer), forwarded first.
+///
+/// One future drives both directions (no spawned task). Memory per session: the future itself
+/// (about 1.4 KiB over `TcpStream`s, see the `close_handshake_over_tcp_and_future_size` test)
+/// plus at most one [`CHUNK`] read buffer per direction while bytes are in flight; an idle
+/// session on sockets with read readiness holds no buffer.
 pub async fn splice<C: Transport, B: Transport>(
     client: C,
     client_pending: Bytes,

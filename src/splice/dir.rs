@@ -88,6 +88,8 @@ pub(super) struct Dir {
     /// Since when the destination has accepted no bytes while we had some for it.
     pub stall_since: Option<Instant>,
     need_flush: bool,
+    /// The last read returned Pending: wait for readiness (without a buffer) before the next.
+    src_drained: bool,
     pub read_bytes: u64,
     flushed_bytes: u64,
     flushed_msgs: u64,
@@ -123,6 +125,8 @@ impl Dir {
             stuck: false,
             stall_since: None,
             need_flush: false,
+            // First a read, not readiness: TLS may already hold plaintext.
+            src_drained: false,
             read_bytes: filled as u64,
             flushed_bytes: 0,
             flushed_msgs: 0,
@@ -230,6 +234,8 @@ impl Dir {
         };
         match Pin::new(&mut *dst).poll_write(cx, bytes) {
             Poll::Ready(Ok(n)) if n > 0 => {
+                // A writer claiming more than it was given must not push us out of bounds.
+                let n = n.min(bytes.len());
                 match target {
                     Target::Prefix => self.prefix_pos += n as u8,
                     Target::Region => self.wpos += n,
@@ -348,10 +354,11 @@ impl Dir {
             self.chunk = Chunk::None;
         }
         (self.filled, self.scan, self.wpos, self.wend) = (0, 0, 0, 0);
-        // Two rounds: a read that returns Pending clears the readiness, so the second
+        // Readiness is consulted only after a read returned Pending (TLS may hold plaintext
+        // its socket does not show). Two rounds: the Pending read cleared the readiness, so
         // poll_read_ready registers the waker (or sees a new event).
         for _ in 0..2 {
-            if src.has_read_readiness() {
+            if src.has_read_readiness() && self.src_drained {
                 match src.poll_read_ready(cx) {
                     Poll::Pending => {
                         self.chunk.release();
@@ -376,6 +383,7 @@ impl Dir {
                     }
                     self.filled = n;
                     self.read_bytes += n as u64;
+                    self.src_drained = false;
                     if self.scanner.in_data_payload() {
                         // A long data frame still arriving is activity, not idleness.
                         ctx.last_activity = ctx.now;
@@ -383,7 +391,10 @@ impl Dir {
                     return Step::Progress;
                 }
                 Poll::Ready(Err(e)) => return self.src_ended(ctx, Some(e)),
-                Poll::Pending if src.has_read_readiness() => self.chunk.release(),
+                Poll::Pending if src.has_read_readiness() => {
+                    self.src_drained = true;
+                    self.chunk.release();
+                }
                 // No readiness: keep the buffer while parked in poll_read (no busy loop).
                 Poll::Pending => return Step::Parked,
             }

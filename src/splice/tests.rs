@@ -1,7 +1,6 @@
 //! Splice tests over in-memory pipes (`tokio::io::duplex`) with hand-built frames; timers run
 //! on the paused clock. Every test asserts the exact bytes and codes each side gets.
 
-use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,6 +8,7 @@ use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::task::JoinHandle;
 
 use super::*;
+mod tcp;
 mod timers;
 
 use crate::frame::{build, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT};
@@ -466,92 +466,43 @@ async fn backend_eof_mid_frame_just_closes_the_client() {
     );
 }
 
-/// Two connected loopback sockets: (the peer's end, the splice's end).
-async fn tcp_pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let (peer, accepted) = tokio::join!(tokio::net::TcpStream::connect(addr), l.accept());
-    (peer.unwrap(), accepted.unwrap().0)
-}
-
-/// Relays one frame client → backend over real sockets, then polls once more and returns how
-/// many read buffers the now idle session holds.
-async fn buffers_after_one_frame<C: Transport, B: Transport>(
-    wrap_c: impl FnOnce(tokio::net::TcpStream) -> C,
-    wrap_b: impl FnOnce(tokio::net::TcpStream) -> B,
-) -> usize {
-    let (mut client, c_srv) = tcp_pair().await;
-    let (mut backend, b_srv) = tcp_pair().await;
-    let (handle, waiter) = (SessionHandle::new(), SessionHandle::new());
-    let mut relay = relay::Relay::new(
-        wrap_c(c_srv),
-        Bytes::new(),
-        wrap_b(b_srv),
-        Bytes::new(),
-        cfg(),
-        handle,
-    );
-    let mut req = std::pin::pin!(waiter.close_requested());
-    let mut sleep = std::pin::pin!(tokio::time::sleep_until(relay.first_deadline()));
-    let frame = cf(FIN | OP_TEXT, b"over tcp");
-    client.write_all(&frame).await.unwrap();
-    let mut got = vec![0; frame.len()];
-    tokio::select! {
-        _ = std::future::poll_fn(|cx| relay.poll(cx, sleep.as_mut(), req.as_mut())) => panic!("ended"),
-        r = backend.read_exact(&mut got) => { r.unwrap(); }
-    }
-    assert_eq!(got, frame);
-    let once = std::future::poll_fn(|cx| Poll::Ready(relay.poll(cx, sleep.as_mut(), req.as_mut())));
-    assert!(once.await.is_pending());
-    relay.buffers_held()
+#[tokio::test]
+async fn deflate_frames_pass_through_untouched() {
+    let mut rig = start(SpliceConfig {
+        deflate: true,
+        ..cfg()
+    });
+    // RSV1 on the first frame of a message (compressed payload is opaque to wsedge).
+    let up = [
+        cf(0x40 | OP_TEXT, &[0xf2, 0x48, 0x05]),
+        cf(FIN | OP_CONTINUATION, &[0x00]),
+    ]
+    .concat();
+    rig.client.write_all(&up).await.unwrap();
+    assert_eq!(read_n(&mut rig.backend, up.len()).await, up);
+    let down = bf(FIN | 0x40 | OP_BINARY, &[0xca, 0xc9, 0x07, 0x00]);
+    rig.backend.write_all(&down).await.unwrap();
+    assert_eq!(read_n(&mut rig.client, down.len()).await, down);
 }
 
 #[tokio::test]
-async fn idle_session_on_tcp_holds_no_buffer() {
-    assert_eq!(buffers_after_one_frame(|s| s, |s| s).await, 0);
-    // Without buffer-less readiness each direction keeps its buffer while parked.
-    assert_eq!(buffers_after_one_frame(NoReadiness, NoReadiness).await, 2);
-}
-
-#[tokio::test]
-async fn close_handshake_over_tcp_and_future_size() {
-    let (mut client, c_srv) = tcp_pair().await;
-    let (mut backend, b_srv) = tcp_pair().await;
-    let fut = splice(
-        c_srv,
-        Bytes::new(),
-        b_srv,
-        Bytes::new(),
-        SpliceConfig {
-            max_message_bytes: 1 << 20,
-            ..cfg()
-        },
-        SessionHandle::new(),
-    );
-    // The per-session heap is this future (boxed in its task) plus the handle's Arc.
-    println!(
-        "splice future over TcpStream: {} bytes",
-        std::mem::size_of_val(&fut)
-    );
-    assert!(std::mem::size_of_val(&fut) < 2048);
-    let task = tokio::spawn(fut);
-    let data = bf(FIN | OP_BINARY, &[8; 40_000]); // more than two read chunks
-    backend.write_all(&data).await.unwrap();
-    let mut got = vec![0; data.len()];
-    client.read_exact(&mut got).await.unwrap();
-    assert!(got == data);
+async fn no_second_close_to_a_side() {
+    let mut rig = start(cfg());
     let close = cf(FIN | OP_CLOSE, &close_payload(1000, ""));
-    client.write_all(&close).await.unwrap();
-    let mut got = vec![0; close.len()];
-    backend.read_exact(&mut got).await.unwrap();
-    assert_eq!(got, close);
-    let reply = bf(FIN | OP_CLOSE, &close_payload(1000, ""));
-    backend.write_all(&reply).await.unwrap();
+    rig.client.write_all(&close).await.unwrap();
+    assert_eq!(read_n(&mut rig.backend, close.len()).await, close);
+    // A drain arriving mid-handshake adds no Close: each side gets exactly one.
+    rig.handle.close_gracefully(1001, "drain").unwrap();
+    tokio::task::yield_now().await;
+    let reply = bf(FIN | OP_CLOSE, &close_payload(1000, "ok"));
+    rig.backend.write_all(&reply).await.unwrap();
     let mut rest = Vec::new();
-    client.read_to_end(&mut rest).await.unwrap();
+    rig.client.read_to_end(&mut rest).await.unwrap();
     assert_eq!(rest, reply);
-    backend.shutdown().await.unwrap();
-    let out = task.await.unwrap();
+    let mut rest = Vec::new();
+    rig.backend.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty(), "backend got {rest:?}");
+    let out = outcome(rig).await;
     assert_eq!(
         out.end,
         SessionEnd::CloseHandshake {
@@ -559,8 +510,118 @@ async fn close_handshake_over_tcp_and_future_size() {
             code: Some(1000)
         }
     );
+}
+
+#[tokio::test]
+async fn backend_eof_at_boundary_sends_1001_to_client() {
+    let mut rig = start(cfg());
+    let data = bf(FIN | OP_TEXT, b"last words");
+    rig.backend.write_all(&data).await.unwrap();
+    rig.backend.shutdown().await.unwrap();
+    assert_eq!(read_n(&mut rig.client, data.len()).await, data);
+    assert_eq!(expect_close(&mut rig.client, false).await.0, 1001);
+    rig.client
+        .write_all(&cf(FIN | OP_CLOSE, &close_payload(1001, "")))
+        .await
+        .unwrap();
+    expect_eof(&mut rig.client).await;
+    let out = outcome(rig).await;
     assert_eq!(
-        out.backend_to_client.bytes,
-        (data.len() + reply.len()) as u64
+        out.end,
+        SessionEnd::Abnormal {
+            side: Side::Backend
+        }
     );
+    assert!(!out.hard_closed);
+}
+
+/// Deterministic xorshift for the randomised tests.
+fn rng(seed: u32) -> impl FnMut() -> u32 {
+    let mut x = seed.max(1);
+    move || {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x
+    }
+}
+
+#[tokio::test]
+async fn random_valid_streams_arrive_byte_for_byte() {
+    for seed in 1..=20u32 {
+        let mut r = rng(seed);
+        let mut up = Vec::new();
+        let mut down = Vec::new();
+        for _ in 0..40 {
+            let len = (r() % 3000) as usize;
+            let payload: Vec<u8> = (0..len).map(|i| i as u8 ^ seed as u8).collect();
+            let half = len / 2;
+            match r() % 3 {
+                0 => {
+                    up.extend(cf(OP_BINARY, &payload[..half]));
+                    up.extend(cf(FIN | OP_PING, b"hb"));
+                    up.extend(cf(FIN | OP_CONTINUATION, &payload[half..]));
+                    down.extend(bf(FIN | OP_TEXT, &payload[..half]));
+                }
+                1 => up.extend(cf(FIN | OP_TEXT, &payload[..len.min(1000)])),
+                _ => down.extend(bf(FIN | OP_PONG, &payload[..len.min(125)])),
+            }
+        }
+        let mut c = cfg();
+        c.max_message_bytes = 1 << 20;
+        let rig = start(c);
+        let (mut c_rd, mut c_wr) = tokio::io::split(rig.client);
+        let (mut b_rd, mut b_wr) = tokio::io::split(rig.backend);
+        let writer = async {
+            let mut r = rng(seed ^ 0x55);
+            let (mut i, mut j) = (0, 0);
+            while i < up.len() || j < down.len() {
+                let n = 1 + (r() % 700) as usize;
+                let (ei, ej) = ((i + n).min(up.len()), (j + n).min(down.len()));
+                c_wr.write_all(&up[i..ei]).await.unwrap();
+                b_wr.write_all(&down[j..ej]).await.unwrap();
+                (i, j) = (ei, ej);
+                tokio::task::yield_now().await;
+            }
+        };
+        let (mut got_up, mut got_down) = (vec![0; up.len()], vec![0; down.len()]);
+        let (_, a, b) = tokio::join!(
+            writer,
+            b_rd.read_exact(&mut got_up),
+            c_rd.read_exact(&mut got_down)
+        );
+        a.unwrap();
+        b.unwrap();
+        assert!(got_up == up, "seed {seed} up");
+        assert!(got_down == down, "seed {seed} down");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn garbage_from_both_sides_ends_cleanly() {
+    for seed in 1..=30u32 {
+        let mut r = rng(seed);
+        let junk =
+            |r: &mut dyn FnMut() -> u32| -> Vec<u8> { (0..2000).map(|_| r() as u8).collect() };
+        let (cj, bj) = (junk(&mut r), junk(&mut r));
+        let mut rig = start_with(cfg(), &cj[..10], &[], 64 * 1024);
+        let _ = rig.client.write_all(&cj[10..]).await;
+        let _ = rig.backend.write_all(&bj).await;
+        let _ = rig.client.shutdown().await;
+        let _ = rig.backend.shutdown().await;
+        let handle = rig.task;
+        let (mut c, mut b) = (rig.client, rig.backend);
+        // Drain both ends so nothing blocks, whatever the splice decided to send.
+        let drain = async {
+            let (mut x, mut y) = (Vec::new(), Vec::new());
+            let _ = tokio::join!(c.read_to_end(&mut x), b.read_to_end(&mut y));
+        };
+        let (out, _) = tokio::join!(tokio::time::timeout(Duration::from_secs(60), handle), drain);
+        let out = out.expect("splice hung").expect("splice panicked");
+        assert!(
+            !matches!(out.end, SessionEnd::IdleTimeout),
+            "seed {seed}: {:?}",
+            out.end
+        );
+    }
 }

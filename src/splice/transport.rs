@@ -9,11 +9,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 /// A byte stream the splice can relay.
 ///
-/// `poll_read_ready` must return `Ready` whenever a read could make progress (spurious
-/// readiness is fine: the splice then reads, gets `Pending`, gives the buffer back). The splice
-/// only parks on it after a read returned `Pending` or after a chunk was fully written, so for
-/// TLS the TCP socket's readiness is correct: `Pending` from the TLS read means no buffered
-/// plaintext is left.
+/// The splice calls `poll_read_ready` only after a `poll_read` returned `Pending`, and then it
+/// must resolve when a read could make progress (spurious readiness is fine: the splice reads,
+/// gets `Pending`, gives the buffer back). So for TLS the TCP socket's readiness is correct:
+/// `Pending` from the TLS read means no buffered plaintext is left.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// True if [`poll_read_ready`](Self::poll_read_ready) really waits. When false, the splice
     /// keeps its read buffer while parked in `poll_read` instead (no busy loop, but a buffer
@@ -94,13 +93,18 @@ thread_local! {
     static POOL: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
 }
 
-pub(crate) fn take_buf() -> Box<[u8]> {
-    POOL.with(|p| p.borrow_mut().pop())
+/// A read buffer of [`CHUNK`] bytes from this thread's free list (or a new one).
+pub fn take_buf() -> Box<[u8]> {
+    // try_with: a task dropped during thread teardown must not panic on the gone pool.
+    POOL.try_with(|p| p.borrow_mut().pop())
+        .ok()
+        .flatten()
         .unwrap_or_else(|| vec![0u8; CHUNK].into_boxed_slice())
 }
 
-pub(crate) fn give_buf(buf: Box<[u8]>) {
-    POOL.with(|p| {
+/// Returns a buffer to this thread's free list (dropped when the list is full).
+pub fn give_buf(buf: Box<[u8]>) {
+    let _ = POOL.try_with(|p| {
         let mut p = p.borrow_mut();
         if p.len() < POOL_MAX {
             p.push(buf);
