@@ -282,3 +282,70 @@ async fn passive_max_ejection_percent_and_4xx_do_not_eject() {
     b2.stop().await;
     app.stop().await;
 }
+
+const HEARTBEAT: &str =
+    "limits: {client_ping_interval: 1s, client_ping_timeout: 1s, close_timeout: 500ms}";
+
+#[tokio::test]
+async fn silent_client_answering_pings_stays_and_its_pongs_never_reach_the_backend() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let b = PingBackend::start("b", true).await;
+    let router = Router::start(&single_route_yaml(&[("b", b.addr)], HEARTBEAT)).await;
+    let mut ws = connect(&router.url("/")).await;
+    // Silent for 5 s: only reading (tungstenite answers each Ping with its Pong).
+    let mut pings = 0;
+    let silent = tokio::time::sleep(Duration::from_secs(5));
+    tokio::pin!(silent);
+    loop {
+        tokio::select! {
+            _ = &mut silent => break,
+            m = ws.next() => match m {
+                Some(Ok(Message::Ping(p))) => {
+                    assert_eq!(p.len(), 8);
+                    pings += 1;
+                }
+                other => panic!("session ended while silent: {other:?}"),
+            },
+        }
+    }
+    assert!(pings >= 4, "one Ping per second of silence: {pings}");
+    assert_eq!(roundtrip(&mut ws, "whoami").await, "b");
+    assert_eq!(b.pongs_seen.load(std::sync::atomic::Ordering::SeqCst), 0);
+    router.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn client_that_stops_reading_is_closed_within_interval_plus_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b = PingBackend::start("b", true).await;
+    let router = Router::start(&single_route_yaml(&[("b", b.addr)], HEARTBEAT)).await;
+    let mut s = tokio::net::TcpStream::connect(router.addr).await.unwrap();
+    s.write_all(upgrade_request("/", "").as_bytes())
+        .await
+        .unwrap();
+    let (status, _, _) = read_response(&mut s).await;
+    assert_eq!(status, 101);
+    let opened = Instant::now();
+    // The client now neither reads nor writes.
+    let server = router.server();
+    let took = wait_for("session closed", PATIENCE, || server.live_sessions() == 0).await;
+    let took = took.max(opened.elapsed());
+    eprintln!("silent client closed after {took:?} (interval + timeout = 2s)");
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_millis(2600),
+        "{took:?}"
+    );
+    // What it would have read: the Ping, then the end of the connection (no Close).
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, s.read_to_end(&mut rest)).await;
+    assert_eq!(rest.first(), Some(&0x89), "{rest:?}");
+    let metrics = router.server().shared().metrics.render();
+    assert!(
+        metrics.contains("wsedge_client_ping_timeouts_total{route=\"r\"} 1"),
+        "{metrics}"
+    );
+    router.stop().await;
+    b.stop().await;
+}
