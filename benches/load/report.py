@@ -40,7 +40,8 @@ def load(path):
             r = json.loads(line)
             t = r.get("target", "?")
             if "error" in r:
-                errors.append(f"{t} {r.get('scenario', '')}: {r['error']}".strip())
+                scen = f" {r['scenario']}" if r.get("scenario") else ""
+                errors.append(f"{t}{scen}: {r['error']}")
                 continue
             if r.get("scenario") == "idle" and r.get("rss_bytes_per_session") is not None:
                 r["rss_kib_per_session"] = r["rss_bytes_per_session"] / 1024
