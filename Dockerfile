@@ -24,7 +24,8 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin wsedge \
+    && groupadd --system --gid 10001 wsedge \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin wsedge \
     && mkdir -p /etc/wsedge
 COPY --from=build /usr/local/bin/wsedge /usr/local/bin/wsedge
 USER 10001:10001
