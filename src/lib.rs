@@ -1,11 +1,48 @@
 //! wsedge — a WebSocket edge router.
+//!
+//! # Request flow
+//! ```text
+//! listener ──► conn ──► handshake ──► route ──► balance ──► upstream ──► session_task ──► splice
+//! (accept)     (HTTP/1.1) (RFC 6455)   (host,   (ring,      (dial, 101,   (owns the       (frames,
+//!                                       path)    key)        Accept)       session)        limits)
+//! ```
+//! # Modules
+//! - [`config`]: routes.yaml → validated [`config::Config`] (`raw` → `validate`).
+//! - [`server`]: the running router: snapshot, listeners, admin, shutdown.
+//! - [`listener`]: accept loop with backoff; socket options.
+//! - [`conn`]: one client connection end to end; every refusal is one [`handshake::RejectReason`].
+//! - [`handshake`]: RFC 6455 §4.2.1 validation, Origin, subprotocols, extensions.
+//! - [`route`]: the immutable route table.
+//! - [`balance`]: consistent-hash ring and affinity keys; [`backend`]: live per-backend state.
+//! - [`forward`]: header forwarding (hop-by-hop, X-Forwarded-*, request id, traceparent).
+//! - [`upstream`]: dial the backend, send the upgrade, verify the 101.
+//! - [`session_task`]: the task owning a session; [`splice`] relays it; [`frame`] scans it.
+//! - [`session`]: the handle every live session registers; [`registry`] holds them.
+//! - [`fallback`]: `http_fallback` for plain HTTP.
+//! - [`admin`], [`metrics`]: operations.
+//! - [`echo`]: the built-in echo backend; [`check`]: `wsedge check`.
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod backend;
+pub mod balance;
 pub mod check;
 pub mod config;
+pub mod conn;
+pub mod demo;
 pub mod echo;
+pub mod fallback;
+pub mod forward;
 pub mod frame;
+pub mod handshake;
+pub mod listener;
+pub mod metrics;
 pub mod origin;
+pub mod registry;
 pub mod rlimit;
+pub mod route;
+pub mod server;
 pub mod session;
+pub mod session_task;
 pub mod splice;
+pub mod upstream;

@@ -1,15 +1,37 @@
 //! The `wsedge` command line: load and validate the config, run, and the tools around it.
+//! `anyhow` lives here only; the library speaks typed errors.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing::{info, warn};
+
+use wsedge::config::Config;
+use wsedge::server::Server;
 
 #[derive(Parser)]
 #[command(name = "wsedge", version, about = "A WebSocket edge router")]
 struct Cli {
+    /// Log format.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "WSEDGE_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -36,6 +58,11 @@ enum Command {
         /// Print the embedded config and exit.
         #[arg(long)]
         print_config: bool,
+        /// Where the router listens (an OS-chosen port if taken).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: std::net::SocketAddr,
     },
     /// Exit 0 when the admin /healthz answers 200 (Docker HEALTHCHECK without curl).
     Healthcheck {
@@ -46,44 +73,186 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    init_logging(cli.log_format);
+    let result = match cli.command {
         Command::Check { config } => {
             let ok = wsedge::check::run(&config, &mut std::io::stdout(), &mut std::io::stderr());
-            if ok {
+            return if ok {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
-            }
+            };
         }
-        Command::Echo { listen, id } => {
-            match wsedge::rlimit::raise_nofile() {
-                Ok((old, new)) => eprintln!("wsedge echo: open-file limit {old} -> {new}"),
-                Err(e) => eprintln!("wsedge echo: cannot raise the open-file limit: {e}"),
-            }
-            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(listen).await?;
-                eprintln!(
-                    "wsedge echo {id} listening on ws://{}",
-                    listener.local_addr()?
-                );
-                let shutdown = tokio_util::sync::CancellationToken::new();
-                let stop = shutdown.clone();
-                tokio::spawn(async move {
-                    let _ = tokio::signal::ctrl_c().await;
-                    stop.cancel();
-                });
-                wsedge::echo::serve(listener, id, shutdown).await;
-                Ok::<_, std::io::Error>(())
-            })
-            .map(|_| ExitCode::SUCCESS)
-            .unwrap_or_else(|e| {
-                eprintln!("wsedge echo: {e}");
-                ExitCode::from(1)
-            })
+        Command::Run { config } => run(config),
+        Command::Echo { listen, id } => echo(listen, id),
+        Command::Demo {
+            print_config: true, ..
+        } => {
+            print!("{}", wsedge::demo::DEMO_CONFIG);
+            Ok(())
         }
-        Command::Run { .. } | Command::Demo { .. } | Command::Healthcheck { .. } => {
-            todo!("core")
+        Command::Demo { listen, admin, .. } => demo(listen, admin),
+        Command::Healthcheck { url } => healthcheck(&url),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wsedge: {e:#}");
+            ExitCode::from(1)
         }
     }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")
+}
+
+fn raise_fd_limit() {
+    match wsedge::rlimit::raise_nofile() {
+        Ok((old, new)) => info!(
+            old_soft_limit = old,
+            new_soft_limit = new,
+            "open-file limit"
+        ),
+        Err(e) => warn!(error = %e, "cannot raise the open-file limit"),
+    }
+}
+
+fn run(path: PathBuf) -> anyhow::Result<()> {
+    raise_fd_limit();
+    let (config, warnings) = match Config::load(&path) {
+        Ok(ok) => ok,
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            anyhow::bail!(
+                "{}: {} error(s); nothing started",
+                path.display(),
+                errors.0.len()
+            );
+        }
+    };
+    for w in &warnings {
+        warn!("{w}");
+    }
+    let grace = shutdown_grace(&config);
+    runtime()?.block_on(async move {
+        let server = Server::start(config).await?;
+        wait_for_signal().await;
+        info!("shutdown signal: closing sessions with 1001 (a second signal exits at once)");
+        tokio::spawn(async {
+            wait_for_signal().await;
+            eprintln!("wsedge: second signal, exiting now");
+            std::process::exit(1);
+        });
+        server.shutdown(grace).await;
+        Ok(())
+    })
+}
+
+/// The longest a clean shutdown may take: every session's close handshake within its
+/// route's `close_timeout`, plus a second for the sockets.
+fn shutdown_grace(config: &Config) -> Duration {
+    let close = config
+        .routes
+        .iter()
+        .map(|r| r.limits.close_timeout)
+        .max()
+        .unwrap_or_default();
+    close + Duration::from_secs(1)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn echo(listen: std::net::SocketAddr, id: String) -> anyhow::Result<()> {
+    raise_fd_limit();
+    runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("bind {listen}"))?;
+        info!(id = %id, addr = %listener.local_addr()?, "echo backend listening");
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            stop.cancel();
+        });
+        wsedge::echo::serve(listener, id, shutdown).await;
+        Ok(())
+    })
+}
+
+fn demo(listen: std::net::SocketAddr, admin: std::net::SocketAddr) -> anyhow::Result<()> {
+    raise_fd_limit();
+    runtime()?.block_on(async move {
+        let demo = wsedge::demo::Demo::start(listen, admin).await?;
+        let addr = demo.server.addr();
+        println!("wsedge demo is running.");
+        for (name, backend) in &demo.backends {
+            println!("  echo backend {name}: ws://{backend}");
+        }
+        println!("  connect to:   ws://{addr}/?room=lobby   (send `whoami` to see your backend)");
+        if let Some(admin) = demo.server.admin_addr() {
+            println!("  admin:        http://{admin}/metrics");
+        }
+        println!("Ctrl-C to stop.");
+        wait_for_signal().await;
+        demo.stop().await;
+        Ok(())
+    })
+}
+
+/// A minimal HTTP/1.1 GET (no client crate needed in a slim image).
+fn healthcheck(url: &str) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let url = url::Url::parse(url).context("healthcheck URL")?;
+    let host = url.host_str().context("URL has no host")?;
+    let port = url.port_or_known_default().unwrap_or(80);
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))?
+        .next()
+        .context("cannot resolve")?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(
+        stream,
+        "GET {} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n",
+        url.path()
+    )?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head)?;
+    anyhow::ensure!(
+        &head[..12] == b"HTTP/1.1 200",
+        "{} answered {}",
+        url,
+        String::from_utf8_lossy(&head)
+    );
+    Ok(())
 }

@@ -1,1 +1,248 @@
-//! serde input types for routes.yaml (positions kept for validation errors). STUB.
+//! serde input types for routes.yaml: the file's shape, nothing more. Parsed with serde-saphyr;
+//! every value that needs a rule is wrapped in [`Spanned`] so [`super::validate`] can point at
+//! its line and column, and durations, sizes, URLs and addresses are read as strings so that all
+//! of their errors are collected (not only the first). Required fields are `Option` for the same
+//! reason: a missing one is reported at its parent's position together with everything else.
+//!
+//! No untagged or flattened types: serde-saphyr loses positions inside them.
+
+use std::fmt;
+
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+pub use serde_saphyr::{Location, Spanned};
+
+/// A string-valued field with its position.
+pub type Str = Option<Spanned<String>>;
+/// A list of items, the list and each item with their positions.
+pub type List<T> = Option<Spanned<Vec<Spanned<T>>>>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub listeners: List<RawListener>,
+    pub admin: Option<Spanned<RawAdmin>>,
+    pub routes: List<RawRoute>,
+    pub shutdown: Option<Spanned<RawShutdown>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub name: Str,
+    pub bind: Str,
+    pub request_timeout: Str,
+    pub trusted_proxies: List<String>,
+    pub proxy_protocol: Str,
+    pub tls: Option<Spanned<RawListenerTls>>,
+}
+
+/// Both the short form `{cert, key}` and the long form `{certificates: [...]}`; which one is
+/// used is checked in validation (an untagged enum would lose positions).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerTls {
+    pub cert: Str,
+    pub key: Str,
+    pub certificates: List<RawCertificate>,
+    pub min_version: Str,
+    pub client_ca: Str,
+    pub forward_client_cert: Str,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub server_names: List<String>,
+    pub cert: Str,
+    pub key: Str,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub bind: Str,
+    pub token_file: Str,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShutdown {
+    pub delay: Str,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: Str,
+    pub listener: Str,
+    #[serde(rename = "match")]
+    pub match_: Option<Spanned<RawMatch>>,
+    pub origins: List<String>,
+    pub require_origin: Option<bool>,
+    pub subprotocols: List<String>,
+    pub require_subprotocol: Option<Spanned<bool>>,
+    pub preserve_host: Option<bool>,
+    pub request_headers: Option<Spanned<RawHeaderEdits>>,
+    pub affinity: Option<Spanned<RawAffinity>>,
+    pub balance: Option<Spanned<RawBalance>>,
+    pub backends: List<RawBackend>,
+    pub health_check: Option<Spanned<RawHealthCheck>>,
+    pub drain: Option<Spanned<RawDrain>>,
+    pub http_fallback: Str,
+    pub limits: Option<Spanned<RawLimits>>,
+    pub expose_backend_header: Str,
+    pub redact_query: List<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    pub host: Str,
+    pub path_prefix: Str,
+    pub strip_prefix: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderEdits {
+    pub add: Option<Pairs>,
+    pub remove: List<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAffinity {
+    pub key: Str,
+    pub fallback: Str,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBalance {
+    pub load_factor: Option<Spanned<f64>>,
+    pub virtual_nodes: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    pub name: Str,
+    pub url: Str,
+    pub weight: Option<Spanned<u32>>,
+    pub ca: Str,
+    pub client_cert: Str,
+    pub client_key: Str,
+    pub insecure_skip_verify: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    pub path: Str,
+    pub interval: Str,
+    pub timeout: Str,
+    pub healthy_threshold: Option<Spanned<u32>>,
+    pub unhealthy_threshold: Option<Spanned<u32>>,
+    pub headers: Option<Pairs>,
+    pub subprotocol: Str,
+    pub on_all_unhealthy: Str,
+    pub drain_on_unhealthy: Option<bool>,
+    pub passive: Option<Spanned<RawPassive>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPassive {
+    pub consecutive_failures: Option<Spanned<u32>>,
+    pub ejection: Str,
+    pub max_ejection_percent: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDrain {
+    pub timeout: Str,
+    pub spread: Str,
+    pub max_rate: Option<Spanned<f64>>,
+    pub rebalance: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub handshake_timeout: Str,
+    pub connect_timeout: Str,
+    pub idle_timeout: Str,
+    pub max_message_bytes: Str,
+    pub max_connections: Option<Spanned<u64>>,
+    pub write_stall_timeout: Str,
+    pub close_timeout: Str,
+    pub client_ping_interval: Str,
+    pub client_ping_timeout: Str,
+}
+
+/// A YAML mapping of strings kept in file order, each key and value with its position
+/// (header names and values: order matters and both sides are validated).
+#[derive(Debug, Default)]
+pub struct Pairs(pub Vec<(Spanned<String>, Spanned<String>)>);
+
+impl<'de> Deserialize<'de> for Pairs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct PairsVisitor;
+        impl<'de> Visitor<'de> for PairsVisitor {
+            type Value = Pairs;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping of names to string values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Pairs, A::Error> {
+                let mut out = Vec::new();
+                while let Some(k) = map.next_key::<Spanned<String>>()? {
+                    let v = map.next_value::<Spanned<String>>()?;
+                    out.push((k, v));
+                }
+                Ok(Pairs(out))
+            }
+        }
+        d.deserialize_map(PairsVisitor)
+    }
+}
+
+/// Parses the text into raw types; serde-saphyr stops at the first error it meets.
+pub fn parse(text: &str) -> Result<RawConfig, serde_saphyr::Error> {
+    serde_saphyr::from_str(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_kept_for_values_keys_and_items() {
+        let text =
+            "listeners:\n  - name: edge\n    bind: 127.0.0.1:8080\nroutes:\n  - name: r\n    \
+                    request_headers: {add: {X-A: b}}\n    limits: {max_message_bytes: 1048576}\n";
+        let raw = parse(text).unwrap();
+        let l = &raw.listeners.unwrap().value[0];
+        assert_eq!((l.referenced.line(), l.referenced.column()), (2, 5));
+        let bind = l.value.bind.as_ref().unwrap();
+        assert_eq!(bind.value, "127.0.0.1:8080");
+        assert_eq!((bind.referenced.line(), bind.referenced.column()), (3, 11));
+        let routes = raw.routes.unwrap();
+        let r = &routes.value[0].value;
+        let add = &r
+            .request_headers
+            .as_ref()
+            .unwrap()
+            .value
+            .add
+            .as_ref()
+            .unwrap()
+            .0;
+        assert_eq!(add[0].0.value, "X-A");
+        assert_eq!(add[0].0.referenced.line(), 6);
+        assert_eq!(add[0].1.value, "b");
+        let lim = &r.limits.as_ref().unwrap().value;
+        assert_eq!(lim.max_message_bytes.as_ref().unwrap().value, "1048576");
+    }
+}

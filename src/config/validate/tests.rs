@@ -1,0 +1,611 @@
+//! One test per validation rule, named after it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::config::*;
+
+const LISTENER: &str = "listeners:\n  - name: edge\n    bind: 127.0.0.1:8080\n";
+
+/// A valid file with `extra` added to the one route (lines indented by 4 spaces).
+fn with_route(extra: &str) -> String {
+    format!(
+        "{LISTENER}routes:\n  - name: chat\n    origins: [\"https://a.example.com\"]\n    \
+         backends:\n      - {{name: a, url: \"ws://127.0.0.1:9001\"}}\n{extra}"
+    )
+}
+
+/// A valid file with `extra` added to the one listener.
+fn with_listener(extra: &str) -> String {
+    format!("{LISTENER}{extra}routes:\n  - name: chat\n    origins: []\n    backends: [{{name: a, url: \"ws://h:1\"}}]\n")
+}
+
+fn load(text: &str) -> Result<(Config, Vec<Warning>), ConfigErrors> {
+    validate::validate(Path::new("/etc/wsedge/routes.yaml"), text)
+}
+
+fn ok(text: &str) -> Config {
+    match load(text) {
+        Ok((c, _)) => c,
+        Err(e) => panic!("expected valid, got:\n{e}\n---\n{text}"),
+    }
+}
+
+/// Asserts an error at `path` whose message contains `what`; returns it.
+fn err(text: &str, path: &str, what: &str) -> ConfigError {
+    let errors = match load(text) {
+        Ok(_) => panic!("expected an error at {path}, file is valid:\n{text}"),
+        Err(e) => e.0,
+    };
+    errors
+        .iter()
+        .find(|e| e.path == path && e.message.contains(what))
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "no error `{path}: ..{what}..` in:\n{}",
+                ConfigErrors(errors.clone())
+            )
+        })
+}
+
+#[test]
+fn minimal_file_gets_every_default() {
+    let c = ok(&with_route(""));
+    let r = &c.routes[0];
+    assert_eq!(r.listener, "edge");
+    assert_eq!(r.host, HostMatch::Any);
+    assert_eq!(r.path_prefix, "/");
+    assert_eq!(r.limits.max_message_bytes, DEFAULT_MAX_MESSAGE_BYTES);
+    assert_eq!(r.limits.idle_timeout, DEFAULT_IDLE_TIMEOUT);
+    assert_eq!(r.balance.virtual_nodes, DEFAULT_VIRTUAL_NODES);
+    assert_eq!(r.drain.spread, DEFAULT_DRAIN_SPREAD);
+    assert_eq!(
+        r.affinity,
+        Affinity {
+            key: AffinityKey::ClientIp,
+            fallback: AffinityKey::Random
+        }
+    );
+    assert_eq!(r.backends[0].weight, 1);
+    assert!(r.preserve_host);
+    assert_eq!(c.listeners[0].request_timeout, DEFAULT_REQUEST_TIMEOUT);
+    assert_eq!(c.shutdown.delay, DEFAULT_SHUTDOWN_DELAY);
+    assert!(c.admin.is_none());
+}
+
+#[test]
+fn repo_routes_yaml_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("routes.yaml");
+    let (c, warnings) = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(c.routes[0].backends.len(), 2);
+    assert_eq!(c.admin.as_ref().map(|a| a.bind.port()), Some(9901));
+}
+
+#[test]
+fn duplicate_listener_name() {
+    let t = format!("{LISTENER}  - name: edge\n    bind: 127.0.0.1:8081\nroutes:\n  - {{name: r, listener: edge, origins: [], backends: [{{name: a, url: \"ws://h:1\"}}]}}\n");
+    let e = err(&t, "listeners[1].name", "duplicate listener name `edge`");
+    assert_eq!((e.line, e.column), (4, 11));
+}
+
+#[test]
+fn duplicate_listener_bind() {
+    let t = format!("{LISTENER}  - name: other\n    bind: 127.0.0.1:8080\nroutes:\n  - {{name: r, listener: edge, origins: [], backends: [{{name: a, url: \"ws://h:1\"}}]}}\n");
+    err(&t, "listeners[1].bind", "overlaps listener `edge`");
+}
+
+#[test]
+fn duplicate_route_name() {
+    let t = with_route("  - {name: chat, origins: [], match: {path_prefix: /x}, backends: [{name: a, url: \"ws://h:1\"}]}\n");
+    err(&t, "routes[1].name", "duplicate route name `chat`");
+}
+
+#[test]
+fn duplicate_route_match() {
+    let t =
+        with_route("  - {name: chat2, origins: [], backends: [{name: a, url: \"ws://h:1\"}]}\n");
+    err(&t, "routes[1].match", "as route `chat`");
+}
+
+#[test]
+fn duplicate_backend_name() {
+    let t = with_route("      - {name: a, url: \"ws://127.0.0.1:9002\"}\n");
+    let e = err(
+        &t,
+        "routes[0].backends[1].name",
+        "duplicate backend name `a`",
+    );
+    assert_eq!(e.line, 9);
+}
+
+#[test]
+fn unknown_listener() {
+    err(
+        &with_route("    listener: nope\n"),
+        "routes[0].listener",
+        "unknown listener `nope`",
+    );
+}
+
+#[test]
+fn listener_required_with_several_listeners() {
+    let t = format!("{LISTENER}  - name: other\n    bind: 127.0.0.1:8081\nroutes:\n  - {{name: r, origins: [], backends: [{{name: a, url: \"ws://h:1\"}}]}}\n");
+    err(&t, "routes[0].listener", "more than one listener");
+}
+
+#[test]
+fn backend_url_not_a_url() {
+    err(
+        &with_route("      - {name: b, url: \"not a url\"}\n"),
+        "routes[0].backends[1].url",
+        "not a URL",
+    );
+}
+
+#[test]
+fn backend_url_scheme() {
+    err(
+        &with_route("      - {name: b, url: \"http://h:1\"}\n"),
+        "routes[0].backends[1].url",
+        "use ws:// or wss://",
+    );
+}
+
+#[test]
+fn http_fallback_scheme() {
+    err(
+        &with_route("    http_fallback: \"https://h:1\"\n"),
+        "routes[0].http_fallback",
+        "use http://",
+    );
+    err(
+        &with_route("    http_fallback: \"http://h:1/x\"\n"),
+        "routes[0].http_fallback",
+        "no path",
+    );
+}
+
+#[test]
+fn bind_not_an_address() {
+    err(
+        &with_listener("    request_timeout: 1s\n").replace("127.0.0.1:8080", "localhost:8080"),
+        "listeners[0].bind",
+        "not an IP:PORT",
+    );
+}
+
+#[test]
+fn weight_zero() {
+    err(
+        &with_route("      - {name: b, url: \"ws://h:1\", weight: 0}\n"),
+        "routes[0].backends[1].weight",
+        "at least 1",
+    );
+}
+
+#[test]
+fn load_factor_at_most_one() {
+    err(
+        &with_route("    balance: {load_factor: 1}\n"),
+        "routes[0].balance.load_factor",
+        "more than 1",
+    );
+    err(
+        &with_route("    balance: {load_factor: 0.5}\n"),
+        "routes[0].balance.load_factor",
+        "more than 1",
+    );
+}
+
+#[test]
+fn virtual_nodes_zero() {
+    err(
+        &with_route("    balance: {virtual_nodes: 0}\n"),
+        "routes[0].balance.virtual_nodes",
+        "at least 1",
+    );
+}
+
+#[test]
+fn health_timeout_not_below_interval() {
+    err(
+        &with_route("    health_check: {interval: 1s, timeout: 1s}\n"),
+        "routes[0].health_check.timeout",
+        "less than interval",
+    );
+}
+
+#[test]
+fn health_thresholds_zero() {
+    let t = with_route("    health_check: {healthy_threshold: 0, unhealthy_threshold: 0}\n");
+    err(&t, "routes[0].health_check.healthy_threshold", "at least 1");
+    err(
+        &t,
+        "routes[0].health_check.unhealthy_threshold",
+        "at least 1",
+    );
+}
+
+#[test]
+fn drain_spread_over_timeout() {
+    err(
+        &with_route("    drain: {timeout: 5s, spread: 6s}\n"),
+        "routes[0].drain.spread",
+        "must not exceed timeout",
+    );
+}
+
+#[test]
+fn duration_unparsable() {
+    let e = err(
+        &with_route("    limits: {idle_timeout: 5 minutes}\n"),
+        "routes[0].limits.idle_timeout",
+        "unknown duration unit",
+    );
+    assert_eq!((e.line, e.column), (9, 28));
+}
+
+#[test]
+fn size_unparsable() {
+    err(
+        &with_route("    limits: {max_message_bytes: 1MB}\n"),
+        "routes[0].limits.max_message_bytes",
+        "write 1MiB",
+    );
+}
+
+#[test]
+fn path_prefix_without_slash() {
+    err(
+        &with_route("    match: {path_prefix: chat}\n"),
+        "routes[0].match.path_prefix",
+        "start with `/`",
+    );
+}
+
+#[test]
+fn path_prefix_normalised() {
+    let c = ok(&with_route("    match: {path_prefix: /chat/}\n"));
+    assert_eq!(c.routes[0].path_prefix, "/chat");
+}
+
+#[test]
+fn host_pattern() {
+    err(
+        &with_route("    match: {host: \"a.*.com\"}\n"),
+        "routes[0].match.host",
+        "leftmost label",
+    );
+    let c = ok(&with_route("    match: {host: \"*.Example.COM\"}\n"));
+    assert_eq!(c.routes[0].host, HostMatch::Suffix("example.com".into()));
+}
+
+#[test]
+fn origin_pattern() {
+    err(
+        &with_route("    origins: [\"https://a.*.example.com\"]\n")
+            .replace("    origins: [\"https://a.example.com\"]\n", ""),
+        "routes[0].origins[0]",
+        "leftmost label",
+    );
+}
+
+#[test]
+fn subprotocol_token() {
+    err(
+        &with_route("    subprotocols: [\"chat v2\"]\n"),
+        "routes[0].subprotocols[0]",
+        "not a valid token",
+    );
+}
+
+#[test]
+fn header_name_and_value() {
+    let t = with_route("    request_headers: {add: {\"Bad Name\": x, X-Ok: \"bad\\u0001value\"}, remove: [\"a:b\"]}\n");
+    err(
+        &t,
+        "routes[0].request_headers.add.Bad Name",
+        "not a valid header name",
+    );
+    err(
+        &t,
+        "routes[0].request_headers.add.X-Ok",
+        "not a valid header value",
+    );
+    err(
+        &t,
+        "routes[0].request_headers.remove[0]",
+        "not a valid header name",
+    );
+}
+
+#[test]
+fn managed_header_not_editable() {
+    let t =
+        with_route("    request_headers: {add: {Upgrade: x}, remove: [Sec-WebSocket-Protocol]}\n");
+    err(
+        &t,
+        "routes[0].request_headers.add.Upgrade",
+        "managed by wsedge",
+    );
+    err(
+        &t,
+        "routes[0].request_headers.remove[0]",
+        "managed by wsedge",
+    );
+    // Probes may set Host (virtual hosts behind the backend).
+    ok(&with_route(
+        "    health_check: {headers: {Host: chat.example.com}}\n",
+    ));
+}
+
+#[test]
+fn listener_binds_overlap() {
+    let t = format!("{LISTENER}  - name: all\n    bind: 0.0.0.0:8080\nroutes:\n  - {{name: r, listener: edge, origins: [], backends: [{{name: a, url: \"ws://h:1\"}}]}}\n");
+    err(&t, "listeners[1].bind", "overlaps listener `edge`");
+}
+
+#[test]
+fn require_subprotocol_with_empty_list() {
+    err(
+        &with_route("    require_subprotocol: true\n"),
+        "routes[0].require_subprotocol",
+        "`subprotocols` is empty",
+    );
+}
+
+#[test]
+fn tls_both_forms() {
+    let t =
+        with_listener("    tls: {cert: c.pem, key: k.pem, certificates: [{cert: a, key: b}]}\n");
+    err(&t, "listeners[0].tls.certificates", "not both");
+}
+
+#[test]
+fn tls_neither_form() {
+    err(
+        &with_listener("    tls: {min_version: \"1.3\"}\n"),
+        "listeners[0].tls",
+        "needs either",
+    );
+}
+
+#[test]
+fn tls_two_defaults() {
+    let t = with_listener("    tls:\n      certificates:\n        - {cert: a.pem, key: a-key.pem}\n        - {cert: b.pem, key: b-key.pem}\n");
+    err(&t, "listeners[0].tls.certificates[1]", "second default");
+}
+
+#[test]
+fn tls_server_name_twice() {
+    let t = with_listener("    tls:\n      certificates:\n        - {server_names: [a.example.com], cert: a.pem, key: a-key.pem}\n        - {server_names: [A.example.com], cert: b.pem, key: b-key.pem}\n");
+    err(
+        &t,
+        "listeners[0].tls.certificates[1].server_names[0]",
+        "already served by listeners[0].tls.certificates[0]",
+    );
+}
+
+#[test]
+fn comparison_names_the_default() {
+    err(
+        &with_route("    drain: {timeout: 5s}\n"),
+        "routes[0].drain.spread",
+        "spread (10s, the default) must not exceed timeout (5s)",
+    );
+    err(
+        &with_route("    health_check: {timeout: 3s}\n"),
+        "routes[0].health_check.timeout",
+        "interval (2s, the default)",
+    );
+}
+
+#[test]
+fn tls_min_version() {
+    err(
+        &with_listener("    tls: {cert: c.pem, key: k.pem, min_version: \"1.1\"}\n"),
+        "listeners[0].tls.min_version",
+        "\"1.2\" or \"1.3\"",
+    );
+}
+
+#[test]
+fn tls_paths_resolve_against_config_dir() {
+    let c = ok(&with_listener("    tls:\n      certificates:\n        - {cert: certs/a.pem, key: /abs/k.pem}\n        - {server_names: [\"Chat.Example.com\", \"*.x.com\"], cert: b.pem, key: b-key.pem}\n      client_ca: ca.pem\n"));
+    let tls = c.listeners[0].tls.as_ref().unwrap();
+    assert_eq!(
+        tls.certificates[0].cert,
+        Path::new("/etc/wsedge/certs/a.pem")
+    );
+    assert_eq!(tls.certificates[0].key, Path::new("/abs/k.pem"));
+    assert_eq!(
+        tls.certificates[1].server_names,
+        ["chat.example.com", "*.x.com"]
+    );
+    assert_eq!(
+        tls.client_ca.as_deref(),
+        Some(Path::new("/etc/wsedge/ca.pem"))
+    );
+    assert_eq!(tls.min_version, TlsVersion::V1_2);
+}
+
+#[test]
+fn forward_client_cert_needs_client_ca() {
+    let t = with_listener(
+        "    tls: {cert: c.pem, key: k.pem, forward_client_cert: X-Client-Subject}\n",
+    );
+    err(
+        &t,
+        "listeners[0].tls.forward_client_cert",
+        "needs `client_ca`",
+    );
+}
+
+#[test]
+fn proxy_protocol_value() {
+    err(
+        &with_listener("    proxy_protocol: v3\n"),
+        "listeners[0].proxy_protocol",
+        "v1, v2, optional",
+    );
+    let c = ok(&with_listener("    proxy_protocol: optional\n"));
+    assert_eq!(c.listeners[0].proxy_protocol, Some(ProxyProtocol::Optional));
+}
+
+#[test]
+fn trusted_proxies_cidr() {
+    let t = with_listener("    trusted_proxies: [10.0.0.0/8, 192.168.1.1, nope, 10.1.0.0/8]\n");
+    err(&t, "listeners[0].trusted_proxies[2]", "not a CIDR");
+    err(&t, "listeners[0].trusted_proxies[3]", "host bits");
+    let c = ok(&with_listener(
+        "    trusted_proxies: [10.0.0.0/8, 192.168.1.1]\n",
+    ));
+    assert_eq!(c.listeners[0].trusted_proxies.len(), 2);
+}
+
+#[test]
+fn affinity_key_syntax() {
+    err(
+        &with_route("    affinity: {key: \"room\"}\n"),
+        "routes[0].affinity.key",
+        "expected header:NAME",
+    );
+    err(
+        &with_route("    affinity: {key: random}\n"),
+        "routes[0].affinity.key",
+        "only a fallback",
+    );
+    err(
+        &with_route("    affinity: {key: \"query:room\", fallback: \"query:room\"}\n"),
+        "routes[0].affinity.fallback",
+        "same as `key`",
+    );
+    let c = ok(&with_route(
+        "    affinity: {key: \"cookie:sid\", fallback: random}\n",
+    ));
+    assert_eq!(c.routes[0].affinity.fallback, AffinityKey::Random);
+    let c = ok(&with_route("    affinity: {key: \"query:room\"}\n"));
+    assert_eq!(c.routes[0].affinity.fallback, AffinityKey::ClientIp);
+}
+
+#[test]
+fn max_ejection_percent_over_100() {
+    err(
+        &with_route("    health_check: {passive: {max_ejection_percent: 101}}\n"),
+        "routes[0].health_check.passive.max_ejection_percent",
+        "more than 100",
+    );
+}
+
+#[test]
+fn admin_bind_not_an_address() {
+    let t = format!("{}admin: {{bind: \"localhost:9901\"}}\n", with_route(""));
+    err(&t, "admin.bind", "not an IP:PORT");
+    let c = ok(&format!(
+        "{}admin: {{bind: \"0.0.0.0:9901\", token_file: tok}}\n",
+        with_route("")
+    ));
+    let a = c.admin.unwrap();
+    assert_eq!(a.token_file.as_deref(), Some(Path::new("/etc/wsedge/tok")));
+}
+
+#[test]
+fn admin_shares_port_with_listener() {
+    err(
+        &format!("{}admin: {{bind: \"0.0.0.0:8080\"}}\n", with_route("")),
+        "admin.bind",
+        "never shares a port",
+    );
+    err(
+        &format!("{}admin: {{bind: \"127.0.0.1:8080\"}}\n", with_route("")),
+        "admin.bind",
+        "never shares a port",
+    );
+}
+
+#[test]
+fn missing_required_field() {
+    let e = err(
+        &with_route("      - {url: \"ws://h:2\"}\n"),
+        "routes[0].backends[1].name",
+        "missing required field `name`",
+    );
+    assert_eq!(e.line, 9);
+}
+
+#[test]
+fn unknown_field() {
+    let e = err(
+        &with_route("    origin: [\"https://x.com\"]\n"),
+        "routes[0].origin",
+        "unknown field `origin`",
+    );
+    assert_eq!((e.line, e.column), (9, 5));
+}
+
+#[test]
+fn syntax_error_has_position() {
+    let e = load("listeners: [\n").unwrap_err();
+    assert_eq!(e.0.len(), 1);
+    assert_eq!(e.0[0].line, 1);
+}
+
+#[test]
+fn backend_tls_needs_wss() {
+    err(
+        &with_route("      - {name: b, url: \"ws://h:1\", ca: ca.pem}\n"),
+        "routes[0].backends[1]",
+        "need a wss:// url",
+    );
+    let c = ok(&with_route("      - {name: b, url: \"wss://h:1\", ca: ca.pem, client_cert: c.pem, client_key: k.pem}\n"));
+    assert_eq!(
+        c.routes[0].backends[1].tls.ca.as_deref(),
+        Some(Path::new("/etc/wsedge/ca.pem"))
+    );
+}
+
+#[test]
+fn warning_no_origins() {
+    let t = with_route("").replace("    origins: [\"https://a.example.com\"]\n", "");
+    let (_, w) = load(&t).unwrap();
+    assert!(w.iter().any(|w| w.0.path == "routes[0].origins"), "{w:?}");
+}
+
+#[test]
+fn warning_insecure_skip_verify() {
+    let (_, w) = load(&with_route(
+        "      - {name: b, url: \"wss://h:1\", insecure_skip_verify: true}\n",
+    ))
+    .unwrap();
+    assert!(
+        w.iter()
+            .any(|w| w.0.path == "routes[0].backends[1].insecure_skip_verify"),
+        "{w:?}"
+    );
+}
+
+#[test]
+fn zero_timeouts_refused() {
+    err(
+        &with_route("    limits: {handshake_timeout: 0s}\n"),
+        "routes[0].limits.handshake_timeout",
+        "more than 0",
+    );
+    let c = ok(&format!(
+        "{}shutdown: {{delay: 0s}}\n",
+        with_route("    drain: {spread: 0s}\n")
+    ));
+    assert_eq!(c.routes[0].drain.spread, Duration::ZERO);
+}
+
+#[test]
+fn all_errors_collected_in_file_order() {
+    let t = with_route("    balance: {load_factor: 1}\n    drain: {timeout: 1s, spread: 2s}\n    limits: {max_message_bytes: 1XB}\n");
+    let e = load(&t).unwrap_err().0;
+    assert_eq!(e.len(), 3, "{}", ConfigErrors(e.clone()));
+    assert!(e
+        .windows(2)
+        .all(|w| (w[0].line, w[0].column) <= (w[1].line, w[1].column)));
+}

@@ -1,0 +1,440 @@
+//! One client connection end to end: HTTP/1.1 until an upgrade, then a session.
+//!
+//! The request path reads like the diagram: check the request line → resolve the route →
+//! validate the upgrade → reserve a slot → pick a backend → dial and upgrade it → answer
+//! 101 → splice (in [`crate::session_task`]). Every refusal surfaces as one
+//! [`RejectReason`], which picks the status, the log line and the metric label together.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tracing::{debug, info};
+
+use crate::balance::key;
+use crate::config::{Listener, Route};
+use crate::forward::{self, Peer};
+use crate::handshake::{self, RejectReason, UpgradeRequest};
+use crate::server::{Shared, Snapshot};
+use crate::upstream::{self, UpgradedBackend, UpstreamError};
+
+pub type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Serves one accepted TCP connection until it closes, upgrades, or shutdown ends it.
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: Arc<Listener>,
+    shared: Arc<Shared>,
+) {
+    let ctx = Arc::new(ConnContext {
+        peer,
+        listener: listener.clone(),
+        shared: shared.clone(),
+    });
+    let service = service_fn(move |req| {
+        let ctx = ctx.clone();
+        async move { Ok::<_, Infallible>(handle(req, ctx).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(listener.request_timeout)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(e) = res {
+                debug!(%peer, error = %e, "client connection ended with an error");
+            }
+        }
+        _ = shared.stop_accepting.cancelled() => {
+            // Requests in flight finish; idle keep-alive connections close now. Sessions that
+            // already upgraded are no longer this future's: they drain on their own.
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+struct ConnContext {
+    peer: SocketAddr,
+    listener: Arc<Listener>,
+    shared: Arc<Shared>,
+}
+
+impl ConnContext {
+    fn peer_trusted(&self) -> bool {
+        let ip = self.peer.ip().to_canonical();
+        self.listener
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(&ip))
+    }
+}
+
+async fn handle(mut req: Request<Incoming>, ctx: Arc<ConnContext>) -> Response<Body> {
+    let started = Instant::now();
+    let snapshot = ctx.shared.snapshot.load_full();
+    match route_request(&mut req, &ctx, &snapshot, started).await {
+        Ok(Routed::Response(response)) => response,
+        Ok(Routed::Fallback(route)) => {
+            let route = &snapshot.config.routes[route];
+            let target = route
+                .http_fallback
+                .as_ref()
+                .expect("fallback routes have a target");
+            crate::fallback::proxy(req, target, route, peer_of(&ctx)).await
+        }
+        Err(rejection) => {
+            let route_name = rejection
+                .route
+                .map(|r| snapshot.config.routes[r].name.as_str())
+                .unwrap_or("");
+            ctx.shared
+                .metrics
+                .upgrades_total
+                .with_label_values(&[route_name, rejection.reason.label()])
+                .inc();
+            info!(
+                client = %ctx.peer,
+                route = route_name,
+                reason = rejection.reason.label(),
+                status = rejection.response.status().as_u16(),
+                detail = rejection.detail.as_deref().unwrap_or(""),
+                "upgrade refused"
+            );
+            rejection.response
+        }
+    }
+}
+
+enum Routed {
+    /// A 101 (the session task is spawned) or a relayed answer.
+    Response(Response<Body>),
+    /// A plain HTTP request for the route's `http_fallback` (it needs the request by value).
+    Fallback(usize),
+}
+
+/// A refusal on its way to the client.
+struct Rejection {
+    reason: RejectReason,
+    route: Option<usize>,
+    response: Response<Body>,
+    detail: Option<String>,
+}
+
+impl Rejection {
+    fn new(reason: RejectReason, route: Option<usize>) -> Self {
+        Rejection {
+            reason,
+            route,
+            response: reject_response(reason),
+            detail: None,
+        }
+    }
+
+    fn detail(mut self, detail: impl ToString) -> Self {
+        self.detail = Some(detail.to_string());
+        self
+    }
+}
+
+async fn route_request(
+    req: &mut Request<Incoming>,
+    ctx: &ConnContext,
+    snapshot: &Arc<Snapshot>,
+    started: Instant,
+) -> Result<Routed, Rejection> {
+    handshake::check_request_line(req).map_err(|r| Rejection::new(r, None))?;
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let route_idx = snapshot
+        .table
+        .lookup(&ctx.listener.name, host, req.uri().path())
+        .ok_or_else(|| Rejection::new(RejectReason::NoRoute, None))?;
+    let route = &snapshot.config.routes[route_idx];
+
+    if !handshake::is_websocket_upgrade(req.headers()) {
+        if route.http_fallback.is_some() {
+            return Ok(Routed::Fallback(route_idx));
+        }
+        return Err(Rejection::new(RejectReason::NotUpgrade, Some(route_idx)));
+    }
+    let upgrade =
+        handshake::validate_upgrade(req, route).map_err(|r| Rejection::new(r, Some(route_idx)))?;
+    let mut slot = ctx
+        .shared
+        .registry
+        .try_reserve(
+            &snapshot.route_names[route_idx],
+            snapshot.generation,
+            route.limits.max_connections,
+        )
+        .ok_or_else(|| Rejection::new(RejectReason::OverCapacity, Some(route_idx)))?;
+
+    let client_ip = key::client_ip(ctx.peer.ip(), req.headers(), &ctx.listener.trusted_proxies);
+    let session_key = key::session_key(
+        &route.affinity.key,
+        &route.affinity.fallback,
+        req.headers(),
+        req.uri().query(),
+        client_ip,
+    );
+    let balancer = &snapshot.balancers[route_idx];
+    let states = &snapshot.backends[route_idx];
+
+    let deadline = tokio::time::Instant::now() + route.limits.handshake_timeout;
+    let (backend_idx, backend, request_id) = dial_and_upgrade(
+        req,
+        ctx,
+        route,
+        &upgrade,
+        (balancer, states),
+        session_key.hash,
+        deadline,
+    )
+    .await
+    .map_err(|(reason, detail)| match reason {
+        BackendFailure::Reject(r) => Rejection::new(r, Some(route_idx)).detail(detail),
+        BackendFailure::Relay(response) => Rejection {
+            reason: RejectReason::BackendRejected,
+            route: Some(route_idx),
+            response,
+            detail: Some(detail),
+        },
+    })?;
+    let backend_name = route.backends[backend_idx].name.clone();
+    slot.set_backend(states[backend_idx].clone());
+
+    let response = switching_protocols(&upgrade, &backend, route, &backend_name, &request_id);
+    let on_upgrade = hyper::upgrade::on(req);
+    ctx.shared
+        .metrics
+        .upgrades_total
+        .with_label_values(&[&route.name, "ok"])
+        .inc();
+    info!(
+        client = %ctx.peer,
+        route = %route.name,
+        backend = %backend_name,
+        request_id = request_id.to_str().unwrap_or(""),
+        handshake_ms = started.elapsed().as_secs_f64() * 1e3,
+        "session upgraded"
+    );
+    crate::session_task::spawn(crate::session_task::Session {
+        shared: ctx.shared.clone(),
+        on_upgrade,
+        backend,
+        slot,
+        route: route.clone(),
+        backend_name,
+        client: ctx.peer,
+        request_id,
+    });
+    Ok(Routed::Response(response))
+}
+
+enum BackendFailure {
+    Reject(RejectReason),
+    Relay(Response<Body>),
+}
+
+/// Dials the preferred backend, and on a connect failure (nothing sent yet) the next one on
+/// the ring, once; then sends the upgrade. All within the route's `handshake_timeout`.
+async fn dial_and_upgrade(
+    req: &Request<Incoming>,
+    ctx: &ConnContext,
+    route: &Route,
+    upgrade: &UpgradeRequest,
+    (balancer, states): (
+        &crate::balance::Balancer,
+        &[Arc<crate::backend::BackendState>],
+    ),
+    key_hash: u64,
+    deadline: tokio::time::Instant,
+) -> Result<(usize, UpgradedBackend, HeaderValue), (BackendFailure, String)> {
+    let unreachable = |e: String| (BackendFailure::Reject(RejectReason::BackendUnreachable), e);
+    let first = balancer
+        .pick(key_hash, states, None)
+        .ok_or_else(|| unreachable("no eligible backend".into()))?;
+    let mut chosen = first;
+    let stream = loop {
+        let backend = &route.backends[chosen];
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let timeout = route.limits.connect_timeout.min(remaining);
+        match upstream::connect(&backend.url, timeout).await {
+            Ok(stream) => break stream,
+            Err(e) => {
+                let retry = balancer
+                    .pick(key_hash, states, Some(first))
+                    .filter(|_| chosen == first);
+                match retry {
+                    Some(next) if tokio::time::Instant::now() < deadline => {
+                        debug!(route = %route.name, backend = %backend.name, error = %e, "connect failed; retrying on next backend");
+                        chosen = next;
+                    }
+                    _ => {
+                        let reason = match e {
+                            UpstreamError::ConnectTimeout(_) => RejectReason::BackendTimeout,
+                            _ => RejectReason::BackendUnreachable,
+                        };
+                        return Err((BackendFailure::Reject(reason), e.to_string()));
+                    }
+                }
+            }
+        }
+    };
+    let backend = &route.backends[chosen];
+    let peer = peer_of(ctx);
+    let (headers, request_id) =
+        forward::upgrade_request_headers(req.headers(), route, backend, upgrade, peer);
+    let path = backend_path(route, &backend.url.path, req.uri());
+    let mut request = Request::builder().method("GET").uri(path);
+    *request.headers_mut().expect("builder has no error yet") = headers;
+    let request = request
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| (BackendFailure::Reject(RejectReason::BadHost), e.to_string()))?;
+
+    let exchange = upstream::upgrade(
+        stream,
+        request,
+        &upgrade.key,
+        &upgrade.subprotocols,
+        !upgrade.extensions.is_empty(),
+    );
+    match tokio::time::timeout_at(deadline, exchange).await {
+        Err(_) => Err((
+            BackendFailure::Reject(RejectReason::BackendTimeout),
+            format!(
+                "no upgrade response within {:?}",
+                route.limits.handshake_timeout
+            ),
+        )),
+        Ok(Ok(up)) => Ok((chosen, up, request_id)),
+        Ok(Err(UpstreamError::Rejected(response))) => {
+            let detail = format!("backend {} answered {}", backend.name, response.status());
+            Err((BackendFailure::Relay(relayed(response)), detail))
+        }
+        Ok(Err(e @ UpstreamError::Malformed(_))) => Err((
+            BackendFailure::Reject(RejectReason::BackendBadResponse),
+            e.to_string(),
+        )),
+        Ok(Err(e)) => Err(unreachable(e.to_string())),
+    }
+}
+
+fn peer_of(ctx: &ConnContext) -> Peer {
+    Peer {
+        ip: ctx.peer.ip(),
+        trusted: ctx.peer_trusted(),
+        tls: ctx.listener.tls.is_some(),
+    }
+}
+
+/// The backend request target: the route prefix stripped when `strip_prefix`, the backend
+/// URL's path prepended, the query kept.
+pub fn backend_path(route: &Route, backend_prefix: &str, uri: &http::Uri) -> String {
+    let mut path = uri.path();
+    if route.strip_prefix && route.path_prefix != "/" {
+        path = path
+            .strip_prefix(route.path_prefix.as_str())
+            .unwrap_or(path);
+    }
+    let mut out = String::with_capacity(backend_prefix.len() + path.len() + 16);
+    out.push_str(backend_prefix.trim_end_matches('/'));
+    if !path.starts_with('/') {
+        out.push('/');
+    }
+    out.push_str(path);
+    if let Some(q) = uri.query() {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// The 101 for the client: the same Accept (the key was forwarded unchanged), the backend's
+/// subprotocol and extensions, and the backend's other end-to-end headers (e.g. Set-Cookie).
+fn switching_protocols(
+    upgrade: &UpgradeRequest,
+    backend: &UpgradedBackend,
+    route: &Route,
+    backend_name: &str,
+    request_id: &HeaderValue,
+) -> Response<Body> {
+    let mut headers = backend.headers.clone();
+    forward::strip_hop_by_hop(&mut headers);
+    headers.remove(header::CONTENT_LENGTH);
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&handshake::accept_key(upgrade.key.as_bytes())) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    if !headers.contains_key(&forward::X_REQUEST_ID) {
+        headers.insert(forward::X_REQUEST_ID.clone(), request_id.clone());
+    }
+    if let Some(name) = &route.expose_backend_header {
+        if let Ok(v) = HeaderValue::from_str(backend_name) {
+            headers.insert(name.clone(), v);
+        }
+    }
+    let mut response = Response::new(empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// A backend's own refusal, relayed with its status, end-to-end headers and body.
+fn relayed(response: Response<Bytes>) -> Response<Body> {
+    let (mut parts, body) = response.into_parts();
+    forward::strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, full(body))
+}
+
+fn reject_response(reason: RejectReason) -> Response<Body> {
+    let status = reason.status();
+    let text = format!(
+        "{} {}: {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        reason.label()
+    );
+    let mut response = Response::new(full(Bytes::from(text)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    for (name, value) in reason.extra_headers() {
+        headers.insert(*name, HeaderValue::from_static(value));
+    }
+    if matches!(reason, RejectReason::HttpVersion | RejectReason::BadHost) {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+pub fn full(bytes: Bytes) -> Body {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed()
+}

@@ -1,0 +1,213 @@
+//! Header forwarding: what the backend sees of the client's request (and the client of the
+//! backend's answer). RFC 9110 §7.6.1 hop-by-hop stripping, `X-Forwarded-*`, request ids and
+//! W3C `traceparent`.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::config::{Backend, Route};
+use crate::handshake::UpgradeRequest;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
+/// Removes hop-by-hop headers: `Connection`, the headers it names, `Keep-Alive`, `Proxy-*`,
+/// `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        KEEP_ALIVE.clone(),
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    let proxy: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("proxy-"))
+        .cloned()
+        .collect();
+    for name in proxy {
+        headers.remove(name);
+    }
+}
+
+/// Who is asking, as far as forwarding headers are concerned.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub ip: IpAddr,
+    /// The socket peer is in the listener's `trusted_proxies`.
+    pub trusted: bool,
+    /// The client connection is TLS.
+    pub tls: bool,
+}
+
+/// Builds the backend's upgrade request headers from the client's. Returns them with the
+/// request id the session is logged under.
+pub fn upgrade_request_headers(
+    client: &HeaderMap,
+    route: &Route,
+    backend: &Backend,
+    upgrade: &UpgradeRequest,
+    peer: Peer,
+) -> (HeaderMap, HeaderValue) {
+    let mut headers = client.clone();
+    strip_hop_by_hop(&mut headers);
+    headers.remove(header::SEC_WEBSOCKET_PROTOCOL);
+    headers.remove(header::SEC_WEBSOCKET_EXTENSIONS);
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::SEC_WEBSOCKET_KEY, upgrade.key.clone());
+    headers.insert(
+        header::SEC_WEBSOCKET_VERSION,
+        HeaderValue::from_static("13"),
+    );
+    if !upgrade.subprotocols.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&upgrade.subprotocols.join(", ")) {
+            headers.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
+        }
+    }
+    for offer in &upgrade.extensions {
+        headers.append(header::SEC_WEBSOCKET_EXTENSIONS, offer.clone());
+    }
+
+    let original_host = client.get(header::HOST).cloned();
+    if !route.preserve_host {
+        if let Ok(v) = HeaderValue::from_str(&backend.url.authority()) {
+            headers.insert(header::HOST, v);
+        }
+    }
+    set_forwarded_for(&mut headers, client, peer);
+    if !(peer.trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        let proto = if peer.tls { "https" } else { "http" };
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    }
+    if !(peer.trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+        if let Some(host) = original_host {
+            headers.insert(X_FORWARDED_HOST.clone(), host);
+        }
+    }
+    let request_id = match client.get(&X_REQUEST_ID) {
+        Some(id) if is_sane_id(id) => id.clone(),
+        _ => {
+            let id = new_request_id();
+            headers.insert(X_REQUEST_ID.clone(), id.clone());
+            id
+        }
+    };
+    if !client.get(&TRACEPARENT).is_some_and(is_valid_traceparent) {
+        headers.insert(TRACEPARENT.clone(), new_traceparent());
+    }
+
+    for name in &route.request_headers.remove {
+        headers.remove(name);
+    }
+    for (name, value) in &route.request_headers.add {
+        headers.insert(name.clone(), value.clone());
+    }
+    (headers, request_id)
+}
+
+/// Appends the peer to `X-Forwarded-For` when the peer is a trusted proxy; replaces whatever
+/// the client sent otherwise (a client must not choose the address the backend believes).
+fn set_forwarded_for(headers: &mut HeaderMap, client: &HeaderMap, peer: Peer) {
+    let ip = peer.ip.to_canonical().to_string();
+    let existing: Vec<&str> = client
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let value = if peer.trusted && !existing.is_empty() {
+        format!("{}, {ip}", existing.join(", "))
+    } else {
+        ip
+    };
+    headers.remove(&X_FORWARDED_FOR);
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+}
+
+fn is_sane_id(id: &HeaderValue) -> bool {
+    let b = id.as_bytes();
+    !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())
+}
+
+/// 128 random bits, hex.
+pub fn new_request_id() -> HeaderValue {
+    let v: u128 = rand::random();
+    HeaderValue::from_str(&format!("{v:032x}")).expect("hex is a valid header value")
+}
+
+fn new_traceparent() -> HeaderValue {
+    let trace: u128 = rand::random::<u128>().max(1);
+    let span: u64 = rand::random::<u64>().max(1);
+    HeaderValue::from_str(&format!("00-{trace:032x}-{span:016x}-01"))
+        .expect("hex is a valid header value")
+}
+
+/// W3C Trace Context: `00-<32 hex>-<16 hex>-<2 hex>`, ids not all zero.
+fn is_valid_traceparent(v: &HeaderValue) -> bool {
+    let Ok(s) = v.to_str() else { return false };
+    let parts: Vec<&str> = s.trim().split('-').collect();
+    let hex = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit());
+    parts.len() >= 4
+        && hex(parts[0], 2)
+        && parts[0] != "ff"
+        && hex(parts[1], 32)
+        && parts[1].bytes().any(|b| b != b'0')
+        && hex(parts[2], 16)
+        && parts[2].bytes().any(|b| b != b'0')
+        && hex(parts[3], 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("Upgrade, X-Secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("proxy-authorization", HeaderValue::from_static("x"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("x-kept", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn traceparent_validation() {
+        let ok =
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        assert!(is_valid_traceparent(&ok));
+        let zero =
+            HeaderValue::from_static("00-00000000000000000000000000000000-00f067aa0ba902b7-01");
+        assert!(!is_valid_traceparent(&zero));
+        assert!(is_valid_traceparent(&new_traceparent()));
+        assert!(!is_valid_traceparent(&HeaderValue::from_static("garbage")));
+    }
+}

@@ -1,0 +1,135 @@
+//! The task that owns one upgraded session: wait for hyper to hand over the client socket,
+//! splice, then account for how it ended.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::HeaderValue;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tracing::{info, warn, Instrument};
+
+use crate::config::Route;
+use crate::metrics::close_code_label;
+use crate::registry::Slot;
+use crate::server::Shared;
+use crate::splice::{self, SessionEnd, Side, SpliceConfig};
+use crate::upstream::UpgradedBackend;
+
+pub struct Session {
+    pub shared: Arc<Shared>,
+    pub on_upgrade: OnUpgrade,
+    pub backend: UpgradedBackend,
+    /// Held for the session's whole life: its drop releases the route's slot.
+    pub slot: Slot,
+    pub route: Route,
+    pub backend_name: String,
+    pub client: SocketAddr,
+    pub request_id: HeaderValue,
+}
+
+/// Spawns the session on the tracker that shutdown waits for.
+pub fn spawn(session: Session) {
+    let span = tracing::info_span!(
+        "session",
+        conn_id = session.slot.id,
+        request_id = session.request_id.to_str().unwrap_or(""),
+        client_ip = %session.client.ip().to_canonical(),
+        route = %session.route.name,
+        backend = %session.backend_name,
+    );
+    let tracker = session.shared.sessions.clone();
+    tracker.spawn(run(session).instrument(span));
+}
+
+async fn run(session: Session) {
+    let Session {
+        shared,
+        on_upgrade,
+        backend,
+        slot,
+        route,
+        backend_name: _,
+        client: _,
+        request_id: _,
+    } = session;
+    let started = Instant::now();
+    let client = match on_upgrade.await {
+        Ok(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => (parts.io.into_inner(), parts.read_buf),
+            Err(_) => {
+                warn!("client upgrade: unexpected stream type");
+                return;
+            }
+        },
+        Err(e) => {
+            info!(error = %e, "client went away before the upgrade completed");
+            return;
+        }
+    };
+    shared.metrics.sessions_active.inc();
+    let cfg = SpliceConfig {
+        max_message_bytes: route.limits.max_message_bytes,
+        idle_timeout: route.limits.idle_timeout,
+        write_stall_timeout: route.limits.write_stall_timeout,
+        close_timeout: route.limits.close_timeout,
+        deflate: backend.deflate,
+    };
+    let handle = slot.handle.clone();
+    // Shutdown asks the session to close like a drain does; the splice decides when.
+    let on_shutdown = {
+        let handle = handle.clone();
+        let shutdown = shared.close_sessions.clone();
+        async move {
+            shutdown.cancelled().await;
+            let _ = handle.close_gracefully(1001, "shutdown");
+            std::future::pending::<()>().await
+        }
+    };
+    let relay = splice::splice(client.0, client.1, backend.io, backend.pending, cfg, handle);
+    let outcome = tokio::select! {
+        outcome = relay => outcome,
+        _ = on_shutdown => unreachable!("pending forever"),
+    };
+    shared.metrics.sessions_active.dec();
+    let (code, initiator) = describe(&outcome.end);
+    shared
+        .metrics
+        .closes_total
+        .with_label_values(&[&route.name, code, initiator])
+        .inc();
+    info!(
+        end = ?outcome.end,
+        code,
+        initiator,
+        duration_ms = started.elapsed().as_millis() as u64,
+        bytes_in = outcome.client_to_backend.bytes,
+        bytes_out = outcome.backend_to_client.bytes,
+        messages_in = outcome.client_to_backend.messages,
+        messages_out = outcome.backend_to_client.messages,
+        hard_closed = outcome.hard_closed,
+        "session closed"
+    );
+    drop(slot);
+}
+
+/// The close-code bucket and the initiator label for an ending.
+pub fn describe(end: &SessionEnd) -> (&'static str, &'static str) {
+    let side = |s: &Side| match s {
+        Side::Client => "client",
+        Side::Backend => "backend",
+    };
+    match end {
+        SessionEnd::CloseHandshake { initiator, code } => {
+            (close_code_label(*code), side(initiator))
+        }
+        SessionEnd::Abnormal { side: s } => ("abnormal", side(s)),
+        SessionEnd::IdleTimeout => ("1001", "proxy"),
+        SessionEnd::MessageTooBig { .. } => ("1009", "proxy"),
+        SessionEnd::ProtocolError { .. } => ("1002", "proxy"),
+        SessionEnd::SlowConsumer { .. } => ("1008", "proxy"),
+        SessionEnd::Requested { code } => (close_code_label(Some(*code)), "proxy"),
+    }
+}

@@ -1,0 +1,222 @@
+//! The backend side of a session: dial the backend, send the upgrade, verify its 101.
+//!
+//! Dialing tries every address the backend's host resolves to, in turn, within the route's
+//! `connect_timeout`; the upgrade exchange runs on hyper's client connection and its answer is
+//! checked as RFC 6455 §4.1 asks a client to (status, Upgrade/Connection, Accept, subprotocol
+//! and extensions within what was offered).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::config::BackendUrl;
+use crate::handshake::{accept_key, extension_names, header_has_token};
+
+/// The most of a backend's rejection body wsedge relays to the client.
+pub const MAX_RELAYED_BODY: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connect to {addr} failed: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot resolve {host}: {source}")]
+    Resolve {
+        host: String,
+        source: std::io::Error,
+    },
+    #[error("connect timed out after {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("no response to the upgrade within {0:?}")]
+    HandshakeTimeout(Duration),
+    #[error("backend closed or reset the connection during the upgrade: {0}")]
+    Reset(hyper::Error),
+    #[error("malformed response to the upgrade: {0}")]
+    Malformed(String),
+    /// A well-formed answer other than 101: relayed to the client as is.
+    #[error("backend answered {}", .0.status())]
+    Rejected(Response<Bytes>),
+}
+
+impl UpstreamError {
+    /// Connect-stage failures (nothing was sent yet): safe to retry on another backend, and
+    /// a passive-health failure for this one.
+    pub fn is_connect_failure(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Connect { .. }
+                | UpstreamError::Resolve { .. }
+                | UpstreamError::ConnectTimeout(_)
+        )
+    }
+}
+
+/// Resolves `url`'s host and connects to each address in turn until one answers, all within
+/// `timeout`. Sockets get TCP_NODELAY and keep-alive.
+pub async fn connect(url: &BackendUrl, timeout: Duration) -> Result<TcpStream, UpstreamError> {
+    match tokio::time::timeout(timeout, connect_any(url)).await {
+        Ok(result) => result,
+        Err(_) => Err(UpstreamError::ConnectTimeout(timeout)),
+    }
+}
+
+async fn connect_any(url: &BackendUrl) -> Result<TcpStream, UpstreamError> {
+    let addrs: Vec<SocketAddr> = match url.host.parse::<std::net::IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, url.port)],
+        Err(_) => tokio::net::lookup_host((url.host.as_str(), url.port))
+            .await
+            .map_err(|source| UpstreamError::Resolve {
+                host: url.host.clone(),
+                source,
+            })?
+            .collect(),
+    };
+    let mut last = None;
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => {
+                crate::listener::tune_socket(&stream);
+                return Ok(stream);
+            }
+            Err(source) => {
+                last = Some(UpstreamError::Connect {
+                    addr: addr.to_string(),
+                    source,
+                })
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| UpstreamError::Resolve {
+        host: url.host.clone(),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
+    }))
+}
+
+/// A backend that switched protocols.
+#[derive(Debug)]
+pub struct UpgradedBackend {
+    pub io: TcpStream,
+    /// Bytes the backend sent right after its 101 (its first frames), to forward first.
+    pub pending: Bytes,
+    /// The 101's headers, end-to-end ones to relay to the client.
+    pub headers: HeaderMap,
+    /// permessage-deflate was accepted.
+    pub deflate: bool,
+}
+
+/// Sends the upgrade on `stream` and checks the answer. `offered_protocols` and
+/// `offered_deflate` are what was forwarded, so anything else in the 101 is refused.
+pub async fn upgrade(
+    stream: TcpStream,
+    request: Request<Empty<Bytes>>,
+    key: &HeaderValue,
+    offered_protocols: &[String],
+    offered_deflate: bool,
+) -> Result<UpgradedBackend, UpstreamError> {
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(UpstreamError::Reset)?;
+    // The connection future drives the exchange and hands the socket back at the upgrade; it
+    // ends by itself then, or when the sender is dropped on an error below.
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    let response = sender.send_request(request).await.map_err(|e| {
+        if e.is_parse() || e.is_parse_status() {
+            UpstreamError::Malformed(e.to_string())
+        } else {
+            UpstreamError::Reset(e)
+        }
+    })?;
+
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return Err(relay_rejection(response).await);
+    }
+    let headers = response.headers().clone();
+    verify_switch(&headers, key, offered_protocols, offered_deflate)?;
+    let deflate = extension_names(&headers)
+        .iter()
+        .any(|e| e == "permessage-deflate");
+    let upgraded = hyper::upgrade::on(response)
+        .await
+        .map_err(|e| UpstreamError::Malformed(format!("upgrade failed: {e}")))?;
+    let parts = upgraded
+        .downcast::<TokioIo<TcpStream>>()
+        .map_err(|_| UpstreamError::Malformed("unexpected upgraded stream type".into()))?;
+    Ok(UpgradedBackend {
+        io: parts.io.into_inner(),
+        pending: parts.read_buf,
+        headers,
+        deflate,
+    })
+}
+
+fn verify_switch(
+    headers: &HeaderMap,
+    key: &HeaderValue,
+    offered_protocols: &[String],
+    offered_deflate: bool,
+) -> Result<(), UpstreamError> {
+    if !header_has_token(headers, header::UPGRADE, "websocket") {
+        return Err(UpstreamError::Malformed(
+            "101 without Upgrade: websocket".into(),
+        ));
+    }
+    if !header_has_token(headers, header::CONNECTION, "upgrade") {
+        return Err(UpstreamError::Malformed(
+            "101 without Connection: upgrade".into(),
+        ));
+    }
+    let expected = accept_key(key.as_bytes());
+    let mut accepts = headers.get_all(header::SEC_WEBSOCKET_ACCEPT).iter();
+    match (accepts.next(), accepts.next()) {
+        (Some(a), None) if a.as_bytes().trim_ascii() == expected.as_bytes() => {}
+        _ => {
+            return Err(UpstreamError::Malformed(
+                "wrong Sec-WebSocket-Accept".into(),
+            ))
+        }
+    }
+    let mut protocols = headers.get_all(header::SEC_WEBSOCKET_PROTOCOL).iter();
+    match (protocols.next(), protocols.next()) {
+        (None, _) => {}
+        (Some(p), None) => {
+            let picked = p.to_str().unwrap_or("").trim();
+            if !offered_protocols.iter().any(|o| o == picked) {
+                return Err(UpstreamError::Malformed(format!(
+                    "backend picked subprotocol {picked:?}, which was not offered"
+                )));
+            }
+        }
+        _ => {
+            return Err(UpstreamError::Malformed(
+                "several Sec-WebSocket-Protocol".into(),
+            ))
+        }
+    }
+    for ext in extension_names(headers) {
+        if !(offered_deflate && ext == "permessage-deflate") {
+            return Err(UpstreamError::Malformed(format!(
+                "backend accepted extension {ext:?}, which was not offered"
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn relay_rejection(response: Response<hyper::body::Incoming>) -> UpstreamError {
+    let (parts, body) = response.into_parts();
+    match Limited::new(body, MAX_RELAYED_BODY).collect().await {
+        Ok(collected) => UpstreamError::Rejected(Response::from_parts(parts, collected.to_bytes())),
+        Err(e) => UpstreamError::Malformed(format!("rejection body: {e}")),
+    }
+}

@@ -1,0 +1,244 @@
+//! The data path through a real router and real sockets: echo, fragmentation, big messages,
+//! limits, pings, close codes both ways, idle timeout, graceful close of a live session.
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use support::*;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+
+async fn setup(route_extra: &str) -> (Router, Backend) {
+    let backend = Backend::echo("b1").await;
+    let router = Router::start(&single_route_yaml(&[("b1", backend.addr)], route_extra)).await;
+    (router, backend)
+}
+
+#[tokio::test]
+async fn echoes_text_binary_and_whoami() {
+    let (router, backend) = setup("").await;
+    let mut ws = connect(&router.url("/")).await;
+    assert_eq!(roundtrip(&mut ws, "whoami").await, "b1");
+    assert_eq!(roundtrip(&mut ws, "hello ✓").await, "hello ✓");
+    ws.send(Message::binary(vec![0u8, 1, 2, 255]))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_msg(&mut ws).await,
+        Some(Message::binary(vec![0u8, 1, 2, 255]))
+    );
+    ws.close(None).await.unwrap();
+    router.stop().await;
+    backend.stop().await;
+}
+
+#[tokio::test]
+async fn fragmented_message_is_reassembled_by_the_backend() {
+    let (router, backend) = setup("").await;
+    let mut ws = connect(&router.url("/")).await;
+    let frame = |fin: bool, opcode: OpCode, payload: &'static [u8]| {
+        let header = FrameHeader {
+            is_final: fin,
+            opcode,
+            ..FrameHeader::default()
+        };
+        Message::Frame(Frame::from_payload(header, payload.to_vec().into()))
+    };
+    ws.send(frame(false, OpCode::Data(Data::Text), b"frag"))
+        .await
+        .unwrap();
+    // A ping in the middle of a fragmented message is legal and passes through.
+    ws.send(Message::Ping(b"mid".to_vec().into()))
+        .await
+        .unwrap();
+    ws.send(frame(false, OpCode::Data(Data::Continue), b"men"))
+        .await
+        .unwrap();
+    ws.send(frame(true, OpCode::Data(Data::Continue), b"ted"))
+        .await
+        .unwrap();
+    assert_eq!(next_msg(&mut ws).await, Some(Message::text("fragmented")));
+    router.stop().await;
+    backend.stop().await;
+}
+
+#[tokio::test]
+async fn ten_mib_passes_under_a_sixteen_mib_limit_both_ways() {
+    let (router, backend) = setup("limits: {max_message_bytes: 16MiB}").await;
+    let mut ws = connect(&router.url("/")).await;
+    let big: Vec<u8> = (0..10 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    ws.send(Message::binary(big.clone())).await.unwrap();
+    match next_msg(&mut ws).await {
+        Some(Message::Binary(b)) => assert!(b.as_ref() == big.as_slice(), "echo differs"),
+        other => panic!("{other:?}"),
+    }
+    // Backend → client: the backend sends 10 MiB on request.
+    ws.send(Message::text(format!("big {}", 10 * 1024 * 1024)))
+        .await
+        .unwrap();
+    match next_msg(&mut ws).await {
+        Some(Message::Binary(b)) => assert_eq!(b.len(), 10 * 1024 * 1024),
+        other => panic!("{other:?}"),
+    }
+    router.stop().await;
+    backend.stop().await;
+}
+
+#[tokio::test]
+async fn over_limit_from_client_gets_1009() {
+    let (router, backend) = setup("limits: {max_message_bytes: 16MiB}").await;
+    let mut ws = connect(&router.url("/")).await;
+    let _ = ws.send(Message::binary(vec![1u8; 17 * 1024 * 1024])).await;
+    assert_eq!(close_code(&mut ws).await, Some(1009));
+    router.stop().await;
+    backend.stop().await;
+}
+
+#[tokio::test]
+async fn over_limit_from_backend_gets_1011_to_the_client() {
+    let (router, backend) = setup("limits: {max_message_bytes: 1MiB}").await;
+    let mut ws = connect(&router.url("/")).await;
+    ws.send(Message::text(format!("big {}", 2 * 1024 * 1024)))
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut ws).await, Some(1011));
+    router.stop().await;
+    backend.stop().await;
+}
+
+#[tokio::test]
+async fn ping_pong_pass_through() {
+    let (router, backend) = setup("").await;
+    let mut ws = connect(&router.url("/")).await;
+    ws.send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .unwrap();
+    // The backend (tungstenite) answers the ping; wsedge does not.
+    let pong = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Some(Ok(Message::Pong(p))) = ws.next().await {
+                return p;
+            }
+        }
+    })
+    .await
+    .expect("pong in time");
+    assert_eq!(pong.as_ref(), b"are you there");
+    router.stop().await;
+    backend.stop().await;
+}
+
+#[tokio::test]
+async fn close_codes_pass_both_ways() {
+    let (router, backend) = setup("").await;
+    // Client-initiated: the backend answers with the same code.
+    let mut ws = connect(&router.url("/")).await;
+    ws.close(Some(CloseFrame {
+        code: 4001.into(),
+        reason: "client done".into(),
+    }))
+    .await
+    .unwrap();
+    assert_eq!(close_code(&mut ws).await, Some(4001));
+    // Backend-initiated.
+    let mut ws = connect(&router.url("/")).await;
+    ws.send(Message::text("close 4002")).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, Some(4002));
+    let m = router.server().shared().metrics.render();
+    assert!(m.contains("code=\"app_4xxx\",initiator=\"client\""), "{m}");
+    router.stop().await;
+    backend.stop().await;
+}
+
+#[tokio::test]
+async fn idle_timeout_closes_with_1001_and_pings_do_not_reset_it() {
+    let (router, backend) = setup("limits: {idle_timeout: 300ms}").await;
+    let mut ws = connect(&router.url("/")).await;
+    let started = tokio::time::Instant::now();
+    // Pings every 100 ms keep no session alive.
+    let pinger = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if ws.send(Message::Ping(b"x".to_vec().into())).await.is_err() {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), pinger).await;
+    assert_eq!(close_code(&mut ws).await, Some(1001));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "closed by idle timeout, not the test bound"
+    );
+    router.stop().await;
+    backend.stop().await;
+}
+
+#[tokio::test]
+async fn a_live_session_closes_gracefully_on_request() {
+    let (router, backend) = setup("").await;
+    let mut ws = connect(&router.url("/")).await;
+    assert_eq!(roundtrip(&mut ws, "ping-1").await, "ping-1");
+    let sessions = router.server().shared().registry.all();
+    assert_eq!(sessions.len(), 1);
+    assert!(
+        sessions[0].handle.close_gracefully(1006, "no").is_err(),
+        "1006 is never sent"
+    );
+    sessions[0]
+        .handle
+        .close_gracefully(1001, "maintenance")
+        .unwrap();
+    match next_msg(&mut ws).await {
+        Some(Message::Close(Some(f))) => {
+            assert_eq!(u16::from(f.code), 1001);
+            assert_eq!(f.reason.as_str(), "maintenance");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The registry empties once the close handshake is done.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while router.server().live_sessions() > 0 {
+        assert!(tokio::time::Instant::now() < deadline);
+        let _ = tokio::time::timeout(Duration::from_millis(20), ws.next()).await;
+    }
+    router.stop().await;
+    backend.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_sends_1001_to_live_sessions() {
+    let (router, backend) = setup("").await;
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        let mut ws = connect(&router.url("/")).await;
+        assert_eq!(roundtrip(&mut ws, "hi").await, "hi");
+        clients.push(ws);
+    }
+    let stopping = tokio::spawn(router.stop());
+    for ws in &mut clients {
+        assert_eq!(close_code(ws).await, Some(1001));
+    }
+    tokio::time::timeout(PATIENCE, stopping)
+        .await
+        .unwrap()
+        .unwrap();
+    backend.stop().await;
+}
+
+#[tokio::test]
+async fn backend_tcp_ending_without_close_sends_1001_to_the_client() {
+    let app = ScriptedBackend::start(Some(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n",
+    ))
+    .await;
+    let router = Router::start(&single_route_yaml(&[("app", app.addr)], "")).await;
+    let mut ws = connect(&router.url("/")).await;
+    app.stop().await; // drops the upgraded socket: FIN, no Close frame
+    assert_eq!(close_code(&mut ws).await, Some(1001));
+    router.stop().await;
+}

@@ -1,0 +1,492 @@
+//! Test builders: an in-process router from YAML, programmable WebSocket backends, raw HTTP
+//! clients. Everything binds 127.0.0.1:0 and stops when dropped or told to.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use wsedge::config::Config;
+use wsedge::server::Server;
+
+pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Generous upper bound for anything a test awaits.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A unique temp directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let n: u64 = rand::random();
+        let dir = std::env::temp_dir().join(format!("wsedge-test-{tag}-{n:x}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A router running in this process, from YAML written to a real file.
+pub struct Router {
+    pub server: Option<Server>,
+    pub addr: SocketAddr,
+    _dir: TempDir,
+}
+
+impl Router {
+    pub async fn start(yaml: &str) -> Router {
+        let dir = TempDir::new("router");
+        let path = dir.write("routes.yaml", yaml);
+        let (config, _warnings) =
+            Config::load(&path).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        let server = Server::start(config).await.expect("router starts");
+        let addr = server.addr();
+        Router {
+            server: Some(server),
+            addr,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("running")
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown(PATIENCE).await;
+        }
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            // Best effort when a test panicked before stop(): stop accepting and close sessions.
+            let shared = s.shared().clone();
+            shared.stop_accepting.cancel();
+            shared.close_sessions.cancel();
+        }
+    }
+}
+
+/// One listener on 127.0.0.1:0 and one catch-all route to `backends` (name, addr), with extra
+/// route fields (YAML, indented for the route mapping) and extra top-level YAML.
+pub fn single_route_yaml(backends: &[(&str, SocketAddr)], route_extra: &str) -> String {
+    let mut y = String::from("listeners:\n  - name: edge\n    bind: 127.0.0.1:0\nroutes:\n  - name: r\n    match: {host: \"*\", path_prefix: /}\n");
+    y.push_str("    backends:\n");
+    for (name, addr) in backends {
+        y.push_str(&format!("      - {{name: {name}, url: \"ws://{addr}\"}}\n"));
+    }
+    for line in route_extra.lines() {
+        y.push_str("    ");
+        y.push_str(line);
+        y.push('\n');
+    }
+    y
+}
+
+/// What a [`Backend`] does with a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Echo; `whoami` → id; `headers` → the upgrade request's headers as `name: value` lines;
+    /// `big N` → one binary message of N bytes; `close CODE` → Close with CODE.
+    Echo,
+}
+
+/// A programmable WebSocket backend (tokio-tungstenite) on 127.0.0.1:0.
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub id: String,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+    /// Upgrade requests seen, as (path+query, headers).
+    pub seen: Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>,
+}
+
+impl Backend {
+    pub async fn echo(id: &str) -> Backend {
+        Self::start(id, None).await
+    }
+
+    /// Echo backend that picks `protocol` as subprotocol when offered.
+    pub async fn with_protocol(id: &str, protocol: &'static str) -> Backend {
+        Self::start(id, Some(protocol)).await
+    }
+
+    async fn start(id: &str, protocol: Option<&'static str>) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (stop2, tasks2, seen2, id2) =
+            (stop.clone(), tasks.clone(), seen.clone(), id.to_owned());
+        tasks.spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    _ = stop2.cancelled() => break,
+                    a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+                };
+                let (seen, id, stop) = (seen2.clone(), id2.clone(), stop2.clone());
+                tasks2.spawn(async move {
+                    let headers_seen = Arc::new(Mutex::new(Vec::new()));
+                    let hs = headers_seen.clone();
+                    let seen_cb = seen.clone();
+                    let callback = move |req: &Request, mut resp: Response| {
+                        let headers: Vec<(String, String)> = req
+                            .headers()
+                            .iter()
+                            .map(|(k, v)| {
+                                (
+                                    k.as_str().to_owned(),
+                                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                                )
+                            })
+                            .collect();
+                        let target = req
+                            .uri()
+                            .path_and_query()
+                            .map(|p| p.to_string())
+                            .unwrap_or_default();
+                        *hs.lock().unwrap() = headers.clone();
+                        seen_cb.lock().unwrap().push((target, headers));
+                        if let Some(p) = protocol {
+                            let offered = req
+                                .headers()
+                                .get_all("sec-websocket-protocol")
+                                .iter()
+                                .any(|v| {
+                                    v.to_str().unwrap_or("").split(',').any(|o| o.trim() == p)
+                                });
+                            if offered {
+                                resp.headers_mut()
+                                    .insert("sec-websocket-protocol", p.parse().unwrap());
+                            }
+                        }
+                        Ok(resp)
+                    };
+                    let cfg = big_config();
+                    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async_with_config(
+                        stream,
+                        callback,
+                        Some(cfg),
+                    )
+                    .await
+                    else {
+                        return;
+                    };
+                    loop {
+                        let msg = tokio::select! {
+                            _ = stop.cancelled() => { let _ = ws.close(None).await; return; }
+                            m = ws.next() => m,
+                        };
+                        let Some(Ok(msg)) = msg else { return };
+                        let reply = match &msg {
+                            Message::Text(t) if t.as_str() == "whoami" => Message::text(id.clone()),
+                            Message::Text(t) if t.as_str() == "headers" => {
+                                let h = headers_seen.lock().unwrap();
+                                Message::text(
+                                    h.iter()
+                                        .map(|(k, v)| format!("{k}: {v}\n"))
+                                        .collect::<String>(),
+                                )
+                            }
+                            Message::Text(t) if t.as_str().starts_with("big ") => {
+                                let n: usize = t.as_str()[4..].parse().unwrap();
+                                Message::binary(vec![7u8; n])
+                            }
+                            Message::Text(t) if t.as_str().starts_with("close ") => {
+                                let code: u16 = t.as_str()[6..].parse().unwrap();
+                                let _ = ws
+                                    .close(Some(
+                                        tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                                            code: code.into(),
+                                            reason: "bye".into(),
+                                        },
+                                    ))
+                                    .await;
+                                // Drain until the client's reply (tungstenite handles it).
+                                while let Some(Ok(_)) = ws.next().await {}
+                                return;
+                            }
+                            Message::Text(_) | Message::Binary(_) => msg.clone(),
+                            // Pings are answered by tungstenite; closes too.
+                            _ => continue,
+                        };
+                        if ws.send(reply).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Backend {
+            addr,
+            id: id.to_owned(),
+            stop,
+            tasks,
+            seen,
+        }
+    }
+
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.tasks.close();
+        let _ = tokio::time::timeout(PATIENCE, self.tasks.wait()).await;
+    }
+}
+
+/// Messages and frames up to 64 MiB (the tests send 10–17 MiB messages).
+pub fn big_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(64 << 20))
+        .max_frame_size(Some(64 << 20))
+}
+
+/// A WebSocket client through the router.
+pub async fn connect(url: &str) -> Client {
+    let (ws, resp) = tokio::time::timeout(
+        PATIENCE,
+        tokio_tungstenite::connect_async_with_config(url, Some(big_config()), true),
+    )
+    .await
+    .expect("connect in time")
+    .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    assert_eq!(resp.status(), 101);
+    ws
+}
+
+/// Next data or close message, with a deadline; pongs and pings are skipped.
+pub async fn next_msg(ws: &mut Client) -> Option<Message> {
+    loop {
+        let m = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("message in time");
+        match m {
+            Some(Ok(Message::Ping(_))) | Some(Ok(Message::Pong(_))) => continue,
+            Some(Ok(m)) => return Some(m),
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
+/// Sends `text` and returns the reply text.
+pub async fn roundtrip(ws: &mut Client, text: &str) -> String {
+    ws.send(Message::text(text)).await.unwrap();
+    match next_msg(ws).await {
+        Some(Message::Text(t)) => t.to_string(),
+        other => panic!("expected text reply to {text:?}, got {other:?}"),
+    }
+}
+
+/// The close code the client receives (None: connection ended without a Close frame).
+pub async fn close_code(ws: &mut Client) -> Option<u16> {
+    loop {
+        match tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("close in time")
+        {
+            Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
+/// A raw HTTP exchange: writes `request` and reads until the peer closes or the head (and a
+/// Content-Length body) is complete. Returns (status, lower-cased headers, body).
+pub async fn raw_http(addr: SocketAddr, request: &str) -> (u16, Vec<(String, String)>, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    read_response(&mut s).await
+}
+
+pub async fn read_response(s: &mut TcpStream) -> (u16, Vec<(String, String)>, String) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        let n = tokio::time::timeout(PATIENCE, s.read(&mut chunk))
+            .await
+            .expect("response in time")
+            .unwrap();
+        assert!(
+            n > 0,
+            "connection closed before a response: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.split_once(':').unwrap();
+            (k.trim().to_ascii_lowercase(), v.trim().to_owned())
+        })
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .map(|(_, v)| v.parse().unwrap())
+        .unwrap_or(0);
+    while buf.len() < head_end + len {
+        let n = tokio::time::timeout(PATIENCE, s.read(&mut chunk))
+            .await
+            .expect("body in time")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = String::from_utf8_lossy(&buf[head_end..]).into_owned();
+    (status, headers, body)
+}
+
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// A valid upgrade request with `extra` header lines (each ending in \r\n).
+pub fn upgrade_request(path: &str, extra: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: test.local\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+}
+
+/// A backend that accepts TCP and answers every connection with `response` bytes (verbatim),
+/// or never answers when `response` is None (hung). Counts connections; records whether each
+/// connection was closed by the peer.
+pub struct ScriptedBackend {
+    pub addr: SocketAddr,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+    /// Set when a connection saw EOF from wsedge after the response (socket closed).
+    pub peer_closed: Arc<Mutex<u32>>,
+}
+
+impl ScriptedBackend {
+    /// `response` may contain `{accept}`, replaced by the correct Sec-WebSocket-Accept of the
+    /// request's key.
+    pub async fn start(response: Option<&'static str>) -> ScriptedBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let peer_closed = Arc::new(Mutex::new(0));
+        let (stop2, tasks2, closed2) = (stop.clone(), tasks.clone(), peer_closed.clone());
+        tasks.spawn(async move {
+            loop {
+                let (mut s, _) = tokio::select! {
+                    _ = stop2.cancelled() => break,
+                    a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+                };
+                let (stop, closed) = (stop2.clone(), closed2.clone());
+                tasks2.spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let n = tokio::select! {
+                            _ = stop.cancelled() => return,
+                            n = s.read(&mut chunk) => n.unwrap_or(0),
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                    let Some(response) = response else {
+                        stop.cancelled().await;
+                        return;
+                    };
+                    let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+                    let key = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("sec-websocket-key:"))
+                        .map(|k| k.trim().to_owned())
+                        .unwrap_or_default();
+                    // The key was lower-cased above; take the original bytes instead.
+                    let orig = String::from_utf8_lossy(&buf).into_owned();
+                    let key = orig
+                        .lines()
+                        .find(|l| l.to_ascii_lowercase().starts_with("sec-websocket-key:"))
+                        .map(|l| l.split_once(':').unwrap().1.trim().to_owned())
+                        .unwrap_or(key);
+                    let accept = wsedge::handshake::accept_key(key.as_bytes());
+                    let _ = s
+                        .write_all(response.replace("{accept}", &accept).as_bytes())
+                        .await;
+                    let n = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        n = tokio::time::timeout(PATIENCE, s.read(&mut chunk)) => n,
+                    };
+                    if let Ok(Ok(0)) | Ok(Err(_)) = n {
+                        *closed.lock().unwrap() += 1;
+                    }
+                });
+            }
+        });
+        ScriptedBackend {
+            addr,
+            stop,
+            tasks,
+            peer_closed,
+        }
+    }
+
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.tasks.close();
+        let _ = tokio::time::timeout(PATIENCE, self.tasks.wait()).await;
+    }
+}
+
+/// An address nothing listens on (bound then released).
+pub async fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
