@@ -1,6 +1,8 @@
 //! Test builders: an in-process router from YAML, programmable WebSocket backends, raw HTTP
 //! clients. Everything binds 127.0.0.1:0 and stops when dropped or told to.
 #![allow(dead_code)]
+// tungstenite's handshake callback returns its own (large) error type.
+#![allow(clippy::result_large_err)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -157,6 +159,9 @@ pub enum Behaviour {
     Echo,
 }
 
+/// An upgrade request a backend saw: (path and query, headers).
+pub type SeenUpgrade = (String, Vec<(String, String)>);
+
 /// A programmable WebSocket backend (tokio-tungstenite) on 127.0.0.1:0.
 pub struct Backend {
     pub addr: SocketAddr,
@@ -164,7 +169,7 @@ pub struct Backend {
     stop: CancellationToken,
     tasks: TaskTracker,
     /// Upgrade requests seen, as (path+query, headers).
-    pub seen: Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>,
+    pub seen: Arc<Mutex<Vec<SeenUpgrade>>>,
 }
 
 impl Backend {
