@@ -237,11 +237,13 @@ async fn route_request(
 
     let response = switching_protocols(&upgrade, &backend, route, &backend_name, &request_id);
     let on_upgrade = hyper::upgrade::on(req);
-    ctx.shared
-        .metrics
-        .upgrades_total
+    let m = &ctx.shared.metrics;
+    m.upgrades_total
         .with_label_values(&[&route.name, "ok"])
         .inc();
+    m.handshake_duration_seconds
+        .with_label_values(&[&route.name])
+        .observe(started.elapsed().as_secs_f64());
     info!(
         client = %ctx.peer,
         route = %route.name,
@@ -349,7 +351,7 @@ async fn dial_and_upgrade(
         Ok(Ok(up)) => Ok((chosen, up, request_id)),
         Ok(Err(UpstreamError::Rejected(response))) => {
             let detail = format!("backend {} answered {}", backend.name, response.status());
-            Err((BackendFailure::Relay(relayed(response)), detail))
+            Err((BackendFailure::Relay(relayed(*response)), detail))
         }
         Ok(Err(e @ UpstreamError::Malformed(_))) => Err((
             BackendFailure::Reject(RejectReason::BackendBadResponse),
