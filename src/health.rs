@@ -347,6 +347,13 @@ pub fn reconcile(checker: &HealthChecker, old: &Snapshot, new: &Snapshot) {
                 && s.len() == states.len()
                 && s.iter().zip(states).all(|(a, b)| Arc::ptr_eq(a, b))
         });
+        if let Some((old_route, _)) = before {
+            for b in &old_route.backends {
+                if !route.backends.iter().any(|n| n.name == b.name) {
+                    checker.metrics.forget_backend(&route.name, &b.name);
+                }
+            }
+        }
         if !same {
             // Dropped FirstRound: a reload does not wait for the new probes' first round.
             let _ = checker.start_route(route, states);

@@ -276,9 +276,14 @@ impl Metrics {
             &self.closes_total,
             &self.drains_total,
             &self.slow_consumer_closes_total,
+            &self.health_checks_total,
+            &self.backend_ejections_total,
+            &self.client_ping_timeouts_total,
         ] {
             remove_matching(vec, "route", route);
         }
+        remove_matching(&self.backend_up, "route", route);
+        remove_matching(&self.health_check_rtt_seconds, "route", route);
         let _ = self
             .handshake_duration_seconds
             .remove_label_values(&[route]);
@@ -293,6 +298,18 @@ impl Metrics {
             .backend_connect_duration_seconds
             .remove_label_values(&[route, backend]);
         remove_matching(&self.connections_active, "backend", backend);
+        let _ = self.backend_up.remove_label_values(&[route, backend]);
+        let _ = self
+            .health_check_rtt_seconds
+            .remove_label_values(&[route, backend]);
+        let _ = self
+            .backend_ejections_total
+            .remove_label_values(&[route, backend]);
+        for result in crate::health::probe::RESULT_LABELS {
+            let _ = self
+                .health_checks_total
+                .remove_label_values(&[route, backend, result]);
+        }
     }
 }
 

@@ -159,8 +159,9 @@ pub async fn apply(
     for (cfg, listener) in fresh {
         shared.serve_listener(&cfg, listener);
     }
-    forget_removed_series(shared, &old, &new);
+    // Probes of removed routes stop before their series are forgotten.
     crate::health::reconcile(&shared.health, &old, &new);
+    forget_removed_series(shared, &old, &new);
 
     let plan = Plan::compute(shared.registry.all(), &new);
     let summary = plan.summary();
