@@ -349,3 +349,84 @@ async fn client_that_stops_reading_is_closed_within_interval_plus_timeout() {
     router.stop().await;
     b.stop().await;
 }
+
+/// The figure (run by hand: `cargo test --test health figure -- --ignored
+/// --nocapture`): steady handshakes with `interval: 1s, timeout: 500ms,
+/// unhealthy_threshold: 2`; a killed backend, then a hung one (nothing answered at all, like
+/// SIGSTOP). Prints failed handshakes and the time until the hung one gets no new session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn figure_failover_under_steady_load() {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    let hc = "health_check: {interval: 1s, timeout: 500ms, unhealthy_threshold: 2, healthy_threshold: 2}";
+    for scenario in ["killed", "hung"] {
+        let a = PingBackend::start("a", true).await;
+        let b = PingBackend::start("b", true).await;
+        let router = Router::start(&two_backends(a.addr, b.addr, hc)).await;
+        let s = state(&router, 1);
+        let (stop, failed, to_b) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicU32::new(0)),
+            Arc::new(AtomicU32::new(0)),
+        );
+        let mut clients = Vec::new();
+        for c in 0..4 {
+            let (url, stop, failed, to_b) =
+                (router.url(""), stop.clone(), failed.clone(), to_b.clone());
+            clients.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    n += 1;
+                    let url = format!("{url}/?k={c}-{n}");
+                    match tokio_tungstenite::connect_async(url).await {
+                        Ok((mut ws, _)) => {
+                            // A session cut later (its backend killed) is not a failed handshake.
+                            use futures_util::SinkExt;
+                            let _ = ws
+                                .send(tokio_tungstenite::tungstenite::Message::text("whoami"))
+                                .await;
+                            if let Some(tokio_tungstenite::tungstenite::Message::Text(t)) =
+                                next_msg(&mut ws).await
+                            {
+                                if t.as_str() == "b" {
+                                    to_b.fetch_add(1, Ordering::SeqCst);
+                                }
+                            }
+                        }
+                        Err(_) => {
+                            failed.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let before = to_b.load(Ordering::SeqCst);
+        if scenario == "killed" {
+            b.stop().await;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            println!(
+                "killed: failed handshakes {} (sessions on b before: {before})",
+                failed.load(Ordering::SeqCst)
+            );
+        } else {
+            b.hung.store(true, Ordering::SeqCst);
+            let took = wait_for("unhealthy", PATIENCE, || s.health() == Health::Unhealthy).await;
+            let at_flip = failed.load(Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            println!(
+                "hung: no new session to it after {took:?} (goal <= 2.7 s); failed handshakes {} (pending at the flip: {at_flip}); sessions on b before: {before}",
+                failed.load(Ordering::SeqCst)
+            );
+            b.hung.store(false, Ordering::SeqCst);
+            b.stop().await;
+        }
+        stop.store(true, Ordering::SeqCst);
+        for c in clients {
+            let _ = c.await;
+        }
+        router.stop().await;
+        a.stop().await;
+    }
+}

@@ -549,6 +549,8 @@ pub struct PingBackend {
     pub answer_pings: Arc<std::sync::atomic::AtomicBool>,
     pub pongs_seen: Arc<std::sync::atomic::AtomicU32>,
     pub pings_seen: Arc<std::sync::atomic::AtomicU32>,
+    /// While set, nothing is answered at all (upgrades, frames): a SIGSTOPped backend.
+    pub hung: Arc<std::sync::atomic::AtomicBool>,
     stop: CancellationToken,
     tasks: TaskTracker,
 }
@@ -563,6 +565,8 @@ impl PingBackend {
         let answer = Arc::new(AtomicBool::new(answer_pings));
         let pongs = Arc::new(AtomicU32::new(0));
         let pings = Arc::new(AtomicU32::new(0));
+        let hung = Arc::new(AtomicBool::new(false));
+        let hung2 = hung.clone();
         let (stop2, tasks2) = (stop.clone(), tasks.clone());
         let (answer2, pongs2, pings2, id2) =
             (answer.clone(), pongs.clone(), pings.clone(), id.to_owned());
@@ -574,6 +578,7 @@ impl PingBackend {
                 };
                 let (stop, answer, pongs, pings, id) =
                     (stop2.clone(), answer2.clone(), pongs2.clone(), pings2.clone(), id2.clone());
+                let hung = hung2.clone();
                 tasks2.spawn(async move {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 4096];
@@ -590,6 +595,9 @@ impl PingBackend {
                         }
                         buf.extend_from_slice(&chunk[..n]);
                     };
+                    while hung.load(Ordering::SeqCst) && !stop.is_cancelled() {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
                     let head = String::from_utf8_lossy(&buf[..end]).into_owned();
                     let key = head
                         .lines()
@@ -603,6 +611,9 @@ impl PingBackend {
                     }
                     buf.drain(..end);
                     loop {
+                        while hung.load(Ordering::SeqCst) && !stop.is_cancelled() {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
                         // One whole masked frame from the front of `buf`, if there.
                         if buf.len() >= 2 {
                             let op = buf[0] & 0x0f;
@@ -663,6 +674,7 @@ impl PingBackend {
             answer_pings: answer,
             pongs_seen: pongs,
             pings_seen: pings,
+            hung,
             stop,
             tasks,
         }
