@@ -156,10 +156,20 @@ impl Dir {
     /// Bytes are waiting to be written to the destination.
     fn has_output(&self, ctx: &Ctx) -> bool {
         self.hold_due()
-            || (self.to == Side::Client && ctx.hb.out_due() && self.out_at_boundary())
+            || self.ping_writable(ctx)
             || self.prefix_pos < self.prefix_len
             || self.wpos < self.wend
             || (ctx.peer(self.to).inject_due() && self.out_at_boundary())
+    }
+
+    /// wsedge's heartbeat Ping may be written toward the client now: one already started
+    /// must be finished; a new one goes only between frames, and never once a Close toward
+    /// the client is decided or the session is closing.
+    fn ping_writable(&self, ctx: &Ctx) -> bool {
+        self.to == Side::Client
+            && ctx.hb.out_due()
+            && (ctx.hb.out_started()
+                || (self.out_at_boundary() && !ctx.peer(self.to).closed_to && !ctx.closing()))
     }
 
     /// A held Pong that was not wsedge's is waiting to be forwarded.
@@ -214,10 +224,9 @@ impl Dir {
             }
             return Step::Parked;
         }
-        let ping_ok = to == Side::Client && ctx.hb.out_due();
         let target = if self.hold_due() {
             Target::Hold
-        } else if ping_ok && ctx.hb.out_started() {
+        } else if self.ping_writable(ctx) && ctx.hb.out_started() {
             Target::Ping
         } else if self.prefix_pos < self.prefix_len {
             Target::Prefix
@@ -227,7 +236,7 @@ impl Dir {
             self.close_fwd_scanned = false;
             ctx.peer_mut(to).close_written = true;
             return Step::Progress;
-        } else if ping_ok && self.out_at_boundary() && !ctx.peer(to).closed_to && !ctx.closing() {
+        } else if self.ping_writable(ctx) {
             Target::Ping
         } else if ctx.peer(to).inject_due() {
             if !self.out_at_boundary() {

@@ -134,3 +134,23 @@ async fn any_client_frame_counts_as_alive() {
     );
     drop(rig);
 }
+
+#[tokio::test(start_paused = true)]
+async fn no_ping_once_closing_and_the_backend_keeps_flowing() {
+    let mut rig = start(hb_cfg());
+    let frame = bf(FIN | OP_BINARY, &[9; 100]);
+    rig.backend.write_all(&frame[..50]).await.unwrap();
+    assert_eq!(read_n(&mut rig.client, 50).await, frame[..50]);
+    // The Ping falls due mid-frame, then a drain starts: the Ping must not block the rest.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    rig.handle.close_gracefully(1001, "drain").unwrap();
+    rig.backend.write_all(&frame[50..]).await.unwrap();
+    assert_eq!(read_n(&mut rig.client, frame.len() - 50).await, frame[50..]);
+    let t = tokio::time::Instant::now();
+    assert_eq!(expect_close(&mut rig.client, false).await.0, 1001);
+    assert!(
+        t.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        t.elapsed()
+    );
+}
