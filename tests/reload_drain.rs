@@ -57,8 +57,8 @@ async fn removing_a_backend_drains_exactly_its_sessions_spread_uniformly() {
         Backend::echo("c").await,
     );
     let all = [("a", a.addr), ("b", b.addr), ("c", c.addr)];
-    let spread = Duration::from_secs(2);
-    let router = Router::start(&routes(&all, "{spread: 2s, timeout: 5s}")).await;
+    let spread = Duration::from_secs(3);
+    let router = Router::start(&routes(&all, "{spread: 3s, timeout: 5s}")).await;
     wsedge::reload::watch(router.server().shared()).unwrap();
 
     let reload_at: Arc<Mutex<Option<tokio::time::Instant>>> = Arc::default();
@@ -79,7 +79,7 @@ async fn removing_a_backend_drains_exactly_its_sessions_spread_uniformly() {
         tasks.push(tokio::spawn(async move {
             let mut seen = Seen { backend, ..Seen::default() };
             let mut seq = 0u64;
-            let mut tick = tokio::time::interval(Duration::from_millis(500 + (i % 7) as u64 * 30));
+            let mut tick = tokio::time::interval(Duration::from_millis(1800 + (i % 7) as u64 * 50));
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => break,
@@ -145,7 +145,7 @@ async fn removing_a_backend_drains_exactly_its_sessions_spread_uniformly() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     rename_save(
         &router.config_path,
-        &routes(&all[..2], "{spread: 2s, timeout: 5s}"),
+        &routes(&all[..2], "{spread: 3s, timeout: 5s}"),
     );
     router.wait_generation(2).await;
     *reload_at.lock().await = Some(tokio::time::Instant::now());
@@ -179,6 +179,10 @@ async fn removing_a_backend_drains_exactly_its_sessions_spread_uniformly() {
         on_c.len()
     );
     let d = ks_uniform(on_c.clone());
+    eprintln!(
+        "drained {} sessions of c; KS distance to uniform: {d:.3}",
+        on_c.len()
+    );
     assert!(
         d < 0.107,
         "close times are not uniform over the spread: KS distance {d:.3} over {} sessions",
