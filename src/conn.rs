@@ -25,6 +25,7 @@ use crate::balance::key;
 use crate::config::{Listener, Route};
 use crate::forward::{self, Peer};
 use crate::handshake::{self, RejectReason, UpgradeRequest};
+use crate::registry::{Placement, SessionMeta};
 use crate::server::{Shared, Snapshot};
 use crate::upstream::{self, UpgradedBackend, UpstreamError};
 
@@ -181,8 +182,13 @@ async fn route_request(
         .shared
         .registry
         .try_reserve(
-            &snapshot.route_names[route_idx],
-            snapshot.generation,
+            SessionMeta {
+                listener: Arc::from(ctx.listener.name.as_str()),
+                route: snapshot.route_names[route_idx].clone(),
+                host: Arc::from(host),
+                path: Arc::from(req.uri().path()),
+                generation: snapshot.generation,
+            },
             route.limits.max_connections,
         )
         .ok_or_else(|| Rejection::new(RejectReason::OverCapacity, Some(route_idx)))?;
@@ -219,15 +225,24 @@ async fn route_request(
         },
     })?;
     let backend_name = route.backends[backend_idx].name.clone();
-    slot.set_backend(states[backend_idx].clone());
+    slot.set_backend(
+        states[backend_idx].clone(),
+        Placement {
+            key_hash: session_key.hash,
+            key_random: session_key.source == key::KeySource::Random,
+            ring_fingerprint: snapshot.ring_fingerprints[route_idx],
+        },
+    );
 
     let response = switching_protocols(&upgrade, &backend, route, &backend_name, &request_id);
     let on_upgrade = hyper::upgrade::on(req);
-    ctx.shared
-        .metrics
-        .upgrades_total
+    let m = &ctx.shared.metrics;
+    m.upgrades_total
         .with_label_values(&[&route.name, "ok"])
         .inc();
+    m.handshake_duration_seconds
+        .with_label_values(&[&route.name])
+        .observe(started.elapsed().as_secs_f64());
     info!(
         client = %ctx.peer,
         route = %route.name,
