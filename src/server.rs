@@ -61,7 +61,7 @@ impl Snapshot {
     /// Builds a generation; `previous` lends its backend states to unchanged backends.
     pub fn build(config: Config, generation: u64, previous: Option<&Snapshot>) -> Self {
         let table = RouteTable::new(&config);
-        let balancers = config.routes.iter().map(Balancer::new).collect();
+        let balancers = config.routes.iter().map(|r| Balancer::new(r)).collect();
         let route_names = config
             .routes
             .iter()
@@ -69,7 +69,7 @@ impl Snapshot {
             .collect();
         let (backends, backend_index) =
             crate::backend::carry_over(&config, previous.map(|p| &p.backend_index));
-        let ring_fingerprints = config.routes.iter().map(ring_fingerprint).collect();
+        let ring_fingerprints = config.routes.iter().map(|r| ring_fingerprint(r)).collect();
         Snapshot {
             ring_fingerprints,
             generation,

@@ -24,7 +24,7 @@ pub struct Session {
     pub backend: UpgradedBackend,
     /// Held for the session's whole life: its drop releases the route's slot.
     pub slot: Slot,
-    pub route: Route,
+    pub route: std::sync::Arc<Route>,
     pub backend_name: String,
     pub client: SocketAddr,
     pub request_id: HeaderValue,

@@ -461,6 +461,11 @@ impl ScriptedBackend {
     /// `response` may contain `{accept}`, replaced by the correct Sec-WebSocket-Accept of the
     /// request's key.
     pub async fn start(response: Option<&'static str>) -> ScriptedBackend {
+        Self::start_after(response, Duration::ZERO).await
+    }
+
+    /// Like [`start`](Self::start), answering only `delay` after the request arrived.
+    pub async fn start_after(response: Option<&'static str>, delay: Duration) -> ScriptedBackend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
@@ -505,6 +510,7 @@ impl ScriptedBackend {
                         .map(|l| l.split_once(':').unwrap().1.trim().to_owned())
                         .unwrap_or(key);
                     let accept = wsedge::handshake::accept_key(key.as_bytes());
+                    tokio::time::sleep(delay).await;
                     let _ = s
                         .write_all(response.replace("{accept}", &accept).as_bytes())
                         .await;
