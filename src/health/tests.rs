@@ -69,7 +69,7 @@ fn route_with_passive(backends: usize, failures: u32, pct: u32) -> (Route, Vec<A
         "    health_check: {{passive: {{consecutive_failures: {failures}, ejection: 1s, max_ejection_percent: {pct}}}}}\n"
     ));
     let (config, _) = crate::config::Config::from_yaml("t.yaml".as_ref(), &yaml).unwrap();
-    let route = config.routes[0].clone();
+    let route = (*config.routes[0]).clone();
     let states = (0..backends)
         .map(|i| Arc::new(BackendState::new("r", &format!("b{i}"))))
         .collect();
