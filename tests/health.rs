@@ -66,6 +66,15 @@ async fn hung_backend_unhealthy_within_bound_then_gets_no_session() {
     let hung = ScriptedBackend::start(None).await;
     let started = Instant::now();
     let router = Router::start(&two_backends(a.addr, hung.addr, FAST_HC)).await;
+    // Start-up waited for the first probe round (the hung probe's 100 ms timeout) before
+    // turning ready.
+    assert!(
+        started.elapsed() >= Duration::from_millis(90),
+        "{:?}",
+        started.elapsed()
+    );
+    let shared = router.server().shared();
+    assert!(shared.ready.load(std::sync::atomic::Ordering::SeqCst));
     let s = state(&router, 1);
     wait_for("hung backend unhealthy", PATIENCE, || {
         s.health() == Health::Unhealthy
@@ -429,4 +438,57 @@ async fn figure_failover_under_steady_load() {
         router.stop().await;
         a.stop().await;
     }
+}
+
+#[tokio::test]
+async fn a_close_on_the_probe_socket_is_not_a_failure() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A backend that upgrades every probe, then closes it at once with 1000 (idle apps do).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stop2 = stop.clone();
+    let server = tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                _ = stop2.cancelled() => return,
+                a = listener.accept() => a,
+            };
+            let Ok((mut s, _)) = accepted else { return };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 2048];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).into_owned();
+                let key = head
+                    .lines()
+                    .find(|l| l.to_ascii_lowercase().starts_with("sec-websocket-key:"))
+                    .map(|l| l.split_once(':').unwrap().1.trim().to_owned())
+                    .unwrap();
+                let accept = wsedge::handshake::accept_key(key.as_bytes());
+                let mut out = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n").into_bytes();
+                out.extend_from_slice(&server_frame(0x8, &1000u16.to_be_bytes()));
+                let _ = s.write_all(&out).await;
+                let _ = s.read(&mut chunk).await;
+            });
+        }
+    });
+    let yaml = single_route_yaml(
+        &[("b", addr)],
+        "health_check: {interval: 100ms, timeout: 50ms, unhealthy_threshold: 1}",
+    );
+    let router = Router::start(&yaml).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_ne!(state(&router, 0).health(), Health::Unhealthy);
+    let metrics = router.server().shared().metrics.render();
+    assert!(metrics.contains("result=\"closed\""), "{metrics}");
+    assert!(!metrics.contains("result=\"reset\""), "{metrics}");
+    router.stop().await;
+    stop.cancel();
+    let _ = server.await;
 }
