@@ -235,6 +235,9 @@ async fn route_request(
     );
 
     let response = switching_protocols(&upgrade, &backend, route, &backend_name, &request_id);
+    // The 101's headers went into the response: the session does not keep them.
+    let mut backend = backend;
+    backend.headers = http::HeaderMap::new();
     let on_upgrade = hyper::upgrade::on(req);
     let m = &ctx.shared.metrics;
     m.upgrades_total

@@ -53,8 +53,9 @@ async fn run(session: Session) {
         route,
         backend_name,
         client: _,
-        request_id: _,
+        request_id,
     } = session;
+    drop(request_id); // in the span already; not kept for the session's life
     let started = Instant::now();
     let client = match on_upgrade.await {
         Ok(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
