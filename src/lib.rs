@@ -18,6 +18,7 @@
 //! - [`upstream`]: dial the backend, send the upgrade, verify the 101.
 //! - [`session_task`]: the task owning a session; [`splice`] relays it; [`frame`] scans it.
 //! - [`session`]: the handle every live session registers; [`registry`] holds them.
+//! - [`tls`]: rustls on both sides: listener handshakes, certificate reload, `wss://` backends.
 //! - [`fallback`]: `http_fallback` for plain HTTP.
 //! - [`admin`], [`metrics`]: operations.
 //! - [`echo`]: the built-in echo backend; [`check`]: `wsedge check`.
@@ -44,4 +45,5 @@ pub mod server;
 pub mod session;
 pub mod session_task;
 pub mod splice;
+pub mod tls;
 pub mod upstream;

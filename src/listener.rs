@@ -10,6 +10,7 @@ use tracing::{info, warn};
 
 use crate::config::Listener;
 use crate::server::Shared;
+use crate::tls::TlsListener;
 
 /// Accept backlog; the kernel caps it at `net.core.somaxconn`.
 const BACKLOG: u32 = 4096;
@@ -40,7 +41,12 @@ pub fn tune_socket(stream: &TcpStream) {
 
 /// Accepts until shutdown. Errors such as EMFILE back off (doubling up to a second) instead
 /// of spinning on a full process.
-pub async fn accept_loop(listener: TcpListener, config: Arc<Listener>, shared: Arc<Shared>) {
+pub async fn accept_loop(
+    listener: TcpListener,
+    config: Arc<Listener>,
+    tls: Option<Arc<TlsListener>>,
+    shared: Arc<Shared>,
+) {
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
@@ -53,8 +59,9 @@ pub async fn accept_loop(listener: TcpListener, config: Arc<Listener>, shared: A
                 tune_socket(&stream);
                 let shared2 = shared.clone();
                 let config = config.clone();
+                let tls = tls.clone();
                 shared.connections.spawn(async move {
-                    crate::conn::serve(stream, peer, config, shared2).await;
+                    crate::conn::serve(stream, peer, config, tls, shared2).await;
                 });
             }
             Err(e) => {

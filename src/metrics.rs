@@ -9,6 +9,10 @@ pub struct Metrics {
     pub upgrades_total: IntCounterVec,
     /// `code`: the bucket of [`close_code_label`]; `initiator`: client, backend or proxy.
     pub closes_total: IntCounterVec,
+    /// `result`: a `tls::accept::Outcome` label; plain listeners count only `tls_on_plain_port`.
+    pub tls_handshakes_total: IntCounterVec,
+    /// Certificate reloads by listener and result (`ok`, or `broken`: the old pair kept serving).
+    pub tls_certificate_reloads_total: IntCounterVec,
     pub sessions_active: IntGauge,
     pub config_generation: IntGauge,
 }
@@ -32,6 +36,22 @@ impl Metrics {
             &["route", "code", "initiator"],
         )
         .expect("valid metric");
+        let tls_handshakes_total = IntCounterVec::new(
+            Opts::new(
+                "wsedge_tls_handshakes_total",
+                "TLS handshakes on traffic listeners by listener and result",
+            ),
+            &["listener", "result"],
+        )
+        .expect("valid metric");
+        let tls_certificate_reloads_total = IntCounterVec::new(
+            Opts::new(
+                "wsedge_tls_certificate_reloads_total",
+                "Certificate file changes by listener and result (ok, broken)",
+            ),
+            &["listener", "result"],
+        )
+        .expect("valid metric");
         let sessions_active = IntGauge::new("wsedge_sessions_active", "Live WebSocket sessions")
             .expect("valid metric");
         let config_generation = IntGauge::new(
@@ -42,6 +62,8 @@ impl Metrics {
         for c in [
             Box::new(upgrades_total.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(closes_total.clone()),
+            Box::new(tls_handshakes_total.clone()),
+            Box::new(tls_certificate_reloads_total.clone()),
         ] {
             registry.register(c).expect("registered once");
         }
@@ -61,6 +83,8 @@ impl Metrics {
             registry,
             upgrades_total,
             closes_total,
+            tls_handshakes_total,
+            tls_certificate_reloads_total,
             sessions_active,
             config_generation,
         }

@@ -13,13 +13,15 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::balance::Balancer;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::route::RouteTable;
+use crate::tls::client::BackendTransport;
+use crate::tls::{TlsError, TlsListener};
 
 /// Everything a connection needs for one config generation, published as one unit so that a
 /// connection never sees half of a reload.
@@ -31,6 +33,10 @@ pub struct Snapshot {
     /// Index-aligned with `config.routes`.
     pub balancers: Vec<Balancer>,
     pub route_names: Vec<Arc<str>>,
+    /// `[route][backend]`, index-aligned with `config.routes[r].backends`: how each backend is
+    /// dialed (TLS configs are built once per generation, not per dial). An `Err` is a `ca` or
+    /// client certificate that could not be loaded; dialing that backend fails.
+    pub transports: Vec<Vec<Result<BackendTransport, Arc<TlsError>>>>,
 }
 
 impl Snapshot {
@@ -42,13 +48,32 @@ impl Snapshot {
             .iter()
             .map(|r| Arc::from(r.name.as_str()))
             .collect();
+        let transports = config
+            .routes
+            .iter()
+            .map(|r| {
+                r.backends
+                    .iter()
+                    .map(|b| BackendTransport::for_backend(b).map_err(Arc::new))
+                    .collect()
+            })
+            .collect();
         Snapshot {
+            transports,
             generation,
             config: Arc::new(config),
             table,
             balancers,
             route_names,
         }
+    }
+
+    /// The first backend TLS setting that could not be loaded, if any.
+    pub fn transport_error(&self) -> Option<Arc<TlsError>> {
+        self.transports
+            .iter()
+            .flatten()
+            .find_map(|t| t.as_ref().err().cloned())
     }
 }
 
@@ -77,6 +102,10 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("listener {name}: {source}")]
+    ListenerTls { name: String, source: TlsError },
+    #[error("backend TLS: {0}")]
+    BackendTls(Arc<TlsError>),
 }
 
 /// A started router.
@@ -94,6 +123,14 @@ impl Server {
         let metrics = Metrics::new();
         metrics.config_generation.set(1);
         let mut bound = Vec::new();
+        let mut tls = Vec::new();
+        for l in &config.listeners {
+            let t = TlsListener::new(l).map_err(|source| StartError::ListenerTls {
+                name: l.name.clone(),
+                source,
+            })?;
+            tls.push(t.map(Arc::new));
+        }
         for l in &config.listeners {
             let listener = crate::listener::bind(l.bind).map_err(|source| StartError::Bind {
                 name: l.name.clone(),
@@ -112,8 +149,12 @@ impl Server {
             ),
             None => None,
         };
+        let snapshot = Snapshot::build(config, 1);
+        if let Some(e) = snapshot.transport_error() {
+            return Err(StartError::BackendTls(e));
+        }
         let shared = Arc::new(Shared {
-            snapshot: ArcSwap::from_pointee(Snapshot::build(config, 1)),
+            snapshot: ArcSwap::from_pointee(snapshot),
             registry: Arc::new(Registry::default()),
             metrics,
             stop_accepting: CancellationToken::new(),
@@ -124,11 +165,31 @@ impl Server {
         });
         let tasks = TaskTracker::new();
         let mut listeners = Vec::new();
-        for (cfg, listener) in bound {
+        for ((cfg, listener), tls) in bound.into_iter().zip(tls) {
             let addr = listener.local_addr().expect("bound socket has an address");
             info!(listener = %cfg.name, %addr, tls = cfg.tls.is_some(), "listening");
             listeners.push((cfg.name.clone(), addr));
-            tasks.spawn(crate::listener::accept_loop(listener, cfg, shared.clone()));
+            if let Some(t) = &tls {
+                // Certificates are reloaded until shutdown starts; a watch that cannot be set
+                // up leaves the loaded certificates serving.
+                match crate::tls::watch::watch(
+                    cfg.name.clone(),
+                    t.resolver.clone(),
+                    shared.metrics.clone(),
+                    shared.stop_accepting.clone(),
+                ) {
+                    Ok(task) => {
+                        tasks.spawn(task);
+                    }
+                    Err(e) => warn!(listener = %cfg.name, "{e}; certificates will not be reloaded"),
+                }
+            }
+            tasks.spawn(crate::listener::accept_loop(
+                listener,
+                cfg,
+                tls,
+                shared.clone(),
+            ));
         }
         let admin = match admin_listener {
             Some(listener) => {
