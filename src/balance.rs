@@ -6,6 +6,9 @@
 pub mod key;
 pub mod ring;
 
+use std::sync::Arc;
+
+use crate::backend::BackendState;
 use crate::config::Route;
 
 pub use key::{KeySource, SessionKey};
@@ -24,12 +27,25 @@ impl Balancer {
         }
     }
 
-    /// The preferred backend for `key`, then the others in ring order; `exclude` lets the
-    /// caller skip one that just failed.
-    pub fn pick(&self, key: u64, exclude: Option<usize>) -> Option<usize> {
-        match (self.ring.preferred(key), exclude) {
-            (Some(p), Some(x)) if p == x => self.ring.candidates(key).find(|&i| i != x),
-            (p, _) => p,
+    /// The preferred backend for `key` when it is eligible (no allocation: the common
+    /// path); otherwise the next eligible one from the ring's candidate walk. `exclude` skips
+    /// one that just failed. `None` when no backend is eligible.
+    pub fn pick(
+        &self,
+        key: u64,
+        states: &[Arc<BackendState>],
+        exclude: Option<usize>,
+    ) -> Option<usize> {
+        let ok = |i: usize| Some(i) != exclude && states.get(i).is_none_or(|s| s.is_eligible());
+        match self.ring.preferred(key) {
+            Some(p) if ok(p) => Some(p),
+            Some(_) => self.ring.candidates(key).find(|&i| ok(i)),
+            None => None,
         }
+    }
+
+    /// The ring's preferred backend for `key`, ignoring health and load (rebalance diffs).
+    pub fn preferred(&self, key: u64) -> Option<usize> {
+        self.ring.preferred(key)
     }
 }

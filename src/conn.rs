@@ -29,6 +29,7 @@ use crate::balance::key;
 use crate::config::{Listener, Route};
 use crate::forward::{self, ForwardedCert, Peer};
 use crate::handshake::{self, RejectReason, UpgradeRequest};
+use crate::registry::{Placement, SessionMeta};
 use crate::server::{Shared, Snapshot};
 use crate::upstream::{self, UpgradedBackend, UpstreamError};
 
@@ -234,12 +235,17 @@ async fn route_request(
     }
     let upgrade =
         handshake::validate_upgrade(req, route).map_err(|r| Rejection::new(r, Some(route_idx)))?;
-    let slot = ctx
+    let mut slot = ctx
         .shared
         .registry
         .try_reserve(
-            &snapshot.route_names[route_idx],
-            snapshot.generation,
+            SessionMeta {
+                listener: Arc::from(ctx.listener.name.as_str()),
+                route: snapshot.route_names[route_idx].clone(),
+                host: Arc::from(host),
+                path: Arc::from(req.uri().path()),
+                generation: snapshot.generation,
+            },
             route.limits.max_connections,
         )
         .ok_or_else(|| Rejection::new(RejectReason::OverCapacity, Some(route_idx)))?;
@@ -274,7 +280,14 @@ async fn route_request(
         },
     })?;
     let backend_name = route.backends[backend_idx].name.clone();
-    slot.set_backend(&backend_name);
+    slot.set_backend(
+        snapshot.backends[route_idx][backend_idx].clone(),
+        Placement {
+            key_hash: session_key.hash,
+            key_random: session_key.source == key::KeySource::Random,
+            ring_fingerprint: snapshot.ring_fingerprints[route_idx],
+        },
+    );
 
     let response = switching_protocols(&upgrade, &backend, route, &backend_name, &request_id);
     let on_upgrade = hyper::upgrade::on(req);
@@ -323,10 +336,11 @@ async fn dial_and_upgrade(
     let route = &snapshot.config.routes[route_idx];
     let balancer = &snapshot.balancers[route_idx];
     let transports = &snapshot.transports[route_idx];
+    let states = &snapshot.backends[route_idx];
     let unreachable = |e: String| (BackendFailure::Reject(RejectReason::BackendUnreachable), e);
     let first = balancer
-        .pick(key_hash, None)
-        .ok_or_else(|| unreachable("route has no backend".into()))?;
+        .pick(key_hash, states, None)
+        .ok_or_else(|| unreachable("no eligible backend".into()))?;
     let mut chosen = first;
     let stream = loop {
         let backend = &route.backends[chosen];
@@ -340,8 +354,8 @@ async fn dial_and_upgrade(
             Ok(stream) => break stream,
             Err(e) => {
                 let retry = balancer
-                    .pick(key_hash, Some(first))
-                    .filter(|&next| chosen == first && next != first);
+                    .pick(key_hash, states, Some(first))
+                    .filter(|_| chosen == first);
                 match retry {
                     Some(next) if tokio::time::Instant::now() < deadline => {
                         debug!(route = %route.name, backend = %backend.name, error = %e, "connect failed; retrying on next backend");

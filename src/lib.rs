@@ -13,7 +13,7 @@
 //! - [`conn`]: one client connection end to end; every refusal is one [`handshake::RejectReason`].
 //! - [`handshake`]: RFC 6455 §4.2.1 validation, Origin, subprotocols, extensions.
 //! - [`route`]: the immutable route table.
-//! - [`balance`]: consistent-hash ring and affinity keys.
+//! - [`balance`]: consistent-hash ring and affinity keys; [`backend`]: live per-backend state.
 //! - [`forward`]: header forwarding (hop-by-hop, X-Forwarded-*, request id, traceparent).
 //! - [`upstream`]: dial the backend, send the upgrade, verify the 101.
 //! - [`session_task`]: the task owning a session; [`splice`] relays it; [`frame`] scans it.
@@ -25,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod backend;
 pub mod balance;
 pub mod check;
 pub mod config;

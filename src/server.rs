@@ -5,18 +5,22 @@
 //! sessions run on [`Shared::sessions`] → [`Server::shutdown`] stops accepting, asks every
 //! session to close with 1001, and waits (bounded) for the last socket.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::backend::BackendState;
 use crate::balance::Balancer;
-use crate::config::Config;
+use crate::config::{Config, Listener};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::route::RouteTable;
@@ -37,10 +41,30 @@ pub struct Snapshot {
     /// dialed (TLS configs are built once per generation, not per dial). An `Err` is a `ca` or
     /// client certificate that could not be loaded; dialing that backend fails.
     pub transports: Vec<Vec<Result<BackendTransport, Arc<TlsError>>>>,
+    /// Live state per route, per backend (index-aligned with each route's `backends`).
+    pub backends: Vec<Vec<Arc<BackendState>>>,
+    /// The same states by (route, backend name), with each backend's identity: the next
+    /// generation carries over what did not change.
+    pub backend_index: BackendIndex,
+    /// Per route: a hash of what places keys on backends (affinity, balance, backend names
+    /// and weights). A rebalance only concerns routes whose fingerprint changed.
+    pub ring_fingerprints: Vec<u64>,
 }
 
+/// What decides where a key lands on a route's ring.
+fn ring_fingerprint(route: &crate::config::Route) -> u64 {
+    let mut text = format!("{:?}|{:?}|", route.affinity, route.balance);
+    for b in &route.backends {
+        text.push_str(&format!("{}:{};", b.name, b.weight));
+    }
+    crate::balance::key::hash_key(text.as_bytes())
+}
+
+pub type BackendIndex = HashMap<(String, String), (String, Arc<BackendState>)>;
+
 impl Snapshot {
-    pub fn build(config: Config, generation: u64) -> Self {
+    /// Builds a generation; `previous` lends its backend states to unchanged backends.
+    pub fn build(config: Config, generation: u64, previous: Option<&Snapshot>) -> Self {
         let table = RouteTable::new(&config);
         let balancers = config.routes.iter().map(Balancer::new).collect();
         let route_names = config
@@ -58,13 +82,19 @@ impl Snapshot {
                     .collect()
             })
             .collect();
+        let (backends, backend_index) =
+            crate::backend::carry_over(&config, previous.map(|p| &p.backend_index));
+        let ring_fingerprints = config.routes.iter().map(ring_fingerprint).collect();
         Snapshot {
             transports,
+            ring_fingerprints,
             generation,
             config: Arc::new(config),
             table,
             balancers,
             route_names,
+            backends,
+            backend_index,
         }
     }
 
@@ -77,12 +107,23 @@ impl Snapshot {
     }
 }
 
+/// A bound traffic listener, stopped on its own when a reload removes it.
+#[derive(Debug)]
+pub struct BoundListener {
+    /// The configured bind (a reload that changes it rebinds).
+    pub bind: SocketAddr,
+    /// The actual address (port 0 resolved).
+    pub local: SocketAddr,
+    pub stop: CancellationToken,
+}
+
 /// State shared by every task of the router.
 pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     pub registry: Arc<Registry>,
     pub metrics: Metrics,
-    /// Cancelled first on shutdown: accept loops end, idle HTTP connections close.
+    /// Cancelled first on shutdown: accept loops end (each listener holds a child token, so a
+    /// reload can stop one alone), idle HTTP connections close.
     pub stop_accepting: CancellationToken,
     /// Cancelled next: every live session is asked to close with 1001.
     pub close_sessions: CancellationToken,
@@ -90,8 +131,67 @@ pub struct Shared {
     pub connections: TaskTracker,
     /// Upgraded sessions (hyper no longer sees them, so they are tracked here).
     pub sessions: TaskTracker,
-    /// False once shutdown starts (`/readyz` answers 503).
+    /// Accept loops, admin, drain schedules, the config watcher.
+    pub tasks: TaskTracker,
+    /// False until started, and again once shutdown starts (`/readyz` answers 503).
     pub ready: AtomicBool,
+    pub listeners: Mutex<HashMap<String, BoundListener>>,
+    /// Reloads are serialised: a second concurrent `POST /reload` gets 409.
+    pub reload_lock: tokio::sync::Mutex<()>,
+    /// Where routes.yaml lives (reloads re-read it).
+    pub config_path: PathBuf,
+    /// When the active generation was loaded (seconds since the Unix epoch).
+    pub loaded_at: Mutex<std::time::SystemTime>,
+}
+
+impl Shared {
+    pub fn listeners(&self) -> MutexGuard<'_, HashMap<String, BoundListener>> {
+        self.listeners.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts the accept loop of a freshly bound listener. `tls` (from [`load_tls`],
+    /// `Some` for a TLS listener) stays with the loop for its life, and its certificate
+    /// watcher stops with the listener: a reload that changes a listener's `tls` settings
+    /// re-serves the listener with a new one.
+    pub fn serve_listener(
+        self: &Arc<Self>,
+        config: &Listener,
+        listener: TcpListener,
+        tls: Option<Arc<TlsListener>>,
+    ) {
+        let local = listener.local_addr().expect("bound socket has an address");
+        let stop = self.stop_accepting.child_token();
+        info!(listener = %config.name, addr = %local, tls = config.tls.is_some(), "listening");
+        self.listeners().insert(
+            config.name.clone(),
+            BoundListener {
+                bind: config.bind,
+                local,
+                stop: stop.clone(),
+            },
+        );
+        if let Some(t) = &tls {
+            // A watch that cannot be set up leaves the loaded certificates serving.
+            match crate::tls::watch::watch(
+                config.name.clone(),
+                t.resolver.clone(),
+                self.metrics.clone(),
+                stop.clone(),
+            ) {
+                Ok(task) => {
+                    self.tasks.spawn(task);
+                }
+                Err(e) => warn!(listener = %config.name, "{e}; certificates will not be reloaded"),
+            }
+        }
+        self.tasks.spawn(crate::listener::accept_loop(
+            listener,
+            config.name.clone(),
+            tls,
+            stop,
+            self.clone(),
+        ));
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,12 +208,40 @@ pub enum StartError {
     BackendTls(Arc<TlsError>),
 }
 
+/// A listener's TLS side, certificates loaded (`None` for a plain listener). Any unusable
+/// certificate is an error: at start (or when a reload adds the listener) there is no old
+/// certificate to keep serving.
+pub fn load_tls(l: &Listener) -> Result<Option<Arc<TlsListener>>, StartError> {
+    TlsListener::new(l)
+        .map(|t| t.map(Arc::new))
+        .map_err(|source| StartError::ListenerTls {
+            name: l.name.clone(),
+            source,
+        })
+}
+
+/// Binds each listener; all or nothing (what was bound is dropped on the first failure).
+pub fn bind_all<'a>(
+    listeners: impl IntoIterator<Item = &'a Listener>,
+) -> Result<Vec<(Listener, TcpListener)>, StartError> {
+    listeners
+        .into_iter()
+        .map(|l| {
+            crate::listener::bind(l.bind)
+                .map(|tcp| (l.clone(), tcp))
+                .map_err(|source| StartError::Bind {
+                    name: l.name.clone(),
+                    addr: l.bind,
+                    source,
+                })
+        })
+        .collect()
+}
+
 /// A started router.
 pub struct Server {
     shared: Arc<Shared>,
-    listeners: Vec<(String, SocketAddr)>,
     admin: Option<SocketAddr>,
-    tasks: TaskTracker,
 }
 
 impl Server {
@@ -122,23 +250,12 @@ impl Server {
     pub async fn start(config: Config) -> Result<Server, StartError> {
         let metrics = Metrics::new();
         metrics.config_generation.set(1);
-        let mut bound = Vec::new();
+        // Certificates first: a bad one fails the start before anything is bound.
         let mut tls = Vec::new();
         for l in &config.listeners {
-            let t = TlsListener::new(l).map_err(|source| StartError::ListenerTls {
-                name: l.name.clone(),
-                source,
-            })?;
-            tls.push(t.map(Arc::new));
+            tls.push(load_tls(l)?);
         }
-        for l in &config.listeners {
-            let listener = crate::listener::bind(l.bind).map_err(|source| StartError::Bind {
-                name: l.name.clone(),
-                addr: l.bind,
-                source,
-            })?;
-            bound.push((Arc::new(l.clone()), listener));
-        }
+        let bound = bind_all(&config.listeners)?;
         let admin_listener = match &config.admin {
             Some(a) => Some(
                 crate::listener::bind(a.bind).map_err(|source| StartError::Bind {
@@ -149,7 +266,8 @@ impl Server {
             ),
             None => None,
         };
-        let snapshot = Snapshot::build(config, 1);
+        let config_path = config.source.clone();
+        let snapshot = Snapshot::build(config, 1, None);
         if let Some(e) = snapshot.transport_error() {
             return Err(StartError::BackendTls(e));
         }
@@ -161,65 +279,42 @@ impl Server {
             close_sessions: CancellationToken::new(),
             connections: TaskTracker::new(),
             sessions: TaskTracker::new(),
+            tasks: TaskTracker::new(),
             ready: AtomicBool::new(false),
+            listeners: Mutex::new(HashMap::new()),
+            reload_lock: tokio::sync::Mutex::new(()),
+            config_path,
+            loaded_at: Mutex::new(std::time::SystemTime::now()),
         });
-        let tasks = TaskTracker::new();
-        let mut listeners = Vec::new();
         for ((cfg, listener), tls) in bound.into_iter().zip(tls) {
-            let addr = listener.local_addr().expect("bound socket has an address");
-            info!(listener = %cfg.name, %addr, tls = cfg.tls.is_some(), "listening");
-            listeners.push((cfg.name.clone(), addr));
-            if let Some(t) = &tls {
-                // Certificates are reloaded until shutdown starts; a watch that cannot be set
-                // up leaves the loaded certificates serving.
-                match crate::tls::watch::watch(
-                    cfg.name.clone(),
-                    t.resolver.clone(),
-                    shared.metrics.clone(),
-                    shared.stop_accepting.clone(),
-                ) {
-                    Ok(task) => {
-                        tasks.spawn(task);
-                    }
-                    Err(e) => warn!(listener = %cfg.name, "{e}; certificates will not be reloaded"),
-                }
-            }
-            tasks.spawn(crate::listener::accept_loop(
-                listener,
-                cfg,
-                tls,
-                shared.clone(),
-            ));
+            shared.serve_listener(&cfg, listener, tls);
         }
         let admin = match admin_listener {
             Some(listener) => {
                 let addr = listener.local_addr().expect("bound socket has an address");
                 info!(%addr, "admin listening");
-                tasks.spawn(crate::admin::serve(listener, shared.clone()));
+                shared
+                    .tasks
+                    .spawn(crate::admin::serve(listener, shared.clone()));
                 Some(addr)
             }
             None => None,
         };
         shared.ready.store(true, Ordering::SeqCst);
-        Ok(Server {
-            shared,
-            listeners,
-            admin,
-            tasks,
-        })
+        Ok(Server { shared, admin })
     }
 
     /// The bound address of a traffic listener, by name.
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.listeners
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, a)| *a)
+        self.shared.listeners().get(name).map(|l| l.local)
     }
 
     /// The first listener's address (single-listener configs, tests).
     pub fn addr(&self) -> SocketAddr {
-        self.listeners[0].1
+        let snapshot = self.shared.snapshot.load();
+        let first = &snapshot.config.listeners[0].name;
+        self.listener_addr(first)
+            .expect("the first listener is bound")
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
@@ -244,9 +339,9 @@ impl Server {
         shared.close_sessions.cancel();
         shared.connections.close();
         shared.sessions.close();
-        self.tasks.close();
+        shared.tasks.close();
         let all = async {
-            self.tasks.wait().await;
+            shared.tasks.wait().await;
             shared.connections.wait().await;
             shared.sessions.wait().await;
         };

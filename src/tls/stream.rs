@@ -12,6 +12,8 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::splice::Transport;
+
 /// Plain TCP, or `T` (a tokio-rustls stream over TCP).
 #[derive(Debug)]
 pub enum MaybeTls<T> {
@@ -40,6 +42,29 @@ impl BackendStream {
             MaybeTls::Plain(s) => s,
             MaybeTls::Tls(s) => s.get_ref().0,
         }
+    }
+}
+
+/// Readiness from the TCP socket: the splice asks only after a read returned `Pending`, and
+/// for TLS that means rustls holds no buffered plaintext, so the socket's readiness is exactly
+/// "a read could make progress". An idle TLS session then holds no splice buffer either.
+impl Transport for ClientStream {
+    fn has_read_readiness(&self) -> bool {
+        true
+    }
+
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.tcp().poll_read_ready(cx)
+    }
+}
+
+impl Transport for BackendStream {
+    fn has_read_readiness(&self) -> bool {
+        true
+    }
+
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.tcp().poll_read_ready(cx)
     }
 }
 
