@@ -459,6 +459,11 @@ async fn bad_handshakes_are_closed_cleanly_and_counted() {
         .unwrap();
     let answer = String::from_utf8_lossy(&read_until_closed(&mut s).await).into_owned();
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.contains(&format!("Content-Length: {}", body.len())),
+        "{answer}"
+    );
     assert_eq!(count(&router, "edge", "plaintext"), 1);
 
     // Nothing at all: cut at request_timeout.
@@ -693,4 +698,98 @@ async fn the_demo_serves_wss_with_its_ca_written_out() {
     assert!(["a", "b", "c"].contains(&who.as_str()), "{who}");
     drop(ws);
     demo.stop().await;
+}
+
+#[tokio::test]
+async fn a_kubernetes_secret_data_swap_is_seen() {
+    // The layout kubelet writes: NAME -> ..data/NAME, ..data -> ..TIMESTAMP/, and an update
+    // swaps the ..data symlink with one rename. No event ever names the certificate file.
+    use std::os::unix::fs::symlink;
+    let backend = Backend::echo("b1").await;
+    let pki = Pki::new("k8s");
+    let secret = pki.dir.0.join("secret");
+    let v1 = secret.join("..2026_01");
+    std::fs::create_dir_all(&v1).unwrap();
+    let first = pki.ca.issue(&["localhost"]).unwrap();
+    std::fs::write(v1.join("tls.crt"), &first.cert_pem).unwrap();
+    std::fs::write(v1.join("tls.key"), &first.key_pem).unwrap();
+    symlink("..2026_01", secret.join("..data")).unwrap();
+    symlink("..data/tls.crt", secret.join("tls.crt")).unwrap();
+    symlink("..data/tls.key", secret.join("tls.key")).unwrap();
+    let yaml = tls_yaml(
+        &short_form(&secret.join("tls.crt"), &secret.join("tls.key")),
+        "",
+        backend.addr,
+    );
+    let router = Router::start(&yaml).await;
+    let old = inspect::facts(Path::new("x"), &first.cert_der)
+        .unwrap()
+        .serial;
+    assert_eq!(serial_seen(router.addr, "localhost", &pki).await, old);
+
+    let v2 = secret.join("..2026_02");
+    std::fs::create_dir_all(&v2).unwrap();
+    let next = pki.ca.issue(&["localhost"]).unwrap();
+    std::fs::write(v2.join("tls.crt"), &next.cert_pem).unwrap();
+    std::fs::write(v2.join("tls.key"), &next.key_pem).unwrap();
+    symlink("..2026_02", secret.join("..data_tmp")).unwrap();
+    std::fs::rename(secret.join("..data_tmp"), secret.join("..data")).unwrap();
+    let new = inspect::facts(Path::new("x"), &next.cert_der)
+        .unwrap()
+        .serial;
+    eventually(PATIENCE, || async {
+        serial_seen(router.addr, "localhost", &pki).await == new
+    })
+    .await
+    .expect("the swapped secret is served");
+    router.stop().await;
+    backend.stop().await;
+}
+
+#[test]
+fn certs_dev_writes_a_ca_and_a_localhost_certificate_that_check_accepts() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("certs-dev");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wsedge"))
+        .args(["certs", "--dev", "--out"])
+        .arg(dir.0.join("certs"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let certs = dir.0.join("certs");
+    for f in [
+        "dev-ca.pem",
+        "dev-ca-key.pem",
+        "localhost.pem",
+        "localhost-key.pem",
+    ] {
+        assert!(certs.join(f).exists(), "{f}");
+    }
+    for key in ["dev-ca-key.pem", "localhost-key.pem"] {
+        let mode = std::fs::metadata(certs.join(key))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{key} is private");
+    }
+    let yaml = "listeners:\n  - name: edge\n    bind: 127.0.0.1:0\n    tls:\n      \
+                certificates:\n        - {cert: certs/localhost.pem, key: certs/localhost-key.pem}\n        \
+                - {server_names: [localhost, \"127.0.0.1\", \"::1\"], cert: certs/localhost.pem, key: certs/localhost-key.pem}\n\
+                routes:\n  - name: r\n    match: {host: \"*\", path_prefix: /}\n    \
+                backends: [{name: b1, url: \"ws://127.0.0.1:1\"}]\n";
+    let path = dir.write("routes.yaml", yaml);
+    let (mut o, mut e) = (Vec::new(), Vec::new());
+    let ok = wsedge::check::run(&path, &mut o, &mut e);
+    assert!(ok, "{}", String::from_utf8_lossy(&e));
+    // Without --dev it refuses.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wsedge"))
+        .args(["certs", "--out"])
+        .arg(dir.0.join("x"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
 }

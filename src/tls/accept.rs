@@ -63,9 +63,15 @@ pub struct Accepted {
     pub client_subject: Option<HeaderValue>,
 }
 
-const PLAINTEXT_ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\
-Content-Type: text/plain; charset=utf-8\r\nContent-Length: 52\r\n\r\n\
-This port speaks TLS: connect with https:// or wss://";
+const PLAINTEXT_BODY: &str = "This port speaks TLS: connect with https:// or wss://\n";
+
+fn plaintext_answer() -> String {
+    format!(
+        "HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\
+         Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{PLAINTEXT_BODY}",
+        PLAINTEXT_BODY.len()
+    )
+}
 
 /// Sniffs and handshakes `tcp` before `deadline`.
 pub async fn accept(
@@ -93,7 +99,7 @@ async fn handshake(
         Some(TLS_HANDSHAKE_RECORD) => {}
         Some(_) => {
             // nginx-style courtesy: a browser pointed at http:// sees why. Best effort.
-            let _ = tcp.write_all(PLAINTEXT_ANSWER).await;
+            let _ = tcp.write_all(plaintext_answer().as_bytes()).await;
             let _ = tcp.shutdown().await;
             debug!(%peer, listener = %tls.name, "plaintext on a TLS port");
             return Err(Outcome::Plaintext);
