@@ -323,7 +323,13 @@ async fn bad_handshakes_are_closed_cleanly_and_counted() {
     let _ = read_until_closed(&mut s).await;
     assert_eq!(count(&router, "edge", "failed"), 1);
 
-    // Through all of that, nothing is held and the listener still serves.
+    // Through all of that, no connection task is left behind ...
+    let drained = eventually(PATIENCE, || async {
+        router.server().shared().connections.is_empty()
+    })
+    .await;
+    assert!(drained.is_some(), "connection tasks left running");
+    // ... and the listener still serves.
     let mut ws = wss_connect(
         router.addr,
         "localhost",
