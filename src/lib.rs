@@ -20,6 +20,7 @@
 //! - [`session`]: the handle every live session registers; [`registry`] holds them.
 //! - [`tls`]: rustls on both sides: listener handshakes, certificate reload, `wss://` backends.
 //! - [`fallback`]: `http_fallback` for plain HTTP.
+//! - [`reload`]: live reload; [`plan`]: which sessions a change concerns; [`drain`]: spread closes.
 //! - [`admin`], [`metrics`]: operations.
 //! - [`echo`]: the built-in echo backend; [`check`]: `wsedge check`.
 #![forbid(unsafe_code)]
@@ -31,6 +32,7 @@ pub mod check;
 pub mod config;
 pub mod conn;
 pub mod demo;
+pub mod drain;
 pub mod echo;
 pub mod fallback;
 pub mod forward;
@@ -39,12 +41,15 @@ pub mod handshake;
 pub mod listener;
 pub mod metrics;
 pub mod origin;
+pub mod plan;
 pub mod registry;
+pub mod reload;
 pub mod rlimit;
 pub mod route;
 pub mod server;
 pub mod session;
 pub mod session_task;
 pub mod splice;
+pub mod status;
 pub mod tls;
 pub mod upstream;

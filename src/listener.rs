@@ -47,7 +47,7 @@ pub fn tune_socket(stream: &TcpStream) {
 pub async fn accept_loop(
     listener: TcpListener,
     name: String,
-    tls: Option<Arc<TlsListener>>,
+    tls: Arc<arc_swap::ArcSwapOption<TlsListener>>,
     stop: CancellationToken,
     shared: Arc<Shared>,
 ) {
@@ -65,7 +65,7 @@ pub async fn accept_loop(
                 };
                 tune_socket(&stream);
                 let shared2 = shared.clone();
-                let tls = tls.clone();
+                let tls = tls.load_full();
                 shared.connections.spawn(async move {
                     crate::conn::serve(stream, peer, Arc::new(config), tls, shared2).await;
                 });

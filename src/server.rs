@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -115,6 +115,11 @@ pub struct BoundListener {
     /// The actual address (port 0 resolved).
     pub local: SocketAddr,
     pub stop: CancellationToken,
+    /// The listener's TLS side, read by the accept loop per connection: a reload that changes
+    /// `tls` swaps it in place (no rebind). `None` for a plain listener.
+    pub tls: Arc<ArcSwapOption<TlsListener>>,
+    /// Stops the certificate watcher of the TLS side now serving (a child of `stop`).
+    pub tls_watch: CancellationToken,
 }
 
 /// State shared by every task of the router.
@@ -149,10 +154,8 @@ impl Shared {
         self.listeners.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts the accept loop of a freshly bound listener. `tls` (from [`load_tls`],
-    /// `Some` for a TLS listener) stays with the loop for its life, and its certificate
-    /// watcher stops with the listener: a reload that changes a listener's `tls` settings
-    /// re-serves the listener with a new one.
+    /// Starts the accept loop of a freshly bound listener. `tls` comes from [`load_tls`]
+    /// (`Some` for a TLS listener); its certificate watcher stops with the listener.
     pub fn serve_listener(
         self: &Arc<Self>,
         config: &Listener,
@@ -162,40 +165,70 @@ impl Shared {
         let local = listener.local_addr().expect("bound socket has an address");
         let stop = self.stop_accepting.child_token();
         info!(listener = %config.name, addr = %local, tls = config.tls.is_some(), "listening");
+        let tls_side = Arc::new(ArcSwapOption::from(tls.clone()));
+        let tls_watch = self.watch_certificates(&config.name, tls.as_deref(), &stop);
         self.listeners().insert(
             config.name.clone(),
             BoundListener {
                 bind: config.bind,
                 local,
                 stop: stop.clone(),
+                tls: tls_side.clone(),
+                tls_watch,
             },
         );
-        if let Some(t) = &tls {
+        self.tasks.spawn(crate::listener::accept_loop(
+            listener,
+            config.name.clone(),
+            tls_side,
+            stop,
+            self.clone(),
+        ));
+    }
+
+    /// Replaces a bound listener's TLS side (a reload changed its `tls`): new connections
+    /// handshake with `tls`, connections and sessions already running keep theirs.
+    pub fn set_listener_tls(self: &Arc<Self>, name: &str, tls: Option<Arc<TlsListener>>) {
+        let mut listeners = self.listeners();
+        let Some(bound) = listeners.get_mut(name) else {
+            return;
+        };
+        bound.tls_watch.cancel();
+        bound.tls_watch = self.watch_certificates(name, tls.as_deref(), &bound.stop);
+        bound.tls.store(tls);
+        info!(listener = name, "listener TLS settings replaced");
+    }
+
+    /// Starts the certificate watcher of `tls` under a child of `stop`; returns its token.
+    fn watch_certificates(
+        &self,
+        name: &str,
+        tls: Option<&TlsListener>,
+        stop: &CancellationToken,
+    ) -> CancellationToken {
+        let token = stop.child_token();
+        if let Some(t) = tls {
             // A watch that cannot be set up leaves the loaded certificates serving.
             match crate::tls::watch::watch(
-                config.name.clone(),
+                name.to_owned(),
                 t.resolver.clone(),
                 self.metrics.clone(),
-                stop.clone(),
+                token.clone(),
             ) {
                 Ok(task) => {
                     self.tasks.spawn(task);
                 }
-                Err(e) => warn!(listener = %config.name, "{e}; certificates will not be reloaded"),
+                Err(e) => warn!(listener = name, "{e}; certificates will not be reloaded"),
             }
         }
-        self.tasks.spawn(crate::listener::accept_loop(
-            listener,
-            config.name.clone(),
-            tls,
-            stop,
-            self.clone(),
-        ));
+        token
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error("admin.bind {0} is not loopback and no admin token is set (admin.token_file or WSEDGE_ADMIN_TOKEN)")]
+    AdminWithoutToken(SocketAddr),
     #[error("listener {name}: cannot bind {addr}: {source}")]
     Bind {
         name: String,
@@ -248,6 +281,11 @@ impl Server {
     /// Binds every listener (and the admin endpoint) and starts serving. Port 0 binds are
     /// resolved: see [`Server::listener_addr`].
     pub async fn start(config: Config) -> Result<Server, StartError> {
+        if let Some(a) = &config.admin {
+            if !a.bind.ip().is_loopback() && crate::admin::admin_token(&config).is_none() {
+                return Err(StartError::AdminWithoutToken(a.bind));
+            }
+        }
         let metrics = Metrics::new();
         metrics.config_generation.set(1);
         // Certificates first: a bad one fails the start before anything is bound.
@@ -300,6 +338,7 @@ impl Server {
             }
             None => None,
         };
+        spawn_flusher(&shared);
         shared.ready.store(true, Ordering::SeqCst);
         Ok(Server { shared, admin })
     }
@@ -330,13 +369,58 @@ impl Server {
         self.shared.registry.live()
     }
 
+    /// The SIGTERM path: `/readyz` turns 503 at once; listeners keep accepting for
+    /// `shutdown.delay` (load balancers deregister meanwhile), then stop; every session
+    /// drains with its route's spread and timeout; returns when the last session is gone or at
+    /// the bound (delay + the largest effective spread + timeout + 1 s).
+    pub async fn shutdown_gracefully(self) -> bool {
+        let shared = self.shared.clone();
+        shared.ready.store(false, Ordering::SeqCst);
+        let snapshot = shared.snapshot.load_full();
+        let delay = snapshot.config.shutdown.delay;
+        info!(
+            delay_ms = delay.as_millis() as u64,
+            "shutting down: not ready; draining after the delay"
+        );
+        tokio::time::sleep(delay).await;
+        shared.stop_accepting.cancel();
+        let sessions = shared.registry.all();
+        let bound = drain_bound(&snapshot, sessions.len());
+        let entries = sessions
+            .into_iter()
+            .map(|s| (s, crate::plan::DrainReason::Shutdown))
+            .collect();
+        let schedule = crate::drain::schedule(entries, |route| {
+            snapshot
+                .config
+                .routes
+                .iter()
+                .find(|r| r.name == route)
+                .map(|r| r.drain.clone())
+                .unwrap_or(crate::config::Drain {
+                    timeout: crate::config::DEFAULT_DRAIN_TIMEOUT,
+                    spread: Duration::ZERO,
+                    max_rate: None,
+                    rebalance: false,
+                })
+        });
+        crate::drain::run(&shared, schedule);
+        self.finish(bound, false).await
+    }
+
     /// Stops accepting, asks every session to close with 1001 and waits up to `grace` for
     /// them to finish. Returns whether everything finished in time.
     pub async fn shutdown(self, grace: Duration) -> bool {
+        self.finish(grace, true).await
+    }
+
+    async fn finish(self, grace: Duration, close_now: bool) -> bool {
         let shared = &self.shared;
         shared.ready.store(false, Ordering::SeqCst);
         shared.stop_accepting.cancel();
-        shared.close_sessions.cancel();
+        if close_now {
+            shared.close_sessions.cancel();
+        }
         shared.connections.close();
         shared.sessions.close();
         shared.tasks.close();
@@ -353,4 +437,37 @@ impl Server {
         );
         done
     }
+}
+
+/// The longest a graceful drain may take: the largest effective spread + drain timeout of
+/// any route, plus a second for the sockets.
+pub fn drain_bound(snapshot: &Snapshot, sessions: usize) -> Duration {
+    snapshot
+        .config
+        .routes
+        .iter()
+        .map(|r| crate::drain::effective_spread(&r.drain, sessions) + r.drain.timeout)
+        .max()
+        .unwrap_or_default()
+        + Duration::from_secs(1)
+}
+
+/// Moves per-session counters into the registry every second (and the session task does a
+/// last flush at its end), so `/metrics` is at most a second behind without a registry
+/// lookup per message.
+fn spawn_flusher(shared: &Arc<Shared>) {
+    let shared2 = shared.clone();
+    shared.tasks.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shared2.stop_accepting.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            for s in shared2.registry.all() {
+                shared2.metrics.flush_session(&s.route, s.handle.stats());
+            }
+        }
+    });
 }

@@ -176,3 +176,59 @@ async fn a_kubernetes_secret_data_swap_is_seen() {
     router.stop().await;
     backend.stop().await;
 }
+
+#[tokio::test]
+async fn a_config_reload_that_changes_tls_swaps_it_without_a_rebind_and_refuses_bad_certificates() {
+    let backend = Backend::echo("b1").await;
+    let pki = Pki::new("cfgreload");
+    let (c1, k1) = pki.server("one", &["localhost"]);
+    let (c2, k2) = pki.server("two", &["localhost"]);
+    let router = Router::start(&tls_yaml(&short_form(&c1, &k1), "", backend.addr)).await;
+    let shared = router.server().shared().clone();
+    let serial_of = |p: &std::path::Path| {
+        let der = wsedge::tls::load_certs(p).unwrap().remove(0);
+        inspect::facts(Path::new("x"), &der).unwrap().serial
+    };
+    let mut live = wss_connect(
+        router.addr,
+        "localhost",
+        tls_client_config(&pki.ca.cert_pem, None),
+    )
+    .await;
+    // The same listener (same configured bind: no rebind), other certificate files.
+    let reload = |yaml: String| {
+        let path = pki.dir.write("reload.yaml", &yaml);
+        let (config, _) = wsedge::config::Config::load(&path).unwrap();
+        let shared = shared.clone();
+        async move {
+            wsedge::reload::apply(
+                &shared,
+                config,
+                wsedge::reload::Wait::Queue,
+                std::time::Instant::now(),
+            )
+            .await
+        }
+    };
+    reload(tls_yaml(&short_form(&c2, &k2), "", backend.addr))
+        .await
+        .expect("reload applies");
+    assert_eq!(
+        serial_seen(router.addr, "localhost", &pki).await,
+        serial_of(&c2)
+    );
+    assert_eq!(roundtrip_any(&mut live, "still").await, "still");
+
+    // A mismatched pair refuses the whole reload; the current certificate keeps serving.
+    let err = reload(tls_yaml(&short_form(&c1, &k2), "", backend.addr))
+        .await
+        .expect_err("a bad pair refuses the reload");
+    assert_eq!(err.label(), "tls_failed");
+    assert_eq!(
+        serial_seen(router.addr, "localhost", &pki).await,
+        serial_of(&c2)
+    );
+    drop(live);
+    router.stop().await;
+    backend.stop().await;
+}

@@ -102,6 +102,10 @@ impl<C: Transport, B: Transport> Relay<C, B> {
                     self.request_seen = true;
                     self.ctx.set_end(SessionEnd::Requested { code: req.code });
                     self.ctx.inject_both(req.code, req.reason.as_bytes());
+                    if let Some(timeout) = req.timeout {
+                        // A drain's own timeout runs from its Close, instead of close_timeout.
+                        self.ctx.close_deadline = Some(after(self.ctx.now, timeout));
+                    }
                 }
             }
             self.timers();

@@ -55,7 +55,9 @@ impl Drop for TempDir {
 pub struct Router {
     pub server: Option<Server>,
     pub addr: SocketAddr,
-    _dir: TempDir,
+    /// The routes.yaml the router was started from (rewrite it to test reloads).
+    pub config_path: PathBuf,
+    pub dir: TempDir,
 }
 
 /// Router logs in test output when `WSEDGE_TEST_LOG` is set (e.g. `=debug`).
@@ -80,8 +82,31 @@ impl Router {
         Router {
             server: Some(server),
             addr,
-            _dir: dir,
+            config_path: path,
+            dir,
         }
+    }
+
+    /// The active config generation.
+    pub fn generation(&self) -> u64 {
+        self.server().shared().snapshot.load().generation
+    }
+
+    /// Waits (bounded) until the router runs generation `g`.
+    pub async fn wait_generation(&self, g: u64) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while self.generation() < g {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "generation {g} never came (at {})",
+                self.generation()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub fn metrics(&self) -> String {
+        self.server().shared().metrics.render()
     }
 
     pub fn url(&self, path: &str) -> String {
