@@ -403,7 +403,7 @@ async fn dial_and_upgrade(
         Ok(Ok(up)) => Ok((chosen, up, request_id)),
         Ok(Err(UpstreamError::Rejected(response))) => {
             let detail = format!("backend {} answered {}", backend.name, response.status());
-            Err((BackendFailure::Relay(relayed(response)), detail))
+            Err((BackendFailure::Relay(relayed(*response)), detail))
         }
         Ok(Err(e @ UpstreamError::Malformed(_))) => Err((
             BackendFailure::Reject(RejectReason::BackendBadResponse),

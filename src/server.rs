@@ -60,7 +60,7 @@ fn ring_fingerprint(route: &crate::config::Route) -> u64 {
     crate::balance::key::hash_key(text.as_bytes())
 }
 
-pub type BackendIndex = HashMap<(String, String), (String, Arc<BackendState>)>;
+pub use crate::backend::BackendIndex;
 
 impl Snapshot {
     /// Builds a generation; `previous` lends its backend states to unchanged backends.
