@@ -30,6 +30,10 @@ use crate::metrics::Metrics;
 use crate::plan::DrainReason;
 use crate::registry::Registry;
 use crate::server::Snapshot;
+use crate::tls::client::BackendTransport;
+
+/// A backend's dialer as the snapshot holds it (its TLS settings may have failed to load).
+pub type Transport = Result<BackendTransport, Arc<crate::tls::TlsError>>;
 
 pub use passive::{record_outcome, Outcome};
 use probe::{ProbeConn, ProbeResult};
@@ -73,7 +77,13 @@ impl HealthChecker {
     /// Starts (or restarts) the probes of `route`, one per backend, against `states`
     /// (index-aligned with `route.backends`). Does nothing for a route without
     /// `health_check`, beyond stopping probes it had.
-    pub fn start_route(&self, route: &Route, states: &[Arc<BackendState>]) -> FirstRound {
+    /// `transports`: each backend's dialer (plain or TLS), as traffic uses it.
+    pub fn start_route(
+        &self,
+        route: &Route,
+        states: &[Arc<BackendState>],
+        transports: &[Transport],
+    ) -> FirstRound {
         self.stop_route(&route.name);
         let Some(hc) = route.health_check.clone() else {
             return FirstRound(Vec::new());
@@ -83,6 +93,7 @@ impl HealthChecker {
         let env = Arc::new(ProbeEnv {
             hc,
             route: route.clone(),
+            transports: transports.to_vec(),
             metrics: self.metrics.clone(),
             registry: self.registry.clone(),
             tasks: self.tasks.clone(),
@@ -140,6 +151,8 @@ impl HealthChecker {
 struct ProbeEnv {
     hc: HealthCheck,
     route: Route,
+    /// Index-aligned with `route.backends`.
+    transports: Vec<Transport>,
     metrics: Metrics,
     registry: Arc<Registry>,
     tasks: TaskTracker,
@@ -170,7 +183,8 @@ async fn probe_loop(
         next = Instant::now() + jittered(env.hc.interval);
         let round = async {
             if conn.is_none() {
-                conn = Some(ProbeConn::open(backend, &env.route, &env.hc).await?);
+                let transport = &env.transports[idx];
+                conn = Some(ProbeConn::open(backend, transport, &env.route, &env.hc).await?);
             }
             let c = conn.as_mut().expect("opened above");
             Ok::<_, probe::ProbeError>(c.ping().await)
@@ -333,7 +347,13 @@ pub fn reconcile(checker: &HealthChecker, old: &Snapshot, new: &Snapshot) {
             checker.stop_route(&old_route.name);
         }
     }
-    for (route, states) in new.config.routes.iter().zip(&new.backends) {
+    for ((route, states), transports) in new
+        .config
+        .routes
+        .iter()
+        .zip(&new.backends)
+        .zip(&new.transports)
+    {
         let before = old
             .config
             .routes
@@ -356,7 +376,7 @@ pub fn reconcile(checker: &HealthChecker, old: &Snapshot, new: &Snapshot) {
         }
         if !same {
             // Dropped FirstRound: a reload does not wait for the new probes' first round.
-            let _ = checker.start_route(route, states);
+            let _ = checker.start_route(route, states, transports);
         }
     }
 }

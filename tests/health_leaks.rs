@@ -64,9 +64,11 @@ async fn fifty_flaps_leak_no_probe_socket_or_task() {
     let shared = router.server().shared().clone();
     let snap = shared.snapshot.load_full();
     for _ in 0..50 {
-        let _ = shared
-            .health
-            .start_route(&snap.config.routes[0], &snap.backends[0]);
+        let _ = shared.health.start_route(
+            &snap.config.routes[0],
+            &snap.backends[0],
+            &snap.transports[0],
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     wait(Health::Healthy).await;

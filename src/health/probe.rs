@@ -4,6 +4,7 @@
 //! matching Pong. Hand-written because the probe needs raw control of Ping/Pong (tungstenite
 //! answers and swallows them itself).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -16,6 +17,8 @@ use tokio::time::Instant;
 
 use crate::config::{Backend, HealthCheck, Route};
 use crate::frame::{OP_CLOSE, OP_PING, OP_PONG};
+use crate::tls::client::BackendTransport;
+use crate::tls::TlsError;
 use crate::upstream::{self, UpgradedBackend, UpstreamError};
 
 /// Data frames on the probe socket larger than this are skipped, not buffered.
@@ -40,6 +43,9 @@ pub enum ProbeError {
     Connect(Box<UpstreamError>),
     #[error("upgrade failed: {0}")]
     Upgrade(Box<UpstreamError>),
+    /// The backend's TLS settings could not be loaded (traffic fails the same way).
+    #[error("backend TLS settings: {0}")]
+    Tls(Arc<TlsError>),
     #[error("no pong within {0:?}")]
     Timeout(Duration),
     #[error("pong with a payload that is not the probe's")]
@@ -53,7 +59,7 @@ pub enum ProbeError {
 impl ProbeError {
     pub fn label(&self) -> &'static str {
         match self {
-            ProbeError::Connect(_) => "connect_failed",
+            ProbeError::Connect(_) | ProbeError::Tls(_) => "connect_failed",
             ProbeError::Upgrade(_) => "upgrade_failed",
             ProbeError::Timeout(_) => "timeout",
             ProbeError::WrongPong => "wrong_pong",
@@ -85,14 +91,17 @@ pub struct ProbeConn {
 }
 
 impl ProbeConn {
-    /// Dials `backend` and upgrades `health_check.path` (the backend URL's path prepended, as
+    /// Dials `backend` the way traffic does (`transport`: plain or its TLS client) and
+    /// upgrades `health_check.path` (the backend URL's path prepended, as
     /// for traffic), with `health_check.headers` and `subprotocol`.
     pub async fn open(
         backend: &Backend,
+        transport: &Result<BackendTransport, Arc<TlsError>>,
         route: &Route,
         hc: &HealthCheck,
     ) -> Result<ProbeConn, ProbeError> {
-        let stream = upstream::connect(&backend.url, route.limits.connect_timeout)
+        let transport = transport.as_ref().map_err(|e| ProbeError::Tls(e.clone()))?;
+        let stream = upstream::dial(&backend.url, transport, route.limits.connect_timeout)
             .await
             .map_err(|e| ProbeError::Connect(Box::new(e)))?;
         let key_bytes: [u8; 16] = rand::random();
