@@ -44,6 +44,7 @@ pub mod origin;
 pub mod plan;
 pub mod registry;
 pub mod reload;
+pub mod resolve;
 pub mod rlimit;
 pub mod route;
 pub mod server;
