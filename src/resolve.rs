@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 /// How long an answer is reused. Short enough to follow a service's address change quickly.
 pub const CACHE_TTL: Duration = Duration::from_secs(5);
 
-type Cache = Mutex<HashMap<(String, u16), (Instant, Vec<SocketAddr>)>>;
+/// (host, port) → (when resolved, addresses).
+type Entries = HashMap<(String, u16), (Instant, Vec<SocketAddr>)>;
+type Cache = Mutex<Entries>;
 
 fn cache() -> &'static Cache {
     static CACHE: OnceLock<Cache> = OnceLock::new();
@@ -36,7 +38,7 @@ pub async fn resolve(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> 
     Ok(addrs)
 }
 
-fn lock() -> std::sync::MutexGuard<'static, HashMap<(String, u16), (Instant, Vec<SocketAddr>)>> {
+fn lock() -> std::sync::MutexGuard<'static, Entries> {
     cache().lock().unwrap_or_else(|e| e.into_inner())
 }
 
