@@ -5,7 +5,6 @@
 //! sessions run on [`Shared::sessions`] → [`Server::shutdown`] stops accepting, asks every
 //! session to close with 1001, and waits (bounded) for the last socket.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -40,7 +39,7 @@ pub struct Snapshot {
     pub backend_index: BackendIndex,
 }
 
-pub type BackendIndex = HashMap<(String, String), (String, Arc<BackendState>)>;
+pub use crate::backend::BackendIndex;
 
 impl Snapshot {
     /// Builds a generation; `previous` lends its backend states to unchanged backends.
