@@ -9,6 +9,12 @@ pub struct Metrics {
     pub upgrades_total: IntCounterVec,
     /// `code`: the bucket of [`close_code_label`]; `initiator`: client, backend or proxy.
     pub closes_total: IntCounterVec,
+    /// Bounded-load picks where every eligible backend was at its cap (strict affinity broken).
+    pub balance_overflow_total: IntCounterVec,
+    /// Upgrades whose first backend refused the connect and that were retried on the next one.
+    pub handshake_retries_total: IntCounterVec,
+    /// Connections closed for a malformed or missing PROXY protocol header, by listener.
+    pub proxy_protocol_errors_total: IntCounterVec,
     pub sessions_active: IntGauge,
     pub config_generation: IntGauge,
 }
@@ -32,6 +38,30 @@ impl Metrics {
             &["route", "code", "initiator"],
         )
         .expect("valid metric");
+        let balance_overflow_total = IntCounterVec::new(
+            Opts::new(
+                "wsedge_balance_overflow_total",
+                "Bounded-load picks with every eligible backend at its cap, by route",
+            ),
+            &["route"],
+        )
+        .expect("valid metric");
+        let handshake_retries_total = IntCounterVec::new(
+            Opts::new(
+                "wsedge_handshake_retries_total",
+                "Backend connect failures retried on the next backend, by route",
+            ),
+            &["route"],
+        )
+        .expect("valid metric");
+        let proxy_protocol_errors_total = IntCounterVec::new(
+            Opts::new(
+                "wsedge_proxy_protocol_errors_total",
+                "Connections closed for a malformed PROXY protocol header, by listener",
+            ),
+            &["listener"],
+        )
+        .expect("valid metric");
         let sessions_active = IntGauge::new("wsedge_sessions_active", "Live WebSocket sessions")
             .expect("valid metric");
         let config_generation = IntGauge::new(
@@ -42,6 +72,9 @@ impl Metrics {
         for c in [
             Box::new(upgrades_total.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(closes_total.clone()),
+            Box::new(balance_overflow_total.clone()),
+            Box::new(handshake_retries_total.clone()),
+            Box::new(proxy_protocol_errors_total.clone()),
         ] {
             registry.register(c).expect("registered once");
         }
@@ -61,6 +94,9 @@ impl Metrics {
             registry,
             upgrades_total,
             closes_total,
+            balance_overflow_total,
+            handshake_retries_total,
+            proxy_protocol_errors_total,
             sessions_active,
             config_generation,
         }

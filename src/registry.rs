@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::backend::BackendState;
+use crate::backend::LiveGuard;
+use crate::balance::{KeySource, SessionKey};
 use crate::session::SessionHandle;
 
 #[derive(Debug, Clone)]
@@ -19,6 +20,11 @@ pub struct SessionInfo {
     pub backend: Arc<str>,
     pub generation: u64,
     pub handle: SessionHandle,
+    /// The session key's hash (0 until the backend is chosen): a rebalance recomputes the
+    /// preferred backend on a new ring from it, without the request.
+    pub key_hash: u64,
+    /// The key came from the `random` fallback: no affinity, so a rebalance never moves it.
+    pub key_random: bool,
 }
 
 #[derive(Debug, Default)]
@@ -61,6 +67,8 @@ impl Registry {
                 backend: Arc::from(""),
                 generation,
                 handle: handle.clone(),
+                key_hash: 0,
+                key_random: false,
             },
         );
         Some(Slot {
@@ -84,9 +92,11 @@ impl Registry {
         self.lock().sessions.values().cloned().collect()
     }
 
-    fn set_backend(&self, id: u64, backend: Arc<str>) {
+    fn set_backend(&self, id: u64, backend: Arc<str>, key: SessionKey) {
         if let Some(s) = self.lock().sessions.get_mut(&id) {
             s.backend = backend;
+            s.key_hash = key.hash;
+            s.key_random = key.source == KeySource::Random;
         }
     }
 
@@ -109,26 +119,26 @@ pub struct Slot {
     registry: Arc<Registry>,
     pub id: u64,
     pub handle: SessionHandle,
-    /// Counted in the backend's `live` while set.
-    backend: Option<Arc<BackendState>>,
+    /// The backend's reservation (counted in its `live`), held for the session's life.
+    backend: Option<LiveGuard>,
 }
 
 impl Slot {
-    /// Binds the session to its backend (counted in the backend's live sessions).
-    pub fn set_backend(&mut self, backend: Arc<BackendState>) {
-        backend.live.fetch_add(1, Ordering::AcqRel);
-        self.registry.set_backend(self.id, backend.name.clone());
-        if let Some(old) = self.backend.replace(backend) {
-            old.live.fetch_sub(1, Ordering::AcqRel);
-        }
+    /// Binds the session to the backend the balancer reserved at pick time: the reservation
+    /// (already counted in the backend's `live`) now lives as long as the session. Records the
+    /// session key for rebalancing.
+    pub fn set_backend(&mut self, reservation: LiveGuard, key: SessionKey) {
+        self.registry
+            .set_backend(self.id, reservation.state().name.clone(), key);
+        // Dropping a previous reservation (none in practice) releases it.
+        self.backend = Some(reservation);
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Some(b) = self.backend.take() {
-            b.live.fetch_sub(1, Ordering::AcqRel);
-        }
+        // The backend's count drops with the guard; then the route's.
+        self.backend.take();
         self.registry.release(self.id);
     }
 }
@@ -136,6 +146,7 @@ impl Drop for Slot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::BackendState;
 
     #[test]
     fn cap_holds_and_slots_release_on_drop() {
@@ -149,8 +160,14 @@ mod tests {
         assert_eq!(reg.live_on_route("chat"), 1);
         let mut b = b;
         let state = Arc::new(BackendState::new("chat", "b1"));
-        b.set_backend(state.clone());
-        assert_eq!(&*reg.all()[0].backend, "b1");
+        let key = SessionKey {
+            hash: 42,
+            source: KeySource::Random,
+        };
+        b.set_backend(LiveGuard::acquire(&state), key);
+        let info = &reg.all()[0];
+        assert_eq!(&*info.backend, "b1");
+        assert_eq!((info.key_hash, info.key_random), (42, true));
         assert_eq!(state.live.load(Ordering::Relaxed), 1);
         drop(b);
         assert_eq!(state.live.load(Ordering::Relaxed), 0);
