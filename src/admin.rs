@@ -1,18 +1,29 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics`. Never shares a port with traffic.
+//! The admin listener. Open: `/healthz`, `/readyz`, `/metrics`, `/status`, `/config`.
+//! Mutating (Bearer token): `POST /reload[?dry_run=true]`,
+//! `POST /backends/{route}/{name}/drain|undrain`. Never shares a port with traffic.
 
 use std::convert::Infallible;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
-use http::{header, Request, Response, StatusCode};
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
+use crate::config::Config;
 use crate::conn::{full, Body};
+use crate::plan::DrainReason;
+use crate::reload::{ReloadError, Wait};
 use crate::server::Shared;
+
+/// A dry-run body larger than this is refused (a routes file is a few KiB).
+const MAX_BODY: usize = 1 << 20;
 
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     loop {
@@ -27,26 +38,44 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             },
         };
         let shared = shared.clone();
-        tokio::spawn(async move {
+        shared.clone().connections.spawn(async move {
             let service = service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(route(req, &shared)) }
+                async move { Ok::<_, Infallible>(route(req, &shared).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(std::time::Duration::from_secs(10))
+                .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
     }
 }
 
-fn route(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
-    match req.uri().path() {
-        "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if shared.ready.load(Ordering::SeqCst) => text(StatusCode::OK, "ready\n"),
-        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
-        "/metrics" => {
+/// The token mutating calls need: `admin.token_file`, else `WSEDGE_ADMIN_TOKEN`.
+pub fn admin_token(config: &Config) -> Option<String> {
+    let from_file = config
+        .admin
+        .as_ref()
+        .and_then(|a| a.token_file.as_ref())
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .map(|t| t.trim().to_owned());
+    from_file
+        .or_else(|| std::env::var("WSEDGE_ADMIN_TOKEN").ok())
+        .filter(|t| !t.is_empty())
+}
+
+async fn route(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (req.method().clone(), segments.as_slice()) {
+        (Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
+        (Method::GET, ["readyz"]) if shared.ready.load(Ordering::SeqCst) => {
+            text(StatusCode::OK, "ready\n")
+        }
+        (Method::GET, ["readyz"]) => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        (Method::GET, ["metrics"]) => {
             let mut r = text(StatusCode::OK, "");
             *r.body_mut() = full(Bytes::from(shared.metrics.render()));
             r.headers_mut().insert(
@@ -55,8 +84,167 @@ fn route(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
             );
             r
         }
+        (Method::GET, ["status"]) => json(StatusCode::OK, &crate::status::status(shared)),
+        (Method::GET, ["config"]) => json(
+            StatusCode::OK,
+            &crate::status::config(&shared.snapshot.load().config),
+        ),
+        (Method::POST, ["reload"]) => {
+            if let Err(r) = authorize(&req, shared) {
+                return r;
+            }
+            let dry_run = req
+                .uri()
+                .query()
+                .is_some_and(|q| q.split('&').any(|p| p == "dry_run=true"));
+            if dry_run {
+                dry_run_reload(req, shared).await
+            } else {
+                reload(shared).await
+            }
+        }
+        (Method::POST, ["backends", route, name, action @ ("drain" | "undrain")]) => {
+            if let Err(r) = authorize(&req, shared) {
+                return r;
+            }
+            manual_drain(shared, route, name, *action == "drain")
+        }
+        (_, ["reload"]) | (_, ["backends", ..]) => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n")
+        }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+#[allow(clippy::result_large_err)]
+fn authorize(req: &Request<Incoming>, shared: &Shared) -> Result<(), Response<Body>> {
+    let Some(token) = admin_token(&shared.snapshot.load().config) else {
+        // No token configured: only allowed on a loopback admin bind (checked at start).
+        return Ok(());
+    };
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    if presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
+        return Ok(());
+    }
+    let mut r = text(StatusCode::UNAUTHORIZED, "a Bearer token is required\n");
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    Err(r)
+}
+
+/// Compares without an early exit, so response timing says nothing about the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn reload(shared: &Arc<Shared>) -> Response<Body> {
+    match crate::reload::reload_file(shared, "admin", Wait::RefuseIfBusy).await {
+        Ok(r) => json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "generation": r.generation,
+                "elapsed_ms": r.elapsed.as_secs_f64() * 1e3,
+                "drained": r.plan,
+            }),
+        ),
+        Err(e) => reload_error(&e),
+    }
+}
+
+fn reload_error(e: &ReloadError) -> Response<Body> {
+    let (status, errors) = match e {
+        ReloadError::Busy => (StatusCode::CONFLICT, vec![e.to_string()]),
+        ReloadError::Invalid(errors) => (
+            StatusCode::BAD_REQUEST,
+            errors.0.iter().map(|e| e.to_string()).collect(),
+        ),
+        ReloadError::Bind(_) => (StatusCode::INTERNAL_SERVER_ERROR, vec![e.to_string()]),
+    };
+    json(status, &serde_json::json!({ "errors": errors }))
+}
+
+async fn dry_run_reload(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> {
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return json(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({ "errors": [e.to_string()] }),
+            )
+        }
+    };
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return json(
+            StatusCode::BAD_REQUEST,
+            &serde_json::json!({ "errors": ["body is not UTF-8"] }),
+        );
+    };
+    // Relative paths in the candidate resolve against the live config's directory.
+    let dir = shared.config_path.parent().unwrap_or(Path::new("."));
+    let name = dir.join("<dry-run>");
+    let started = Instant::now();
+    match Config::from_yaml(&name, text) {
+        Ok((config, _)) => {
+            let plan = crate::reload::dry_run(shared, config);
+            json(
+                StatusCode::OK,
+                &serde_json::json!({ "dry_run": true, "drains": plan, "elapsed_ms": started.elapsed().as_secs_f64() * 1e3 }),
+            )
+        }
+        Err(errors) => reload_error(&ReloadError::Invalid(errors)),
+    }
+}
+
+fn manual_drain(shared: &Arc<Shared>, route: &str, name: &str, drain: bool) -> Response<Body> {
+    let snapshot = shared.snapshot.load();
+    let Some(idx) = snapshot.config.routes.iter().position(|r| r.name == route) else {
+        return text(StatusCode::NOT_FOUND, "no such route\n");
+    };
+    let Some(state) = snapshot.backends[idx].iter().find(|b| &*b.name == name) else {
+        return text(StatusCode::NOT_FOUND, "no such backend\n");
+    };
+    state.set_manual_drain(drain);
+    let mut drained = 0;
+    if drain {
+        let entries: Vec<_> = shared
+            .registry
+            .all()
+            .into_iter()
+            .filter(|s| s.backend.as_ref().is_some_and(|b| Arc::ptr_eq(b, state)))
+            .map(|s| (s, DrainReason::Manual))
+            .collect();
+        drained = entries.len();
+        let cfg = snapshot.config.routes[idx].drain.clone();
+        crate::drain::run(shared, crate::drain::schedule(entries, |_| cfg.clone()));
+    }
+    tracing::info!(
+        route,
+        backend = name,
+        drain,
+        sessions = drained,
+        "manual drain"
+    );
+    json(
+        StatusCode::OK,
+        &serde_json::json!({ "route": route, "backend": name, "draining": drain, "sessions": drained }),
+    )
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(full(Bytes::from(value.to_string() + "\n")));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {

@@ -27,6 +27,7 @@ use crate::balance::{key, Balancer, PickKind, Picked};
 use crate::config::{Listener, Route};
 use crate::forward::{self, Peer};
 use crate::handshake::{self, RejectReason, UpgradeRequest};
+use crate::registry::{Placement, SessionMeta};
 use crate::server::{Shared, Snapshot};
 use crate::upstream::{self, UpgradedBackend, UpstreamError};
 
@@ -183,8 +184,13 @@ async fn route_request(
         .shared
         .registry
         .try_reserve(
-            &snapshot.route_names[route_idx],
-            snapshot.generation,
+            SessionMeta {
+                listener: Arc::from(ctx.listener.name.as_str()),
+                route: snapshot.route_names[route_idx].clone(),
+                host: Arc::from(host),
+                path: Arc::from(req.uri().path()),
+                generation: snapshot.generation,
+            },
             route.limits.max_connections,
         )
         .ok_or_else(|| Rejection::new(RejectReason::OverCapacity, Some(route_idx)))?;
@@ -223,7 +229,14 @@ async fn route_request(
     let backend_idx = picked.index;
     let backend_name = route.backends[backend_idx].name.clone();
     // The reservation taken at pick time now lives as long as the session.
-    slot.set_backend(picked.guard, session_key);
+    slot.set_backend(
+        picked.guard,
+        Placement {
+            key_hash: session_key.hash,
+            key_random: session_key.source == key::KeySource::Random,
+            ring_fingerprint: snapshot.ring_fingerprints[route_idx],
+        },
+    );
 
     let response = switching_protocols(&upgrade, &backend, route, &backend_name, &request_id);
     let on_upgrade = hyper::upgrade::on(req);

@@ -19,6 +19,7 @@
 //! - [`session_task`]: the task owning a session; [`splice`] relays it; [`frame`] scans it.
 //! - [`session`]: the handle every live session registers; [`registry`] holds them.
 //! - [`fallback`]: `http_fallback` for plain HTTP.
+//! - [`reload`]: live reload; [`plan`]: which sessions a change concerns; [`drain`]: spread closes.
 //! - [`admin`], [`metrics`]: operations.
 //! - [`echo`]: the built-in echo backend; [`check`]: `wsedge check`.
 #![forbid(unsafe_code)]
@@ -30,6 +31,7 @@ pub mod check;
 pub mod config;
 pub mod conn;
 pub mod demo;
+pub mod drain;
 pub mod echo;
 pub mod fallback;
 pub mod forward;
@@ -38,11 +40,14 @@ pub mod handshake;
 pub mod listener;
 pub mod metrics;
 pub mod origin;
+pub mod plan;
 pub mod registry;
+pub mod reload;
 pub mod rlimit;
 pub mod route;
 pub mod server;
 pub mod session;
 pub mod session_task;
 pub mod splice;
+pub mod status;
 pub mod upstream;

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::Listener;
 use crate::server::Shared;
 
 /// Accept backlog; the kernel caps it at `net.core.somaxconn`.
@@ -38,34 +38,43 @@ pub fn tune_socket(stream: &TcpStream) {
     let _ = sock.set_tcp_keepalive(&keepalive);
 }
 
-/// Accepts until shutdown. Errors such as EMFILE back off (doubling up to a second) instead
-/// of spinning on a full process.
-pub async fn accept_loop(listener: TcpListener, config: Arc<Listener>, shared: Arc<Shared>) {
+/// Accepts until `stop` (shutdown, or a reload that removed this listener). Errors such as
+/// EMFILE back off (doubling up to a second) instead of spinning on a full process. Each
+/// connection reads the listener's settings from the snapshot current when it arrives, so a
+/// reload's new `request_timeout` or `trusted_proxies` apply to new connections.
+pub async fn accept_loop(
+    listener: TcpListener,
+    name: String,
+    stop: CancellationToken,
+    shared: Arc<Shared>,
+) {
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
-            _ = shared.stop_accepting.cancelled() => break,
+            _ = stop.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
+                let Some(config) = shared.snapshot.load().config.listener(&name).cloned() else {
+                    continue; // removed by a reload a moment ago
+                };
                 tune_socket(&stream);
                 let shared2 = shared.clone();
-                let config = config.clone();
                 shared.connections.spawn(async move {
-                    crate::conn::serve(stream, peer, config, shared2).await;
+                    crate::conn::serve(stream, peer, Arc::new(config), shared2).await;
                 });
             }
             Err(e) => {
-                warn!(listener = %config.name, error = %e, "accept failed; backing off {:?}", backoff);
+                warn!(listener = %name, error = %e, "accept failed; backing off {:?}", backoff);
                 tokio::select! {
-                    _ = shared.stop_accepting.cancelled() => break,
+                    _ = stop.cancelled() => break,
                     _ = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
             }
         }
     }
-    info!(listener = %config.name, "listener stopped accepting");
+    info!(listener = %name, "listener stopped accepting");
 }

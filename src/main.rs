@@ -64,6 +64,17 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: std::net::SocketAddr,
     },
+    /// What a new routes file would drain on a running router (changes nothing).
+    Plan {
+        /// The running router's admin URL.
+        #[arg(long, default_value = "http://127.0.0.1:9901")]
+        admin: String,
+        /// The candidate routes file.
+        #[arg(long)]
+        new: PathBuf,
+        #[arg(long, env = "WSEDGE_ADMIN_TOKEN")]
+        token: Option<String>,
+    },
     /// Exit 0 when the admin /healthz answers 200 (Docker HEALTHCHECK without curl).
     Healthcheck {
         #[arg(default_value = "http://127.0.0.1:9901/healthz")]
@@ -93,6 +104,7 @@ fn main() -> ExitCode {
         }
         Command::Demo { listen, admin, .. } => demo(listen, admin),
         Command::Healthcheck { url } => healthcheck(&url),
+        Command::Plan { admin, new, token } => plan(&admin, &new, token),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -108,6 +120,7 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -155,31 +168,42 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
     for w in &warnings {
         warn!("{w}");
     }
-    let grace = shutdown_grace(&config);
     runtime()?.block_on(async move {
         let server = Server::start(config).await?;
+        let shared = server.shared().clone();
+        if let Err(e) = wsedge::reload::watch(&shared) {
+            warn!(error = %e, "cannot watch the config file; reload with SIGHUP or POST /reload");
+        }
+        wsedge::reload::on_sighup(&shared).context("SIGHUP handler")?;
         wait_for_signal().await;
-        info!("shutdown signal: closing sessions with 1001 (a second signal exits at once)");
+        info!("shutdown signal: draining sessions (a second signal exits at once)");
         tokio::spawn(async {
             wait_for_signal().await;
             eprintln!("wsedge: second signal, exiting now");
             std::process::exit(1);
         });
-        server.shutdown(grace).await;
+        server.shutdown_gracefully().await;
         Ok(())
     })
 }
 
-/// The longest a clean shutdown may take: every session's close handshake within its
-/// route's `close_timeout`, plus a second for the sockets.
-fn shutdown_grace(config: &Config) -> Duration {
-    let close = config
-        .routes
-        .iter()
-        .map(|r| r.limits.close_timeout)
-        .max()
+/// `wsedge plan`: asks a running router what a new file would drain (changes nothing).
+fn plan(admin: &str, new: &std::path::Path, token: Option<String>) -> anyhow::Result<()> {
+    let body = std::fs::read_to_string(new).with_context(|| format!("read {}", new.display()))?;
+    let url = url::Url::parse(admin).context("admin URL")?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
-    close + Duration::from_secs(1)
+    let (status, text) = http_request(
+        &url,
+        "POST",
+        "/reload?dry_run=true",
+        &format!("{auth}Content-Type: application/yaml\r\n"),
+        body.as_bytes(),
+    )?;
+    println!("{text}");
+    anyhow::ensure!(status == 200, "the router answered {status}");
+    Ok(())
 }
 
 async fn wait_for_signal() {
@@ -230,29 +254,47 @@ fn demo(listen: std::net::SocketAddr, admin: std::net::SocketAddr) -> anyhow::Re
     })
 }
 
-/// A minimal HTTP/1.1 GET (no client crate needed in a slim image).
+/// Exit 0 when `/healthz` answers 200.
 fn healthcheck(url: &str) -> anyhow::Result<()> {
-    use std::io::{Read, Write};
     let url = url::Url::parse(url).context("healthcheck URL")?;
+    let (status, _) = http_request(&url, "GET", url.path(), "", b"")?;
+    anyhow::ensure!(status == 200, "{url} answered {status}");
+    Ok(())
+}
+
+/// A minimal blocking HTTP/1.1 exchange (no client crate needed in a slim image).
+fn http_request(
+    url: &url::Url,
+    method: &str,
+    target: &str,
+    headers: &str,
+    body: &[u8],
+) -> anyhow::Result<(u16, String)> {
+    use std::io::{Read, Write};
     let host = url.host_str().context("URL has no host")?;
     let port = url.port_or_known_default().unwrap_or(80);
     let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))?
         .next()
         .context("cannot resolve")?;
     let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         stream,
-        "GET {} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n",
-        url.path()
+        "{method} {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n",
+        body.len()
     )?;
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head)?;
-    anyhow::ensure!(
-        &head[..12] == b"HTTP/1.1 200",
-        "{} answered {}",
-        url,
-        String::from_utf8_lossy(&head)
-    );
-    Ok(())
+    stream.write_all(body)?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("not an HTTP response")?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
 }

@@ -1,12 +1,31 @@
-//! Prometheus metrics, registered once. Labels come only from config names and closed enums.
+//! Prometheus metrics, registered once. Labels come only from config names and closed enums
+//! (never client addresses, paths or error text), so cardinality stays bounded.
+//!
+//! The hot path never looks a series up per message: the splice counts into each session's
+//! atomics, and [`Metrics::flush_session`] moves the deltas into the registry (every second
+//! from a flusher task, and once at the session's end).
 
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use std::sync::atomic::Ordering;
+
+use std::collections::HashMap;
+
+use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+use crate::session::SessionStats;
 
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
     /// `result`: `ok` or a `RejectReason` label; `route=""` when nothing matched.
     pub upgrades_total: IntCounterVec,
+    pub handshake_duration_seconds: HistogramVec,
+    pub backend_connect_duration_seconds: HistogramVec,
+    /// `direction`: `client_to_backend` | `backend_to_client`.
+    pub messages_total: IntCounterVec,
+    pub bytes_total: IntCounterVec,
     /// `code`: the bucket of [`close_code_label`]; `initiator`: client, backend or proxy.
     pub closes_total: IntCounterVec,
     /// Bounded-load picks where every eligible backend was at its cap (strict affinity broken).
@@ -15,91 +34,173 @@ pub struct Metrics {
     pub handshake_retries_total: IntCounterVec,
     /// Connections closed for a malformed or missing PROXY protocol header, by listener.
     pub proxy_protocol_errors_total: IntCounterVec,
+    pub session_duration_seconds: HistogramVec,
+    pub connections_active: IntGaugeVec,
     pub sessions_active: IntGauge,
+    pub slow_consumer_closes_total: IntCounterVec,
+    pub reloads_total: IntCounterVec,
     pub config_generation: IntGauge,
+    /// `reason`: a `DrainReason` label.
+    pub drains_total: IntCounterVec,
+    pub sessions_draining: IntGaugeVec,
 }
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    register(registry, c.clone());
+    c
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    register(registry, g.clone());
+    g
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    register(registry, g.clone());
+    g
+}
+
+fn histogram(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        labels,
+    )
+    .expect("valid metric");
+    register(registry, h.clone());
+    h
+}
+
+fn register(registry: &Registry, c: impl Collector + 'static) {
+    registry.register(Box::new(c)).expect("registered once");
+}
+
+/// Handshakes and connects: 0.5 ms to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Sessions: a second to a day.
+const SESSION_BUCKETS: &[f64] = &[1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 4.0 * 3600.0, 86400.0];
 
 impl Metrics {
     pub fn new() -> Self {
-        let registry = Registry::new();
-        let upgrades_total = IntCounterVec::new(
-            Opts::new(
+        let r = Registry::new();
+        let m = Metrics {
+            upgrades_total: counter(
+                &r,
                 "wsedge_upgrades_total",
                 "WebSocket upgrade attempts by route and result",
+                &["route", "result"],
             ),
-            &["route", "result"],
-        )
-        .expect("valid metric");
-        let closes_total = IntCounterVec::new(
-            Opts::new(
+            handshake_duration_seconds: histogram(
+                &r,
+                "wsedge_handshake_duration_seconds",
+                "From request head to 101, per route",
+                &["route"],
+                LATENCY_BUCKETS,
+            ),
+            backend_connect_duration_seconds: histogram(
+                &r,
+                "wsedge_backend_connect_duration_seconds",
+                "TCP (and TLS) connect to a backend",
+                &["route", "backend"],
+                LATENCY_BUCKETS,
+            ),
+            messages_total: counter(
+                &r,
+                "wsedge_messages_total",
+                "WebSocket messages relayed",
+                &["route", "direction"],
+            ),
+            bytes_total: counter(
+                &r,
+                "wsedge_bytes_total",
+                "Bytes relayed (frames on the wire)",
+                &["route", "direction"],
+            ),
+            closes_total: counter(
+                &r,
                 "wsedge_closes_total",
                 "Ended sessions by route, close code bucket and initiator",
+                &["route", "code", "initiator"],
             ),
-            &["route", "code", "initiator"],
-        )
-        .expect("valid metric");
-        let balance_overflow_total = IntCounterVec::new(
-            Opts::new(
+            balance_overflow_total: counter(
+                &r,
                 "wsedge_balance_overflow_total",
                 "Bounded-load picks with every eligible backend at its cap, by route",
+                &["route"],
             ),
-            &["route"],
-        )
-        .expect("valid metric");
-        let handshake_retries_total = IntCounterVec::new(
-            Opts::new(
+            handshake_retries_total: counter(
+                &r,
                 "wsedge_handshake_retries_total",
                 "Backend connect failures retried on the next backend, by route",
+                &["route"],
             ),
-            &["route"],
-        )
-        .expect("valid metric");
-        let proxy_protocol_errors_total = IntCounterVec::new(
-            Opts::new(
+            proxy_protocol_errors_total: counter(
+                &r,
                 "wsedge_proxy_protocol_errors_total",
                 "Connections closed for a malformed PROXY protocol header, by listener",
+                &["listener"],
             ),
-            &["listener"],
-        )
-        .expect("valid metric");
-        let sessions_active = IntGauge::new("wsedge_sessions_active", "Live WebSocket sessions")
-            .expect("valid metric");
-        let config_generation = IntGauge::new(
-            "wsedge_config_generation",
-            "Generation of the active config",
-        )
-        .expect("valid metric");
-        for c in [
-            Box::new(upgrades_total.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(closes_total.clone()),
-            Box::new(balance_overflow_total.clone()),
-            Box::new(handshake_retries_total.clone()),
-            Box::new(proxy_protocol_errors_total.clone()),
-        ] {
-            registry.register(c).expect("registered once");
-        }
-        registry
-            .register(Box::new(sessions_active.clone()))
-            .expect("registered once");
-        registry
-            .register(Box::new(config_generation.clone()))
-            .expect("registered once");
+            session_duration_seconds: histogram(
+                &r,
+                "wsedge_session_duration_seconds",
+                "Session lifetimes",
+                &["route"],
+                SESSION_BUCKETS,
+            ),
+            connections_active: gauge_vec(
+                &r,
+                "wsedge_connections_active",
+                "Live sessions per listener, route and backend",
+                &["listener", "route", "backend"],
+            ),
+            sessions_active: gauge(&r, "wsedge_sessions_active", "Live WebSocket sessions"),
+            slow_consumer_closes_total: counter(
+                &r,
+                "wsedge_slow_consumer_closes_total",
+                "Sessions closed because a side stopped reading",
+                &["route"],
+            ),
+            reloads_total: counter(
+                &r,
+                "wsedge_reloads_total",
+                "Config reloads by result",
+                &["result"],
+            ),
+            config_generation: gauge(
+                &r,
+                "wsedge_config_generation",
+                "Generation of the active config",
+            ),
+            drains_total: counter(
+                &r,
+                "wsedge_drains_total",
+                "Sessions asked to close by a drain, by reason",
+                &["route", "reason"],
+            ),
+            sessions_draining: gauge_vec(
+                &r,
+                "wsedge_sessions_draining",
+                "Sessions closing because of a drain",
+                &["route"],
+            ),
+            registry: r,
+        };
         #[cfg(target_os = "linux")]
-        registry
-            .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ))
-            .expect("registered once");
-        Metrics {
-            registry,
-            upgrades_total,
-            closes_total,
-            balance_overflow_total,
-            handshake_retries_total,
-            proxy_protocol_errors_total,
-            sessions_active,
-            config_generation,
-        }
+        register(
+            &m.registry,
+            prometheus::process_collector::ProcessCollector::for_self(),
+        );
+        m
     }
 
     pub fn render(&self) -> String {
@@ -107,6 +208,89 @@ impl Metrics {
         let mut out = Vec::new();
         let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Moves what a session counted since its last flush into the registry.
+    pub fn flush_session(&self, route: &str, stats: &SessionStats) {
+        let pairs = [
+            (
+                &stats.client_to_backend_messages,
+                &stats.flushed_c2b_messages,
+                &self.messages_total,
+                "client_to_backend",
+            ),
+            (
+                &stats.backend_to_client_messages,
+                &stats.flushed_b2c_messages,
+                &self.messages_total,
+                "backend_to_client",
+            ),
+            (
+                &stats.client_to_backend_bytes,
+                &stats.flushed_c2b_bytes,
+                &self.bytes_total,
+                "client_to_backend",
+            ),
+            (
+                &stats.backend_to_client_bytes,
+                &stats.flushed_b2c_bytes,
+                &self.bytes_total,
+                "backend_to_client",
+            ),
+        ];
+        for (count, flushed, metric, direction) in pairs {
+            let now = count.load(Ordering::Relaxed);
+            let before = flushed.swap(now, Ordering::Relaxed);
+            if now > before {
+                metric
+                    .with_label_values(&[route, direction])
+                    .inc_by(now - before);
+            }
+        }
+    }
+
+    /// Deletes every series of a route a reload removed.
+    pub fn forget_route(&self, route: &str) {
+        for vec in [
+            &self.upgrades_total,
+            &self.messages_total,
+            &self.bytes_total,
+            &self.closes_total,
+            &self.drains_total,
+            &self.slow_consumer_closes_total,
+        ] {
+            remove_matching(vec, "route", route);
+        }
+        let _ = self
+            .handshake_duration_seconds
+            .remove_label_values(&[route]);
+        let _ = self.session_duration_seconds.remove_label_values(&[route]);
+        let _ = self.sessions_draining.remove_label_values(&[route]);
+        remove_matching(&self.connections_active, "route", route);
+    }
+
+    /// Deletes the series of one backend of a route.
+    pub fn forget_backend(&self, route: &str, backend: &str) {
+        let _ = self
+            .backend_connect_duration_seconds
+            .remove_label_values(&[route, backend]);
+        remove_matching(&self.connections_active, "backend", backend);
+    }
+}
+
+/// Removes every series of `vec` whose `label` equals `value`.
+fn remove_matching<P: MetricVecBuilder>(vec: &MetricVec<P>, label: &str, value: &str) {
+    for family in vec.collect() {
+        for m in family.get_metric() {
+            let labels: HashMap<&str, &str> = m
+                .get_label()
+                .iter()
+                .map(|l| (l.name(), l.value()))
+                .collect();
+            if labels.get(label) == Some(&value) {
+                let _ = vec.remove(&labels);
+            }
+        }
     }
 }
 

@@ -2,29 +2,53 @@
 //!
 //! A slot is reserved when a route accepts an upgrade (so `max_connections` holds even while
 //! backend handshakes are in flight) and released when the session ends. Drains, shutdown,
-//! `/status` and the per-route caps all read from here. The lock is taken once per session
-//! start and end, never per message.
+//! reload diffs, `/status` and the per-route caps all read from here. The lock is taken once
+//! per session start and end (and per reload or status snapshot), never per message.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::backend::LiveGuard;
-use crate::balance::{KeySource, SessionKey};
+use crate::backend::{BackendState, LiveGuard};
 use crate::session::SessionHandle;
 
+/// What a reload needs to know to decide whether a change concerns a session.
 #[derive(Debug, Clone)]
 pub struct SessionInfo {
+    pub id: u64,
+    pub listener: Arc<str>,
     pub route: Arc<str>,
-    /// Empty until the backend is chosen.
-    pub backend: Arc<str>,
+    /// The request's Host (as sent) and path: a changed `match` is re-evaluated against them.
+    pub host: Arc<str>,
+    pub path: Arc<str>,
+    /// The generation whose snapshot accepted the upgrade.
     pub generation: u64,
     pub handle: SessionHandle,
-    /// The session key's hash (0 until the backend is chosen): a rebalance recomputes the
-    /// preferred backend on a new ring from it, without the request.
+    /// `None` until the backend is chosen. A reload keeps the same `Arc` for an unchanged
+    /// backend, so pointer identity says whether this session's backend still exists as is.
+    pub backend: Option<Arc<BackendState>>,
+    /// Hash of the affinity key (what the ring placed the session by).
     pub key_hash: u64,
-    /// The key came from the `random` fallback: no affinity, so a rebalance never moves it.
+    /// The key was random (no key, no fallback): a rebalance never moves such a session.
     pub key_random: bool,
+    /// The route's ring inputs when the backend was picked (see `Snapshot::ring_fingerprints`).
+    pub ring_fingerprint: u64,
+}
+
+impl SessionInfo {
+    pub fn backend_name(&self) -> &str {
+        self.backend.as_ref().map(|b| &*b.name).unwrap_or("")
+    }
+}
+
+/// The request-time facts a session registers with.
+#[derive(Debug, Clone)]
+pub struct SessionMeta {
+    pub listener: Arc<str>,
+    pub route: Arc<str>,
+    pub host: Arc<str>,
+    pub path: Arc<str>,
+    pub generation: u64,
 }
 
 #[derive(Debug, Default)]
@@ -45,15 +69,10 @@ impl Registry {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Reserves a slot on `route` unless it already holds `max` sessions.
-    pub fn try_reserve(
-        self: &Arc<Self>,
-        route: &Arc<str>,
-        generation: u64,
-        max: usize,
-    ) -> Option<Slot> {
+    /// Reserves a slot on `meta.route` unless it already holds `max` sessions.
+    pub fn try_reserve(self: &Arc<Self>, meta: SessionMeta, max: usize) -> Option<Slot> {
         let mut inner = self.lock();
-        let count = inner.per_route.entry(route.clone()).or_default();
+        let count = inner.per_route.entry(meta.route.clone()).or_default();
         if *count >= max {
             return None;
         }
@@ -63,12 +82,17 @@ impl Registry {
         inner.sessions.insert(
             id,
             SessionInfo {
-                route: route.clone(),
-                backend: Arc::from(""),
-                generation,
+                id,
+                listener: meta.listener,
+                route: meta.route,
+                host: meta.host,
+                path: meta.path,
+                generation: meta.generation,
                 handle: handle.clone(),
+                backend: None,
                 key_hash: 0,
                 key_random: false,
+                ring_fingerprint: 0,
             },
         );
         Some(Slot {
@@ -87,16 +111,21 @@ impl Registry {
         self.lock().per_route.get(route).copied().unwrap_or(0)
     }
 
-    /// Handles of every live session (shutdown closes them all).
+    /// Every live session (reload diffs, shutdown, status).
     pub fn all(&self) -> Vec<SessionInfo> {
         self.lock().sessions.values().cloned().collect()
     }
 
-    fn set_backend(&self, id: u64, backend: Arc<str>, key: SessionKey) {
+    pub fn get(&self, id: u64) -> Option<SessionInfo> {
+        self.lock().sessions.get(&id).cloned()
+    }
+
+    fn bind_backend(&self, id: u64, backend: Arc<BackendState>, placement: Placement) {
         if let Some(s) = self.lock().sessions.get_mut(&id) {
-            s.backend = backend;
-            s.key_hash = key.hash;
-            s.key_random = key.source == KeySource::Random;
+            s.backend = Some(backend);
+            s.key_hash = placement.key_hash;
+            s.key_random = placement.key_random;
+            s.ring_fingerprint = placement.ring_fingerprint;
         }
     }
 
@@ -113,6 +142,14 @@ impl Registry {
     }
 }
 
+/// How the balancer placed a session.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Placement {
+    pub key_hash: u64,
+    pub key_random: bool,
+    pub ring_fingerprint: u64,
+}
+
 /// One reserved session; released on drop, however the session ends.
 #[derive(Debug)]
 pub struct Slot {
@@ -125,19 +162,24 @@ pub struct Slot {
 
 impl Slot {
     /// Binds the session to the backend the balancer reserved at pick time: the reservation
-    /// (already counted in the backend's `live`) now lives as long as the session. Records the
-    /// session key for rebalancing.
-    pub fn set_backend(&mut self, reservation: LiveGuard, key: SessionKey) {
+    /// (already counted in the backend's `live`, so concurrent handshakes saw it against the
+    /// bounded-load cap) now lives as long as the session.
+    pub fn set_backend(&mut self, reservation: LiveGuard, placement: Placement) {
         self.registry
-            .set_backend(self.id, reservation.state().name.clone(), key);
-        // Dropping a previous reservation (none in practice) releases it.
+            .bind_backend(self.id, reservation.state().clone(), placement);
+        // A previous reservation (none in practice) is released by this replacement.
         self.backend = Some(reservation);
+    }
+
+    /// This session as the registry sees it now.
+    pub fn info(&self) -> Option<SessionInfo> {
+        self.registry.get(self.id)
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        // The backend's count drops with the guard; then the route's.
+        // The backend's count drops with the guard, then the route's.
         self.backend.take();
         self.registry.release(self.id);
     }
@@ -146,28 +188,36 @@ impl Drop for Slot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::BackendState;
+
+    fn meta(route: &str) -> SessionMeta {
+        SessionMeta {
+            listener: Arc::from("edge"),
+            route: Arc::from(route),
+            host: Arc::from("h"),
+            path: Arc::from("/"),
+            generation: 1,
+        }
+    }
 
     #[test]
     fn cap_holds_and_slots_release_on_drop() {
         let reg = Arc::new(Registry::default());
-        let route: Arc<str> = Arc::from("chat");
-        let a = reg.try_reserve(&route, 1, 2).unwrap();
-        let b = reg.try_reserve(&route, 1, 2).unwrap();
-        assert!(reg.try_reserve(&route, 1, 2).is_none());
+        let a = reg.try_reserve(meta("chat"), 2).unwrap();
+        let mut b = reg.try_reserve(meta("chat"), 2).unwrap();
+        assert!(reg.try_reserve(meta("chat"), 2).is_none());
         assert_eq!(reg.live_on_route("chat"), 2);
         drop(a);
         assert_eq!(reg.live_on_route("chat"), 1);
-        let mut b = b;
         let state = Arc::new(BackendState::new("chat", "b1"));
-        let key = SessionKey {
-            hash: 42,
-            source: KeySource::Random,
-        };
-        b.set_backend(LiveGuard::acquire(&state), key);
-        let info = &reg.all()[0];
-        assert_eq!(&*info.backend, "b1");
-        assert_eq!((info.key_hash, info.key_random), (42, true));
+        b.set_backend(
+            crate::backend::LiveGuard::acquire(&state),
+            Placement {
+                key_hash: 7,
+                ..Default::default()
+            },
+        );
+        let info = reg.all().remove(0);
+        assert_eq!((info.backend_name(), info.key_hash), ("b1", 7));
         assert_eq!(state.live.load(Ordering::Relaxed), 1);
         drop(b);
         assert_eq!(state.live.load(Ordering::Relaxed), 0);

@@ -5,19 +5,22 @@
 //! sessions run on [`Shared::sessions`] → [`Server::shutdown`] stops accepting, asks every
 //! session to close with 1001, and waits (bounded) for the last socket.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
 use crate::backend::BackendState;
 use crate::balance::Balancer;
-use crate::config::Config;
+use crate::config::{Config, Listener};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::route::RouteTable;
@@ -37,6 +40,18 @@ pub struct Snapshot {
     /// The same states by (route, backend name), with each backend's identity: the next
     /// generation carries over what did not change.
     pub backend_index: BackendIndex,
+    /// Per route: a hash of what places keys on backends (affinity, balance, backend names
+    /// and weights). A rebalance only concerns routes whose fingerprint changed.
+    pub ring_fingerprints: Vec<u64>,
+}
+
+/// What decides where a key lands on a route's ring.
+fn ring_fingerprint(route: &crate::config::Route) -> u64 {
+    let mut text = format!("{:?}|{:?}|", route.affinity, route.balance);
+    for b in &route.backends {
+        text.push_str(&format!("{}:{};", b.name, b.weight));
+    }
+    crate::balance::key::hash_key(text.as_bytes())
 }
 
 pub use crate::backend::BackendIndex;
@@ -53,7 +68,9 @@ impl Snapshot {
             .collect();
         let (backends, backend_index) =
             crate::backend::carry_over(&config, previous.map(|p| &p.backend_index));
+        let ring_fingerprints = config.routes.iter().map(ring_fingerprint).collect();
         Snapshot {
+            ring_fingerprints,
             generation,
             config: Arc::new(config),
             table,
@@ -65,12 +82,23 @@ impl Snapshot {
     }
 }
 
+/// A bound traffic listener, stopped on its own when a reload removes it.
+#[derive(Debug)]
+pub struct BoundListener {
+    /// The configured bind (a reload that changes it rebinds).
+    pub bind: SocketAddr,
+    /// The actual address (port 0 resolved).
+    pub local: SocketAddr,
+    pub stop: CancellationToken,
+}
+
 /// State shared by every task of the router.
 pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     pub registry: Arc<Registry>,
     pub metrics: Metrics,
-    /// Cancelled first on shutdown: accept loops end, idle HTTP connections close.
+    /// Cancelled first on shutdown: accept loops end (each listener holds a child token, so a
+    /// reload can stop one alone), idle HTTP connections close.
     pub stop_accepting: CancellationToken,
     /// Cancelled next: every live session is asked to close with 1001.
     pub close_sessions: CancellationToken,
@@ -78,12 +106,50 @@ pub struct Shared {
     pub connections: TaskTracker,
     /// Upgraded sessions (hyper no longer sees them, so they are tracked here).
     pub sessions: TaskTracker,
-    /// False once shutdown starts (`/readyz` answers 503).
+    /// Accept loops, admin, drain schedules, the config watcher.
+    pub tasks: TaskTracker,
+    /// False until started, and again once shutdown starts (`/readyz` answers 503).
     pub ready: AtomicBool,
+    pub listeners: Mutex<HashMap<String, BoundListener>>,
+    /// Reloads are serialised: a second concurrent `POST /reload` gets 409.
+    pub reload_lock: tokio::sync::Mutex<()>,
+    /// Where routes.yaml lives (reloads re-read it).
+    pub config_path: PathBuf,
+    /// When the active generation was loaded (seconds since the Unix epoch).
+    pub loaded_at: Mutex<std::time::SystemTime>,
+}
+
+impl Shared {
+    pub fn listeners(&self) -> MutexGuard<'_, HashMap<String, BoundListener>> {
+        self.listeners.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts the accept loop of a freshly bound listener.
+    pub fn serve_listener(self: &Arc<Self>, config: &Listener, listener: TcpListener) {
+        let local = listener.local_addr().expect("bound socket has an address");
+        let stop = self.stop_accepting.child_token();
+        info!(listener = %config.name, addr = %local, tls = config.tls.is_some(), "listening");
+        self.listeners().insert(
+            config.name.clone(),
+            BoundListener {
+                bind: config.bind,
+                local,
+                stop: stop.clone(),
+            },
+        );
+        self.tasks.spawn(crate::listener::accept_loop(
+            listener,
+            config.name.clone(),
+            stop,
+            self.clone(),
+        ));
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error("admin.bind {0} is not loopback and no admin token is set (admin.token_file or WSEDGE_ADMIN_TOKEN)")]
+    AdminWithoutToken(SocketAddr),
     #[error("listener {name}: cannot bind {addr}: {source}")]
     Bind {
         name: String,
@@ -92,29 +158,42 @@ pub enum StartError {
     },
 }
 
+/// Binds each listener; all or nothing (what was bound is dropped on the first failure).
+pub fn bind_all<'a>(
+    listeners: impl IntoIterator<Item = &'a Listener>,
+) -> Result<Vec<(Listener, TcpListener)>, StartError> {
+    listeners
+        .into_iter()
+        .map(|l| {
+            crate::listener::bind(l.bind)
+                .map(|tcp| (l.clone(), tcp))
+                .map_err(|source| StartError::Bind {
+                    name: l.name.clone(),
+                    addr: l.bind,
+                    source,
+                })
+        })
+        .collect()
+}
+
 /// A started router.
 pub struct Server {
     shared: Arc<Shared>,
-    listeners: Vec<(String, SocketAddr)>,
     admin: Option<SocketAddr>,
-    tasks: TaskTracker,
 }
 
 impl Server {
     /// Binds every listener (and the admin endpoint) and starts serving. Port 0 binds are
     /// resolved: see [`Server::listener_addr`].
     pub async fn start(config: Config) -> Result<Server, StartError> {
+        if let Some(a) = &config.admin {
+            if !a.bind.ip().is_loopback() && crate::admin::admin_token(&config).is_none() {
+                return Err(StartError::AdminWithoutToken(a.bind));
+            }
+        }
         let metrics = Metrics::new();
         metrics.config_generation.set(1);
-        let mut bound = Vec::new();
-        for l in &config.listeners {
-            let listener = crate::listener::bind(l.bind).map_err(|source| StartError::Bind {
-                name: l.name.clone(),
-                addr: l.bind,
-                source,
-            })?;
-            bound.push((Arc::new(l.clone()), listener));
-        }
+        let bound = bind_all(&config.listeners)?;
         let admin_listener = match &config.admin {
             Some(a) => Some(
                 crate::listener::bind(a.bind).map_err(|source| StartError::Bind {
@@ -125,6 +204,7 @@ impl Server {
             ),
             None => None,
         };
+        let config_path = config.source.clone();
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(Snapshot::build(config, 1, None)),
             registry: Arc::new(Registry::default()),
@@ -133,45 +213,43 @@ impl Server {
             close_sessions: CancellationToken::new(),
             connections: TaskTracker::new(),
             sessions: TaskTracker::new(),
+            tasks: TaskTracker::new(),
             ready: AtomicBool::new(false),
+            listeners: Mutex::new(HashMap::new()),
+            reload_lock: tokio::sync::Mutex::new(()),
+            config_path,
+            loaded_at: Mutex::new(std::time::SystemTime::now()),
         });
-        let tasks = TaskTracker::new();
-        let mut listeners = Vec::new();
         for (cfg, listener) in bound {
-            let addr = listener.local_addr().expect("bound socket has an address");
-            info!(listener = %cfg.name, %addr, tls = cfg.tls.is_some(), "listening");
-            listeners.push((cfg.name.clone(), addr));
-            tasks.spawn(crate::listener::accept_loop(listener, cfg, shared.clone()));
+            shared.serve_listener(&cfg, listener);
         }
         let admin = match admin_listener {
             Some(listener) => {
                 let addr = listener.local_addr().expect("bound socket has an address");
                 info!(%addr, "admin listening");
-                tasks.spawn(crate::admin::serve(listener, shared.clone()));
+                shared
+                    .tasks
+                    .spawn(crate::admin::serve(listener, shared.clone()));
                 Some(addr)
             }
             None => None,
         };
+        spawn_flusher(&shared);
         shared.ready.store(true, Ordering::SeqCst);
-        Ok(Server {
-            shared,
-            listeners,
-            admin,
-            tasks,
-        })
+        Ok(Server { shared, admin })
     }
 
     /// The bound address of a traffic listener, by name.
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.listeners
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, a)| *a)
+        self.shared.listeners().get(name).map(|l| l.local)
     }
 
     /// The first listener's address (single-listener configs, tests).
     pub fn addr(&self) -> SocketAddr {
-        self.listeners[0].1
+        let snapshot = self.shared.snapshot.load();
+        let first = &snapshot.config.listeners[0].name;
+        self.listener_addr(first)
+            .expect("the first listener is bound")
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
@@ -187,18 +265,63 @@ impl Server {
         self.shared.registry.live()
     }
 
+    /// The SIGTERM path: `/readyz` turns 503 at once; listeners keep accepting for
+    /// `shutdown.delay` (load balancers deregister meanwhile), then stop; every session
+    /// drains with its route's spread and timeout; returns when the last session is gone or at
+    /// the bound (delay + the largest effective spread + timeout + 1 s).
+    pub async fn shutdown_gracefully(self) -> bool {
+        let shared = self.shared.clone();
+        shared.ready.store(false, Ordering::SeqCst);
+        let snapshot = shared.snapshot.load_full();
+        let delay = snapshot.config.shutdown.delay;
+        info!(
+            delay_ms = delay.as_millis() as u64,
+            "shutting down: not ready; draining after the delay"
+        );
+        tokio::time::sleep(delay).await;
+        shared.stop_accepting.cancel();
+        let sessions = shared.registry.all();
+        let bound = drain_bound(&snapshot, sessions.len());
+        let entries = sessions
+            .into_iter()
+            .map(|s| (s, crate::plan::DrainReason::Shutdown))
+            .collect();
+        let schedule = crate::drain::schedule(entries, |route| {
+            snapshot
+                .config
+                .routes
+                .iter()
+                .find(|r| r.name == route)
+                .map(|r| r.drain.clone())
+                .unwrap_or(crate::config::Drain {
+                    timeout: crate::config::DEFAULT_DRAIN_TIMEOUT,
+                    spread: Duration::ZERO,
+                    max_rate: None,
+                    rebalance: false,
+                })
+        });
+        crate::drain::run(&shared, schedule);
+        self.finish(bound, false).await
+    }
+
     /// Stops accepting, asks every session to close with 1001 and waits up to `grace` for
     /// them to finish. Returns whether everything finished in time.
     pub async fn shutdown(self, grace: Duration) -> bool {
+        self.finish(grace, true).await
+    }
+
+    async fn finish(self, grace: Duration, close_now: bool) -> bool {
         let shared = &self.shared;
         shared.ready.store(false, Ordering::SeqCst);
         shared.stop_accepting.cancel();
-        shared.close_sessions.cancel();
+        if close_now {
+            shared.close_sessions.cancel();
+        }
         shared.connections.close();
         shared.sessions.close();
-        self.tasks.close();
+        shared.tasks.close();
         let all = async {
-            self.tasks.wait().await;
+            shared.tasks.wait().await;
             shared.connections.wait().await;
             shared.sessions.wait().await;
         };
@@ -210,4 +333,37 @@ impl Server {
         );
         done
     }
+}
+
+/// The longest a graceful drain may take: the largest effective spread + drain timeout of
+/// any route, plus a second for the sockets.
+pub fn drain_bound(snapshot: &Snapshot, sessions: usize) -> Duration {
+    snapshot
+        .config
+        .routes
+        .iter()
+        .map(|r| crate::drain::effective_spread(&r.drain, sessions) + r.drain.timeout)
+        .max()
+        .unwrap_or_default()
+        + Duration::from_secs(1)
+}
+
+/// Moves per-session counters into the registry every second (and the session task does a
+/// last flush at its end), so `/metrics` is at most a second behind without a registry
+/// lookup per message.
+fn spawn_flusher(shared: &Arc<Shared>) {
+    let shared2 = shared.clone();
+    shared.tasks.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shared2.stop_accepting.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            for s in shared2.registry.all() {
+                shared2.metrics.flush_session(&s.route, s.handle.stats());
+            }
+        }
+    });
 }

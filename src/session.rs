@@ -26,6 +26,9 @@ pub struct CloseRequest {
     pub code: u16,
     /// ≤ 123 bytes (a control payload is ≤ 125 bytes including the code); cut at a char boundary.
     pub reason: String,
+    /// How long the close handshake may take before TCP is closed hard (a drain's
+    /// `drain.timeout`); `None`: the route's `close_timeout`.
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// Per-session byte and message counters, updated by the splice once per read (not per
@@ -36,6 +39,11 @@ pub struct SessionStats {
     pub client_to_backend_messages: AtomicU64,
     pub backend_to_client_bytes: AtomicU64,
     pub backend_to_client_messages: AtomicU64,
+    /// What the metrics flusher has already moved into the registry.
+    pub flushed_c2b_bytes: AtomicU64,
+    pub flushed_c2b_messages: AtomicU64,
+    pub flushed_b2c_bytes: AtomicU64,
+    pub flushed_b2c_messages: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -60,13 +68,37 @@ impl SessionHandle {
     /// wait for the replies within the close timeout, then TCP). Refuses codes wsedge never
     /// sends (1005, 1006, 1015, anything outside [`SENDABLE_CLOSE_CODES`] and 3000–4999).
     pub fn close_gracefully(&self, code: u16, reason: &str) -> Result<(), CloseRequestError> {
+        self.request_close(code, reason, None)
+    }
+
+    /// Like [`close_gracefully`](Self::close_gracefully), with the handshake bounded by
+    /// `timeout` (from the moment the Close is sent) instead of the route's close timeout.
+    pub fn close_gracefully_within(
+        &self,
+        code: u16,
+        reason: &str,
+        timeout: std::time::Duration,
+    ) -> Result<(), CloseRequestError> {
+        self.request_close(code, reason, Some(timeout))
+    }
+
+    fn request_close(
+        &self,
+        code: u16,
+        reason: &str,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<(), CloseRequestError> {
         if !(SENDABLE_CLOSE_CODES.contains(&code) || (3000..=4999).contains(&code)) {
             return Err(CloseRequestError::ForbiddenCode(code));
         }
         let reason = truncate_utf8(reason, 123).to_owned();
         self.shared
             .close
-            .set(CloseRequest { code, reason })
+            .set(CloseRequest {
+                code,
+                reason,
+                timeout,
+            })
             .map_err(|_| CloseRequestError::AlreadyClosing)?;
         // notify_one stores a permit, so a request made before the splice waits is not lost.
         self.shared.wake.notify_one();

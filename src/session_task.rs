@@ -51,7 +51,7 @@ async fn run(session: Session) {
         backend,
         slot,
         route,
-        backend_name: _,
+        backend_name,
         client: _,
         request_id: _,
     } = session;
@@ -69,7 +69,33 @@ async fn run(session: Session) {
             return;
         }
     };
+    let info = slot.info();
+    let listener = info
+        .as_ref()
+        .map(|i| i.listener.clone())
+        .unwrap_or_else(|| Arc::from(""));
+    let active = shared.metrics.connections_active.with_label_values(&[
+        &*listener,
+        route.name.as_str(),
+        backend_name.as_str(),
+    ]);
+    active.inc();
     shared.metrics.sessions_active.inc();
+    // Finished its handshake after a reload swapped the config: judged against the new one.
+    if let Some(info) = &info {
+        let current = shared.snapshot.load();
+        if current.generation != info.generation {
+            if let Some(reason) = crate::plan::concerns(info, &current) {
+                let drain = current
+                    .config
+                    .routes
+                    .iter()
+                    .find(|r| r.name == route.name)
+                    .map_or(route.drain.timeout, |r| r.drain.timeout);
+                crate::drain::close(&shared, info, reason, drain);
+            }
+        }
+    }
     let cfg = SpliceConfig {
         max_message_bytes: route.limits.max_message_bytes,
         idle_timeout: route.limits.idle_timeout,
@@ -88,18 +114,34 @@ async fn run(session: Session) {
             std::future::pending::<()>().await
         }
     };
-    let relay = splice::splice(client.0, client.1, backend.io, backend.pending, cfg, handle);
+    let relay = splice::splice(
+        client.0,
+        client.1,
+        backend.io,
+        backend.pending,
+        cfg,
+        handle.clone(),
+    );
     let outcome = tokio::select! {
         outcome = relay => outcome,
         _ = on_shutdown => unreachable!("pending forever"),
     };
+    shared.metrics.flush_session(&route.name, handle.stats());
+    active.dec();
     shared.metrics.sessions_active.dec();
+    let m = &shared.metrics;
     let (code, initiator) = describe(&outcome.end);
-    shared
-        .metrics
-        .closes_total
+    m.closes_total
         .with_label_values(&[&route.name, code, initiator])
         .inc();
+    m.session_duration_seconds
+        .with_label_values(&[&route.name])
+        .observe(started.elapsed().as_secs_f64());
+    if matches!(outcome.end, SessionEnd::SlowConsumer { .. }) {
+        m.slow_consumer_closes_total
+            .with_label_values(&[&route.name])
+            .inc();
+    }
     info!(
         end = ?outcome.end,
         code,

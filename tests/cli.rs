@@ -64,7 +64,10 @@ fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
 async fn sigterm_closes_sessions_with_1001_and_exits_0() {
     let backend = Backend::echo("b1").await;
     let dir = TempDir::new("cli");
-    let yaml = single_route_yaml(&[("b1", backend.addr)], "") + "admin:\n  bind: 127.0.0.1:0\n";
+    let yaml = single_route_yaml(
+        &[("b1", backend.addr)],
+        "drain: {spread: 200ms, timeout: 2s}",
+    ) + "admin:\n  bind: 127.0.0.1:0\n";
     let path = dir.write("routes.yaml", &yaml);
     let (mut child, addr, admin) = spawn_run(&path);
 

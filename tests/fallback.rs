@@ -86,6 +86,12 @@ async fn plain_get_and_streamed_response_go_to_the_fallback() {
     // WebSocket upgrades on the same route still go to the WebSocket backend.
     let mut ws = connect(&router.url("/")).await;
     assert_eq!(roundtrip(&mut ws, "whoami").await, "b1");
+    ws.close(None).await.unwrap();
+    assert_eq!(
+        close_code(&mut ws).await,
+        None,
+        "our own Close is acknowledged, stream ends"
+    );
     router.stop().await;
     backend.stop().await;
 }

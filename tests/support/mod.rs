@@ -58,8 +58,19 @@ pub struct Router {
     _dir: TempDir,
 }
 
+/// Router logs in test output when `WSEDGE_TEST_LOG` is set (e.g. `=debug`).
+pub fn init_tracing() {
+    if let Ok(filter) = std::env::var("WSEDGE_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 impl Router {
     pub async fn start(yaml: &str) -> Router {
+        init_tracing();
         let dir = TempDir::new("router");
         let path = dir.write("routes.yaml", yaml);
         let (config, _warnings) =
@@ -311,16 +322,23 @@ pub async fn roundtrip(ws: &mut Client, text: &str) -> String {
 
 /// The close code the client receives (None: connection ended without a Close frame).
 pub async fn close_code(ws: &mut Client) -> Option<u16> {
-    loop {
+    let code = loop {
         match tokio::time::timeout(PATIENCE, ws.next())
             .await
             .expect("close in time")
         {
-            Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
             Some(Ok(_)) => continue,
             Some(Err(_)) | None => return None,
         }
-    }
+    };
+    // Keep polling so tungstenite flushes its Close reply and the handshake completes
+    // (otherwise the router waits out its close timeout).
+    let _ = tokio::time::timeout(PATIENCE, async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    code
 }
 
 /// A raw HTTP exchange: writes `request` and reads until the peer closes or the head (and a

@@ -29,7 +29,10 @@ pub fn name(s: &str) -> Result<String, String> {
 
 /// Whether two binds would take the same port (an unspecified address covers every address).
 pub fn binds_overlap(a: SocketAddr, b: SocketAddr) -> bool {
-    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+    // Port 0 asks the OS for a free port: two such binds never collide.
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 /// Headers wsedge itself sets or strips on the upgrade: a route may not add or remove them.

@@ -97,6 +97,18 @@ fn duplicate_listener_bind() {
 }
 
 #[test]
+fn port_zero_binds_never_overlap() {
+    assert!(!crate::config::validate::fields::binds_overlap(
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap()
+    ));
+    assert!(crate::config::validate::fields::binds_overlap(
+        "0.0.0.0:9901".parse().unwrap(),
+        "127.0.0.1:9901".parse().unwrap()
+    ));
+}
+
+#[test]
 fn duplicate_route_name() {
     let t = with_route("  - {name: chat, origins: [], match: {path_prefix: /x}, backends: [{name: a, url: \"ws://h:1\"}]}\n");
     err(&t, "routes[1].name", "duplicate route name `chat`");

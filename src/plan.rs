@@ -1,0 +1,131 @@
+//! What a config change means for live sessions: which ones drain, and why.
+//!
+//! One pure function, [`concerns`], decides for one session against the new snapshot; the
+//! real reload, the dry run (`POST /reload?dry_run=true`, `wsedge plan`) and the check of a
+//! session that finished its handshake after a swap all use it, so the plan an operator reads
+//! is exactly what the reload does for the sessions live at plan time.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::registry::SessionInfo;
+use crate::server::Snapshot;
+
+/// Why a session is drained (closed set: Close reason text and metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DrainReason {
+    RouteRemoved,
+    /// The route's `match` or `listener` changed and the session no longer matches it.
+    RouteChanged,
+    ListenerRemoved,
+    /// Removed, or its URL/TLS changed under the same name.
+    BackendRemoved,
+    Rebalance,
+    BackendUnhealthy,
+    Manual,
+    Shutdown,
+}
+
+impl DrainReason {
+    /// Sent as the Close reason to both sides.
+    pub fn text(self) -> &'static str {
+        match self {
+            DrainReason::RouteRemoved => "route removed",
+            DrainReason::RouteChanged => "route changed",
+            DrainReason::ListenerRemoved => "listener removed",
+            DrainReason::BackendRemoved => "backend removed",
+            DrainReason::Rebalance => "rebalance",
+            DrainReason::BackendUnhealthy => "backend unhealthy",
+            DrainReason::Manual => "manual",
+            DrainReason::Shutdown => "shutdown",
+        }
+    }
+
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            DrainReason::RouteRemoved => "route_removed",
+            DrainReason::RouteChanged => "route_changed",
+            DrainReason::ListenerRemoved => "listener_removed",
+            DrainReason::BackendRemoved => "backend_removed",
+            DrainReason::Rebalance => "rebalance",
+            DrainReason::BackendUnhealthy => "backend_unhealthy",
+            DrainReason::Manual => "manual",
+            DrainReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Whether the change to `new` concerns `session`, and why. A session whose backend is not
+/// chosen yet is not judged here: it checks itself once upgraded.
+pub fn concerns(session: &SessionInfo, new: &Snapshot) -> Option<DrainReason> {
+    if new.config.listener(&session.listener).is_none() {
+        return Some(DrainReason::ListenerRemoved);
+    }
+    let Some(idx) = new
+        .config
+        .routes
+        .iter()
+        .position(|r| *r.name == *session.route)
+    else {
+        return Some(DrainReason::RouteRemoved);
+    };
+    if new
+        .table
+        .lookup(&session.listener, &session.host, &session.path)
+        != Some(idx)
+    {
+        return Some(DrainReason::RouteChanged);
+    }
+    let backend = session.backend.as_ref()?;
+    // An unchanged backend keeps its state object across generations (see backend.rs).
+    if !new.backends[idx].iter().any(|b| Arc::ptr_eq(b, backend)) {
+        return Some(DrainReason::BackendRemoved);
+    }
+    let route = &new.config.routes[idx];
+    if route.drain.rebalance
+        && !session.key_random
+        && session.ring_fingerprint != new.ring_fingerprints[idx]
+    {
+        let preferred = new.balancers[idx].preferred(session.key_hash);
+        let preferred_name = preferred.map(|i| route.backends[i].name.as_str());
+        if preferred_name != Some(&*backend.name) {
+            return Some(DrainReason::Rebalance);
+        }
+    }
+    None
+}
+
+/// The sessions a change to `new` drains.
+#[derive(Debug, Default, Clone)]
+pub struct Plan {
+    pub entries: Vec<(SessionInfo, DrainReason)>,
+}
+
+impl Plan {
+    /// Judges every session accepted by an older generation.
+    pub fn compute(sessions: Vec<SessionInfo>, new: &Snapshot) -> Plan {
+        let entries = sessions
+            .into_iter()
+            .filter(|s| s.generation < new.generation)
+            .filter_map(|s| concerns(&s, new).map(|r| (s, r)))
+            .collect();
+        Plan { entries }
+    }
+
+    /// `{"total": N, "routes": {route: {backend: {reason: count}}}}` (deterministic order).
+    pub fn summary(&self) -> serde_json::Value {
+        let mut routes: BTreeMap<String, BTreeMap<String, BTreeMap<&'static str, u64>>> =
+            BTreeMap::new();
+        for (s, reason) in &self.entries {
+            *routes
+                .entry(s.route.to_string())
+                .or_default()
+                .entry(s.backend_name().to_owned())
+                .or_default()
+                .entry(reason.label())
+                .or_default() += 1;
+        }
+        serde_json::json!({ "total": self.entries.len(), "routes": routes })
+    }
+}

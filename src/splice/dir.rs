@@ -1,0 +1,443 @@
+//! One direction of the splice (source side → destination side): read a chunk, scan its frame
+//! headers, write it on sliced at frame boundaries, write an injected Close at a boundary.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::time::Instant;
+
+use super::ctx::Ctx;
+use super::transport::{give_buf, take_buf, Transport};
+use super::Side;
+use crate::frame::{Origin, Scan, Scanner, MAX_HEADER, OP_CLOSE};
+
+/// The bytes of the chunk in flight: hyper's leftover bytes first, then pooled read buffers.
+#[derive(Debug, Default)]
+enum Chunk {
+    #[default]
+    None,
+    Pending(Bytes),
+    Buf(Box<[u8]>),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::None => &[],
+            Chunk::Pending(b) => b,
+            Chunk::Buf(b) => b,
+        }
+    }
+
+    fn release(&mut self) {
+        if let Chunk::Buf(b) = std::mem::take(self) {
+            give_buf(b);
+        }
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        self.chunk.release();
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Prefix,
+    Region,
+    Inject,
+}
+
+/// What a step of the direction did.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Step {
+    /// Made progress: call again.
+    Progress,
+    /// Waiting for the destination (write Pending) or the source (read Pending), or finished.
+    Parked,
+}
+
+#[derive(Debug)]
+pub(super) struct Dir {
+    pub from: Side,
+    pub to: Side,
+    pub scanner: Scanner,
+    chunk: Chunk,
+    filled: usize,
+    /// Scanned up to here; `wpos..wend` is approved and not yet written. Bytes between `wend`
+    /// and `scan` are dropped (a consumed Close reply, frames after a Close).
+    scan: usize,
+    wpos: usize,
+    wend: usize,
+    /// The start of a header that straddled two reads (kept by the scanner): written first.
+    prefix: [u8; MAX_HEADER],
+    prefix_len: u8,
+    prefix_pos: u8,
+    /// The current frame is forwarded (else dropped).
+    fwd: bool,
+    /// The Close being forwarded started the close handshake: its code goes in the outcome.
+    close_sets_code: bool,
+    /// A forwarded Close has been fully scanned; once written, the destination has its Close.
+    close_fwd_scanned: bool,
+    /// A violation stopped the scanner: nothing more is read from the source.
+    pub stuck: bool,
+    /// Since when the destination has accepted no bytes while we had some for it.
+    pub stall_since: Option<Instant>,
+    need_flush: bool,
+    /// The last read returned Pending: wait for readiness (without a buffer) before the next.
+    src_drained: bool,
+    pub read_bytes: u64,
+    flushed_bytes: u64,
+    flushed_msgs: u64,
+    seen_data_frames: u64,
+}
+
+impl Dir {
+    pub fn new(from: Side, pending: Bytes, deflate: bool, max_message: u64) -> Self {
+        let origin = match from {
+            Side::Client => Origin::Client,
+            Side::Backend => Origin::Server,
+        };
+        let filled = pending.len();
+        Dir {
+            from,
+            to: from.other(),
+            scanner: Scanner::new(origin, deflate, max_message),
+            chunk: if filled > 0 {
+                Chunk::Pending(pending)
+            } else {
+                Chunk::None
+            },
+            filled,
+            scan: 0,
+            wpos: 0,
+            wend: 0,
+            prefix: [0; MAX_HEADER],
+            prefix_len: 0,
+            prefix_pos: 0,
+            fwd: true,
+            close_sets_code: false,
+            close_fwd_scanned: false,
+            stuck: false,
+            stall_since: None,
+            need_flush: false,
+            // First a read, not readiness: TLS may already hold plaintext.
+            src_drained: false,
+            read_bytes: filled as u64,
+            flushed_bytes: 0,
+            flushed_msgs: 0,
+            seen_data_frames: 0,
+        }
+    }
+
+    /// Output toward the destination sits between frames (an injected Close may go now).
+    pub fn out_at_boundary(&self) -> bool {
+        !self.fwd || self.scanner.at_boundary()
+    }
+
+    /// Bytes are waiting to be written to the destination.
+    fn has_output(&self, ctx: &Ctx) -> bool {
+        self.prefix_pos < self.prefix_len
+            || self.wpos < self.wend
+            || (ctx.peer(self.to).inject_due() && self.out_at_boundary())
+    }
+
+    /// Holds a read buffer (for the per-session memory figure).
+    #[cfg(test)]
+    pub fn holds_buffer(&self) -> bool {
+        matches!(self.chunk, Chunk::Buf(_))
+    }
+
+    /// Drives this direction as far as it goes without blocking.
+    pub fn pump<R: Transport, W: Transport>(
+        &mut self,
+        src: &mut R,
+        dst: &mut W,
+        ctx: &mut Ctx,
+        cx: &mut Context<'_>,
+    ) -> bool {
+        let mut progress = false;
+        // Bounded so one busy direction cannot starve the other within a poll.
+        for _ in 0..64 {
+            if self.write(dst, ctx, cx) == Step::Progress || self.scan_more(ctx) {
+                progress = true;
+                continue;
+            }
+            if self.has_output(ctx) {
+                return progress; // blocked on the destination
+            }
+            if self.read(src, ctx, cx) == Step::Parked {
+                return progress;
+            }
+            progress = true;
+        }
+        cx.waker().wake_by_ref();
+        progress
+    }
+
+    fn write<W: Transport>(&mut self, dst: &mut W, ctx: &mut Ctx, cx: &mut Context<'_>) -> Step {
+        let to = self.to;
+        if ctx.peer(to).gone_out() {
+            // Nothing more goes to that side: discard what was approved for it.
+            self.prefix_pos = self.prefix_len;
+            self.wpos = self.wend;
+            self.stall_since = None;
+            ctx.peer_mut(to).inject = Vec::new();
+            return Step::Parked;
+        }
+        let target = if self.prefix_pos < self.prefix_len {
+            Target::Prefix
+        } else if self.wpos < self.wend {
+            Target::Region
+        } else if self.close_fwd_scanned {
+            self.close_fwd_scanned = false;
+            ctx.peer_mut(to).close_written = true;
+            return Step::Progress;
+        } else if ctx.peer(to).inject_due() {
+            if !self.out_at_boundary() {
+                // A forwarded frame is unfinished; if its source is gone it never will be.
+                if ctx.peer(self.from).read_done && self.scan == self.filled {
+                    // No Close can reach that side, so no reply is awaited from it either.
+                    let p = ctx.peer_mut(to);
+                    (p.abandon, p.read_done) = (true, true);
+                    return Step::Progress;
+                }
+                return Step::Parked;
+            }
+            Target::Inject
+        } else if self.need_flush {
+            // TLS streams buffer records until flushed; TCP and pipes flush at once.
+            return match Pin::new(&mut *dst).poll_flush(cx) {
+                Poll::Ready(Ok(())) => {
+                    self.need_flush = false;
+                    Step::Progress
+                }
+                Poll::Ready(Err(_)) => self.dst_failed(ctx),
+                Poll::Pending => Step::Parked,
+            };
+        } else {
+            return Step::Parked;
+        };
+        let bytes: &[u8] = match target {
+            Target::Prefix => {
+                &self.prefix[usize::from(self.prefix_pos)..usize::from(self.prefix_len)]
+            }
+            Target::Region => &self.chunk.bytes()[self.wpos..self.wend],
+            Target::Inject => {
+                let p = ctx.peer(to);
+                &p.inject[p.inject_pos..]
+            }
+        };
+        match Pin::new(&mut *dst).poll_write(cx, bytes) {
+            Poll::Ready(Ok(n)) if n > 0 => {
+                // A writer claiming more than it was given must not push us out of bounds.
+                let n = n.min(bytes.len());
+                match target {
+                    Target::Prefix => self.prefix_pos += n as u8,
+                    Target::Region => self.wpos += n,
+                    Target::Inject => {
+                        let p = ctx.peer_mut(to);
+                        p.inject_pos += n;
+                        if p.inject_pos >= p.inject.len() {
+                            p.inject = Vec::new();
+                            p.close_written = true;
+                        }
+                    }
+                }
+                self.stall_since = None;
+                self.need_flush = true;
+                Step::Progress
+            }
+            // Ok(0) is a write of zero: the peer is gone like an error says.
+            Poll::Ready(_) => self.dst_failed(ctx),
+            Poll::Pending => {
+                self.stall_since.get_or_insert(ctx.now);
+                Step::Parked
+            }
+        }
+    }
+
+    fn dst_failed(&mut self, ctx: &mut Ctx) -> Step {
+        ctx.side_lost(self.to);
+        Step::Progress
+    }
+
+    /// Scans the rest of the chunk while the approved region stays contiguous.
+    fn scan_more(&mut self, ctx: &mut Ctx) -> bool {
+        let mut any = false;
+        while !self.stuck && (self.scan < self.filled || self.scanner.has_event()) {
+            if self.wpos < self.wend && self.wend != self.scan {
+                break; // a dropped frame lies between: write what is approved first
+            }
+            let one_frame =
+                !self.fwd || ctx.peer(self.to).closed_to || ctx.peer(self.from).close_seen;
+            let input = &self.chunk.bytes()[self.scan..self.filled];
+            match self.scanner.scan(input, one_frame) {
+                Scan::Pass(0) => break,
+                Scan::Pass(n) => self.take(n),
+                Scan::Held(n) => self.scan += n,
+                Scan::Frame { n, held, head } => {
+                    self.fwd = self.decide(head.opcode, ctx);
+                    if self.fwd && held > 0 {
+                        self.prefix[..held].copy_from_slice(self.scanner.held_bytes());
+                        self.prefix_len = held as u8;
+                        self.prefix_pos = 0;
+                    }
+                    self.take(n);
+                }
+                Scan::CloseEnd { code } => {
+                    ctx.peer_mut(self.from).got_close = true;
+                    if self.close_sets_code {
+                        self.close_sets_code = false;
+                        ctx.set_close_code(code);
+                    }
+                    self.close_fwd_scanned |= self.fwd;
+                }
+                // Issue 5 (client liveness) consumes the Pong answering wsedge's own ping here.
+                Scan::PongEnd { .. } => {}
+                Scan::Violation(v) => {
+                    self.stuck = true;
+                    ctx.violation(self.from, v);
+                }
+            }
+            any = true;
+        }
+        if self.scanner.data_frames != self.seen_data_frames {
+            self.seen_data_frames = self.scanner.data_frames;
+            ctx.last_activity = ctx.now;
+        }
+        any
+    }
+
+    fn take(&mut self, n: usize) {
+        if self.fwd {
+            if self.wpos == self.wend {
+                self.wpos = self.scan;
+            }
+            self.wend = self.scan + n;
+        }
+        self.scan += n;
+    }
+
+    /// Forward or drop the frame whose header was just scanned.
+    fn decide(&mut self, opcode: u8, ctx: &mut Ctx) -> bool {
+        let (from, to) = (self.from, self.to);
+        if ctx.peer(from).close_seen {
+            return false; // nothing may follow a Close
+        }
+        if opcode == OP_CLOSE {
+            ctx.peer_mut(from).close_seen = true;
+            if ctx.peer(from).we_closed || ctx.peer(to).closed_to || ctx.peer(to).gone_out() {
+                return false; // the reply to wsedge's Close is consumed
+            }
+            ctx.peer_mut(to).closed_to = true;
+            self.close_sets_code = ctx.start_handshake(from);
+            return true;
+        }
+        !ctx.peer(to).closed_to
+    }
+
+    /// With the chunk fully written: publish its counters, release or reuse the buffer, and
+    /// read the next chunk when the source is readable.
+    fn read<R: Transport>(&mut self, src: &mut R, ctx: &mut Ctx, cx: &mut Context<'_>) -> Step {
+        self.flush_stats(ctx);
+        let p = ctx.peer(self.from);
+        if self.stuck || p.read_done || p.got_close {
+            self.chunk.release();
+            return Step::Parked;
+        }
+        if matches!(self.chunk, Chunk::Pending(_)) {
+            self.chunk = Chunk::None;
+        }
+        (self.filled, self.scan, self.wpos, self.wend) = (0, 0, 0, 0);
+        // Readiness is consulted only after a read returned Pending (TLS may hold plaintext
+        // its socket does not show). Two rounds: the Pending read cleared the readiness, so
+        // poll_read_ready registers the waker (or sees a new event).
+        for _ in 0..2 {
+            if src.has_read_readiness() && self.src_drained {
+                match src.poll_read_ready(cx) {
+                    Poll::Pending => {
+                        self.chunk.release();
+                        return Step::Parked;
+                    }
+                    Poll::Ready(Err(e)) => return self.src_ended(ctx, Some(e)),
+                    Poll::Ready(Ok(())) => {}
+                }
+            }
+            if !matches!(self.chunk, Chunk::Buf(_)) {
+                self.chunk = Chunk::Buf(take_buf());
+            }
+            let Chunk::Buf(buf) = &mut self.chunk else {
+                return Step::Parked;
+            };
+            let mut rb = ReadBuf::new(buf);
+            match Pin::new(&mut *src).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) => {
+                    let n = rb.filled().len();
+                    if n == 0 {
+                        return self.src_ended(ctx, None);
+                    }
+                    self.filled = n;
+                    self.read_bytes += n as u64;
+                    self.src_drained = false;
+                    if self.scanner.in_data_payload() {
+                        // A long data frame still arriving is activity, not idleness.
+                        ctx.last_activity = ctx.now;
+                    }
+                    return Step::Progress;
+                }
+                Poll::Ready(Err(e)) => return self.src_ended(ctx, Some(e)),
+                Poll::Pending if src.has_read_readiness() => {
+                    self.src_drained = true;
+                    self.chunk.release();
+                }
+                // No readiness: keep the buffer while parked in poll_read (no busy loop).
+                Poll::Pending => return Step::Parked,
+            }
+        }
+        Step::Parked
+    }
+
+    fn src_ended(&mut self, ctx: &mut Ctx, _err: Option<io::Error>) -> Step {
+        self.chunk.release();
+        ctx.read_ended(self.from);
+        Step::Progress
+    }
+
+    /// Adds this direction's new bytes and messages to the session's atomics (once per chunk).
+    pub fn flush_stats(&mut self, ctx: &Ctx) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (bytes, msgs) = (self.read_bytes, self.scanner.messages);
+        if bytes == self.flushed_bytes && msgs == self.flushed_msgs {
+            return;
+        }
+        let s = ctx.handle.stats();
+        let (b, m) = match self.from {
+            Side::Client => (&s.client_to_backend_bytes, &s.client_to_backend_messages),
+            Side::Backend => (&s.backend_to_client_bytes, &s.backend_to_client_messages),
+        };
+        b.fetch_add(bytes - self.flushed_bytes, Relaxed);
+        m.fetch_add(msgs - self.flushed_msgs, Relaxed);
+        (self.flushed_bytes, self.flushed_msgs) = (bytes, msgs);
+    }
+}
+
+/// Reads and discards until EOF (the backend's end after the handshake), keeping no buffer
+/// between polls... except while parked on types without readiness.
+pub(super) fn poll_drain_eof<R: AsyncRead + Unpin>(src: &mut R, cx: &mut Context<'_>) -> Poll<()> {
+    let mut buf = take_buf();
+    let res = loop {
+        let mut rb = ReadBuf::new(&mut buf);
+        match Pin::new(&mut *src).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) if !rb.filled().is_empty() => continue,
+            Poll::Ready(_) => break Poll::Ready(()),
+            Poll::Pending => break Poll::Pending,
+        }
+    };
+    give_buf(buf);
+    res
+}

@@ -1,0 +1,273 @@
+//! The session future: both directions, the timers and the final TCP shutdowns, polled in one
+//! task (no spawned tasks, one timer), as a state machine over `Ctx`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::{Instant, Sleep};
+
+use super::ctx::{after, Ctx};
+use super::dir::{poll_drain_eof, Dir};
+use super::transport::Transport;
+use super::{DirectionStats, SessionEnd, Side, SpliceConfig, SpliceOutcome};
+use crate::session::{CloseRequest, SessionHandle};
+
+/// How long a slow consumer gets for its 1008 before its TCP is shut.
+pub const SLOW_CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// The last stage: shut the client's TCP first (wsedge is its server), then the backend's,
+/// then wait (bounded) for the backend to end its side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fin {
+    Client,
+    Backend,
+    AwaitBackend,
+}
+
+pub(super) struct Relay<C, B> {
+    client: C,
+    backend: B,
+    c2b: Dir,
+    b2c: Dir,
+    ctx: Ctx,
+    fin: Option<Fin>,
+    fin_deadline: Instant,
+    /// The deadline the one `Sleep` is set to. Moving a deadline later (the idle timer on
+    /// every chunk) does not reset the timer: it fires early and is re-armed then.
+    armed: Instant,
+    request_seen: bool,
+}
+
+impl<C: Transport, B: Transport> Relay<C, B> {
+    pub fn new(
+        client: C,
+        client_pending: Bytes,
+        backend: B,
+        backend_pending: Bytes,
+        cfg: SpliceConfig,
+        handle: SessionHandle,
+    ) -> Self {
+        let (deflate, max) = (cfg.deflate, cfg.max_message_bytes);
+        let ctx = Ctx::new(cfg, handle);
+        let armed = after(ctx.now, ctx.cfg.idle_timeout);
+        Relay {
+            client,
+            backend,
+            c2b: Dir::new(Side::Client, client_pending, deflate, max),
+            b2c: Dir::new(Side::Backend, backend_pending, deflate, max),
+            fin: None,
+            fin_deadline: armed,
+            armed,
+            ctx,
+            request_seen: false,
+        }
+    }
+
+    pub fn first_deadline(&self) -> Instant {
+        self.armed
+    }
+
+    /// Read buffers held right now (0 for an idle session on sockets with readiness).
+    #[cfg(test)]
+    pub fn buffers_held(&self) -> usize {
+        usize::from(self.c2b.holds_buffer()) + usize::from(self.b2c.holds_buffer())
+    }
+
+    pub fn poll<'a, F>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut sleep: Pin<&mut Sleep>,
+        mut request: Pin<&mut F>,
+    ) -> Poll<SpliceOutcome>
+    where
+        F: Future<Output = &'a CloseRequest>,
+    {
+        for _ in 0..32 {
+            self.ctx.now = Instant::now();
+            if self.fin.is_some() {
+                if self.poll_fin(cx).is_ready() || self.ctx.now >= self.fin_deadline {
+                    return Poll::Ready(self.outcome());
+                }
+                self.arm(sleep.as_mut(), self.fin_deadline);
+                if sleep.as_mut().poll(cx).is_ready() {
+                    continue;
+                }
+                return Poll::Pending;
+            }
+            if !self.request_seen && !self.ctx.closing() {
+                if let Poll::Ready(req) = request.as_mut().poll(cx) {
+                    self.request_seen = true;
+                    self.ctx.set_end(SessionEnd::Requested { code: req.code });
+                    self.ctx.inject_both(req.code, req.reason.as_bytes());
+                    if let Some(timeout) = req.timeout {
+                        // A drain's own timeout runs from its Close, instead of close_timeout.
+                        self.ctx.close_deadline = Some(after(self.ctx.now, timeout));
+                    }
+                }
+            }
+            self.timers();
+            let ctx = &mut self.ctx;
+            let mut progress = self.c2b.pump(&mut self.client, &mut self.backend, ctx, cx);
+            progress |= self.b2c.pump(&mut self.backend, &mut self.client, ctx, cx);
+            progress |= self.slow_shutdowns(cx);
+            if self.ctx.handshake_done() {
+                self.start_fin();
+                continue;
+            }
+            if progress {
+                continue;
+            }
+            let next = self.next_deadline();
+            self.arm(sleep.as_mut(), next);
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        // Budget spent with work left: yield to other tasks, come back at once.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    fn arm(&mut self, sleep: Pin<&mut Sleep>, next: Instant) {
+        if next < self.armed || sleep.is_elapsed() || self.armed <= self.ctx.now {
+            sleep.reset(next);
+            self.armed = next;
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let ctx = &self.ctx;
+        let mut next = after(ctx.now, Duration::from_secs(3600));
+        if !ctx.closing() {
+            next = next.min(after(ctx.last_activity, ctx.cfg.idle_timeout));
+        }
+        for d in [&self.c2b, &self.b2c] {
+            let p = ctx.peer(d.to);
+            if let (Some(since), None) = (d.stall_since, p.slow_until) {
+                next = next.min(after(since, ctx.cfg.write_stall_timeout));
+            }
+        }
+        for side in [Side::Client, Side::Backend] {
+            let p = ctx.peer(side);
+            if let (Some(u), false) = (p.slow_until, p.want_shut) {
+                next = next.min(u);
+            }
+        }
+        if let Some(d) = ctx.close_deadline {
+            next = next.min(d);
+        }
+        next
+    }
+
+    fn timers(&mut self) {
+        let now = self.ctx.now;
+        let cfg = &self.ctx.cfg;
+        if !self.ctx.closing() && now >= after(self.ctx.last_activity, cfg.idle_timeout) {
+            self.ctx.set_end(SessionEnd::IdleTimeout);
+            self.ctx.inject_both(1001, b"idle timeout");
+        }
+        let stall = self.ctx.cfg.write_stall_timeout;
+        for (since, to) in [
+            (self.c2b.stall_since, Side::Backend),
+            (self.b2c.stall_since, Side::Client),
+        ] {
+            let stalled = since.is_some_and(|s| now >= after(s, stall));
+            if stalled && self.ctx.peer(to).slow_until.is_none() {
+                self.ctx.set_end(SessionEnd::SlowConsumer { side: to });
+                self.ctx.peer_mut(to).slow_until = Some(after(now, SLOW_CLOSE_GRACE));
+                self.ctx.inject(to, 1008, b"");
+                self.ctx.inject(to.other(), 1001, b"");
+            }
+        }
+        if self.ctx.close_deadline.is_some_and(|d| now >= d) {
+            self.ctx.hard_closed = true;
+            self.start_fin();
+        }
+    }
+
+    /// A slow consumer's TCP is shut once its 1008 is written or its grace is over.
+    fn slow_shutdowns(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        for side in [Side::Client, Side::Backend] {
+            let now = self.ctx.now;
+            let p = self.ctx.peer_mut(side);
+            let Some(until) = p.slow_until else { continue };
+            if !p.want_shut && (p.close_written || p.abandon || now >= until) {
+                p.want_shut = true;
+                p.read_done = true; // its Close reply is not awaited
+                progress = true;
+            }
+            if p.want_shut && !p.shut {
+                let res = match side {
+                    Side::Client => Pin::new(&mut self.client).poll_shutdown(cx),
+                    Side::Backend => Pin::new(&mut self.backend).poll_shutdown(cx),
+                };
+                if res.is_ready() {
+                    self.ctx.peer_mut(side).shut = true;
+                    progress = true;
+                }
+            }
+        }
+        progress
+    }
+
+    fn start_fin(&mut self) {
+        if self.fin.is_none() {
+            self.fin = Some(Fin::Client);
+            self.fin_deadline = after(self.ctx.now, self.ctx.cfg.close_timeout);
+        }
+    }
+
+    fn poll_fin(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            match self.fin {
+                None => return Poll::Ready(()),
+                Some(Fin::Client) => {
+                    if !self.ctx.peer(Side::Client).shut {
+                        // An error means the socket is gone already: just as good.
+                        let _ = std::task::ready!(Pin::new(&mut self.client).poll_shutdown(cx));
+                        self.ctx.peer_mut(Side::Client).shut = true;
+                    }
+                    self.fin = Some(Fin::Backend);
+                }
+                Some(Fin::Backend) => {
+                    if !self.ctx.peer(Side::Backend).shut {
+                        let _ = std::task::ready!(Pin::new(&mut self.backend).poll_shutdown(cx));
+                        self.ctx.peer_mut(Side::Backend).shut = true;
+                    }
+                    self.fin = Some(Fin::AwaitBackend);
+                }
+                Some(Fin::AwaitBackend) => {
+                    if self.ctx.hard_closed || self.ctx.peer(Side::Backend).read_done {
+                        return Poll::Ready(());
+                    }
+                    std::task::ready!(poll_drain_eof(&mut self.backend, cx));
+                    self.ctx.peer_mut(Side::Backend).read_done = true;
+                    return Poll::Ready(());
+                }
+            }
+        }
+    }
+
+    fn outcome(&mut self) -> SpliceOutcome {
+        self.c2b.flush_stats(&self.ctx);
+        self.b2c.flush_stats(&self.ctx);
+        let stats = |d: &Dir| DirectionStats {
+            bytes: d.read_bytes,
+            messages: d.scanner.messages,
+        };
+        SpliceOutcome {
+            end: self
+                .ctx
+                .end
+                .clone()
+                .unwrap_or(SessionEnd::Abnormal { side: Side::Client }),
+            client_to_backend: stats(&self.c2b),
+            backend_to_client: stats(&self.b2c),
+            hard_closed: self.ctx.hard_closed,
+        }
+    }
+}
