@@ -25,12 +25,17 @@ use ring::BackendRing;
 
 #[derive(Debug)]
 pub struct Balancer {
-    ring: BackendRing,
+    /// Shared with the next generation when its inputs are unchanged: building is quadratic in
+    /// vnodes (~11 ms for 32 backends), so a reload rebuilds only the rings that changed.
+    ring: Arc<BackendRing>,
+    /// What the ring was built from: backend (name, weight) in config order, and vnodes.
+    ring_inputs: (Vec<(String, u32)>, u32),
     /// Index-aligned with the route's backends.
     weights: Vec<u32>,
     load_factor: Option<f64>,
-    /// Serialises bounded-load picks of this route (see the module docs).
-    pick_lock: Mutex<()>,
+    /// Serialises bounded-load picks of this route (see the module docs). Carried over with
+    /// the ring, so picks of two generations overlapping during a reload stay exact.
+    pick_lock: Arc<Mutex<()>>,
 }
 
 /// How a pick was made (metrics, logs).
@@ -55,13 +60,40 @@ pub struct Picked {
 
 impl Balancer {
     pub fn new(route: &Route) -> Self {
-        let backends = route.backends.iter().map(|b| (b.name.as_str(), b.weight));
+        Self::reusing(route, None)
+    }
+
+    /// Like [`Balancer::new`], but takes `previous`'s ring (and pick lock) when the ring's
+    /// inputs are the same: the same backend names and weights in the same order, and vnodes.
+    pub fn reusing(route: &Route, previous: Option<&Balancer>) -> Self {
+        let ring_inputs = (
+            route
+                .backends
+                .iter()
+                .map(|b| (b.name.clone(), b.weight))
+                .collect::<Vec<_>>(),
+            route.balance.virtual_nodes,
+        );
+        let (ring, pick_lock) = match previous.filter(|p| p.ring_inputs == ring_inputs) {
+            Some(p) => (p.ring.clone(), p.pick_lock.clone()),
+            None => {
+                let backends = route.backends.iter().map(|b| (b.name.as_str(), b.weight));
+                let ring = BackendRing::new(backends, route.balance.virtual_nodes);
+                (Arc::new(ring), Arc::new(Mutex::new(())))
+            }
+        };
         Balancer {
-            ring: BackendRing::new(backends, route.balance.virtual_nodes),
+            ring,
+            ring_inputs,
             weights: route.backends.iter().map(|b| b.weight.max(1)).collect(),
             load_factor: route.balance.load_factor,
-            pick_lock: Mutex::new(()),
+            pick_lock,
         }
+    }
+
+    /// Whether `self` and `other` share one ring (a reload reused it).
+    pub fn shares_ring_with(&self, other: &Balancer) -> bool {
+        Arc::ptr_eq(&self.ring, &other.ring)
     }
 
     /// Picks and reserves a backend for `key`. `exclude` skips one that just failed to connect.

@@ -240,11 +240,13 @@ async fn route_request(
 
     let response = switching_protocols(&upgrade, &backend, route, &backend_name, &request_id);
     let on_upgrade = hyper::upgrade::on(req);
-    ctx.shared
-        .metrics
-        .upgrades_total
+    let m = &ctx.shared.metrics;
+    m.upgrades_total
         .with_label_values(&[&route.name, "ok"])
         .inc();
+    m.handshake_duration_seconds
+        .with_label_values(&[&route.name])
+        .observe(started.elapsed().as_secs_f64());
     info!(
         client = %ctx.peer,
         route = %route.name,

@@ -160,3 +160,12 @@ fn concurrent_picks_cannot_race_past_the_cap() {
         .count();
     assert_eq!(overflow, 0);
 }
+
+#[test]
+fn a_reload_reuses_an_unchanged_ring_and_rebuilds_a_changed_one() {
+    let a = Balancer::new(&route(3, None));
+    let same = Balancer::reusing(&route(3, Some(1.5)), Some(&a));
+    assert!(same.shares_ring_with(&a), "load_factor is not a ring input");
+    let grown = Balancer::reusing(&route(4, None), Some(&a));
+    assert!(!grown.shares_ring_with(&a));
+}
