@@ -174,7 +174,7 @@ pub fn identity(backend: &Backend) -> String {
     format!("{}|{:?}", backend.url.original, backend.tls)
 }
 
-/// Every backend state by (route, backend name), with the backend's [`identity`].
+/// Backend states by (route, backend name), with each backend's [`identity`].
 pub type BackendIndex = HashMap<(String, String), (String, Arc<BackendState>)>;
 
 /// Per route, per backend (index-aligned with the config), carrying over the state of every

@@ -370,7 +370,7 @@ async fn dial_and_upgrade(
         }
         Ok(Err(UpstreamError::Rejected(response))) => {
             let detail = format!("backend {} answered {}", backend.name, response.status());
-            Err((BackendFailure::Relay(relayed(response)), detail))
+            Err((BackendFailure::Relay(relayed(*response)), detail))
         }
         Ok(Err(e @ UpstreamError::Malformed(_))) => Err((
             BackendFailure::Reject(RejectReason::BackendBadResponse),

@@ -98,10 +98,13 @@ pub fn close(shared: &Shared, session: &SessionInfo, reason: DrainReason, timeou
         .close_gracefully_within(1001, reason.text(), timeout)
         .is_ok()
     {
-        shared
-            .metrics
-            .drains_total
+        let m = &shared.metrics;
+        m.drains_total
             .with_label_values(&[&session.route, reason.label()])
+            .inc();
+        // Decremented by the session's task when it ends (it sees a request with a timeout).
+        m.sessions_draining
+            .with_label_values(&[&session.route])
             .inc();
     }
 }

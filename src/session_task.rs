@@ -127,6 +127,14 @@ async fn run(session: Session) {
         _ = on_shutdown => unreachable!("pending forever"),
     };
     shared.metrics.flush_session(&route.name, handle.stats());
+    if handle.close_request().is_some_and(|r| r.timeout.is_some()) {
+        // Only drains set a timeout on their close request (drain.rs increments this).
+        shared
+            .metrics
+            .sessions_draining
+            .with_label_values(&[&route.name])
+            .dec();
+    }
     active.dec();
     shared.metrics.sessions_active.dec();
     let m = &shared.metrics;

@@ -43,7 +43,7 @@ pub enum UpstreamError {
     Malformed(String),
     /// A well-formed answer other than 101: relayed to the client as is.
     #[error("backend answered {}", .0.status())]
-    Rejected(Response<Bytes>),
+    Rejected(Box<Response<Bytes>>),
 }
 
 impl UpstreamError {
@@ -218,7 +218,9 @@ fn verify_switch(
 async fn relay_rejection(response: Response<hyper::body::Incoming>) -> UpstreamError {
     let (parts, body) = response.into_parts();
     match Limited::new(body, MAX_RELAYED_BODY).collect().await {
-        Ok(collected) => UpstreamError::Rejected(Response::from_parts(parts, collected.to_bytes())),
+        Ok(collected) => {
+            UpstreamError::Rejected(Box::new(Response::from_parts(parts, collected.to_bytes())))
+        }
         Err(e) => UpstreamError::Malformed(format!("rejection body: {e}")),
     }
 }

@@ -1,8 +1,8 @@
 //! Test builders: an in-process router from YAML, programmable WebSocket backends, raw HTTP
 //! clients. Everything binds 127.0.0.1:0 and stops when dropped or told to.
 #![allow(dead_code)]
-// tungstenite's callback signature and the recorder type are what they are; clippy 1.95 flags both.
-#![allow(clippy::type_complexity, clippy::result_large_err)]
+// tungstenite's handshake callback returns its own (large) error type.
+#![allow(clippy::result_large_err)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -55,7 +55,9 @@ impl Drop for TempDir {
 pub struct Router {
     pub server: Option<Server>,
     pub addr: SocketAddr,
-    _dir: TempDir,
+    /// The routes.yaml the router was started from (rewrite it to test reloads).
+    pub config_path: PathBuf,
+    pub dir: TempDir,
 }
 
 /// Router logs in test output when `WSEDGE_TEST_LOG` is set (e.g. `=debug`).
@@ -80,8 +82,31 @@ impl Router {
         Router {
             server: Some(server),
             addr,
-            _dir: dir,
+            config_path: path,
+            dir,
         }
+    }
+
+    /// The active config generation.
+    pub fn generation(&self) -> u64 {
+        self.server().shared().snapshot.load().generation
+    }
+
+    /// Waits (bounded) until the router runs generation `g`.
+    pub async fn wait_generation(&self, g: u64) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while self.generation() < g {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "generation {g} never came (at {})",
+                self.generation()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub fn metrics(&self) -> String {
+        self.server().shared().metrics.render()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -134,6 +159,9 @@ pub enum Behaviour {
     Echo,
 }
 
+/// An upgrade request a backend saw: (path and query, headers).
+pub type SeenUpgrade = (String, Vec<(String, String)>);
+
 /// A programmable WebSocket backend (tokio-tungstenite) on 127.0.0.1:0.
 pub struct Backend {
     pub addr: SocketAddr,
@@ -141,7 +169,7 @@ pub struct Backend {
     stop: CancellationToken,
     tasks: TaskTracker,
     /// Upgrade requests seen, as (path+query, headers).
-    pub seen: Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>,
+    pub seen: Arc<Mutex<Vec<SeenUpgrade>>>,
 }
 
 impl Backend {
@@ -433,6 +461,11 @@ impl ScriptedBackend {
     /// `response` may contain `{accept}`, replaced by the correct Sec-WebSocket-Accept of the
     /// request's key.
     pub async fn start(response: Option<&'static str>) -> ScriptedBackend {
+        Self::start_after(response, Duration::ZERO).await
+    }
+
+    /// Like [`start`](Self::start), answering only `delay` after the request arrived.
+    pub async fn start_after(response: Option<&'static str>, delay: Duration) -> ScriptedBackend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
@@ -477,6 +510,7 @@ impl ScriptedBackend {
                         .map(|l| l.split_once(':').unwrap().1.trim().to_owned())
                         .unwrap_or(key);
                     let accept = wsedge::handshake::accept_key(key.as_bytes());
+                    tokio::time::sleep(delay).await;
                     let _ = s
                         .write_all(response.replace("{accept}", &accept).as_bytes())
                         .await;

@@ -1,0 +1,35 @@
+# syntax=docker/dockerfile:1
+# wsedge container image: release build in rust:1-bookworm, run in debian:bookworm-slim.
+#   docker build -t wsedge .
+#   docker run -p 8080:8080 -p 9901:9901 -v "$PWD/routes.yaml:/etc/wsedge/routes.yaml:ro" wsedge
+# The mounted routes.yaml must bind the listener and admin to 0.0.0.0 (ports 8080 and 9901) to be
+# reachable from outside the container; HEALTHCHECK asks the admin listener's /healthz.
+
+FROM rust:1-bookworm AS build
+WORKDIR /src
+# Manifest (and the bench targets it names) first: the dependency download is its own layer,
+# redone only when Cargo.toml, Cargo.lock or benches/ change.
+COPY Cargo.toml Cargo.lock ./
+COPY benches ./benches
+RUN mkdir -p src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+    && cargo fetch --locked \
+    && rm -rf src
+COPY src ./src
+# The target cache survives between builds (BuildKit): only changed crates recompile.
+RUN --mount=type=cache,target=/src/target \
+    cargo build --release --locked --offline --bin wsedge \
+    && install -m 0755 -s target/release/wsedge /usr/local/bin/wsedge
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --system --gid 10001 wsedge \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin wsedge \
+    && mkdir -p /etc/wsedge
+COPY --from=build /usr/local/bin/wsedge /usr/local/bin/wsedge
+USER 10001:10001
+EXPOSE 8080 9901
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 CMD ["wsedge", "healthcheck"]
+ENTRYPOINT ["wsedge"]
+CMD ["run", "--config", "/etc/wsedge/routes.yaml"]

@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Renders results.jsonl (one JSON line per target and scenario, from examples/loadgen.rs) as a
+markdown table: absolute figures per target, then wsedge's ratios to nginx, HAProxy and direct.
+
+Lower is better for latency, CPU and RSS; higher is better for rates. A new scenario (TLS
+handshakes, metrics on/off) is one more entry in ROWS.
+"""
+import json
+import sys
+
+TARGETS = ["direct", "wsedge", "nginx", "haproxy"]
+
+# (label, selector on a result line, field, format)
+ROWS = [
+    ("echo 64 B: msgs/s", ("echo", 64), "msgs_per_s", "{:,.0f}"),
+    ("echo 64 B: p50 latency (µs)", ("echo", 64), "p50_us", "{:,.0f}"),
+    ("echo 64 B: p99 latency (µs)", ("echo", 64), "p99_us", "{:,.0f}"),
+    ("echo 64 B: proxy CPU per msg (µs)", ("echo", 64), "cpu_us_per_msg", "{:.2f}"),
+    ("echo 16 KiB: msgs/s", ("echo", 16384), "msgs_per_s", "{:,.0f}"),
+    ("echo 16 KiB: p50 latency (µs)", ("echo", 16384), "p50_us", "{:,.0f}"),
+    ("echo 16 KiB: p99 latency (µs)", ("echo", 16384), "p99_us", "{:,.0f}"),
+    ("echo 16 KiB: proxy CPU per msg (µs)", ("echo", 16384), "cpu_us_per_msg", "{:.2f}"),
+    ("pipelined 64 B: msgs/s", ("pipeline", 64), "msgs_per_s", "{:,.0f}"),
+    ("pipelined 64 B: proxy CPU per msg (µs)", ("pipeline", 64), "cpu_us_per_msg", "{:.2f}"),
+    ("upgrades/s", ("upgrades", None), "upgrades_per_s", "{:,.0f}"),
+    ("proxy CPU per upgrade (µs)", ("upgrades", None), "cpu_us_per_upgrade", "{:.1f}"),
+    ("proxy RSS per idle session (KiB)", ("idle", None), "rss_kib_per_session", "{:.2f}"),
+    ("idle sessions held", ("idle", None), "held", "{:,.0f}"),
+]
+
+
+def load(path):
+    by = {}
+    errors = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            r = json.loads(line)
+            t = r.get("target", "?")
+            if "error" in r:
+                scen = f" {r['scenario']}" if r.get("scenario") else ""
+                errors.append(f"{t}{scen}: {r['error']}")
+                continue
+            if r.get("scenario") == "idle" and r.get("rss_bytes_per_session") is not None:
+                r["rss_kib_per_session"] = r["rss_bytes_per_session"] / 1024
+            key = (r["scenario"], r.get("size"))
+            by[(t, key)] = r
+            for k in ("errors", "failed"):
+                if r.get(k):
+                    errors.append(f"{t} {r['scenario']} {r.get('size') or ''}: {k}={r[k]}")
+            if r.get("first_error"):
+                errors.append(f"{t} {r['scenario']}: first error: {r['first_error']}")
+    return by, errors
+
+
+def value(by, target, sel, field):
+    r = by.get((target, sel))
+    return None if r is None else r.get(field)
+
+
+def fmt(v, f):
+    return "n/a" if v is None else f.format(v)
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "n/a"
+    return f"{a / b:.2f}×"
+
+
+def main():
+    by, errors = load(sys.argv[1])
+    head = TARGETS + ["wsedge/nginx", "wsedge/haproxy", "wsedge/direct"]
+    print("| figure | " + " | ".join(head) + " |")
+    print("|---" * (len(head) + 1) + "|")
+    for label, sel, field, f in ROWS:
+        vals = [value(by, t, sel, field) for t in TARGETS]
+        w, d, n, h = (value(by, t, sel, field) for t in ("wsedge", "direct", "nginx", "haproxy"))
+        cells = [fmt(v, f) for v in vals] + [ratio(w, n), ratio(w, h), ratio(w, d)]
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    print()
+    print("CPU is the proxy's utime+stime from /proc over the measured window (direct: no proxy).")
+    print("RSS per session = (VmRSS with every session held - VmRSS before) / sessions held.")
+    if errors:
+        print()
+        print("Problems seen:")
+        for e in errors:
+            print(f"- {e}")
+
+
+if __name__ == "__main__":
+    main()

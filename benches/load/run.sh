@@ -1,0 +1,303 @@
+#!/usr/bin/env bash
+# The load benchmark: direct-to-backend, wsedge, nginx and HAProxy, measured in one run.
+#
+#   benches/load/run.sh                      # everything (about 3 minutes after the build)
+#   TARGETS="direct nginx" benches/load/run.sh
+#   DURATION=10 IDLE_SESSIONS=2000 benches/load/run.sh
+#
+# Each proxy runs alone on core 1 (taskset -c 1); the load generator (examples/loadgen.rs) and the
+# `wsedge echo` backends run on core 0. All traffic is on loopback; every phase is bounded by the
+# load generator's --deadline; every process started here is killed on exit.
+# Results: bench-results/<stamp>/{results.jsonl,results.md}, and bench-results/latest.md.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT"
+
+TARGETS=${TARGETS:-"direct wsedge nginx haproxy"}
+DURATION=${DURATION:-5}          # seconds measured per echo scenario
+WARMUP=${WARMUP:-1}              # seconds of traffic before each measured window
+CONNS=${CONNS:-32}
+PIPELINE_DEPTH=${PIPELINE_DEPTH:-32}
+UPGRADES=${UPGRADES:-10000}
+IDLE_SESSIONS=${IDLE_SESSIONS:-9000}
+BACKENDS=${BACKENDS:-3}
+LOAD_CORE=${LOAD_CORE:-0}
+PROXY_CORE=${PROXY_CORE:-1}
+WSEDGE_EXTRA_YAML=${WSEDGE_EXTRA_YAML:-}   # appended to the generated routes.yaml (later issues)
+
+STAMP=$(date -u +%Y%m%d-%H%M%S)
+OUT="$ROOT/bench-results/$STAMP"
+WORK="$OUT/work"
+mkdir -p "$WORK"
+RESULTS="$OUT/results.jsonl"
+: >"$RESULTS"
+
+log() { printf '== %s\n' "$*" >&2; }
+
+# ---------------------------------------------------------------------------------------------
+# Processes: every pid started here is remembered and killed on exit.
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]:-}"; do
+        [ -n "$p" ] && kill "$p" 2>/dev/null || true
+    done
+    sleep 0.3
+    for p in "${PIDS[@]:-}"; do
+        [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+stop_pid() {
+    local pid=$1 i
+    kill "$pid" 2>/dev/null || return 0
+    for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# wait_port PORT PID: true once PORT accepts, false if PID dies or 10 s pass.
+wait_port() {
+    local port=$1 pid=$2 i
+    for i in $(seq 100); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# ---------------------------------------------------------------------------------------------
+log "limits and tools"
+ulimit -n "$(ulimit -Hn)"
+log "open files: $(ulimit -n)"
+
+need_pkgs=()
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_pkgs+=(nginx-light)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_pkgs+=(haproxy)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    log "installing ${need_pkgs[*]} from Debian"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+    # Debian's maintainer scripts may start the packaged service; it is not ours to measure.
+    if command -v service >/dev/null; then
+        service nginx stop >/dev/null 2>&1 || true
+        service haproxy stop >/dev/null 2>&1 || true
+    fi
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+
+log "building wsedge and the load generator (release)"
+cargo build --release --quiet --bin wsedge --example loadgen
+WSEDGE="$ROOT/target/release/wsedge"
+LOADGEN="$ROOT/target/release/examples/loadgen"
+CLK_TCK=$(getconf CLK_TCK)
+
+# ---------------------------------------------------------------------------------------------
+log "starting $BACKENDS echo backends on core $LOAD_CORE"
+BACKEND_PORTS=()
+for n in $(seq "$BACKENDS"); do
+    port=$(free_port)
+    taskset -c "$LOAD_CORE" "$WSEDGE" echo --listen "127.0.0.1:$port" --id "b$n" \
+        >"$WORK/echo-b$n.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    wait_port "$port" "$pid" || { cat "$WORK/echo-b$n.log" >&2; exit 1; }
+    BACKEND_PORTS+=("$port")
+done
+
+# ---------------------------------------------------------------------------------------------
+# Target start functions: each sets TARGET_PORT and TARGET_PIDS (comma list of the processes
+# whose CPU and RSS count), or returns non-zero when the target cannot start.
+TARGET_PORT=
+TARGET_PIDS=
+TARGET_MAIN=
+
+start_direct() {
+    TARGET_PORT=${BACKEND_PORTS[0]}
+    TARGET_PIDS=        # the backend is not a proxy: no proxy CPU to report
+    TARGET_MAIN=
+}
+
+start_wsedge() {
+    local port cfg pid
+    port=$(free_port)
+    cfg="$WORK/wsedge-routes.yaml"
+    {
+        echo "listeners:"
+        echo "  - {name: edge, bind: \"127.0.0.1:$port\"}"
+        echo "routes:"
+        echo "  - name: bench"
+        echo "    match: {host: \"*\", path_prefix: /}"
+        echo "    affinity: {key: \"query:room\"}"
+        echo "    backends:"
+        local n=1 p
+        for p in "${BACKEND_PORTS[@]}"; do
+            echo "      - {name: b$n, url: \"ws://127.0.0.1:$p\"}"
+            n=$((n + 1))
+        done
+        if [ -n "$WSEDGE_EXTRA_YAML" ]; then printf '%s\n' "$WSEDGE_EXTRA_YAML"; fi
+    } >"$cfg"
+    RUST_LOG=${RUST_LOG:-warn} taskset -c "$PROXY_CORE" "$WSEDGE" run --config "$cfg" \
+        >"$WORK/wsedge.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    if ! wait_port "$port" "$pid"; then
+        log "wsedge did not start (see $WORK/wsedge.log):"
+        tail -n 5 "$WORK/wsedge.log" >&2 || true
+        stop_pid "$pid"
+        return 1
+    fi
+    TARGET_PORT=$port
+    TARGET_PIDS=$pid
+    TARGET_MAIN=$pid
+}
+
+start_nginx() {
+    local port dir pid workers i
+    port=$(free_port)
+    dir="$WORK/nginx"
+    mkdir -p "$dir/tmp"
+    {
+        echo "worker_processes 1;"
+        echo "worker_rlimit_nofile $(ulimit -Hn);"
+        echo "pid $dir/nginx.pid;"
+        echo "error_log $dir/error.log warn;"
+        echo "events { worker_connections $(( $(ulimit -Hn) - 500 )); use epoll; }"
+        echo "http {"
+        echo "  access_log off;"
+        echo "  client_body_temp_path $dir/tmp/body; proxy_temp_path $dir/tmp/proxy;"
+        echo "  fastcgi_temp_path $dir/tmp/fcgi; uwsgi_temp_path $dir/tmp/uwsgi; scgi_temp_path $dir/tmp/scgi;"
+        echo "  map \$http_upgrade \$connection_upgrade { default upgrade; '' close; }"
+        echo "  upstream echo {"
+        echo "    hash \$arg_room consistent;"
+        local p
+        for p in "${BACKEND_PORTS[@]}"; do echo "    server 127.0.0.1:$p;"; done
+        echo "  }"
+        echo "  server {"
+        echo "    listen 127.0.0.1:$port backlog=4096;"
+        echo "    location / {"
+        echo "      proxy_pass http://echo;"
+        echo "      proxy_http_version 1.1;"
+        echo "      proxy_set_header Upgrade \$http_upgrade;"
+        echo "      proxy_set_header Connection \$connection_upgrade;"
+        echo "      proxy_set_header Host \$host;"
+        echo "      proxy_read_timeout 3600s;"
+        echo "      proxy_send_timeout 3600s;"
+        echo "    }"
+        echo "  }"
+        echo "}"
+    } >"$dir/nginx.conf"
+    taskset -c "$PROXY_CORE" "$NGINX" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' \
+        >"$dir/stdout.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    wait_port "$port" "$pid" || { cat "$dir/error.log" "$dir/stdout.log" >&2 || true; return 1; }
+    workers=
+    for i in $(seq 50); do
+        workers=$(pgrep -P "$pid" | paste -sd, || true)
+        [ -n "$workers" ] && break
+        sleep 0.1
+    done
+    TARGET_PORT=$port
+    TARGET_PIDS="$pid${workers:+,$workers}"
+    TARGET_MAIN=$pid
+}
+
+start_haproxy() {
+    local port dir pid maxconn
+    port=$(free_port)
+    dir="$WORK/haproxy"
+    mkdir -p "$dir"
+    # Two sockets per proxied session, plus listeners and spare descriptors.
+    maxconn=$(( ($(ulimit -Hn) - 200) / 2 ))
+    {
+        echo "global"
+        echo "  nbthread 1"
+        echo "  maxconn $maxconn"
+        echo "defaults"
+        echo "  mode http"
+        echo "  maxconn $maxconn"
+        echo "  timeout connect 5s"
+        echo "  timeout client 3600s"
+        echo "  timeout server 3600s"
+        echo "  timeout tunnel 3600s"
+        echo "  timeout client-fin 5s"
+        echo "frontend edge"
+        echo "  bind 127.0.0.1:$port"
+        echo "  default_backend echo"
+        echo "backend echo"
+        echo "  balance url_param room"
+        echo "  hash-type consistent"
+        local n=1 p
+        for p in "${BACKEND_PORTS[@]}"; do
+            echo "  server b$n 127.0.0.1:$p"
+            n=$((n + 1))
+        done
+    } >"$dir/haproxy.cfg"
+    "$HAPROXY" -c -f "$dir/haproxy.cfg" >"$dir/check.log" 2>&1 || { cat "$dir/check.log" >&2; return 1; }
+    taskset -c "$PROXY_CORE" "$HAPROXY" -db -f "$dir/haproxy.cfg" >"$dir/stdout.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    wait_port "$port" "$pid" || { cat "$dir/stdout.log" >&2 || true; return 1; }
+    TARGET_PORT=$port
+    TARGET_PIDS=$pid
+    TARGET_MAIN=$pid
+}
+
+# ---------------------------------------------------------------------------------------------
+# loadgen TARGET SCENARIO ARGS...: one JSON line appended to results.jsonl.
+loadgen() {
+    local target=$1
+    shift
+    local line
+    line=$(taskset -c "$LOAD_CORE" "$LOADGEN" --target "$target" --pids "$TARGET_PIDS" \
+        --url "ws://127.0.0.1:$TARGET_PORT/bench?room=r{i}" --clk-tck "$CLK_TCK" "$@" \
+        2>>"$WORK/loadgen.log") || line="{\"target\":\"$target\",\"scenario\":\"$1\",\"error\":\"load generator failed\"}"
+    printf '%s\n' "$line" >>"$RESULTS"
+    printf '   %s\n' "$line" >&2
+}
+
+for target in $TARGETS; do
+    log "target $target"
+    if ! "start_$target"; then
+        printf '{"target":"%s","error":"did not start"}\n' "$target" >>"$RESULTS"
+        continue
+    fi
+    # Idle sessions first, on a fresh process, so buffers freed by earlier phases do not hide
+    # the cost of a session. A few echoes first so lazily-initialised state is not counted.
+    taskset -c "$LOAD_CORE" "$LOADGEN" --deadline 30 --url "ws://127.0.0.1:$TARGET_PORT/bench?room=r{i}" \
+        echo --conns 4 --size 64 --warmup 0.2 --duration 0.5 >/dev/null 2>>"$WORK/loadgen.log" || true
+    loadgen "$target" --deadline 120 idle --count "$IDLE_SESSIONS"
+    sleep 1
+    for size in 64 16384; do
+        loadgen "$target" --deadline $((DURATION + WARMUP + 30)) echo --conns "$CONNS" \
+            --size "$size" --warmup "$WARMUP" --duration "$DURATION"
+    done
+    loadgen "$target" --deadline $((DURATION + WARMUP + 30)) pipeline --conns "$CONNS" \
+        --size 64 --depth "$PIPELINE_DEPTH" --warmup "$WARMUP" --duration "$DURATION"
+    loadgen "$target" --deadline 120 upgrades --count "$UPGRADES" --concurrency "$CONNS"
+    if [ -n "$TARGET_MAIN" ]; then stop_pid "$TARGET_MAIN"; fi
+    sleep 1
+done
+
+# ---------------------------------------------------------------------------------------------
+{
+    echo "# wsedge load benchmark, $STAMP"
+    echo
+    echo "$(nproc) cores; proxy on core $PROXY_CORE, load generator and $BACKENDS echo backends on core $LOAD_CORE;"
+    echo "$CONNS connections, ${DURATION}s measured after ${WARMUP}s warm-up; pipeline depth $PIPELINE_DEPTH;"
+    echo "$UPGRADES upgrades; $IDLE_SESSIONS idle sessions. $("$NGINX" -v 2>&1 | tr -d '\n'); $("$HAPROXY" -v 2>/dev/null | head -1)."
+    echo
+    python3 "$ROOT/benches/load/report.py" "$RESULTS"
+} >"$OUT/results.md"
+cp "$OUT/results.md" "$ROOT/bench-results/latest.md"
+cat "$OUT/results.md"

@@ -1,0 +1,309 @@
+//! Metrics, admin documents and logs as an operator sees them: exact counts after scripted
+//! traffic, series deleted on reload, readiness on shutdown, redaction, auth.
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use support::*;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let (s, _, body) = raw_http(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    (s, body)
+}
+
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+#[tokio::test]
+async fn scripted_traffic_gives_exact_counts() {
+    let (a, b) = (Backend::echo("a").await, Backend::echo("b").await);
+    let yaml = single_route_yaml(
+        &[("a", a.addr), ("b", b.addr)],
+        "origins: [\"https://ok.example\"]\naffinity: {key: \"query:k\"}\ndrain: {spread: 0s}\nhealth_check: {headers: {Authorization: \"Bearer probe-secret\"}}\nrequest_headers: {add: {Cookie: \"sid=secret\"}}",
+    ) + "admin:\n  bind: 127.0.0.1:0\n";
+    let router = Router::start(&yaml).await;
+    let admin = router.server().admin_addr().unwrap();
+
+    // 3 sessions, each closing with a different code; 2 text messages each way on each.
+    for (i, code) in [1000u16, 4001, 3002].into_iter().enumerate() {
+        let mut ws = connect(&router.url(&format!("/?k={i}"))).await;
+        assert_eq!(roundtrip(&mut ws, "one").await, "one");
+        assert_eq!(roundtrip(&mut ws, "two").await, "two");
+        ws.close(Some(CloseFrame {
+            code: code.into(),
+            reason: "".into(),
+        }))
+        .await
+        .unwrap();
+        assert_eq!(close_code(&mut ws).await, Some(code));
+    }
+    // Rejections: bad origin ×2, bad version ×1, no upgrade ×1.
+    for _ in 0..2 {
+        assert_eq!(
+            raw_http(
+                router.addr,
+                &upgrade_request("/", "Origin: https://evil.example\r\n")
+            )
+            .await
+            .0,
+            403
+        );
+    }
+    let v8 = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n";
+    assert_eq!(raw_http(router.addr, v8).await.0, 426);
+    assert_eq!(
+        raw_http(router.addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .0,
+        426
+    );
+
+    // Wait for the session tasks' final flush (they end right after the close handshake).
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while router.server().live_sessions() > 0 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, m) = get(admin, "/metrics").await;
+    assert_eq!(status, 200);
+    let exact = [
+        ("wsedge_upgrades_total{result=\"ok\",route=\"r\"}", 3.0),
+        (
+            "wsedge_upgrades_total{result=\"origin_denied\",route=\"r\"}",
+            2.0,
+        ),
+        (
+            "wsedge_upgrades_total{result=\"bad_version\",route=\"r\"}",
+            1.0,
+        ),
+        (
+            "wsedge_upgrades_total{result=\"not_upgrade\",route=\"r\"}",
+            1.0,
+        ),
+        (
+            "wsedge_closes_total{code=\"1000\",initiator=\"client\",route=\"r\"}",
+            1.0,
+        ),
+        (
+            "wsedge_closes_total{code=\"app_4xxx\",initiator=\"client\",route=\"r\"}",
+            1.0,
+        ),
+        (
+            "wsedge_closes_total{code=\"app_3xxx\",initiator=\"client\",route=\"r\"}",
+            1.0,
+        ),
+        // whoami is not sent here: 2 data messages + the Close is a control frame.
+        (
+            "wsedge_messages_total{direction=\"client_to_backend\",route=\"r\"}",
+            6.0,
+        ),
+        (
+            "wsedge_messages_total{direction=\"backend_to_client\",route=\"r\"}",
+            6.0,
+        ),
+        ("wsedge_sessions_active", 0.0),
+        ("wsedge_config_generation", 1.0),
+    ];
+    for (series, want) in exact {
+        assert_eq!(metric(&m, series), Some(want), "{series}\n{m}");
+    }
+    assert!(
+        m.contains("process_open_fds"),
+        "process metrics are exported"
+    );
+
+    // /status and /config shapes; secrets redacted.
+    let (status, body) = get(admin, "/status").await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["generation"], 1);
+    assert_eq!(v["routes"][0]["name"], "r");
+    let names: Vec<&str> = v["routes"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+    for field in [
+        "health",
+        "live_sessions",
+        "weight",
+        "draining",
+        "ejected",
+        "consecutive_failures",
+        "last_probe_rtt_ms",
+    ] {
+        assert!(
+            v["routes"][0]["backends"][0].get(field).is_some(),
+            "status lacks {field}: {body}"
+        );
+    }
+    let (status, body) = get(admin, "/config").await;
+    assert_eq!(status, 200);
+    assert!(
+        !body.contains("probe-secret") && !body.contains("sid=secret"),
+        "secrets leak: {body}"
+    );
+    assert!(body.contains("<redacted>"), "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["routes"][0]["affinity"]["key"], "query:k");
+
+    // Series of a removed backend and route disappear on reload.
+    std::fs::write(
+        &router.config_path,
+        yaml.replace("  - name: r\n", "  - name: r2\n"),
+    )
+    .unwrap();
+    let (status, body) = raw_http(
+        admin,
+        "POST /reload HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+    )
+    .await
+    .into_ok();
+    assert_eq!(status, 200, "{body}");
+    let (_, m) = get(admin, "/metrics").await;
+    assert!(
+        !m.contains("route=\"r\""),
+        "series of the removed route linger:\n{m}"
+    );
+    assert_eq!(metric(&m, "wsedge_config_generation"), Some(2.0));
+
+    // /readyz turns 503 as soon as shutdown starts.
+    assert_eq!(get(admin, "/readyz").await.0, 200);
+    let shared = router.server().shared().clone();
+    shared
+        .ready
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(get(admin, "/readyz").await.0, 503);
+    router.stop().await;
+    a.stop().await;
+    b.stop().await;
+}
+
+trait IntoOk {
+    fn into_ok(self) -> (u16, String);
+}
+impl IntoOk for (u16, Vec<(String, String)>, String) {
+    fn into_ok(self) -> (u16, String) {
+        (self.0, self.2)
+    }
+}
+
+#[tokio::test]
+async fn mutating_calls_need_the_token_and_non_loopback_admin_needs_one() {
+    let a = Backend::echo("a").await;
+    let dir = TempDir::new("token");
+    let token = dir.write("token", "t0ken\n");
+    let yaml = single_route_yaml(&[("a", a.addr)], "")
+        + &format!(
+            "admin:\n  bind: 127.0.0.1:0\n  token_file: {}\n",
+            token.display()
+        );
+    let router = Router::start(&yaml).await;
+    let admin = router.server().admin_addr().unwrap();
+    let post = |auth: &str| {
+        format!("POST /reload HTTP/1.1\r\nHost: a\r\nConnection: close\r\n{auth}Content-Length: 0\r\n\r\n")
+    };
+    let (status, headers, _) = raw_http(admin, &post("")).await;
+    assert_eq!(status, 401);
+    assert_eq!(header(&headers, "www-authenticate"), Some("Bearer"));
+    assert_eq!(
+        raw_http(admin, &post("Authorization: Bearer wrong\r\n"))
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        raw_http(admin, &post("Authorization: Bearer t0ken\r\n"))
+            .await
+            .0,
+        200
+    );
+    let drain = "POST /backends/r/a/drain HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+    assert_eq!(raw_http(admin, drain).await.0, 401);
+    // Reads stay open.
+    assert_eq!(get(admin, "/status").await.0, 200);
+    router.stop().await;
+
+    // A non-loopback admin bind without a token refuses to start.
+    let open = single_route_yaml(&[("a", a.addr)], "") + "admin:\n  bind: 0.0.0.0:0\n";
+    let path = dir.write("open.yaml", &open);
+    let (config, _) = wsedge::config::Config::load(&path).unwrap();
+    if std::env::var("WSEDGE_ADMIN_TOKEN").is_err() {
+        let err = wsedge::server::Server::start(config)
+            .await
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("not loopback"), "{err}");
+    }
+    a.stop().await;
+}
+
+#[test]
+fn json_logs_parse_and_carry_the_session_fields() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let backend = rt.block_on(Backend::echo("b1"));
+    let dir = TempDir::new("jsonlog");
+    let path = dir.write(
+        "routes.yaml",
+        &(single_route_yaml(&[("b1", backend.addr)], "drain: {spread: 0s, timeout: 1s}")),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wsedge"))
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("log line").unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line}: {e}"));
+        if v["fields"]["message"] == "listening" {
+            break v["fields"]["addr"].as_str().unwrap().to_owned();
+        }
+    };
+    rt.block_on(async {
+        let mut ws = connect(&format!("ws://{addr}/?token=abc")).await;
+        assert_eq!(roundtrip(&mut ws, "hi").await, "hi");
+        ws.send(Message::Close(None)).await.unwrap();
+        let _ = close_code(&mut ws).await;
+    });
+    let closed = loop {
+        let line = lines.next().expect("log line").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v["fields"]["message"] == "session closed" {
+            break v;
+        }
+    };
+    let span = &closed["span"];
+    for field in ["conn_id", "request_id", "client_ip", "route", "backend"] {
+        assert!(span.get(field).is_some(), "span lacks {field}: {closed}");
+    }
+    assert_eq!(closed["fields"]["messages_in"], 1);
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = child.wait();
+    rt.block_on(backend.stop());
+}

@@ -1,0 +1,653 @@
+//! Live reload through real files and real sessions: only the sessions a change concerns are
+//! drained (1001 with the reason, spread uniformly), nothing else loses a message.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use support::*;
+use tokio::sync::Mutex;
+use tokio_tungstenite::tungstenite::Message;
+
+fn routes(backends: &[(&str, std::net::SocketAddr)], drain: &str) -> String {
+    single_route_yaml(
+        backends,
+        &format!("affinity: {{key: \"query:k\"}}\ndrain: {drain}"),
+    )
+}
+
+/// Writes `text` to `path` as editors do: a temp file renamed over it.
+fn rename_save(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// What one session saw.
+#[derive(Debug, Default, Clone)]
+struct Seen {
+    backend: String,
+    close: Option<(u16, String, Duration)>,
+    echoed: u64,
+    errors: Vec<String>,
+}
+
+/// Kolmogorov–Smirnov distance between the sample and Uniform(0, 1).
+fn ks_uniform(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = xs.len() as f64;
+    xs.iter()
+        .enumerate()
+        .map(|(i, x)| {
+            let x = x.clamp(0.0, 1.0);
+            (x - i as f64 / n).abs().max(((i + 1) as f64 / n - x).abs())
+        })
+        .fold(0.0, f64::max)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_backend_drains_exactly_its_sessions_spread_uniformly() {
+    let _ = wsedge::rlimit::raise_nofile();
+    let (a, b, c) = (
+        Backend::echo("a").await,
+        Backend::echo("b").await,
+        Backend::echo("c").await,
+    );
+    let all = [("a", a.addr), ("b", b.addr), ("c", c.addr)];
+    let spread = Duration::from_secs(3);
+    let router = Router::start(&routes(&all, "{spread: 3s, timeout: 5s}")).await;
+    wsedge::reload::watch(router.server().shared()).unwrap();
+
+    let reload_at: Arc<Mutex<Option<tokio::time::Instant>>> = Arc::default();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut tasks = Vec::new();
+    let mut connected = Vec::new();
+    for i in 0..1000 {
+        let url = router.url(&format!("/?k=key-{i}"));
+        connected.push(tokio::spawn(async move {
+            let mut ws = connect(&url).await;
+            let backend = roundtrip(&mut ws, "whoami").await;
+            (ws, backend)
+        }));
+    }
+    for (i, handle) in connected.into_iter().enumerate() {
+        let (mut ws, backend) = handle.await.unwrap();
+        let (stop, reload_at) = (stop.clone(), reload_at.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut seen = Seen { backend, ..Seen::default() };
+            let mut seq = 0u64;
+            let mut tick = tokio::time::interval(Duration::from_millis(1800 + (i % 7) as u64 * 50));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => {
+                        seq += 1;
+                        if ws.send(Message::text(format!("seq {seq}"))).await.is_err() { break }
+                    }
+                    m = ws.next() => match m {
+                        Some(Ok(Message::Text(t))) => {
+                            seen.echoed += 1;
+                            if t.as_str() != format!("seq {}", seen.echoed) {
+                                seen.errors.push(format!("got {t:?} expecting seq {}", seen.echoed));
+                            }
+                        }
+                        Some(Ok(Message::Close(f))) => {
+                            let at = reload_at.lock().await.map(|r| r.elapsed()).unwrap_or_default();
+                            let f = f.unwrap();
+                            seen.close = Some((u16::from(f.code), f.reason.to_string(), at));
+                            while let Some(Ok(_)) = ws.next().await {}
+                            return seen;
+                        }
+                        Some(Ok(_)) => {}
+                        other => { seen.errors.push(format!("ended: {other:?}")); return seen; }
+                    },
+                }
+            }
+            // Sessions that stay: every message sent is echoed, in order.
+            let deadline = tokio::time::Instant::now() + PATIENCE;
+            while seen.echoed < seq && tokio::time::Instant::now() < deadline {
+                if let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout(PATIENCE, ws.next()).await {
+                    seen.echoed += 1;
+                    if t.as_str() != format!("seq {}", seen.echoed) {
+                        seen.errors.push(format!("got {t:?}"));
+                    }
+                }
+            }
+            if seen.echoed != seq {
+                seen.errors.push(format!("sent {seq}, echoed {}", seen.echoed));
+            }
+            seen
+        }));
+    }
+
+    // New handshakes keep succeeding throughout the reload and drain: any refusal panics;
+    // the count of those completed inside the drain window proves the check ran there.
+    let prober = {
+        let (url, stop, reload_at) = (router.url("/?k=prober"), stop.clone(), reload_at.clone());
+        tokio::spawn(async move {
+            let mut during_drain = 0;
+            while !stop.is_cancelled() {
+                let mut ws = connect(&url).await;
+                assert_eq!(roundtrip(&mut ws, "hi").await, "hi");
+                ws.close(None).await.unwrap();
+                if reload_at.lock().await.is_some() && !stop.is_cancelled() {
+                    during_drain += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            during_drain
+        })
+    };
+
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    rename_save(
+        &router.config_path,
+        &routes(&all[..2], "{spread: 3s, timeout: 5s}"),
+    );
+    router.wait_generation(2).await;
+    *reload_at.lock().await = Some(tokio::time::Instant::now());
+    // Everything scheduled has happened after the spread; give the others one more round.
+    tokio::time::sleep(spread + Duration::from_millis(1200)).await;
+    stop.cancel();
+    assert!(
+        prober.await.unwrap() >= 1,
+        "no handshake completed during the drain"
+    );
+
+    let mut on_c = Vec::new();
+    for t in tasks {
+        let seen = t.await.unwrap();
+        assert!(seen.errors.is_empty(), "{seen:?}");
+        if seen.backend == "c" {
+            let (code, reason, at) = seen.close.clone().expect("every session of c is drained");
+            assert_eq!((code, reason.as_str()), (1001, "backend removed"));
+            on_c.push(at.as_secs_f64() / spread.as_secs_f64());
+        } else {
+            assert!(
+                seen.close.is_none(),
+                "a session of {} was closed: {seen:?}",
+                seen.backend
+            );
+        }
+    }
+    assert!(
+        on_c.len() > 250,
+        "about a third of 1000 keys land on c: {}",
+        on_c.len()
+    );
+    let d = ks_uniform(on_c.clone());
+    eprintln!(
+        "drained {} sessions of c; KS distance to uniform: {d:.3}",
+        on_c.len()
+    );
+    assert!(
+        d < 0.107,
+        "close times are not uniform over the spread: KS distance {d:.3} over {} sessions",
+        on_c.len()
+    );
+    let m = router.metrics();
+    assert!(
+        m.contains(&format!(
+            "wsedge_drains_total{{reason=\"backend_removed\",route=\"r\"}} {}",
+            on_c.len()
+        )),
+        "{m}"
+    );
+
+    router.stop().await;
+    for bk in [a, b, c] {
+        bk.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn rename_save_mv_over_and_configmap_symlink_swap_are_all_seen() {
+    let a = Backend::echo("a").await;
+    let b = Backend::echo("b").await;
+    let dir = TempDir::new("configmap");
+    // ConfigMap layout: routes.yaml -> ..data/routes.yaml, ..data -> ..2026_1 (a symlink).
+    let v1 = dir.0.join("..2026_1");
+    std::fs::create_dir(&v1).unwrap();
+    std::fs::write(
+        v1.join("routes.yaml"),
+        routes(&[("a", a.addr)], "{spread: 0s}"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("..2026_1", dir.0.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/routes.yaml", dir.0.join("routes.yaml")).unwrap();
+    let (config, _) = wsedge::config::Config::load(&dir.0.join("routes.yaml")).unwrap();
+    let server = wsedge::server::Server::start(config).await.unwrap();
+    wsedge::reload::watch(server.shared()).unwrap();
+    let generation = || server.shared().snapshot.load().generation;
+    let wait = |g: u64| async move {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while generation() < g {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "generation {g} never came"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+
+    // The kubelet's swap: a new version directory, a new ..data symlink renamed over the old.
+    let v2 = dir.0.join("..2026_2");
+    std::fs::create_dir(&v2).unwrap();
+    std::fs::write(
+        v2.join("routes.yaml"),
+        routes(&[("b", b.addr)], "{spread: 0s}"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("..2026_2", dir.0.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.0.join("..data_tmp"), dir.0.join("..data")).unwrap();
+    wait(2).await;
+    let mut ws = connect(&format!("ws://{}/?k=x", server.addr())).await;
+    assert_eq!(roundtrip(&mut ws, "whoami").await, "b");
+    drop(ws);
+    server.shutdown(PATIENCE).await;
+
+    // Rename-save and `mv` over a plain file.
+    let router = Router::start(&routes(&[("a", a.addr)], "{spread: 0s}")).await;
+    wsedge::reload::watch(router.server().shared()).unwrap();
+    rename_save(
+        &router.config_path,
+        &routes(&[("b", b.addr)], "{spread: 0s}"),
+    );
+    router.wait_generation(2).await;
+    let other = router
+        .dir
+        .write("other.yaml", &routes(&[("a", a.addr)], "{spread: 0s}"));
+    std::process::Command::new("mv")
+        .arg(&other)
+        .arg(&router.config_path)
+        .status()
+        .unwrap();
+    router.wait_generation(3).await;
+    // Writing the same content again is not a change.
+    std::fs::write(
+        &router.config_path,
+        routes(&[("a", a.addr)], "{spread: 0s}"),
+    )
+    .unwrap();
+    tokio::time::sleep(wsedge::reload::DEBOUNCE * 3).await;
+    assert_eq!(router.generation(), 3);
+    router.stop().await;
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn an_invalid_file_changes_nothing_and_a_fix_is_applied() {
+    let a = Backend::echo("a").await;
+    let b = Backend::echo("b").await;
+    let router = Router::start(&routes(&[("a", a.addr)], "{spread: 0s}")).await;
+    wsedge::reload::watch(router.server().shared()).unwrap();
+    let mut ws = connect(&router.url("/?k=1")).await;
+    rename_save(&router.config_path, "listeners: [\n  this is not yaml");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !router
+        .metrics()
+        .contains("wsedge_reloads_total{result=\"invalid\"} 1")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            router.metrics()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(router.generation(), 1);
+    assert_eq!(roundtrip(&mut ws, "still here").await, "still here");
+    rename_save(
+        &router.config_path,
+        &routes(&[("a", a.addr), ("b", b.addr)], "{spread: 0s}"),
+    );
+    router.wait_generation(2).await;
+    assert_eq!(
+        roundtrip(&mut ws, "after").await,
+        "after",
+        "an unconcerned session keeps flowing"
+    );
+    ws.close(None).await.unwrap();
+    let _ = close_code(&mut ws).await;
+    router.stop().await;
+    a.stop().await;
+    b.stop().await;
+}
+
+async fn admin(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, _, body) = raw_http(addr, &req).await;
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebalance_moves_exactly_the_keys_whose_preferred_backend_changed_and_the_plan_says_so() {
+    let (a, b, c) = (
+        Backend::echo("a").await,
+        Backend::echo("b").await,
+        Backend::echo("c").await,
+    );
+    let dir = TempDir::new("rebalance");
+    let token_file = dir.write("token", "s3cret\n");
+    let with_admin = |backends: &[(&str, std::net::SocketAddr)]| {
+        routes(backends, "{spread: 300ms, timeout: 2s, rebalance: true}")
+            + &format!(
+                "admin:\n  bind: 127.0.0.1:0\n  token_file: {}\n",
+                token_file.display()
+            )
+    };
+    let router = Router::start(&with_admin(&[("a", a.addr), ("b", b.addr)])).await;
+    let admin_addr = router.server().admin_addr().unwrap();
+
+    let mut sessions = HashMap::new();
+    for i in 0..120 {
+        let mut ws = connect(&router.url(&format!("/?k=key-{i}"))).await;
+        let backend = roundtrip(&mut ws, "whoami").await;
+        sessions.insert(i, (ws, backend));
+    }
+    let next = with_admin(&[("a", a.addr), ("b", b.addr), ("c", c.addr)]);
+
+    // Mutating calls need the token; the dry run changes nothing.
+    let (status, _) = admin(admin_addr, "POST", "/reload?dry_run=true", None, &next).await;
+    assert_eq!(status, 401);
+    let (status, plan) = admin(
+        admin_addr,
+        "POST",
+        "/reload?dry_run=true",
+        Some("s3cret"),
+        &next,
+    )
+    .await;
+    assert_eq!(status, 200, "{plan}");
+    let plan: serde_json::Value = serde_json::from_str(&plan).unwrap();
+    assert_eq!(router.generation(), 1);
+    let planned = plan["drains"]["total"].as_u64().unwrap();
+    assert!(
+        planned > 10,
+        "adding a third backend moves about a third of the keys: {plan}"
+    );
+
+    std::fs::write(&router.config_path, &next).unwrap();
+    let (status, body) = admin(admin_addr, "POST", "/reload", Some("s3cret"), "").await;
+    assert_eq!(status, 200, "{body}");
+    // The spread is 300 ms: after a second every drained session has its Close waiting.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut moved = 0;
+    for (i, (mut ws, before)) in sessions {
+        let closed = tokio::time::timeout(Duration::from_millis(50), async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Close(f))) => {
+                        return f.map(|f| (u16::from(f.code), f.reason.to_string()))
+                    }
+                    Some(Ok(_)) => continue,
+                    _ => return None,
+                }
+            }
+        })
+        .await;
+        let mut again = connect(&router.url(&format!("/?k=key-{i}"))).await;
+        let after = roundtrip(&mut again, "whoami").await;
+        match closed {
+            Ok(close) => {
+                assert_eq!(close, Some((1001, "rebalance".to_owned())));
+                assert_eq!(after, "c", "a moved key now prefers the new backend");
+                moved += 1;
+            }
+            Err(_) => assert_eq!(
+                after, before,
+                "key-{i} stayed, so its preferred backend did not change"
+            ),
+        }
+    }
+    assert_eq!(
+        moved, planned,
+        "the dry-run plan equals what the reload did"
+    );
+    router.stop().await;
+    for bk in [a, b, c] {
+        bk.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn admin_drain_survives_a_reload_and_undrain_restores() {
+    let (a, b) = (Backend::echo("a").await, Backend::echo("b").await);
+    let yaml = routes(&[("a", a.addr), ("b", b.addr)], "{spread: 0s, timeout: 2s}")
+        + "admin:\n  bind: 127.0.0.1:0\n";
+    let router = Router::start(&yaml).await;
+    let admin_addr = router.server().admin_addr().unwrap();
+    // A key per backend.
+    let mut keys: HashMap<String, String> = HashMap::new();
+    for i in 0..40 {
+        let mut ws = connect(&router.url(&format!("/?k=k{i}"))).await;
+        keys.entry(roundtrip(&mut ws, "whoami").await)
+            .or_insert(format!("k{i}"));
+        ws.close(None).await.unwrap();
+        let _ = close_code(&mut ws).await;
+    }
+    let on_a = keys["a"].clone();
+    let mut live = connect(&router.url(&format!("/?k={on_a}"))).await;
+    let (status, _) = admin(admin_addr, "POST", "/backends/r/a/drain", None, "").await;
+    assert_eq!(status, 200);
+    match next_msg(&mut live).await {
+        Some(Message::Close(Some(f))) => {
+            assert_eq!((u16::from(f.code), f.reason.as_str()), (1001, "manual"))
+        }
+        other => panic!("{other:?}"),
+    }
+    // New sessions stay away from a, across a reload that keeps a.
+    std::fs::write(&router.config_path, format!("{yaml}\n# touched\n")).unwrap();
+    let (status, body) = admin(admin_addr, "POST", "/reload", None, "").await;
+    assert_eq!(status, 200, "{body}");
+    let mut ws = connect(&router.url(&format!("/?k={on_a}"))).await;
+    assert_eq!(roundtrip(&mut ws, "whoami").await, "b");
+    let (status, status_json) = admin(admin_addr, "GET", "/status", None, "").await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&status_json).unwrap();
+    assert_eq!(v["generation"], 2);
+    assert_eq!(v["routes"][0]["backends"][0]["draining"], true);
+    let (status, _) = admin(admin_addr, "POST", "/backends/r/a/undrain", None, "").await;
+    assert_eq!(status, 200);
+    let mut ws = connect(&router.url(&format!("/?k={on_a}"))).await;
+    assert_eq!(roundtrip(&mut ws, "whoami").await, "a");
+    // Unknown names are 404; a bad file is 400 with its errors.
+    assert_eq!(
+        admin(admin_addr, "POST", "/backends/r/zz/drain", None, "")
+            .await
+            .0,
+        404
+    );
+    std::fs::write(&router.config_path, "routes: 7\n").unwrap();
+    let (status, body) = admin(admin_addr, "POST", "/reload", None, "").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("routes.yaml:1:"), "{body}");
+    router.stop().await;
+    a.stop().await;
+    b.stop().await;
+}
+
+const SWITCH: &str = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n";
+
+#[tokio::test]
+async fn a_handshake_that_finishes_after_the_swap_is_drained_at_once() {
+    let slow = ScriptedBackend::start_after(Some(SWITCH), Duration::from_millis(800)).await;
+    let b = Backend::echo("b").await;
+    let router = Router::start(&routes(&[("slow", slow.addr)], "{spread: 5s, timeout: 6s}")).await;
+    let url = router.url("/?k=1");
+    let client = tokio::spawn(async move {
+        let mut ws = connect(&url).await;
+        let got = next_msg(&mut ws).await;
+        (got, tokio::time::Instant::now())
+    });
+    // The upgrade is in flight (the backend answers after 800 ms): swap the config now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::write(
+        &router.config_path,
+        routes(&[("b", b.addr)], "{spread: 5s, timeout: 6s}"),
+    )
+    .unwrap();
+    let reloaded = wsedge::reload::reload_file(
+        router.server().shared(),
+        "test",
+        wsedge::reload::Wait::Queue,
+    )
+    .await
+    .unwrap();
+    assert_eq!(reloaded.generation, 2);
+    let swapped = tokio::time::Instant::now();
+    let (got, at) = client.await.unwrap();
+    match got {
+        Some(Message::Close(Some(f))) => {
+            assert_eq!(
+                (u16::from(f.code), f.reason.as_str()),
+                (1001, "backend removed")
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    // "At once", not at a random point of the 5 s spread.
+    assert!(at - swapped < Duration::from_secs(2), "{:?}", at - swapped);
+    router.stop().await;
+    slow.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_peer_that_never_answers_the_close_is_cut_at_drain_timeout() {
+    let silent = ScriptedBackend::start(Some(SWITCH)).await;
+    let router = Router::start(&routes(
+        &[("silent", silent.addr)],
+        "{spread: 0s, timeout: 400ms}",
+    ))
+    .await;
+    // A raw client: upgrades, then never reads nor answers anything.
+    use tokio::io::AsyncWriteExt;
+    let mut raw = tokio::net::TcpStream::connect(router.addr).await.unwrap();
+    raw.write_all(upgrade_request("/?k=1", "").as_bytes())
+        .await
+        .unwrap();
+    let (status, _, _) = read_response(&mut raw).await;
+    assert_eq!(status, 101);
+    assert_eq!(router.server().live_sessions(), 1);
+    let a = Backend::echo("a").await;
+    std::fs::write(
+        &router.config_path,
+        routes(&[("a", a.addr)], "{spread: 0s, timeout: 400ms}"),
+    )
+    .unwrap();
+    let started = tokio::time::Instant::now();
+    wsedge::reload::reload_file(
+        router.server().shared(),
+        "test",
+        wsedge::reload::Wait::Queue,
+    )
+    .await
+    .unwrap();
+    while router.server().live_sessions() > 0 {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the session outlived its drain timeout"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "closed before the drain timeout ran out"
+    );
+    router.stop().await;
+    silent.stop().await;
+    a.stop().await;
+}
+
+#[test]
+fn sigterm_turns_readyz_503_first_keeps_accepting_for_the_delay_then_drains() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let backend = rt.block_on(Backend::echo("b1"));
+    let dir = TempDir::new("sigterm");
+    let yaml = single_route_yaml(
+        &[("b1", backend.addr)],
+        "drain: {spread: 300ms, timeout: 2s}",
+    ) + "admin:\n  bind: 127.0.0.1:0\nshutdown:\n  delay: 1s\n";
+    let path = dir.write("routes.yaml", &yaml);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wsedge"))
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (mut traffic, mut admin) = (None, None);
+    while traffic.is_none() || admin.is_none() {
+        let v: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        let addr = v["fields"]["addr"].as_str().map(str::to_owned);
+        match v["fields"]["message"].as_str() {
+            Some("listening") => traffic = addr,
+            Some("admin listening") => admin = addr,
+            _ => {}
+        }
+    }
+    std::thread::spawn(move || for _ in lines {}); // keep the pipe drained
+    let (traffic, admin): (std::net::SocketAddr, std::net::SocketAddr) = (
+        traffic.unwrap().parse().unwrap(),
+        admin.unwrap().parse().unwrap(),
+    );
+    rt.block_on(async {
+        let mut ws = connect(&format!("ws://{traffic}/")).await;
+        assert_eq!(
+            raw_http(admin, "GET /readyz HTTP/1.1\r\nHost: a\r\n\r\n")
+                .await
+                .0,
+            200
+        );
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while raw_http(
+            admin,
+            "GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .0 != 503
+        {
+            assert!(tokio::time::Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Still accepting during shutdown.delay (the load balancer has not deregistered yet).
+        let mut late = connect(&format!("ws://{traffic}/")).await;
+        assert_eq!(roundtrip(&mut late, "still open").await, "still open");
+        // Then every session drains with 1001 "shutdown".
+        for ws in [&mut ws, &mut late] {
+            match next_msg(ws).await {
+                Some(Message::Close(Some(f))) => {
+                    assert_eq!((u16::from(f.code), f.reason.as_str()), (1001, "shutdown"))
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    });
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    rt.block_on(backend.stop());
+}
