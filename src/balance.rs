@@ -26,7 +26,7 @@ use ring::BackendRing;
 #[derive(Debug)]
 pub struct Balancer {
     /// Shared with the next generation when its inputs are unchanged: building is quadratic in
-    /// vnodes (~11 ms for 32 backends), so a reload rebuilds only the rings that changed.
+    /// vnodes (~9.5 ms for 32 backends, release), so a reload rebuilds only changed rings.
     ring: Arc<BackendRing>,
     /// What the ring was built from: backend (name, weight) in config order, and vnodes.
     ring_inputs: (Vec<(String, u32)>, u32),
