@@ -23,7 +23,7 @@ fn route(n: usize, balance: &str) -> Route {
     }
     y.push_str(balance);
     let (config, _) = Config::from_yaml(std::path::Path::new("bench.yaml"), &y).expect("valid");
-    config.routes[0].clone()
+    (*config.routes[0]).clone()
 }
 
 fn bench(c: &mut Criterion) {

@@ -20,12 +20,15 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
+
+use crate::tls::accept::Outcome;
+use crate::tls::stream::ClientStream;
+use crate::tls::TlsListener;
 use tracing::{debug, info};
 
-use crate::backend::BackendState;
-use crate::balance::{key, Balancer, PickKind, Picked};
+use crate::balance::{key, PickKind, Picked};
 use crate::config::{Listener, Route};
-use crate::forward::{self, Peer};
+use crate::forward::{self, ForwardedCert, Peer};
 use crate::handshake::{self, RejectReason, UpgradeRequest};
 use crate::registry::{Placement, SessionMeta};
 use crate::server::{Shared, Snapshot};
@@ -33,17 +36,59 @@ use crate::upstream::{self, UpgradedBackend, UpstreamError};
 
 pub type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
-/// Serves one accepted TCP connection until it closes, upgrades, or shutdown ends it.
+/// Serves one accepted TCP connection until it closes, upgrades, or shutdown ends it. On a
+/// TLS listener the handshake comes first; handshake and request headers share the
+/// listener's `request_timeout`.
 pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     listener: Arc<Listener>,
+    tls: Option<Arc<TlsListener>>,
     shared: Arc<Shared>,
 ) {
+    let deadline = tokio::time::Instant::now() + listener.request_timeout;
+    let count = |outcome: Outcome| {
+        shared
+            .metrics
+            .tls_handshakes_total
+            .with_label_values(&[&listener.name, outcome.label()])
+            .inc();
+    };
+    let (io, client_cert) = match &tls {
+        Some(tls) => match crate::tls::accept::accept(tls, stream, peer, deadline).await {
+            Ok(accepted) => {
+                count(Outcome::Ok);
+                let client_cert = tls.forward_client_cert.clone().map(|header| ForwardedCert {
+                    header,
+                    subject: accepted.client_subject,
+                });
+                (accepted.stream, client_cert)
+            }
+            Err(outcome) => {
+                count(outcome);
+                return;
+            }
+        },
+        None => {
+            // A TLS client on a plain port would get a 400 it cannot read: count and close.
+            let sniff = crate::tls::accept::is_client_hello(&stream);
+            match tokio::time::timeout_at(deadline, sniff).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    debug!(%peer, listener = %listener.name, "TLS ClientHello on a plain port");
+                    count(Outcome::TlsOnPlainPort);
+                    return;
+                }
+                Err(_) => return,
+            }
+            (ClientStream::Plain(stream), None)
+        }
+    };
     let ctx = Arc::new(ConnContext {
         peer,
         listener: listener.clone(),
         shared: shared.clone(),
+        client_cert,
     });
     let service = service_fn(move |req| {
         let ctx = ctx.clone();
@@ -51,9 +96,15 @@ pub async fn serve(
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(listener.request_timeout)
+        // What the handshake left of `request_timeout` (hyper applies the same value to
+        // later keep-alive requests, which only makes those stricter).
+        .header_read_timeout(
+            deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .max(MIN_HEADER_TIME),
+        )
         .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
@@ -71,10 +122,15 @@ pub async fn serve(
     }
 }
 
+/// hyper needs a non-zero header timeout; a handshake that used up the deadline gets this.
+const MIN_HEADER_TIME: std::time::Duration = std::time::Duration::from_millis(1);
+
 struct ConnContext {
     peer: SocketAddr,
     listener: Arc<Listener>,
     shared: Arc<Shared>,
+    /// `forward_client_cert` on this listener, with the verified subject (if any).
+    client_cert: Option<ForwardedCert>,
 }
 
 impl ConnContext {
@@ -203,16 +259,14 @@ async fn route_request(
         req.uri().query(),
         client_ip,
     );
-    let balancer = &snapshot.balancers[route_idx];
-    let states = &snapshot.backends[route_idx];
 
     let deadline = tokio::time::Instant::now() + route.limits.handshake_timeout;
     let (picked, backend, request_id) = dial_and_upgrade(
         req,
         ctx,
-        (route, &snapshot.route_names[route_idx]),
+        snapshot,
+        route_idx,
         &upgrade,
-        (balancer, states),
         session_key.hash,
         deadline,
     )
@@ -239,6 +293,9 @@ async fn route_request(
     );
 
     let response = switching_protocols(&upgrade, &backend, route, &backend_name, &request_id);
+    // The 101's headers went into the response: the session does not keep them.
+    let mut backend = backend;
+    backend.headers = http::HeaderMap::new();
     let on_upgrade = hyper::upgrade::on(req);
     let m = &ctx.shared.metrics;
     m.upgrades_total
@@ -274,21 +331,26 @@ enum BackendFailure {
 }
 
 /// Picks (and reserves) a backend, dials it, and on a connect failure (refused, reset,
-/// timeout: nothing has been sent anywhere yet) charges it a passive failure and tries the next
-/// one from the ring's walk, once; then sends the upgrade. All within the route's
-/// `handshake_timeout`. Once the backend has answered anything, nothing is retried. A failed
-/// attempt's reservation is released when its [`Picked`] guard drops.
+/// timeout, TLS: nothing has been sent to the client yet) charges it a passive failure and
+/// tries the next one from the ring's walk, once; then sends the upgrade. All within the
+/// route's `handshake_timeout`. Once the backend has answered anything, nothing is retried. A
+/// failed attempt's reservation is released when its [`Picked`] guard drops.
 async fn dial_and_upgrade(
     req: &Request<Incoming>,
     ctx: &ConnContext,
-    (route, route_name): (&Route, &Arc<str>),
+    snapshot: &Snapshot,
+    route_idx: usize,
     upgrade: &UpgradeRequest,
-    (balancer, states): (&Balancer, &[Arc<BackendState>]),
     key_hash: u64,
     deadline: tokio::time::Instant,
 ) -> Result<(Picked, UpgradedBackend, HeaderValue), (BackendFailure, String)> {
-    let unreachable = |e: String| (BackendFailure::Reject(RejectReason::BackendUnreachable), e);
+    let route = &snapshot.config.routes[route_idx];
+    let route_name = &*snapshot.route_names[route_idx];
+    let balancer = &snapshot.balancers[route_idx];
+    let transports = &snapshot.transports[route_idx];
+    let states = &snapshot.backends[route_idx];
     let metrics = &ctx.shared.metrics;
+    let unreachable = |e: String| (BackendFailure::Reject(RejectReason::BackendUnreachable), e);
     let mut picked = balancer
         .pick(key_hash, states, None)
         .ok_or_else(|| unreachable("no eligible backend".into()))?;
@@ -298,13 +360,17 @@ async fn dial_and_upgrade(
         if picked.kind == PickKind::Overflow {
             metrics
                 .balance_overflow_total
-                .with_label_values(&[&**route_name])
+                .with_label_values(&[route_name])
                 .inc();
         }
         let backend = &route.backends[picked.index];
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let timeout = route.limits.connect_timeout.min(remaining);
-        let e = match upstream::connect(&backend.url, timeout).await {
+        let transport = match &transports[picked.index] {
+            Ok(t) => t,
+            Err(e) => return Err(unreachable(e.to_string())),
+        };
+        let e = match upstream::dial(&backend.url, transport, timeout).await {
             Ok(stream) => break stream,
             Err(e) => e,
         };
@@ -321,7 +387,7 @@ async fn dial_and_upgrade(
                 debug!(route = %route.name, backend = %backend.name, error = %e, "connect failed; retrying on the next backend");
                 metrics
                     .handshake_retries_total
-                    .with_label_values(&[&**route_name])
+                    .with_label_values(&[route_name])
                     .inc();
                 retried = true;
                 // Assigning drops the failed backend's reservation.
@@ -385,6 +451,7 @@ fn peer_of(ctx: &ConnContext) -> Peer {
         ip: ctx.peer.ip(),
         trusted: ctx.peer_trusted(),
         tls: ctx.listener.tls.is_some(),
+        client_cert: ctx.client_cert.clone(),
     }
 }
 

@@ -61,8 +61,21 @@ enum Command {
         /// Where the router listens (an OS-chosen port if taken).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
+        /// Where the router serves wss:// (an OS-chosen port if taken).
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen_tls: std::net::SocketAddr,
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: std::net::SocketAddr,
+    },
+    /// Write development certificates: a dev CA and a server certificate for
+    /// localhost, 127.0.0.1 and ::1.
+    Certs {
+        /// Development certificates (the only kind wsedge makes; production ones come from
+        /// your CA or ACME).
+        #[arg(long)]
+        dev: bool,
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
     },
     /// What a new routes file would drain on a running router (changes nothing).
     Plan {
@@ -102,7 +115,13 @@ fn main() -> ExitCode {
             print!("{}", wsedge::demo::DEMO_CONFIG);
             Ok(())
         }
-        Command::Demo { listen, admin, .. } => demo(listen, admin),
+        Command::Demo {
+            listen,
+            listen_tls,
+            admin,
+            ..
+        } => demo(listen, listen_tls, admin),
+        Command::Certs { dev, out } => certs(dev, &out),
         Command::Healthcheck { url } => healthcheck(&url),
         Command::Plan { admin, new, token } => plan(&admin, &new, token),
     };
@@ -234,16 +253,63 @@ fn echo(listen: std::net::SocketAddr, id: String) -> anyhow::Result<()> {
     })
 }
 
-fn demo(listen: std::net::SocketAddr, admin: std::net::SocketAddr) -> anyhow::Result<()> {
+fn certs(dev: bool, out: &std::path::Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        dev,
+        "only --dev is supported: production certificates come from your CA or ACME"
+    );
+    let files = wsedge::tls::dev::write_dev_set(out)?;
+    println!("wrote development certificates (never use them in production):");
+    println!("  CA certificate:     {}", files.ca_cert.display());
+    println!(
+        "  CA key:             {}   (keep private; signs anything)",
+        files.ca_key.display()
+    );
+    println!(
+        "  server certificate: {}   (localhost, 127.0.0.1, ::1)",
+        files.cert.display()
+    );
+    println!("  server key:         {}", files.key.display());
+    println!("use them in routes.yaml:");
+    println!(
+        "  tls: {{cert: {}, key: {}}}",
+        files.cert.display(),
+        files.key.display()
+    );
+    println!(
+        "and make clients trust {} (e.g. `curl --cacert`, SSL_CERT_FILE).",
+        files.ca_cert.display()
+    );
+    Ok(())
+}
+
+fn demo(
+    listen: std::net::SocketAddr,
+    listen_tls: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+) -> anyhow::Result<()> {
     raise_fd_limit();
     runtime()?.block_on(async move {
-        let demo = wsedge::demo::Demo::start(listen, admin).await?;
+        let demo = wsedge::demo::Demo::start(listen, listen_tls, admin).await?;
         let addr = demo.server.addr();
         println!("wsedge demo is running.");
         for (name, backend) in &demo.backends {
             println!("  echo backend {name}: ws://{backend}");
         }
         println!("  connect to:   ws://{addr}/?room=lobby   (send `whoami` to see your backend)");
+        if let Some(tls) = demo.tls_addr() {
+            println!("  or over TLS:  wss://localhost:{}/?room=lobby", tls.port());
+            println!(
+                "  CA to trust:  {}   (a dev CA made at start; its key was never written)",
+                demo.ca_cert.display()
+            );
+            println!(
+                "                e.g. SSL_CERT_FILE={0} python3 -m websockets wss://localhost:{1}/\n                \
+                 NODE_EXTRA_CA_CERTS={0} for Node, curl --cacert {0} for curl",
+                demo.ca_cert.display(),
+                tls.port()
+            );
+        }
         if let Some(admin) = demo.server.admin_addr() {
             println!("  admin:        http://{admin}/metrics");
         }

@@ -22,7 +22,7 @@ fn route(n: usize, load_factor: Option<f64>) -> Route {
     }
     let (config, _) = crate::config::Config::from_yaml(std::path::Path::new("t.yaml"), &yaml)
         .expect("valid test config");
-    config.routes[0].clone()
+    (*config.routes[0]).clone()
 }
 
 fn states(n: usize) -> Vec<Arc<BackendState>> {

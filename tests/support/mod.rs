@@ -22,6 +22,8 @@ use tokio_util::task::TaskTracker;
 use wsedge::config::Config;
 use wsedge::server::Server;
 
+pub mod tls;
+
 pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Generous upper bound for anything a test awaits.
