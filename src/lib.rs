@@ -45,6 +45,7 @@ pub mod plan;
 pub mod proxy_protocol;
 pub mod registry;
 pub mod reload;
+pub mod resolve;
 pub mod rlimit;
 pub mod route;
 pub mod server;
