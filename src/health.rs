@@ -23,8 +23,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::backend::{BackendState, Health};
-use crate::balance::Balancer;
+use crate::backend::{BackendState, Health, LiveGuard};
+use crate::balance::{Balancer, PickKind, Picked};
 use crate::config::{HealthCheck, OnAllUnhealthy, Route};
 use crate::metrics::Metrics;
 use crate::plan::DrainReason;
@@ -381,24 +381,25 @@ pub fn reconcile(checker: &HealthChecker, old: &Snapshot, new: &Snapshot) {
     }
 }
 
-/// The first backend for a session: the balancer's pick among eligible backends; when none
-/// is eligible, the ring's preferred one regardless of health if the route says
+/// The first backend for a session, reserved: the balancer's pick among eligible backends;
+/// when none is eligible, the ring's preferred one regardless of health if the route says
 /// `on_all_unhealthy: route_anyway`. `None` → refuse with `no_healthy_backend`.
 pub fn pick_first(
     route: &Route,
     balancer: &Balancer,
     states: &[Arc<BackendState>],
     key: u64,
-) -> Option<usize> {
+) -> Option<Picked> {
     balancer.pick(key, states, None).or_else(|| {
         let anyway = route
             .health_check
             .as_ref()
             .is_some_and(|hc| hc.on_all_unhealthy == OnAllUnhealthy::RouteAnyway);
-        if anyway {
-            balancer.preferred(key)
-        } else {
-            None
-        }
+        let index = balancer.preferred(key).filter(|_| anyway)?;
+        Some(Picked {
+            index,
+            kind: PickKind::Preferred,
+            guard: LiveGuard::acquire(states.get(index)?),
+        })
     })
 }

@@ -9,7 +9,7 @@
 //! # Modules
 //! - [`config`]: routes.yaml → validated [`config::Config`] (`raw` → `validate`).
 //! - [`server`]: the running router: snapshot, listeners, admin, shutdown.
-//! - [`listener`]: accept loop with backoff; socket options.
+//! - [`listener`]: accept loop with backoff; socket options; [`proxy_protocol`] v1/v2 headers.
 //! - [`conn`]: one client connection end to end; every refusal is one [`handshake::RejectReason`].
 //! - [`handshake`]: RFC 6455 §4.2.1 validation, Origin, subprotocols, extensions.
 //! - [`route`]: the immutable route table.
@@ -44,8 +44,10 @@ pub mod listener;
 pub mod metrics;
 pub mod origin;
 pub mod plan;
+pub mod proxy_protocol;
 pub mod registry;
 pub mod reload;
+pub mod resolve;
 pub mod rlimit;
 pub mod route;
 pub mod server;

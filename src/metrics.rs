@@ -28,6 +28,12 @@ pub struct Metrics {
     pub bytes_total: IntCounterVec,
     /// `code`: the bucket of [`close_code_label`]; `initiator`: client, backend or proxy.
     pub closes_total: IntCounterVec,
+    /// Bounded-load picks where every eligible backend was at its cap (strict affinity broken).
+    pub balance_overflow_total: IntCounterVec,
+    /// Upgrades whose first backend refused the connect and that were retried on the next one.
+    pub handshake_retries_total: IntCounterVec,
+    /// Connections closed for a malformed or missing PROXY protocol header, by listener.
+    pub proxy_protocol_errors_total: IntCounterVec,
     /// `result`: a `tls::accept::Outcome` label; plain listeners count only `tls_on_plain_port`.
     pub tls_handshakes_total: IntCounterVec,
     /// Certificate reloads by listener and result (`ok`, or `broken`: the old pair kept serving).
@@ -140,6 +146,24 @@ impl Metrics {
                 "wsedge_closes_total",
                 "Ended sessions by route, close code bucket and initiator",
                 &["route", "code", "initiator"],
+            ),
+            balance_overflow_total: counter(
+                &r,
+                "wsedge_balance_overflow_total",
+                "Bounded-load picks with every eligible backend at its cap, by route",
+                &["route"],
+            ),
+            handshake_retries_total: counter(
+                &r,
+                "wsedge_handshake_retries_total",
+                "Backend connect failures retried on the next backend, by route",
+                &["route"],
+            ),
+            proxy_protocol_errors_total: counter(
+                &r,
+                "wsedge_proxy_protocol_errors_total",
+                "Connections closed for a malformed PROXY protocol header, by listener",
+                &["listener"],
             ),
             tls_handshakes_total: counter(
                 &r,

@@ -67,7 +67,18 @@ impl Snapshot {
     /// Builds a generation; `previous` lends its backend states to unchanged backends.
     pub fn build(config: Config, generation: u64, previous: Option<&Snapshot>) -> Self {
         let table = RouteTable::new(&config);
-        let balancers = config.routes.iter().map(|r| Balancer::new(r)).collect();
+        // Rings are quadratic to build: reuse the previous generation's where nothing changed.
+        let balancers = config
+            .routes
+            .iter()
+            .map(|route| {
+                let old = previous.and_then(|p| {
+                    let i = p.config.routes.iter().position(|r| r.name == route.name)?;
+                    p.balancers.get(i)
+                });
+                Balancer::reusing(route, old)
+            })
+            .collect();
         let route_names = config
             .routes
             .iter()
