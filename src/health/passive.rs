@@ -31,7 +31,8 @@ pub enum Outcome {
 }
 
 /// Records `outcome` for `route.backends[idx]`. Returns true when it ejected the backend.
-/// A no-op for routes without `health_check.passive`.
+/// The consecutive-failure count is kept for every route (`/status` shows it); ejection
+/// needs `health_check.passive`.
 pub fn record_outcome(
     route: &Route,
     states: &[Arc<BackendState>],
@@ -39,26 +40,29 @@ pub fn record_outcome(
     outcome: Outcome,
     metrics: &Metrics,
 ) -> bool {
-    let Some(passive) = route.health_check.as_ref().and_then(|h| h.passive.as_ref()) else {
-        return false;
-    };
     let Some(state) = states.get(idx) else {
         return false;
     };
+    let passive = route.health_check.as_ref().and_then(|h| h.passive.as_ref());
     match outcome {
         Outcome::Neutral => false,
         Outcome::Success => {
-            state.passive_failures.store(0, Ordering::Relaxed);
+            state.passive_failures.store(0, Ordering::Release);
             // Back for a whole base ejection without trouble: the next ejection is short again.
-            let until = state.ejected_until_ms();
-            let calm = passive.ejection.as_millis() as u64;
-            if until != 0 && now_ms() >= until.saturating_add(calm) {
-                state.ejections_in_a_row.store(0, Ordering::Relaxed);
+            if let Some(passive) = passive {
+                let until = state.ejected_until_ms();
+                let calm = passive.ejection.as_millis() as u64;
+                if until != 0 && now_ms() >= until.saturating_add(calm) {
+                    state.ejections_in_a_row.store(0, Ordering::Relaxed);
+                }
             }
             false
         }
         Outcome::Failure => {
             let n = state.passive_failures.fetch_add(1, Ordering::AcqRel) + 1;
+            let Some(passive) = passive else {
+                return false;
+            };
             if n < passive.consecutive_failures || state.is_ejected() {
                 return false;
             }
