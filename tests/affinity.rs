@@ -119,6 +119,25 @@ async fn two_routers_with_the_same_config_pick_the_same_backends() {
     stop_all(b, bs).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_router_processes_with_the_same_file_pick_the_same_backends() {
+    let bs = backends(5).await;
+    let dir = TempDir::new("determinism");
+    let path = dir.write("routes.yaml", &yaml(&bs, "affinity: {key: \"query:room\"}"));
+    let (p1, p2) = (Process::run(&path), Process::run(&path));
+    assert_ne!(p1.addr, p2.addr);
+    for i in 0..40 {
+        let room = format!("room-{i}");
+        let (_w1, b1) = open(&format!("ws://{}/?room={room}", p1.addr), &[]).await;
+        let (_w2, b2) = open(&format!("ws://{}/?room={room}", p2.addr), &[]).await;
+        assert_eq!(b1, b2, "{room}: replicas disagree on the preferred backend");
+    }
+    drop((p1, p2));
+    for b in bs {
+        b.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn bounded_loads_hold_the_cap_under_200_concurrent_handshakes_with_a_hot_key() {
     let bs = backends(5).await;

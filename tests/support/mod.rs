@@ -712,3 +712,40 @@ pub fn server_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     f.extend_from_slice(payload);
     f
 }
+
+/// A `wsedge run` process (JSON logs), killed on drop.
+pub struct Process {
+    pub child: std::process::Child,
+    /// The first traffic listener's address, from its `listening` log line.
+    pub addr: SocketAddr,
+}
+
+impl Process {
+    pub fn run(config: &std::path::Path) -> Process {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wsedge"))
+            .args(["--log-format", "json", "run", "--config"])
+            .arg(config)
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines.next().expect("wsedge logs its listener").unwrap();
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if v["fields"]["message"] == "listening" {
+                break v["fields"]["addr"].as_str().unwrap().parse().unwrap();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {}); // keep the pipe drained
+        Process { child, addr }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
