@@ -22,6 +22,7 @@
 //! - [`reload`]: live reload; [`plan`]: which sessions a change concerns; [`drain`]: spread closes.
 //! - [`admin`], [`metrics`]: operations.
 //! - [`echo`]: the built-in echo backend; [`check`]: `wsedge check`.
+//! - [`loadtest`]: `wsedge loadtest`, failover scenarios and reports; [`demo`] runs one.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -38,6 +39,7 @@ pub mod forward;
 pub mod frame;
 pub mod handshake;
 pub mod listener;
+pub mod loadtest;
 pub mod metrics;
 pub mod origin;
 pub mod plan;

@@ -64,6 +64,9 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: std::net::SocketAddr,
     },
+    /// Load and failover test: N sessions that check every echo; JSON/HTML reports;
+    /// `--scenario` for a pass/fail failover rehearsal.
+    Loadtest(wsedge::loadtest::LoadtestArgs),
     /// What a new routes file would drain on a running router (changes nothing).
     Plan {
         /// The running router's admin URL.
@@ -84,7 +87,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // The load tester prints its own report; the in-process router's per-session lines would
+    // bury it, so only warnings show unless RUST_LOG asks for more.
+    let quiet = matches!(cli.command, Command::Loadtest(_));
+    init_logging(cli.log_format, if quiet { "warn" } else { "info" });
     let result = match cli.command {
         Command::Check { config } => {
             let ok = wsedge::check::run(&config, &mut std::io::stdout(), &mut std::io::stderr());
@@ -94,6 +100,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             };
         }
+        Command::Loadtest(args) => return wsedge::loadtest::cli(args),
         Command::Run { config } => run(config),
         Command::Echo { listen, id } => echo(listen, id),
         Command::Demo {
@@ -115,9 +122,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
