@@ -308,6 +308,7 @@ pub fn cli(args: LoadtestArgs) -> std::process::ExitCode {
                 let o = scenario::Overrides {
                     connections: args.connections,
                     duration: args.duration,
+                    ..Default::default()
                 };
                 let (report, world) =
                     scenario::run(&s, scenario::Files::Dir(dir), &o, progress).await?;

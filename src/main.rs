@@ -53,11 +53,24 @@ enum Command {
         #[arg(long, default_value = "echo")]
         id: String,
     },
-    /// Three echo backends and the router in front of them; nothing to install.
+    /// Three echo backends and the router in front of them, under a failover load test
+    /// (a backend crashes and restarts, another is drained); nothing to install.
     Demo {
-        /// Print the embedded config and exit.
+        /// Print the embedded routes template and scenario, and exit.
         #[arg(long)]
         print_config: bool,
+        /// Length of the load test; the scenario's timeline is scaled to it.
+        #[arg(long, default_value = "30s", value_parser = wsedge::config::units::parse_duration)]
+        duration: Duration,
+        /// Sessions in the load test.
+        #[arg(long, default_value_t = 300)]
+        connections: usize,
+        /// Stop after the report instead of keeping the router up (CI).
+        #[arg(long)]
+        exit: bool,
+        /// Where the HTML report goes.
+        #[arg(long, default_value = "demo-report.html")]
+        html: PathBuf,
         /// Where the router listens (an OS-chosen port if taken).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
@@ -89,7 +102,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The load tester prints its own report; the in-process router's per-session lines would
     // bury it, so only warnings show unless RUST_LOG asks for more.
-    let quiet = matches!(cli.command, Command::Loadtest(_));
+    let quiet = matches!(cli.command, Command::Loadtest(_) | Command::Demo { .. });
     init_logging(cli.log_format, if quiet { "warn" } else { "info" });
     let result = match cli.command {
         Command::Check { config } => {
@@ -106,10 +119,19 @@ fn main() -> ExitCode {
         Command::Demo {
             print_config: true, ..
         } => {
-            print!("{}", wsedge::demo::DEMO_CONFIG);
+            print!("{}", wsedge::demo::FAILOVER_FILES[0].1);
+            print!("---\n# the scenario\n{}", wsedge::demo::FAILOVER_SCENARIO);
             Ok(())
         }
-        Command::Demo { listen, admin, .. } => demo(listen, admin),
+        Command::Demo {
+            listen,
+            admin,
+            duration,
+            connections,
+            exit,
+            html,
+            ..
+        } => return demo(listen, admin, duration, connections, exit, html),
         Command::Healthcheck { url } => healthcheck(&url),
         Command::Plan { admin, new, token } => plan(&admin, &new, token),
     };
@@ -241,24 +263,63 @@ fn echo(listen: std::net::SocketAddr, id: String) -> anyhow::Result<()> {
     })
 }
 
-fn demo(listen: std::net::SocketAddr, admin: std::net::SocketAddr) -> anyhow::Result<()> {
-    raise_fd_limit();
-    runtime()?.block_on(async move {
-        let demo = wsedge::demo::Demo::start(listen, admin).await?;
-        let addr = demo.server.addr();
-        println!("wsedge demo is running.");
-        for (name, backend) in &demo.backends {
-            println!("  echo backend {name}: ws://{backend}");
+/// `wsedge demo`: the embedded failover scenario, its report, then the router stays up.
+/// Exit 1 when the scenario fails.
+fn demo(
+    listen: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+    duration: Duration,
+    connections: usize,
+    exit: bool,
+    html: PathBuf,
+) -> ExitCode {
+    let result = runtime().and_then(|rt| {
+        rt.block_on(async move {
+            let overrides = wsedge::loadtest::scenario::Overrides {
+                connections: Some(connections),
+                duration: Some(duration),
+                listen: Some(listen),
+                admin: Some(admin),
+            };
+            println!(
+                "wsedge demo: {connections} sessions for {}s through the router while backend b \
+                 crashes and restarts and backend a is drained…",
+                duration.as_secs()
+            );
+            let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let (report, world) = wsedge::demo::run_failover(&overrides, progress).await?;
+            report.write_text(&mut std::io::stdout())?;
+            std::fs::write(&html, wsedge::loadtest::html::render(&report))
+                .with_context(|| format!("write {}", html.display()))?;
+            println!("HTML report: {}", html.display());
+            let passed = report.scenario.as_ref().is_some_and(|v| v.passed);
+            if !exit {
+                println!("The router is still up:");
+                for (name, b) in &world.backends {
+                    println!("  echo backend {name}: ws://{}", b.addr);
+                }
+                println!(
+                    "  connect to:   ws://{}/?room=lobby   (send `whoami` to see your backend)",
+                    world.router()
+                );
+                if let Some(admin) = world.admin_addr() {
+                    println!("  admin:        http://{admin}/metrics");
+                }
+                println!("Ctrl-C to stop.");
+                wait_for_signal().await;
+            }
+            world.stop().await;
+            Ok::<_, anyhow::Error>(passed)
+        })
+    });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("wsedge: {e:#}");
+            ExitCode::from(2)
         }
-        println!("  connect to:   ws://{addr}/?room=lobby   (send `whoami` to see your backend)");
-        if let Some(admin) = demo.server.admin_addr() {
-            println!("  admin:        http://{admin}/metrics");
-        }
-        println!("Ctrl-C to stop.");
-        wait_for_signal().await;
-        demo.stop().await;
-        Ok(())
-    })
+    }
 }
 
 /// Exit 0 when `/healthz` answers 200.

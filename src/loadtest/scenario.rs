@@ -115,6 +115,10 @@ pub struct Overrides {
     pub connections: Option<usize>,
     /// The timeline is scaled by new/old duration, so events keep their place in the run.
     pub duration: Option<Duration>,
+    /// Preferred router and admin addresses (the demo's well-known ports); an OS-chosen
+    /// port when taken or absent.
+    pub listen: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
 }
 
 /// A scenario's running world: backends and router. The demo keeps it up after the report.
@@ -210,7 +214,10 @@ impl Scenario {
 
 /// A free loopback port, chosen by the OS (the tiny race until the router binds it is fine
 /// for a test rig; the router needs a fixed address so rewritten templates keep it).
-fn free_port() -> anyhow::Result<SocketAddr> {
+fn free_port(preferred: Option<SocketAddr>) -> anyhow::Result<SocketAddr> {
+    if let Some(l) = preferred.and_then(|p| std::net::TcpListener::bind(p).ok()) {
+        return Ok(l.local_addr()?);
+    }
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?)
 }
@@ -247,7 +254,7 @@ async fn spawn_echo(name: &str, addr: SocketAddr) -> anyhow::Result<EchoProc> {
 }
 
 impl World {
-    pub async fn start(s: &Scenario, files: Files) -> anyhow::Result<World> {
+    pub async fn start(s: &Scenario, files: Files, o: &Overrides) -> anyhow::Result<World> {
         let mut backends = BTreeMap::new();
         let alive = Arc::new(Alive::default());
         for name in &s.backends {
@@ -257,7 +264,7 @@ impl World {
         let n: u64 = rand::random();
         let dir = std::env::temp_dir().join(format!("wsedge-scenario-{n:x}"));
         std::fs::create_dir_all(&dir)?;
-        let (listen, admin) = (free_port()?, free_port()?);
+        let (listen, admin) = (free_port(o.listen)?, free_port(o.admin)?);
         let text = render(&files, &s.routes, listen, admin, &backends)?;
         let path = swap_in(&dir, &text)?;
         let (config, _) = Config::load(&path).map_err(|e| anyhow::anyhow!("{}:\n{e}", s.routes))?;
@@ -274,6 +281,10 @@ impl World {
         };
         w.update_alive(&text);
         Ok(w)
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.server.admin_addr()
     }
 
     pub fn router(&self) -> SocketAddr {
@@ -428,7 +439,7 @@ pub async fn run(
     o: &Overrides,
     progress: bool,
 ) -> anyhow::Result<(Report, World)> {
-    let mut world = World::start(s, files).await?;
+    let mut world = World::start(s, files, o).await?;
     let plan = s.plan(world.router(), o)?;
     let stats = Arc::new(Stats::default());
     let load = tokio::spawn(super::run(
