@@ -109,9 +109,10 @@ fn chart(
         let t = t_max * f;
         let _ = write!(
             s,
-            r#"<text x="{tx:.1}" y="{ty}" font-size="10" text-anchor="middle">{t:.0}s</text>"#,
+            r#"<text x="{tx:.1}" y="{ty}" font-size="10" text-anchor="middle">{ts}s</text>"#,
             tx = x(t),
-            ty = MT + ph + 14.0
+            ty = MT + ph + 14.0,
+            ts = fmt_num(t)
         );
     }
     let _ = write!(
