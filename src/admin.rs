@@ -166,6 +166,8 @@ fn reload_error(e: &ReloadError) -> Response<Body> {
             errors.0.iter().map(|e| e.to_string()).collect(),
         ),
         ReloadError::Bind(_) => (StatusCode::INTERNAL_SERVER_ERROR, vec![e.to_string()]),
+        // The file is valid but names a certificate that cannot be used: the caller's to fix.
+        ReloadError::Tls(_) => (StatusCode::BAD_REQUEST, vec![e.to_string()]),
     };
     json(status, &serde_json::json!({ "errors": errors }))
 }

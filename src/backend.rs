@@ -135,13 +135,13 @@ pub fn identity(backend: &Backend) -> String {
 
 /// Per route, per backend (index-aligned with the config), carrying over the state of every
 /// backend whose (route, name, identity) is unchanged from `previous`.
+/// Backend states by (route, backend name), with each backend's identity.
+pub type BackendIndex = HashMap<(String, String), (String, Arc<BackendState>)>;
+
 pub fn carry_over(
     config: &Config,
-    previous: Option<&HashMap<(String, String), (String, Arc<BackendState>)>>,
-) -> (
-    Vec<Vec<Arc<BackendState>>>,
-    HashMap<(String, String), (String, Arc<BackendState>)>,
-) {
+    previous: Option<&BackendIndex>,
+) -> (Vec<Vec<Arc<BackendState>>>, BackendIndex) {
     let mut all = HashMap::new();
     let per_route = config
         .routes

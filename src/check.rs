@@ -1,11 +1,15 @@
 //! `wsedge check`: validate a config file and print a readable summary (listeners, routes,
 //! backends, warnings), or every error as `FILE:LINE:COLUMN: field.path: what is wrong`.
+//! Certificates named by a valid file are then verified too (readable, key matching, valid
+//! now, covering their `server_names`; a warning when one expires within 14 days), each problem
+//! as `FILE: why`.
 
 use std::io::{self, Write};
 use std::path::Path;
 
 use crate::config::units::{format_duration, format_size};
-use crate::config::{AffinityKey, Config, HostMatch, Route, TlsVersion};
+use crate::config::{AffinityKey, CertificatePair, Config, HostMatch, Route, TlsVersion};
+use crate::tls::inspect;
 
 /// Prints a summary of listeners, routes and backends (and warnings) to `out` and returns true,
 /// or prints every error as `FILE:LINE:COLUMN: field.path: what is wrong` to `err` and returns
@@ -18,7 +22,14 @@ pub fn run(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> bool {
             for w in &warnings {
                 let _ = writeln!(err, "{w}");
             }
-            true
+            let report = certificates(&config, unix_now());
+            for w in &report.warnings {
+                let _ = writeln!(err, "warning: {w}");
+            }
+            for e in &report.errors {
+                let _ = writeln!(err, "{e}");
+            }
+            report.errors.is_empty()
         }
         Err(errors) => {
             for e in &errors.0 {
@@ -151,4 +162,97 @@ fn route(r: &Route, out: &mut dyn Write) -> io::Result<()> {
         format_duration(r.drain.timeout)
     )?;
     Ok(())
+}
+
+/// A certificate expiring sooner than this is worth a warning.
+pub const EXPIRY_WARNING: i64 = 14 * 24 * 3600;
+
+/// Certificate problems: errors fail `wsedge check`, warnings do not.
+#[derive(Debug, Default)]
+pub struct CertReport {
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+/// Verifies every certificate the config names, as of `now` (Unix seconds): listener pairs
+/// and client CAs, backend CAs and client certificates.
+pub fn certificates(c: &Config, now: i64) -> CertReport {
+    let mut report = CertReport::default();
+    for l in &c.listeners {
+        let Some(tls) = &l.tls else { continue };
+        let whose = format!("listener {}", l.name);
+        for pair in &tls.certificates {
+            check_pair(pair, &whose, now, &mut report);
+        }
+        if let Some(ca) = &tls.client_ca {
+            if let Err(e) = crate::tls::load_roots(ca) {
+                report.errors.push(format!("{e} ({whose} client_ca)"));
+            }
+        }
+    }
+    for r in &c.routes {
+        for b in &r.backends {
+            let whose = format!("route {} backend {}", r.name, b.name);
+            if let Some(ca) = &b.tls.ca {
+                if let Err(e) = crate::tls::load_roots(ca) {
+                    report.errors.push(format!("{e} ({whose} ca)"));
+                }
+            }
+            if let (Some(cert), Some(key)) = (&b.tls.client_cert, &b.tls.client_key) {
+                let pair = CertificatePair {
+                    server_names: Vec::new(),
+                    cert: cert.clone(),
+                    key: key.clone(),
+                };
+                check_pair(&pair, &whose, now, &mut report);
+            }
+        }
+    }
+    report
+}
+
+fn check_pair(pair: &CertificatePair, whose: &str, now: i64, report: &mut CertReport) {
+    let key = match crate::tls::load_pair(pair) {
+        Ok(key) => key,
+        Err(e) => {
+            report.errors.push(format!("{e} ({whose})"));
+            return;
+        }
+    };
+    let facts = match inspect::facts(&pair.cert, &key.cert[0]) {
+        Ok(f) => f,
+        Err(e) => {
+            report.errors.push(format!("{e} ({whose})"));
+            return;
+        }
+    };
+    let file = pair.cert.display();
+    if facts.not_after - now < EXPIRY_WARNING {
+        let days = (facts.not_after - now) / 86_400;
+        report.warnings.push(format!(
+            "{file}: expires on {} (in {days} days) ({whose})",
+            facts.not_after_text
+        ));
+    }
+    for name in &pair.server_names {
+        if !inspect::covers(&facts, name) {
+            report.errors.push(format!(
+                "{file}: does not cover {name} (its names: {}) ({whose})",
+                facts
+                    .dns_names
+                    .iter()
+                    .map(|n| n.to_string())
+                    .chain(facts.ip_addresses.iter().map(|ip| ip.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
 }

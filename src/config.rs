@@ -50,7 +50,8 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     /// `None` when the file has no `admin:` section: no admin listener is bound.
     pub admin: Option<Admin>,
-    pub routes: Vec<Route>,
+    /// Shared, so a live session holds a pointer to its route rather than a copy.
+    pub routes: Vec<std::sync::Arc<Route>>,
     pub shutdown: Shutdown,
 }
 

@@ -19,11 +19,15 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
+
+use crate::tls::accept::Outcome;
+use crate::tls::stream::ClientStream;
+use crate::tls::TlsListener;
 use tracing::{debug, info};
 
 use crate::balance::key;
 use crate::config::{Listener, Route};
-use crate::forward::{self, Peer};
+use crate::forward::{self, ForwardedCert, Peer};
 use crate::handshake::{self, RejectReason, UpgradeRequest};
 use crate::registry::{Placement, SessionMeta};
 use crate::server::{Shared, Snapshot};
@@ -31,17 +35,59 @@ use crate::upstream::{self, UpgradedBackend, UpstreamError};
 
 pub type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
-/// Serves one accepted TCP connection until it closes, upgrades, or shutdown ends it.
+/// Serves one accepted TCP connection until it closes, upgrades, or shutdown ends it. On a
+/// TLS listener the handshake comes first; handshake and request headers share the
+/// listener's `request_timeout`.
 pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     listener: Arc<Listener>,
+    tls: Option<Arc<TlsListener>>,
     shared: Arc<Shared>,
 ) {
+    let deadline = tokio::time::Instant::now() + listener.request_timeout;
+    let count = |outcome: Outcome| {
+        shared
+            .metrics
+            .tls_handshakes_total
+            .with_label_values(&[&listener.name, outcome.label()])
+            .inc();
+    };
+    let (io, client_cert) = match &tls {
+        Some(tls) => match crate::tls::accept::accept(tls, stream, peer, deadline).await {
+            Ok(accepted) => {
+                count(Outcome::Ok);
+                let client_cert = tls.forward_client_cert.clone().map(|header| ForwardedCert {
+                    header,
+                    subject: accepted.client_subject,
+                });
+                (accepted.stream, client_cert)
+            }
+            Err(outcome) => {
+                count(outcome);
+                return;
+            }
+        },
+        None => {
+            // A TLS client on a plain port would get a 400 it cannot read: count and close.
+            let sniff = crate::tls::accept::is_client_hello(&stream);
+            match tokio::time::timeout_at(deadline, sniff).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    debug!(%peer, listener = %listener.name, "TLS ClientHello on a plain port");
+                    count(Outcome::TlsOnPlainPort);
+                    return;
+                }
+                Err(_) => return,
+            }
+            (ClientStream::Plain(stream), None)
+        }
+    };
     let ctx = Arc::new(ConnContext {
         peer,
         listener: listener.clone(),
         shared: shared.clone(),
+        client_cert,
     });
     let service = service_fn(move |req| {
         let ctx = ctx.clone();
@@ -49,9 +95,15 @@ pub async fn serve(
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(listener.request_timeout)
+        // What the handshake left of `request_timeout` (hyper applies the same value to
+        // later keep-alive requests, which only makes those stricter).
+        .header_read_timeout(
+            deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .max(MIN_HEADER_TIME),
+        )
         .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
@@ -69,10 +121,15 @@ pub async fn serve(
     }
 }
 
+/// hyper needs a non-zero header timeout; a handshake that used up the deadline gets this.
+const MIN_HEADER_TIME: std::time::Duration = std::time::Duration::from_millis(1);
+
 struct ConnContext {
     peer: SocketAddr,
     listener: Arc<Listener>,
     shared: Arc<Shared>,
+    /// `forward_client_cert` on this listener, with the verified subject (if any).
+    client_cert: Option<ForwardedCert>,
 }
 
 impl ConnContext {
@@ -201,16 +258,14 @@ async fn route_request(
         req.uri().query(),
         client_ip,
     );
-    let balancer = &snapshot.balancers[route_idx];
-    let states = &snapshot.backends[route_idx];
 
     let deadline = tokio::time::Instant::now() + route.limits.handshake_timeout;
     let (backend_idx, backend, request_id) = dial_and_upgrade(
         req,
         ctx,
-        route,
+        snapshot,
+        route_idx,
         &upgrade,
-        (balancer, states),
         session_key.hash,
         deadline,
     )
@@ -226,7 +281,7 @@ async fn route_request(
     })?;
     let backend_name = route.backends[backend_idx].name.clone();
     slot.set_backend(
-        states[backend_idx].clone(),
+        snapshot.backends[route_idx][backend_idx].clone(),
         Placement {
             key_hash: session_key.hash,
             key_random: session_key.source == key::KeySource::Random,
@@ -235,6 +290,9 @@ async fn route_request(
     );
 
     let response = switching_protocols(&upgrade, &backend, route, &backend_name, &request_id);
+    // The 101's headers went into the response: the session does not keep them.
+    let mut backend = backend;
+    backend.headers = http::HeaderMap::new();
     let on_upgrade = hyper::upgrade::on(req);
     let m = &ctx.shared.metrics;
     m.upgrades_total
@@ -274,15 +332,16 @@ enum BackendFailure {
 async fn dial_and_upgrade(
     req: &Request<Incoming>,
     ctx: &ConnContext,
-    route: &Route,
+    snapshot: &Snapshot,
+    route_idx: usize,
     upgrade: &UpgradeRequest,
-    (balancer, states): (
-        &crate::balance::Balancer,
-        &[Arc<crate::backend::BackendState>],
-    ),
     key_hash: u64,
     deadline: tokio::time::Instant,
 ) -> Result<(usize, UpgradedBackend, HeaderValue), (BackendFailure, String)> {
+    let route = &snapshot.config.routes[route_idx];
+    let balancer = &snapshot.balancers[route_idx];
+    let transports = &snapshot.transports[route_idx];
+    let states = &snapshot.backends[route_idx];
     let unreachable = |e: String| (BackendFailure::Reject(RejectReason::BackendUnreachable), e);
     let first = balancer
         .pick(key_hash, states, None)
@@ -292,7 +351,11 @@ async fn dial_and_upgrade(
         let backend = &route.backends[chosen];
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let timeout = route.limits.connect_timeout.min(remaining);
-        match upstream::connect(&backend.url, timeout).await {
+        let transport = match &transports[chosen] {
+            Ok(t) => t,
+            Err(e) => return Err(unreachable(e.to_string())),
+        };
+        match upstream::dial(&backend.url, transport, timeout).await {
             Ok(stream) => break stream,
             Err(e) => {
                 let retry = balancer
@@ -343,7 +406,7 @@ async fn dial_and_upgrade(
         Ok(Ok(up)) => Ok((chosen, up, request_id)),
         Ok(Err(UpstreamError::Rejected(response))) => {
             let detail = format!("backend {} answered {}", backend.name, response.status());
-            Err((BackendFailure::Relay(relayed(response)), detail))
+            Err((BackendFailure::Relay(relayed(*response)), detail))
         }
         Ok(Err(e @ UpstreamError::Malformed(_))) => Err((
             BackendFailure::Reject(RejectReason::BackendBadResponse),
@@ -358,6 +421,7 @@ fn peer_of(ctx: &ConnContext) -> Peer {
         ip: ctx.peer.ip(),
         trusted: ctx.peer_trusted(),
         tls: ctx.listener.tls.is_some(),
+        client_cert: ctx.client_cert.clone(),
     }
 }
 

@@ -11,7 +11,7 @@ use tracing::info;
 
 use crate::config::{BackendUrl, Route};
 use crate::conn::{full, Body};
-use crate::forward::{strip_hop_by_hop, Peer};
+use crate::forward::{set_client_cert, strip_hop_by_hop, Peer};
 
 /// Forwards `req` (any method, body streamed) to `target` and streams the answer back.
 /// Failures become 502/504 for the client.
@@ -47,6 +47,7 @@ pub async fn proxy(
 
     let mut headers = req.headers().clone();
     strip_hop_by_hop(&mut headers);
+    set_client_cert(&mut headers, &peer);
     let ip = peer.ip.to_canonical().to_string();
     if let Ok(v) = HeaderValue::from_str(&ip) {
         headers.insert("x-forwarded-for", v);

@@ -50,13 +50,33 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Who is asking, as far as forwarding headers are concerned.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Peer {
     pub ip: IpAddr,
     /// The socket peer is in the listener's `trusted_proxies`.
     pub trusted: bool,
     /// The client connection is TLS.
     pub tls: bool,
+    /// The listener forwards the client certificate's subject (`forward_client_cert`).
+    pub client_cert: Option<ForwardedCert>,
+}
+
+/// `forward_client_cert`: the header, and the subject of the verified client certificate.
+#[derive(Debug, Clone)]
+pub struct ForwardedCert {
+    pub header: HeaderName,
+    pub subject: Option<HeaderValue>,
+}
+
+/// Removes every inbound copy of the client-certificate header (a client must not choose the
+/// identity the backend believes), then sets the verified subject when there is one.
+pub fn set_client_cert(headers: &mut HeaderMap, peer: &Peer) {
+    if let Some(fc) = &peer.client_cert {
+        headers.remove(&fc.header);
+        if let Some(subject) = &fc.subject {
+            headers.insert(fc.header.clone(), subject.clone());
+        }
+    }
 }
 
 /// Builds the backend's upgrade request headers from the client's. Returns them with the
@@ -94,7 +114,7 @@ pub fn upgrade_request_headers(
             headers.insert(header::HOST, v);
         }
     }
-    set_forwarded_for(&mut headers, client, peer);
+    set_forwarded_for(&mut headers, client, &peer);
     if !(peer.trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
         let proto = if peer.tls { "https" } else { "http" };
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
@@ -122,12 +142,14 @@ pub fn upgrade_request_headers(
     for (name, value) in &route.request_headers.add {
         headers.insert(name.clone(), value.clone());
     }
+    // Last: nothing the client or the route sets can stand in for the verified subject.
+    set_client_cert(&mut headers, &peer);
     (headers, request_id)
 }
 
 /// Appends the peer to `X-Forwarded-For` when the peer is a trusted proxy; replaces whatever
 /// the client sent otherwise (a client must not choose the address the backend believes).
-fn set_forwarded_for(headers: &mut HeaderMap, client: &HeaderMap, peer: Peer) {
+fn set_forwarded_for(headers: &mut HeaderMap, client: &HeaderMap, peer: &Peer) {
     let ip = peer.ip.to_canonical().to_string();
     let existing: Vec<&str> = client
         .get_all(&X_FORWARDED_FOR)

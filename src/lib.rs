@@ -18,6 +18,7 @@
 //! - [`upstream`]: dial the backend, send the upgrade, verify the 101.
 //! - [`session_task`]: the task owning a session; [`splice`] relays it; [`frame`] scans it.
 //! - [`session`]: the handle every live session registers; [`registry`] holds them.
+//! - [`tls`]: rustls on both sides: listener handshakes, certificate reload, `wss://` backends.
 //! - [`fallback`]: `http_fallback` for plain HTTP.
 //! - [`reload`]: live reload; [`plan`]: which sessions a change concerns; [`drain`]: spread closes.
 //! - [`admin`], [`metrics`]: operations.
@@ -52,4 +53,5 @@ pub mod session;
 pub mod session_task;
 pub mod splice;
 pub mod status;
+pub mod tls;
 pub mod upstream;

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::server::Shared;
+use crate::tls::TlsListener;
 
 /// Accept backlog; the kernel caps it at `net.core.somaxconn`.
 const BACKLOG: u32 = 4096;
@@ -41,10 +42,12 @@ pub fn tune_socket(stream: &TcpStream) {
 /// Accepts until `stop` (shutdown, or a reload that removed this listener). Errors such as
 /// EMFILE back off (doubling up to a second) instead of spinning on a full process. Each
 /// connection reads the listener's settings from the snapshot current when it arrives, so a
-/// reload's new `request_timeout` or `trusted_proxies` apply to new connections.
+/// reload's new `request_timeout` or `trusted_proxies` apply to new connections. `tls` is the
+/// listener's TLS side (certificates reload on their own, see `tls::watch`).
 pub async fn accept_loop(
     listener: TcpListener,
     name: String,
+    tls: Arc<arc_swap::ArcSwapOption<TlsListener>>,
     stop: CancellationToken,
     shared: Arc<Shared>,
 ) {
@@ -62,8 +65,9 @@ pub async fn accept_loop(
                 };
                 tune_socket(&stream);
                 let shared2 = shared.clone();
+                let tls = tls.load_full();
                 shared.connections.spawn(async move {
-                    crate::conn::serve(stream, peer, Arc::new(config), shared2).await;
+                    crate::conn::serve(stream, peer, Arc::new(config), tls, shared2).await;
                 });
             }
             Err(e) => {

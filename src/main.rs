@@ -74,12 +74,25 @@ enum Command {
         /// Where the router listens (an OS-chosen port if taken).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
+        /// Where the router serves wss:// (an OS-chosen port if taken).
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen_tls: std::net::SocketAddr,
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: std::net::SocketAddr,
     },
     /// Load and failover test: N sessions that check every echo; JSON/HTML reports;
     /// `--scenario` for a pass/fail failover rehearsal.
     Loadtest(wsedge::loadtest::LoadtestArgs),
+    /// Write development certificates: a dev CA and a server certificate for
+    /// localhost, 127.0.0.1 and ::1.
+    Certs {
+        /// Development certificates (the only kind wsedge makes; production ones come from
+        /// your CA or ACME).
+        #[arg(long)]
+        dev: bool,
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+    },
     /// What a new routes file would drain on a running router (changes nothing).
     Plan {
         /// The running router's admin URL.
@@ -119,19 +132,28 @@ fn main() -> ExitCode {
         Command::Demo {
             print_config: true, ..
         } => {
-            print!("{}", wsedge::demo::FAILOVER_FILES[0].1);
-            print!("---\n# the scenario\n{}", wsedge::demo::FAILOVER_SCENARIO);
+            print!("{}", wsedge::demo::DEMO_CONFIG);
+            print!(
+                "---\n# the failover scenario run first\n{}",
+                wsedge::demo::FAILOVER_SCENARIO
+            );
+            print!(
+                "---\n# its routes template\n{}",
+                wsedge::demo::FAILOVER_FILES[0].1
+            );
             Ok(())
         }
         Command::Demo {
             listen,
+            listen_tls,
             admin,
             duration,
             connections,
             exit,
             html,
             ..
-        } => return demo(listen, admin, duration, connections, exit, html),
+        } => return demo(listen, listen_tls, admin, duration, connections, exit, html),
+        Command::Certs { dev, out } => certs(dev, &out),
         Command::Healthcheck { url } => healthcheck(&url),
         Command::Plan { admin, new, token } => plan(&admin, &new, token),
     };
@@ -263,10 +285,12 @@ fn echo(listen: std::net::SocketAddr, id: String) -> anyhow::Result<()> {
     })
 }
 
-/// `wsedge demo`: the embedded failover scenario, its report, then the router stays up.
+/// `wsedge demo`: the embedded failover scenario and its report, then (without `--exit`) the
+/// interactive ws:// + wss:// demo until Ctrl-C.
 /// Exit 1 when the scenario fails.
 fn demo(
     listen: std::net::SocketAddr,
+    listen_tls: std::net::SocketAddr,
     admin: std::net::SocketAddr,
     duration: Duration,
     connections: usize,
@@ -293,25 +317,15 @@ fn demo(
                 .with_context(|| format!("write {}", html.display()))?;
             println!("HTML report: {}", html.display());
             let passed = report.scenario.as_ref().is_some_and(|v| v.passed);
-            if !exit {
-                println!("The router is still up:");
-                for (name, b) in &world.backends {
-                    println!("  echo backend {name}: ws://{}", b.addr);
-                }
-                println!(
-                    "  connect to:   ws://{}/?room=lobby   (send `whoami` to see your backend)",
-                    world.router()
-                );
-                if let Some(admin) = world.admin_addr() {
-                    println!("  admin:        http://{admin}/metrics");
-                }
-                println!("Ctrl-C to stop.");
-                wait_for_signal().await;
-            }
             world.stop().await;
             Ok::<_, anyhow::Error>(passed)
         })
     });
+    // Then the interactive demo (ws:// and wss://) on the ports the scenario just released.
+    let result = match result {
+        Ok(passed) if !exit => serve_demo(listen, listen_tls, admin).map(|()| passed),
+        other => other,
+    };
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
@@ -320,6 +334,75 @@ fn demo(
             ExitCode::from(2)
         }
     }
+}
+
+fn certs(dev: bool, out: &std::path::Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        dev,
+        "only --dev is supported: production certificates come from your CA or ACME"
+    );
+    let files = wsedge::tls::dev::write_dev_set(out)?;
+    println!("wrote development certificates (never use them in production):");
+    println!("  CA certificate:     {}", files.ca_cert.display());
+    println!(
+        "  CA key:             {}   (keep private; signs anything)",
+        files.ca_key.display()
+    );
+    println!(
+        "  server certificate: {}   (localhost, 127.0.0.1, ::1)",
+        files.cert.display()
+    );
+    println!("  server key:         {}", files.key.display());
+    println!("use them in routes.yaml:");
+    println!(
+        "  tls: {{cert: {}, key: {}}}",
+        files.cert.display(),
+        files.key.display()
+    );
+    println!(
+        "and make clients trust {} (e.g. `curl --cacert`, SSL_CERT_FILE).",
+        files.ca_cert.display()
+    );
+    Ok(())
+}
+
+/// The interactive demo: three echo backends and the router over ws:// and wss://, until
+/// Ctrl-C.
+fn serve_demo(
+    listen: std::net::SocketAddr,
+    listen_tls: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+) -> anyhow::Result<()> {
+    raise_fd_limit();
+    runtime()?.block_on(async move {
+        let demo = wsedge::demo::Demo::start(listen, listen_tls, admin).await?;
+        let addr = demo.server.addr();
+        println!("wsedge demo is running.");
+        for (name, backend) in &demo.backends {
+            println!("  echo backend {name}: ws://{backend}");
+        }
+        println!("  connect to:   ws://{addr}/?room=lobby   (send `whoami` to see your backend)");
+        if let Some(tls) = demo.tls_addr() {
+            println!("  or over TLS:  wss://localhost:{}/?room=lobby", tls.port());
+            println!(
+                "  CA to trust:  {}   (a dev CA made at start; its key was never written)",
+                demo.ca_cert.display()
+            );
+            println!(
+                "                e.g. SSL_CERT_FILE={0} python3 -m websockets wss://localhost:{1}/\n                \
+                 NODE_EXTRA_CA_CERTS={0} for Node, curl --cacert {0} for curl",
+                demo.ca_cert.display(),
+                tls.port()
+            );
+        }
+        if let Some(admin) = demo.server.admin_addr() {
+            println!("  admin:        http://{admin}/metrics");
+        }
+        println!("Ctrl-C to stop.");
+        wait_for_signal().await;
+        demo.stop().await;
+        Ok(())
+    })
 }
 
 /// Exit 0 when `/healthz` answers 200.

@@ -28,6 +28,10 @@ pub struct Metrics {
     pub bytes_total: IntCounterVec,
     /// `code`: the bucket of [`close_code_label`]; `initiator`: client, backend or proxy.
     pub closes_total: IntCounterVec,
+    /// `result`: a `tls::accept::Outcome` label; plain listeners count only `tls_on_plain_port`.
+    pub tls_handshakes_total: IntCounterVec,
+    /// Certificate reloads by listener and result (`ok`, or `broken`: the old pair kept serving).
+    pub tls_certificate_reloads_total: IntCounterVec,
     pub session_duration_seconds: HistogramVec,
     pub connections_active: IntGaugeVec,
     pub sessions_active: IntGauge,
@@ -125,6 +129,18 @@ impl Metrics {
                 "wsedge_closes_total",
                 "Ended sessions by route, close code bucket and initiator",
                 &["route", "code", "initiator"],
+            ),
+            tls_handshakes_total: counter(
+                &r,
+                "wsedge_tls_handshakes_total",
+                "TLS handshakes on traffic listeners by listener and result",
+                &["listener", "result"],
+            ),
+            tls_certificate_reloads_total: counter(
+                &r,
+                "wsedge_tls_certificate_reloads_total",
+                "Certificate file changes by listener and result (ok, broken)",
+                &["listener", "result"],
             ),
             session_duration_seconds: histogram(
                 &r,
@@ -243,6 +259,12 @@ impl Metrics {
         let _ = self.session_duration_seconds.remove_label_values(&[route]);
         let _ = self.sessions_draining.remove_label_values(&[route]);
         remove_matching(&self.connections_active, "route", route);
+    }
+
+    /// Deletes the TLS series of a listener a reload removed.
+    pub fn forget_listener(&self, listener: &str) {
+        remove_matching(&self.tls_handshakes_total, "listener", listener);
+        remove_matching(&self.tls_certificate_reloads_total, "listener", listener);
     }
 
     /// Deletes the series of one backend of a route.

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use crate::config::{Config, ConfigErrors};
 use crate::plan::Plan;
-use crate::server::{bind_all, Shared, Snapshot, StartError};
+use crate::server::{bind_all, load_tls, Shared, Snapshot, StartError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -24,6 +24,10 @@ pub enum ReloadError {
     Invalid(ConfigErrors),
     #[error(transparent)]
     Bind(StartError),
+    /// A listener certificate or a backend `ca` / client certificate of the new config is
+    /// unusable: nothing changed, the old ones keep serving.
+    #[error(transparent)]
+    Tls(StartError),
 }
 
 impl ReloadError {
@@ -33,6 +37,7 @@ impl ReloadError {
             ReloadError::Busy => "busy",
             ReloadError::Invalid(_) => "invalid",
             ReloadError::Bind(_) => "bind_failed",
+            ReloadError::Tls(_) => "tls_failed",
         }
     }
 }
@@ -141,11 +146,30 @@ pub async fn apply(
             .collect();
         (to_bind, to_stop)
     };
+    // TLS sides of listeners that are new, moved, or whose `tls` changed: certificates are
+    // loaded before anything changes, so a bad one refuses the reload.
+    let mut fresh_tls = std::collections::HashMap::new();
+    let mut tls_changes = Vec::new();
+    for l in &config.listeners {
+        let rebound = to_bind.iter().any(|b| b.name == l.name);
+        let changed = old.config.listener(&l.name).is_none_or(|o| o.tls != l.tls);
+        if rebound || changed {
+            let tls = load_tls(l).map_err(ReloadError::Tls)?;
+            if rebound {
+                fresh_tls.insert(l.name.clone(), tls);
+            } else {
+                tls_changes.push((l.name.clone(), tls));
+            }
+        }
+    }
     // A listener that moves frees its old address only after the swap; binding the new one
     // first is what keeps a failed reload side-effect free.
     let fresh = bind_all(&to_bind).map_err(ReloadError::Bind)?;
 
     let new = Arc::new(Snapshot::build(config, old.generation + 1, Some(&old)));
+    if let Some(e) = new.transport_error() {
+        return Err(ReloadError::Tls(StartError::BackendTls(e)));
+    }
     shared.snapshot.store(new.clone());
     *shared.loaded_at.lock().unwrap_or_else(|e| e.into_inner()) = std::time::SystemTime::now();
     shared.metrics.config_generation.set(new.generation as i64);
@@ -155,9 +179,16 @@ pub async fn apply(
         if let Some(l) = shared.listeners().remove(name) {
             l.stop.cancel();
         }
+        if new.config.listener(name).is_none() {
+            shared.metrics.forget_listener(name);
+        }
     }
     for (cfg, listener) in fresh {
-        shared.serve_listener(&cfg, listener);
+        let tls = fresh_tls.remove(&cfg.name).flatten();
+        shared.serve_listener(&cfg, listener, tls);
+    }
+    for (name, tls) in tls_changes {
+        shared.set_listener_tls(&name, tls);
     }
     forget_removed_series(shared, &old, &new);
 

@@ -18,7 +18,8 @@ struct PathTable {
 impl PathTable {
     fn insert(&mut self, prefix: &str, route: usize) {
         self.by_prefix.push((prefix.to_owned(), route));
-        self.by_prefix.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        self.by_prefix
+            .sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
     }
 
     fn lookup(&self, path: &str) -> Option<usize> {
@@ -81,7 +82,9 @@ impl RouteTable {
             paths.insert(&route.path_prefix, idx);
         }
         for hosts in listeners.values_mut() {
-            hosts.suffixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+            hosts
+                .suffixes
+                .sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
         }
         RouteTable { listeners }
     }

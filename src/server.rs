@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::backend::BackendState;
 use crate::balance::Balancer;
@@ -24,6 +24,8 @@ use crate::config::{Config, Listener};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::route::RouteTable;
+use crate::tls::client::BackendTransport;
+use crate::tls::{TlsError, TlsListener};
 
 /// Everything a connection needs for one config generation, published as one unit so that a
 /// connection never sees half of a reload.
@@ -35,6 +37,10 @@ pub struct Snapshot {
     /// Index-aligned with `config.routes`.
     pub balancers: Vec<Balancer>,
     pub route_names: Vec<Arc<str>>,
+    /// `[route][backend]`, index-aligned with `config.routes[r].backends`: how each backend is
+    /// dialed (TLS configs are built once per generation, not per dial). An `Err` is a `ca` or
+    /// client certificate that could not be loaded; dialing that backend fails.
+    pub transports: Vec<Vec<Result<BackendTransport, Arc<TlsError>>>>,
     /// Live state per route, per backend (index-aligned with each route's `backends`).
     pub backends: Vec<Vec<Arc<BackendState>>>,
     /// The same states by (route, backend name), with each backend's identity: the next
@@ -54,22 +60,33 @@ fn ring_fingerprint(route: &crate::config::Route) -> u64 {
     crate::balance::key::hash_key(text.as_bytes())
 }
 
-pub type BackendIndex = HashMap<(String, String), (String, Arc<BackendState>)>;
+pub use crate::backend::BackendIndex;
 
 impl Snapshot {
     /// Builds a generation; `previous` lends its backend states to unchanged backends.
     pub fn build(config: Config, generation: u64, previous: Option<&Snapshot>) -> Self {
         let table = RouteTable::new(&config);
-        let balancers = config.routes.iter().map(Balancer::new).collect();
+        let balancers = config.routes.iter().map(|r| Balancer::new(r)).collect();
         let route_names = config
             .routes
             .iter()
             .map(|r| Arc::from(r.name.as_str()))
             .collect();
+        let transports = config
+            .routes
+            .iter()
+            .map(|r| {
+                r.backends
+                    .iter()
+                    .map(|b| BackendTransport::for_backend(b).map_err(Arc::new))
+                    .collect()
+            })
+            .collect();
         let (backends, backend_index) =
             crate::backend::carry_over(&config, previous.map(|p| &p.backend_index));
-        let ring_fingerprints = config.routes.iter().map(ring_fingerprint).collect();
+        let ring_fingerprints = config.routes.iter().map(|r| ring_fingerprint(r)).collect();
         Snapshot {
+            transports,
             ring_fingerprints,
             generation,
             config: Arc::new(config),
@@ -79,6 +96,14 @@ impl Snapshot {
             backends,
             backend_index,
         }
+    }
+
+    /// The first backend TLS setting that could not be loaded, if any.
+    pub fn transport_error(&self) -> Option<Arc<TlsError>> {
+        self.transports
+            .iter()
+            .flatten()
+            .find_map(|t| t.as_ref().err().cloned())
     }
 }
 
@@ -90,6 +115,11 @@ pub struct BoundListener {
     /// The actual address (port 0 resolved).
     pub local: SocketAddr,
     pub stop: CancellationToken,
+    /// The listener's TLS side, read by the accept loop per connection: a reload that changes
+    /// `tls` swaps it in place (no rebind). `None` for a plain listener.
+    pub tls: Arc<ArcSwapOption<TlsListener>>,
+    /// Stops the certificate watcher of the TLS side now serving (a child of `stop`).
+    pub tls_watch: CancellationToken,
 }
 
 /// State shared by every task of the router.
@@ -124,25 +154,74 @@ impl Shared {
         self.listeners.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts the accept loop of a freshly bound listener.
-    pub fn serve_listener(self: &Arc<Self>, config: &Listener, listener: TcpListener) {
+    /// Starts the accept loop of a freshly bound listener. `tls` comes from [`load_tls`]
+    /// (`Some` for a TLS listener); its certificate watcher stops with the listener.
+    pub fn serve_listener(
+        self: &Arc<Self>,
+        config: &Listener,
+        listener: TcpListener,
+        tls: Option<Arc<TlsListener>>,
+    ) {
         let local = listener.local_addr().expect("bound socket has an address");
         let stop = self.stop_accepting.child_token();
         info!(listener = %config.name, addr = %local, tls = config.tls.is_some(), "listening");
+        let tls_side = Arc::new(ArcSwapOption::from(tls.clone()));
+        let tls_watch = self.watch_certificates(&config.name, tls.as_deref(), &stop);
         self.listeners().insert(
             config.name.clone(),
             BoundListener {
                 bind: config.bind,
                 local,
                 stop: stop.clone(),
+                tls: tls_side.clone(),
+                tls_watch,
             },
         );
         self.tasks.spawn(crate::listener::accept_loop(
             listener,
             config.name.clone(),
+            tls_side,
             stop,
             self.clone(),
         ));
+    }
+
+    /// Replaces a bound listener's TLS side (a reload changed its `tls`): new connections
+    /// handshake with `tls`, connections and sessions already running keep theirs.
+    pub fn set_listener_tls(self: &Arc<Self>, name: &str, tls: Option<Arc<TlsListener>>) {
+        let mut listeners = self.listeners();
+        let Some(bound) = listeners.get_mut(name) else {
+            return;
+        };
+        bound.tls_watch.cancel();
+        bound.tls_watch = self.watch_certificates(name, tls.as_deref(), &bound.stop);
+        bound.tls.store(tls);
+        info!(listener = name, "listener TLS settings replaced");
+    }
+
+    /// Starts the certificate watcher of `tls` under a child of `stop`; returns its token.
+    fn watch_certificates(
+        &self,
+        name: &str,
+        tls: Option<&TlsListener>,
+        stop: &CancellationToken,
+    ) -> CancellationToken {
+        let token = stop.child_token();
+        if let Some(t) = tls {
+            // A watch that cannot be set up leaves the loaded certificates serving.
+            match crate::tls::watch::watch(
+                name.to_owned(),
+                t.resolver.clone(),
+                self.metrics.clone(),
+                token.clone(),
+            ) {
+                Ok(task) => {
+                    self.tasks.spawn(task);
+                }
+                Err(e) => warn!(listener = name, "{e}; certificates will not be reloaded"),
+            }
+        }
+        token
     }
 }
 
@@ -156,6 +235,22 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("listener {name}: {source}")]
+    ListenerTls { name: String, source: TlsError },
+    #[error("backend TLS: {0}")]
+    BackendTls(Arc<TlsError>),
+}
+
+/// A listener's TLS side, certificates loaded (`None` for a plain listener). Any unusable
+/// certificate is an error: at start (or when a reload adds the listener) there is no old
+/// certificate to keep serving.
+pub fn load_tls(l: &Listener) -> Result<Option<Arc<TlsListener>>, StartError> {
+    TlsListener::new(l)
+        .map(|t| t.map(Arc::new))
+        .map_err(|source| StartError::ListenerTls {
+            name: l.name.clone(),
+            source,
+        })
 }
 
 /// Binds each listener; all or nothing (what was bound is dropped on the first failure).
@@ -193,6 +288,11 @@ impl Server {
         }
         let metrics = Metrics::new();
         metrics.config_generation.set(1);
+        // Certificates first: a bad one fails the start before anything is bound.
+        let mut tls = Vec::new();
+        for l in &config.listeners {
+            tls.push(load_tls(l)?);
+        }
         let bound = bind_all(&config.listeners)?;
         let admin_listener = match &config.admin {
             Some(a) => Some(
@@ -205,8 +305,12 @@ impl Server {
             None => None,
         };
         let config_path = config.source.clone();
+        let snapshot = Snapshot::build(config, 1, None);
+        if let Some(e) = snapshot.transport_error() {
+            return Err(StartError::BackendTls(e));
+        }
         let shared = Arc::new(Shared {
-            snapshot: ArcSwap::from_pointee(Snapshot::build(config, 1, None)),
+            snapshot: ArcSwap::from_pointee(snapshot),
             registry: Arc::new(Registry::default()),
             metrics,
             stop_accepting: CancellationToken::new(),
@@ -220,8 +324,8 @@ impl Server {
             config_path,
             loaded_at: Mutex::new(std::time::SystemTime::now()),
         });
-        for (cfg, listener) in bound {
-            shared.serve_listener(&cfg, listener);
+        for ((cfg, listener), tls) in bound.into_iter().zip(tls) {
+            shared.serve_listener(&cfg, listener, tls);
         }
         let admin = match admin_listener {
             Some(listener) => {

@@ -8,7 +8,6 @@ use std::time::Instant;
 use http::HeaderValue;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tracing::{info, warn, Instrument};
 
 use crate::config::Route;
@@ -16,6 +15,7 @@ use crate::metrics::close_code_label;
 use crate::registry::Slot;
 use crate::server::Shared;
 use crate::splice::{self, SessionEnd, Side, SpliceConfig};
+use crate::tls::stream::ClientStream;
 use crate::upstream::UpgradedBackend;
 
 pub struct Session {
@@ -24,7 +24,7 @@ pub struct Session {
     pub backend: UpgradedBackend,
     /// Held for the session's whole life: its drop releases the route's slot.
     pub slot: Slot,
-    pub route: Route,
+    pub route: std::sync::Arc<Route>,
     pub backend_name: String,
     pub client: SocketAddr,
     pub request_id: HeaderValue,
@@ -53,11 +53,12 @@ async fn run(session: Session) {
         route,
         backend_name,
         client: _,
-        request_id: _,
+        request_id,
     } = session;
+    drop(request_id); // in the span already; not kept for the session's life
     let started = Instant::now();
     let client = match on_upgrade.await {
-        Ok(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(upgraded) => match upgraded.downcast::<TokioIo<ClientStream>>() {
             Ok(parts) => (parts.io.into_inner(), parts.read_buf),
             Err(_) => {
                 warn!("client upgrade: unexpected stream type");

@@ -1,6 +1,6 @@
 //! The backend side of a session: dial the backend, send the upgrade, verify its 101.
 //!
-//! Dialing tries every address the backend's host resolves to, in turn, within the route's
+//! [`dial`] is the one way to reach a backend (TLS included). Dialing tries every address the backend's host resolves to, in turn, within the route's
 //! `connect_timeout`; the upgrade exchange runs on hyper's client connection and its answer is
 //! checked as RFC 6455 §4.1 asks a client to (status, Upgrade/Connection, Accept, subprotocol
 //! and extensions within what was offered).
@@ -17,6 +17,8 @@ use tokio::net::TcpStream;
 
 use crate::config::BackendUrl;
 use crate::handshake::{accept_key, extension_names, header_has_token};
+use crate::tls::client::BackendTransport;
+use crate::tls::stream::{BackendStream, MaybeTls};
 
 /// The most of a backend's rejection body wsedge relays to the client.
 pub const MAX_RELAYED_BODY: usize = 64 * 1024;
@@ -35,6 +37,13 @@ pub enum UpstreamError {
     },
     #[error("connect timed out after {0:?}")]
     ConnectTimeout(Duration),
+    /// The TLS handshake with a `wss://` backend failed (certificate not trusted, wrong name,
+    /// no common version, reset). Nothing HTTP was sent.
+    #[error("TLS handshake with {host} failed: {source}")]
+    Tls {
+        host: String,
+        source: std::io::Error,
+    },
     #[error("no response to the upgrade within {0:?}")]
     HandshakeTimeout(Duration),
     #[error("backend closed or reset the connection during the upgrade: {0}")]
@@ -43,7 +52,7 @@ pub enum UpstreamError {
     Malformed(String),
     /// A well-formed answer other than 101: relayed to the client as is.
     #[error("backend answered {}", .0.status())]
-    Rejected(Response<Bytes>),
+    Rejected(Box<Response<Bytes>>),
 }
 
 impl UpstreamError {
@@ -55,6 +64,7 @@ impl UpstreamError {
             UpstreamError::Connect { .. }
                 | UpstreamError::Resolve { .. }
                 | UpstreamError::ConnectTimeout(_)
+                | UpstreamError::Tls { .. }
         )
     }
 }
@@ -63,6 +73,34 @@ impl UpstreamError {
 /// `timeout`. Sockets get TCP_NODELAY and keep-alive.
 pub async fn connect(url: &BackendUrl, timeout: Duration) -> Result<TcpStream, UpstreamError> {
     match tokio::time::timeout(timeout, connect_any(url)).await {
+        Ok(result) => result,
+        Err(_) => Err(UpstreamError::ConnectTimeout(timeout)),
+    }
+}
+
+/// Dials a backend the way traffic does: TCP to each resolved address in turn, then the TLS
+/// handshake for `wss://` (SNI = the URL's host), all within `timeout` (the route's
+/// `connect_timeout`). Health probes use this too, so they see what sessions see.
+pub async fn dial(
+    url: &BackendUrl,
+    transport: &BackendTransport,
+    timeout: Duration,
+) -> Result<BackendStream, UpstreamError> {
+    let dial = async {
+        let tcp = connect_any(url).await?;
+        match transport {
+            BackendTransport::Plain => Ok(MaybeTls::Plain(tcp)),
+            BackendTransport::Tls(connector) => connector
+                .connect(tcp)
+                .await
+                .map(|s| MaybeTls::Tls(Box::new(s)))
+                .map_err(|source| UpstreamError::Tls {
+                    host: url.host.clone(),
+                    source,
+                }),
+        }
+    };
+    match tokio::time::timeout(timeout, dial).await {
         Ok(result) => result,
         Err(_) => Err(UpstreamError::ConnectTimeout(timeout)),
     }
@@ -103,7 +141,7 @@ async fn connect_any(url: &BackendUrl) -> Result<TcpStream, UpstreamError> {
 /// A backend that switched protocols.
 #[derive(Debug)]
 pub struct UpgradedBackend {
-    pub io: TcpStream,
+    pub io: BackendStream,
     /// Bytes the backend sent right after its 101 (its first frames), to forward first.
     pub pending: Bytes,
     /// The 101's headers, end-to-end ones to relay to the client.
@@ -115,7 +153,7 @@ pub struct UpgradedBackend {
 /// Sends the upgrade on `stream` and checks the answer. `offered_protocols` and
 /// `offered_deflate` are what was forwarded, so anything else in the 101 is refused.
 pub async fn upgrade(
-    stream: TcpStream,
+    stream: BackendStream,
     request: Request<Empty<Bytes>>,
     key: &HeaderValue,
     offered_protocols: &[String],
@@ -150,7 +188,7 @@ pub async fn upgrade(
         .await
         .map_err(|e| UpstreamError::Malformed(format!("upgrade failed: {e}")))?;
     let parts = upgraded
-        .downcast::<TokioIo<TcpStream>>()
+        .downcast::<TokioIo<BackendStream>>()
         .map_err(|_| UpstreamError::Malformed("unexpected upgraded stream type".into()))?;
     Ok(UpgradedBackend {
         io: parts.io.into_inner(),
@@ -160,6 +198,8 @@ pub async fn upgrade(
     })
 }
 
+// The large variant (a relayed response) is the point of the error type; this is not a hot path.
+#[allow(clippy::result_large_err)]
 fn verify_switch(
     headers: &HeaderMap,
     key: &HeaderValue,
@@ -216,7 +256,9 @@ fn verify_switch(
 async fn relay_rejection(response: Response<hyper::body::Incoming>) -> UpstreamError {
     let (parts, body) = response.into_parts();
     match Limited::new(body, MAX_RELAYED_BODY).collect().await {
-        Ok(collected) => UpstreamError::Rejected(Response::from_parts(parts, collected.to_bytes())),
+        Ok(collected) => {
+            UpstreamError::Rejected(Box::new(Response::from_parts(parts, collected.to_bytes())))
+        }
         Err(e) => UpstreamError::Malformed(format!("rejection body: {e}")),
     }
 }

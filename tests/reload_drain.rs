@@ -57,8 +57,8 @@ async fn removing_a_backend_drains_exactly_its_sessions_spread_uniformly() {
         Backend::echo("c").await,
     );
     let all = [("a", a.addr), ("b", b.addr), ("c", c.addr)];
-    let spread = Duration::from_secs(2);
-    let router = Router::start(&routes(&all, "{spread: 2s, timeout: 5s}")).await;
+    let spread = Duration::from_secs(3);
+    let router = Router::start(&routes(&all, "{spread: 3s, timeout: 5s}")).await;
     wsedge::reload::watch(router.server().shared()).unwrap();
 
     let reload_at: Arc<Mutex<Option<tokio::time::Instant>>> = Arc::default();
@@ -79,7 +79,7 @@ async fn removing_a_backend_drains_exactly_its_sessions_spread_uniformly() {
         tasks.push(tokio::spawn(async move {
             let mut seen = Seen { backend, ..Seen::default() };
             let mut seq = 0u64;
-            let mut tick = tokio::time::interval(Duration::from_millis(500 + (i % 7) as u64 * 30));
+            let mut tick = tokio::time::interval(Duration::from_millis(1800 + (i % 7) as u64 * 50));
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => break,
@@ -145,7 +145,7 @@ async fn removing_a_backend_drains_exactly_its_sessions_spread_uniformly() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     rename_save(
         &router.config_path,
-        &routes(&all[..2], "{spread: 2s, timeout: 5s}"),
+        &routes(&all[..2], "{spread: 3s, timeout: 5s}"),
     );
     router.wait_generation(2).await;
     *reload_at.lock().await = Some(tokio::time::Instant::now());
@@ -179,6 +179,10 @@ async fn removing_a_backend_drains_exactly_its_sessions_spread_uniformly() {
         on_c.len()
     );
     let d = ks_uniform(on_c.clone());
+    eprintln!(
+        "drained {} sessions of c; KS distance to uniform: {d:.3}",
+        on_c.len()
+    );
     assert!(
         d < 0.107,
         "close times are not uniform over the spread: KS distance {d:.3} over {} sessions",
@@ -477,4 +481,173 @@ async fn admin_drain_survives_a_reload_and_undrain_restores() {
     router.stop().await;
     a.stop().await;
     b.stop().await;
+}
+
+const SWITCH: &str = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n";
+
+#[tokio::test]
+async fn a_handshake_that_finishes_after_the_swap_is_drained_at_once() {
+    let slow = ScriptedBackend::start_after(Some(SWITCH), Duration::from_millis(800)).await;
+    let b = Backend::echo("b").await;
+    let router = Router::start(&routes(&[("slow", slow.addr)], "{spread: 5s, timeout: 6s}")).await;
+    let url = router.url("/?k=1");
+    let client = tokio::spawn(async move {
+        let mut ws = connect(&url).await;
+        let got = next_msg(&mut ws).await;
+        (got, tokio::time::Instant::now())
+    });
+    // The upgrade is in flight (the backend answers after 800 ms): swap the config now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::write(
+        &router.config_path,
+        routes(&[("b", b.addr)], "{spread: 5s, timeout: 6s}"),
+    )
+    .unwrap();
+    let reloaded = wsedge::reload::reload_file(
+        router.server().shared(),
+        "test",
+        wsedge::reload::Wait::Queue,
+    )
+    .await
+    .unwrap();
+    assert_eq!(reloaded.generation, 2);
+    let swapped = tokio::time::Instant::now();
+    let (got, at) = client.await.unwrap();
+    match got {
+        Some(Message::Close(Some(f))) => {
+            assert_eq!(
+                (u16::from(f.code), f.reason.as_str()),
+                (1001, "backend removed")
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    // "At once", not at a random point of the 5 s spread.
+    assert!(at - swapped < Duration::from_secs(2), "{:?}", at - swapped);
+    router.stop().await;
+    slow.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_peer_that_never_answers_the_close_is_cut_at_drain_timeout() {
+    let silent = ScriptedBackend::start(Some(SWITCH)).await;
+    let router = Router::start(&routes(
+        &[("silent", silent.addr)],
+        "{spread: 0s, timeout: 400ms}",
+    ))
+    .await;
+    // A raw client: upgrades, then never reads nor answers anything.
+    use tokio::io::AsyncWriteExt;
+    let mut raw = tokio::net::TcpStream::connect(router.addr).await.unwrap();
+    raw.write_all(upgrade_request("/?k=1", "").as_bytes())
+        .await
+        .unwrap();
+    let (status, _, _) = read_response(&mut raw).await;
+    assert_eq!(status, 101);
+    assert_eq!(router.server().live_sessions(), 1);
+    let a = Backend::echo("a").await;
+    std::fs::write(
+        &router.config_path,
+        routes(&[("a", a.addr)], "{spread: 0s, timeout: 400ms}"),
+    )
+    .unwrap();
+    let started = tokio::time::Instant::now();
+    wsedge::reload::reload_file(
+        router.server().shared(),
+        "test",
+        wsedge::reload::Wait::Queue,
+    )
+    .await
+    .unwrap();
+    while router.server().live_sessions() > 0 {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the session outlived its drain timeout"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "closed before the drain timeout ran out"
+    );
+    router.stop().await;
+    silent.stop().await;
+    a.stop().await;
+}
+
+#[test]
+fn sigterm_turns_readyz_503_first_keeps_accepting_for_the_delay_then_drains() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let backend = rt.block_on(Backend::echo("b1"));
+    let dir = TempDir::new("sigterm");
+    let yaml = single_route_yaml(
+        &[("b1", backend.addr)],
+        "drain: {spread: 300ms, timeout: 2s}",
+    ) + "admin:\n  bind: 127.0.0.1:0\nshutdown:\n  delay: 1s\n";
+    let path = dir.write("routes.yaml", &yaml);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wsedge"))
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (mut traffic, mut admin) = (None, None);
+    while traffic.is_none() || admin.is_none() {
+        let v: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        let addr = v["fields"]["addr"].as_str().map(str::to_owned);
+        match v["fields"]["message"].as_str() {
+            Some("listening") => traffic = addr,
+            Some("admin listening") => admin = addr,
+            _ => {}
+        }
+    }
+    std::thread::spawn(move || for _ in lines {}); // keep the pipe drained
+    let (traffic, admin): (std::net::SocketAddr, std::net::SocketAddr) = (
+        traffic.unwrap().parse().unwrap(),
+        admin.unwrap().parse().unwrap(),
+    );
+    rt.block_on(async {
+        let mut ws = connect(&format!("ws://{traffic}/")).await;
+        assert_eq!(
+            raw_http(admin, "GET /readyz HTTP/1.1\r\nHost: a\r\n\r\n")
+                .await
+                .0,
+            200
+        );
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while raw_http(
+            admin,
+            "GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .0 != 503
+        {
+            assert!(tokio::time::Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Still accepting during shutdown.delay (the load balancer has not deregistered yet).
+        let mut late = connect(&format!("ws://{traffic}/")).await;
+        assert_eq!(roundtrip(&mut late, "still open").await, "still open");
+        // Then every session drains with 1001 "shutdown".
+        for ws in [&mut ws, &mut late] {
+            match next_msg(ws).await {
+                Some(Message::Close(Some(f))) => {
+                    assert_eq!((u16::from(f.code), f.reason.as_str()), (1001, "shutdown"))
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    });
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    rt.block_on(backend.stop());
 }

@@ -50,6 +50,13 @@ def load(path):
             for k in ("errors", "failed"):
                 if r.get(k):
                     errors.append(f"{t} {r['scenario']} {r.get('size') or ''}: {k}={r[k]}")
+            if r.get("scenario") in ("echo", "pipeline") and not r.get("msgs"):
+                errors.append(f"{t} {r['scenario']} {r.get('size')}: no message echoed")
+            if r.get("scenario") == "idle" and r.get("sampled_alive", 0) < r.get("sampled", 0):
+                errors.append(
+                    f"{t} idle: only {r['sampled_alive']} of {r['sampled']} sampled sessions "
+                    "answered: the RSS figure is not valid"
+                )
             if r.get("first_error"):
                 errors.append(f"{t} {r['scenario']}: first error: {r['first_error']}")
     return by, errors

@@ -146,7 +146,8 @@ start_wsedge() {
         done
         if [ -n "$WSEDGE_EXTRA_YAML" ]; then printf '%s\n' "$WSEDGE_EXTRA_YAML"; fi
     } >"$cfg"
-    RUST_LOG=${RUST_LOG:-warn} taskset -c "$PROXY_CORE" "$WSEDGE" run --config "$cfg" \
+    # No backtraces: a panicking proxy would spend its CPU printing them and skew the figures.
+    RUST_BACKTRACE=0 RUST_LOG=${RUST_LOG:-warn} taskset -c "$PROXY_CORE" "$WSEDGE" run --config "$cfg" \
         >"$WORK/wsedge.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")

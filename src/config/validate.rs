@@ -60,7 +60,7 @@ pub fn validate(path: &Path, text: &str) -> Result<(Config, Vec<Warning>), Confi
             source: path.to_path_buf(),
             listeners,
             admin,
-            routes,
+            routes: routes.into_iter().map(std::sync::Arc::new).collect(),
             shutdown,
         };
         Ok((config, cx.warnings))

@@ -1,6 +1,8 @@
 //! Test builders: an in-process router from YAML, programmable WebSocket backends, raw HTTP
 //! clients. Everything binds 127.0.0.1:0 and stops when dropped or told to.
 #![allow(dead_code)]
+// tungstenite's handshake callback returns its own (large) error type.
+#![allow(clippy::result_large_err)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,6 +21,8 @@ use tokio_util::task::TaskTracker;
 
 use wsedge::config::Config;
 use wsedge::server::Server;
+
+pub mod tls;
 
 pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -157,6 +161,9 @@ pub enum Behaviour {
     Echo,
 }
 
+/// An upgrade request a backend saw: (path and query, headers).
+pub type SeenUpgrade = (String, Vec<(String, String)>);
+
 /// A programmable WebSocket backend (tokio-tungstenite) on 127.0.0.1:0.
 pub struct Backend {
     pub addr: SocketAddr,
@@ -164,7 +171,7 @@ pub struct Backend {
     stop: CancellationToken,
     tasks: TaskTracker,
     /// Upgrade requests seen, as (path+query, headers).
-    pub seen: Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>,
+    pub seen: Arc<Mutex<Vec<SeenUpgrade>>>,
 }
 
 impl Backend {
@@ -456,6 +463,11 @@ impl ScriptedBackend {
     /// `response` may contain `{accept}`, replaced by the correct Sec-WebSocket-Accept of the
     /// request's key.
     pub async fn start(response: Option<&'static str>) -> ScriptedBackend {
+        Self::start_after(response, Duration::ZERO).await
+    }
+
+    /// Like [`start`](Self::start), answering only `delay` after the request arrived.
+    pub async fn start_after(response: Option<&'static str>, delay: Duration) -> ScriptedBackend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
@@ -500,6 +512,7 @@ impl ScriptedBackend {
                         .map(|l| l.split_once(':').unwrap().1.trim().to_owned())
                         .unwrap_or(key);
                     let accept = wsedge::handshake::accept_key(key.as_bytes());
+                    tokio::time::sleep(delay).await;
                     let _ = s
                         .write_all(response.replace("{accept}", &accept).as_bytes())
                         .await;
