@@ -43,7 +43,7 @@ pub enum Mode {
 /// The command-line options (also what a scenario's `load:` section fills in).
 #[derive(Debug, Clone, Args)]
 pub struct LoadtestArgs {
-    /// Target, e.g. ws://127.0.0.1:8080/chat. Only plain ws:// for now.
+    /// Target, e.g. ws://127.0.0.1:8080/chat or wss://localhost:8443/chat.
     #[arg(long, default_value = "ws://127.0.0.1:8080/")]
     pub url: String,
     /// Sessions held open at once [default: 100; a scenario's own otherwise].
@@ -69,7 +69,7 @@ pub struct LoadtestArgs {
     /// Query parameter carrying the key.
     #[arg(long, default_value = "room")]
     pub key_param: String,
-    /// CA certificate for wss:// (not supported yet: wss:// is refused).
+    /// CA certificate (PEM) to trust for wss://, instead of the bundled web roots.
     #[arg(long)]
     pub ca: Option<std::path::PathBuf>,
     /// Write the full report as JSON here.
@@ -103,6 +103,48 @@ pub struct Plan {
     pub key_param: String,
     pub backoff: (Duration, Duration),
     pub backend_header: Option<String>,
+    /// For wss://: the TLS client, SNI and verification against the URL's host.
+    pub tls: Option<Tls>,
+}
+
+/// A ready TLS client for a wss:// target.
+#[derive(Clone)]
+pub struct Tls {
+    pub connector: tokio_rustls::TlsConnector,
+    pub server_name: rustls_pki_types::ServerName<'static>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tls {
+    /// Trusts `ca` (PEM), or the bundled web roots without it.
+    pub fn new(host: &str, ca: Option<&std::path::Path>) -> Result<Tls, LoadtestError> {
+        let bad = |e: String| LoadtestError::Invalid(format!("TLS: {e}"));
+        let roots = match ca {
+            Some(ca) => crate::tls::load_roots(ca).map_err(|e| bad(e.to_string()))?,
+            None => rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            },
+        };
+        let mut config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![crate::tls::ALPN_HTTP11.to_vec()];
+        let server_name = rustls_pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|e| bad(format!("{host:?}: {e}")))?;
+        Ok(Tls {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            server_name,
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -151,15 +193,18 @@ pub fn parse_backoff(text: &str) -> Result<(Duration, Duration), String> {
 impl Plan {
     pub fn from_args(a: &LoadtestArgs) -> Result<Plan, LoadtestError> {
         let url = url::Url::parse(&a.url).map_err(|e| LoadtestError::Url(e.to_string()))?;
-        match url.scheme() {
-            "ws" => {}
-            "wss" => {
-                return Err(LoadtestError::Url(
-                    "wss:// is not supported by the load tester yet".into(),
-                ))
+        let tls = match url.scheme() {
+            "ws" => None,
+            "wss" => Some(Tls::new(
+                url.host_str().unwrap_or_default(),
+                a.ca.as_deref(),
+            )?),
+            s => {
+                return Err(LoadtestError::Url(format!(
+                    "scheme `{s}`: want ws:// or wss://"
+                )))
             }
-            s => return Err(LoadtestError::Url(format!("scheme `{s}`: want ws://"))),
-        }
+        };
         let connections = a.connections.unwrap_or(DEFAULT_CONNECTIONS);
         let duration = a.duration.unwrap_or(DEFAULT_DURATION);
         if connections == 0 {
@@ -182,6 +227,7 @@ impl Plan {
             key_param: a.key_param.clone(),
             backoff: a.backoff,
             backend_header: a.backend_header.clone(),
+            tls,
         })
     }
 }
@@ -250,6 +296,7 @@ pub async fn run(
         .host_str()
         .ok_or_else(|| LoadtestError::Url("no host".into()))?;
     let port = plan.url.port_or_known_default().unwrap_or(80);
+    // `localhost` resolves to ::1 first on some systems; the source spreading is IPv4.
     let target = tokio::net::lookup_host((host, port))
         .await
         .ok()

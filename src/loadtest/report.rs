@@ -185,7 +185,7 @@ impl Report {
             )?,
         }
         if let Some(last) = self.timeline.last() {
-            writeln!(w, "  at the end   {:?}", last.per_backend)?;
+            writeln!(w, "  last sample  {:?}", last.per_backend)?;
         }
         for e in &self.events {
             writeln!(w, "  event {:>6.1}s  {}", e.t, e.what)?;

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use rand::RngExt;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -28,7 +28,10 @@ use tokio_tungstenite::WebSocketStream;
 use super::stats::{SessionSummary, MAX_BACKENDS_PER_SESSION};
 use super::{Ctx, Mode};
 
-type Ws = WebSocketStream<TcpStream>;
+/// Plain TCP or TLS, behind one type so the session loop is written once.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+type Ws = WebSocketStream<Box<dyn Io>>;
 
 /// TCP connect plus the upgrade must finish within this.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -135,6 +138,15 @@ async fn connect(id: usize, ctx: &Ctx) -> Result<(Ws, Option<String>), String> {
             .await
             .map_err(|_| "connect".to_owned())?;
         let _ = stream.set_nodelay(true);
+        let stream: Box<dyn Io> = match &ctx.plan.tls {
+            None => Box::new(stream),
+            Some(tls) => Box::new(
+                tls.connector
+                    .connect(tls.server_name.clone(), stream)
+                    .await
+                    .map_err(|_| "tls".to_owned())?,
+            ),
+        };
         let request = ctx
             .session_url(id)
             .into_client_request()
