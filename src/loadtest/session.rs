@@ -220,7 +220,11 @@ async fn drive(ws: &mut Ws, ctx: &Ctx, seq: &mut u64) -> End {
     loop {
         let can_send = close_code.is_none() && outstanding.len() < window;
         tokio::select! {
-            _ = tokio::time::sleep_until(ctx.deadline), if close_code.is_none() => {
+            _ = tokio::time::sleep_until(ctx.deadline) => {
+                // A peer that sent Close but never ends the TCP connection must not keep us.
+                if close_code.is_some() {
+                    return ended(&mut close_code, outstanding.len());
+                }
                 return finish(ws, ctx, &mut outstanding).await;
             }
             _ = tokio::time::sleep_until(send_at), if can_send => {
