@@ -63,6 +63,8 @@ pub struct BackendState {
     pub ejections_in_a_row: AtomicU32,
     /// Consecutive active-probe results (for `/status`).
     pub consecutive_failures: AtomicU32,
+    /// Consecutive active-probe successes (hysteresis back to healthy).
+    pub consecutive_successes: AtomicU32,
     /// Last probe round-trip time in microseconds; 0 = none yet.
     pub last_rtt_us: AtomicU64,
     /// Sessions on this backend right now (including handshakes in flight that reserved it).
@@ -80,6 +82,7 @@ impl BackendState {
             passive_failures: AtomicU32::new(0),
             ejections_in_a_row: AtomicU32::new(0),
             consecutive_failures: AtomicU32::new(0),
+            consecutive_successes: AtomicU32::new(0),
             last_rtt_us: AtomicU64::new(0),
             live: AtomicUsize::new(0),
         }
@@ -112,6 +115,11 @@ impl BackendState {
             .store(now_ms() + d.as_millis() as u64, Ordering::Release);
     }
 
+    /// The `now_ms()` at which the current (or last) ejection ends; 0 = never ejected.
+    pub fn ejected_until_ms(&self) -> u64 {
+        self.ejected_until_ms.load(Ordering::Acquire)
+    }
+
     pub fn clear_ejection(&self) {
         self.ejected_until_ms.store(0, Ordering::Release);
     }
@@ -127,17 +135,58 @@ impl BackendState {
     }
 }
 
+/// One session counted in a backend's `live`, from the moment the balancer picked it (so
+/// concurrent handshakes see each other's reservations against the bounded-load cap) until
+/// the guard is dropped: a failed upgrade or the session's end releases it, however it ends.
+#[derive(Debug)]
+pub struct LiveGuard {
+    state: Arc<BackendState>,
+}
+
+impl LiveGuard {
+    /// Counts one more session on `state` unconditionally (strict affinity, overflow).
+    pub fn acquire(state: &Arc<BackendState>) -> LiveGuard {
+        state.live.fetch_add(1, Ordering::AcqRel);
+        LiveGuard {
+            state: state.clone(),
+        }
+    }
+
+    /// Counts one more session on `state` only if it holds fewer than `cap` now (atomic).
+    pub fn try_acquire(state: &Arc<BackendState>, cap: usize) -> Option<LiveGuard> {
+        state
+            .live
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| {
+                (l < cap).then_some(l + 1)
+            })
+            .ok()
+            .map(|_| LiveGuard {
+                state: state.clone(),
+            })
+    }
+
+    pub fn state(&self) -> &Arc<BackendState> {
+        &self.state
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.state.live.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// What identifies a backend across reloads: a change of URL or TLS settings under the same
 /// name is a new backend (its sessions drain, its state starts fresh).
 pub fn identity(backend: &Backend) -> String {
     format!("{}|{:?}", backend.url.original, backend.tls)
 }
 
-/// Per route, per backend (index-aligned with the config), carrying over the state of every
-/// backend whose (route, name, identity) is unchanged from `previous`.
-/// Backend states by (route, backend name), with each backend's identity.
+/// Backend states by (route, backend name), with each backend's [`identity`].
 pub type BackendIndex = HashMap<(String, String), (String, Arc<BackendState>)>;
 
+/// Per route, per backend (index-aligned with the config), carrying over the state of every
+/// backend whose (route, name, identity) is unchanged from `previous`.
 pub fn carry_over(
     config: &Config,
     previous: Option<&BackendIndex>,
@@ -186,5 +235,20 @@ mod tests {
         assert!(!s.is_eligible());
         s.clear_ejection();
         assert!(s.is_eligible());
+    }
+
+    #[test]
+    fn live_guard_counts_while_held_and_respects_the_cap() {
+        let s = Arc::new(BackendState::new("r", "b"));
+        let a = LiveGuard::try_acquire(&s, 2).unwrap();
+        let b = LiveGuard::try_acquire(&s, 2).unwrap();
+        assert!(LiveGuard::try_acquire(&s, 2).is_none());
+        assert_eq!(s.live.load(Ordering::Relaxed), 2);
+        drop(a);
+        let c = LiveGuard::acquire(&s);
+        let d = LiveGuard::acquire(&s);
+        assert_eq!(s.live.load(Ordering::Relaxed), 3);
+        drop((b, c, d));
+        assert_eq!(s.live.load(Ordering::Relaxed), 0);
     }
 }

@@ -25,10 +25,11 @@ use crate::tls::stream::ClientStream;
 use crate::tls::TlsListener;
 use tracing::{debug, info};
 
-use crate::balance::key;
+use crate::balance::{key, PickKind, Picked};
 use crate::config::{Listener, Route};
 use crate::forward::{self, ForwardedCert, Peer};
 use crate::handshake::{self, RejectReason, UpgradeRequest};
+use crate::health::{self, Outcome as BackendOutcome};
 use crate::registry::{Placement, SessionMeta};
 use crate::server::{Shared, Snapshot};
 use crate::upstream::{self, UpgradedBackend, UpstreamError};
@@ -260,7 +261,7 @@ async fn route_request(
     );
 
     let deadline = tokio::time::Instant::now() + route.limits.handshake_timeout;
-    let (backend_idx, backend, request_id) = dial_and_upgrade(
+    let (picked, backend, request_id) = dial_and_upgrade(
         req,
         ctx,
         snapshot,
@@ -279,9 +280,11 @@ async fn route_request(
             detail: Some(detail),
         },
     })?;
+    let backend_idx = picked.index;
     let backend_name = route.backends[backend_idx].name.clone();
+    // The reservation taken at pick time now lives as long as the session.
     slot.set_backend(
-        snapshot.backends[route_idx][backend_idx].clone(),
+        picked.guard,
         Placement {
             key_hash: session_key.hash,
             key_random: session_key.source == key::KeySource::Random,
@@ -327,8 +330,11 @@ enum BackendFailure {
     Relay(Response<Body>),
 }
 
-/// Dials the preferred backend, and on a connect failure (nothing sent yet) the next one on
-/// the ring, once; then sends the upgrade. All within the route's `handshake_timeout`.
+/// Picks (and reserves) a backend, dials it, and on a connect failure (refused, reset,
+/// timeout, TLS: nothing has been sent to the client yet) charges it a passive failure and
+/// tries the next one from the ring's walk, once; then sends the upgrade. All within the
+/// route's `handshake_timeout`. Once the backend has answered anything, nothing is retried. A
+/// failed attempt's reservation is released when its [`Picked`] guard drops.
 async fn dial_and_upgrade(
     req: &Request<Incoming>,
     ctx: &ConnContext,
@@ -337,46 +343,68 @@ async fn dial_and_upgrade(
     upgrade: &UpgradeRequest,
     key_hash: u64,
     deadline: tokio::time::Instant,
-) -> Result<(usize, UpgradedBackend, HeaderValue), (BackendFailure, String)> {
+) -> Result<(Picked, UpgradedBackend, HeaderValue), (BackendFailure, String)> {
     let route = &snapshot.config.routes[route_idx];
+    let route_name = &*snapshot.route_names[route_idx];
     let balancer = &snapshot.balancers[route_idx];
     let transports = &snapshot.transports[route_idx];
     let states = &snapshot.backends[route_idx];
+    let metrics = &ctx.shared.metrics;
     let unreachable = |e: String| (BackendFailure::Reject(RejectReason::BackendUnreachable), e);
-    let first = balancer
-        .pick(key_hash, states, None)
-        .ok_or_else(|| unreachable("no eligible backend".into()))?;
-    let mut chosen = first;
+    let mut picked = health::pick_first(route, balancer, states, key_hash).ok_or_else(|| {
+        let reason = BackendFailure::Reject(RejectReason::NoHealthyBackend);
+        (reason, "no healthy backend".to_owned())
+    })?;
+    let outcome = |idx: usize, o: BackendOutcome| {
+        health::record_outcome(route, states, idx, o, metrics);
+    };
+    let first = picked.index;
+    let mut retried = false;
     let stream = loop {
-        let backend = &route.backends[chosen];
+        if picked.kind == PickKind::Overflow {
+            metrics
+                .balance_overflow_total
+                .with_label_values(&[route_name])
+                .inc();
+        }
+        let backend = &route.backends[picked.index];
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let timeout = route.limits.connect_timeout.min(remaining);
-        let transport = match &transports[chosen] {
+        let transport = match &transports[picked.index] {
             Ok(t) => t,
             Err(e) => return Err(unreachable(e.to_string())),
         };
-        match upstream::dial(&backend.url, transport, timeout).await {
+        let e = match upstream::dial(&backend.url, transport, timeout).await {
             Ok(stream) => break stream,
-            Err(e) => {
-                let retry = balancer
-                    .pick(key_hash, states, Some(first))
-                    .filter(|_| chosen == first);
-                match retry {
-                    Some(next) if tokio::time::Instant::now() < deadline => {
-                        debug!(route = %route.name, backend = %backend.name, error = %e, "connect failed; retrying on next backend");
-                        chosen = next;
-                    }
-                    _ => {
-                        let reason = match e {
-                            UpstreamError::ConnectTimeout(_) => RejectReason::BackendTimeout,
-                            _ => RejectReason::BackendUnreachable,
-                        };
-                        return Err((BackendFailure::Reject(reason), e.to_string()));
-                    }
-                }
+            Err(e) => e,
+        };
+        outcome(picked.index, BackendOutcome::Failure);
+        let next = if retried || tokio::time::Instant::now() >= deadline {
+            None
+        } else {
+            balancer.pick(key_hash, states, Some(first))
+        };
+        match next {
+            Some(next) => {
+                debug!(route = %route.name, backend = %backend.name, error = %e, "connect failed; retrying on the next backend");
+                metrics
+                    .handshake_retries_total
+                    .with_label_values(&[route_name])
+                    .inc();
+                retried = true;
+                // Assigning drops the failed backend's reservation.
+                picked = next;
+            }
+            None => {
+                let reason = match e {
+                    UpstreamError::ConnectTimeout(_) => RejectReason::BackendTimeout,
+                    _ => RejectReason::BackendUnreachable,
+                };
+                return Err((BackendFailure::Reject(reason), e.to_string()));
             }
         }
     };
+    let chosen = picked.index;
     let backend = &route.backends[chosen];
     let peer = peer_of(ctx);
     let (headers, request_id) =
@@ -395,7 +423,9 @@ async fn dial_and_upgrade(
         &upgrade.subprotocols,
         !upgrade.extensions.is_empty(),
     );
-    match tokio::time::timeout_at(deadline, exchange).await {
+    let result = tokio::time::timeout_at(deadline, exchange).await;
+    outcome(chosen, passive_outcome(&result));
+    match result {
         Err(_) => Err((
             BackendFailure::Reject(RejectReason::BackendTimeout),
             format!(
@@ -403,7 +433,7 @@ async fn dial_and_upgrade(
                 route.limits.handshake_timeout
             ),
         )),
-        Ok(Ok(up)) => Ok((chosen, up, request_id)),
+        Ok(Ok(up)) => Ok((picked, up, request_id)),
         Ok(Err(UpstreamError::Rejected(response))) => {
             let detail = format!("backend {} answered {}", backend.name, response.status());
             Err((BackendFailure::Relay(relayed(*response)), detail))
@@ -413,6 +443,20 @@ async fn dial_and_upgrade(
             e.to_string(),
         )),
         Ok(Err(e)) => Err(unreachable(e.to_string())),
+    }
+}
+
+/// What an upgrade attempt says about the backend's health (`health/passive.rs`).
+fn passive_outcome<T>(
+    result: &Result<Result<T, UpstreamError>, tokio::time::error::Elapsed>,
+) -> BackendOutcome {
+    match result {
+        Ok(Ok(_)) => BackendOutcome::Success,
+        Ok(Err(UpstreamError::Rejected(r))) if r.status().is_server_error() => {
+            BackendOutcome::Failure
+        }
+        Ok(Err(UpstreamError::Rejected(_))) => BackendOutcome::Neutral,
+        Err(_) | Ok(Err(_)) => BackendOutcome::Failure,
     }
 }
 

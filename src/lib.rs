@@ -9,11 +9,12 @@
 //! # Modules
 //! - [`config`]: routes.yaml → validated [`config::Config`] (`raw` → `validate`).
 //! - [`server`]: the running router: snapshot, listeners, admin, shutdown.
-//! - [`listener`]: accept loop with backoff; socket options.
+//! - [`listener`]: accept loop with backoff; socket options; [`proxy_protocol`] v1/v2 headers.
 //! - [`conn`]: one client connection end to end; every refusal is one [`handshake::RejectReason`].
 //! - [`handshake`]: RFC 6455 §4.2.1 validation, Origin, subprotocols, extensions.
 //! - [`route`]: the immutable route table.
 //! - [`balance`]: consistent-hash ring and affinity keys; [`backend`]: live per-backend state.
+//! - [`health`]: ping/pong probes with hysteresis, passive ejection, unhealthy drains.
 //! - [`forward`]: header forwarding (hop-by-hop, X-Forwarded-*, request id, traceparent).
 //! - [`upstream`]: dial the backend, send the upgrade, verify the 101.
 //! - [`session_task`]: the task owning a session; [`splice`] relays it; [`frame`] scans it.
@@ -39,13 +40,16 @@ pub mod fallback;
 pub mod forward;
 pub mod frame;
 pub mod handshake;
+pub mod health;
 pub mod listener;
 pub mod loadtest;
 pub mod metrics;
 pub mod origin;
 pub mod plan;
+pub mod proxy_protocol;
 pub mod registry;
 pub mod reload;
+pub mod resolve;
 pub mod rlimit;
 pub mod route;
 pub mod server;

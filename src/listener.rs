@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
+use crate::config::Listener;
 use crate::server::Shared;
 use crate::tls::TlsListener;
 
@@ -67,6 +68,12 @@ pub async fn accept_loop(
                 let shared2 = shared.clone();
                 let tls = tls.load_full();
                 shared.connections.spawn(async move {
+                    // The PROXY header comes first on the wire: before TLS and HTTP.
+                    let mut stream = stream;
+                    let Some(peer) = proxy_header(&mut stream, peer, &config, &shared2).await
+                    else {
+                        return; // dropping the stream closes it
+                    };
                     crate::conn::serve(stream, peer, Arc::new(config), tls, shared2).await;
                 });
             }
@@ -81,4 +88,32 @@ pub async fn accept_loop(
         }
     }
     info!(listener = %name, "listener stopped accepting");
+}
+
+/// The client address for everything downstream (logs, `X-Forwarded-For`, `client_ip`): the
+/// PROXY protocol header's source when the listener expects one, else the socket peer. `None`:
+/// the header was missing, malformed or late (within `request_timeout`) — the connection is
+/// closed and counted.
+async fn proxy_header(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    config: &Listener,
+    shared: &Shared,
+) -> Option<SocketAddr> {
+    let Some(mode) = config.proxy_protocol else {
+        return Some(peer);
+    };
+    let read = crate::proxy_protocol::read_header(stream, mode);
+    let error = match tokio::time::timeout(config.request_timeout, read).await {
+        Ok(Ok(addr)) => return Some(addr.unwrap_or(peer)),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no PROXY header within {:?}", config.request_timeout),
+    };
+    shared
+        .metrics
+        .proxy_protocol_errors_total
+        .with_label_values(&[&config.name])
+        .inc();
+    debug!(listener = %config.name, %peer, %error, "PROXY protocol header refused; closing");
+    None
 }

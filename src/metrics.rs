@@ -28,6 +28,12 @@ pub struct Metrics {
     pub bytes_total: IntCounterVec,
     /// `code`: the bucket of [`close_code_label`]; `initiator`: client, backend or proxy.
     pub closes_total: IntCounterVec,
+    /// Bounded-load picks where every eligible backend was at its cap (strict affinity broken).
+    pub balance_overflow_total: IntCounterVec,
+    /// Upgrades whose first backend refused the connect and that were retried on the next one.
+    pub handshake_retries_total: IntCounterVec,
+    /// Connections closed for a malformed or missing PROXY protocol header, by listener.
+    pub proxy_protocol_errors_total: IntCounterVec,
     /// `result`: a `tls::accept::Outcome` label; plain listeners count only `tls_on_plain_port`.
     pub tls_handshakes_total: IntCounterVec,
     /// Certificate reloads by listener and result (`ok`, or `broken`: the old pair kept serving).
@@ -41,6 +47,17 @@ pub struct Metrics {
     /// `reason`: a `DrainReason` label.
     pub drains_total: IntCounterVec,
     pub sessions_draining: IntGaugeVec,
+    /// 1 while a backend is healthy or unknown (routable), 0 while unhealthy (active probes).
+    pub backend_up: IntGaugeVec,
+    /// Probe Ping → Pong round trips.
+    pub health_check_rtt_seconds: HistogramVec,
+    /// `result`: `success`, `closed` (the backend closed the probe socket: not a failure) or
+    /// a `ProbeError` label.
+    pub health_checks_total: IntCounterVec,
+    /// Passive ejections (each one, including repeated ones).
+    pub backend_ejections_total: IntCounterVec,
+    /// Clients closed because they answered nothing to wsedge's heartbeat Ping.
+    pub client_ping_timeouts_total: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -130,6 +147,24 @@ impl Metrics {
                 "Ended sessions by route, close code bucket and initiator",
                 &["route", "code", "initiator"],
             ),
+            balance_overflow_total: counter(
+                &r,
+                "wsedge_balance_overflow_total",
+                "Bounded-load picks with every eligible backend at its cap, by route",
+                &["route"],
+            ),
+            handshake_retries_total: counter(
+                &r,
+                "wsedge_handshake_retries_total",
+                "Backend connect failures retried on the next backend, by route",
+                &["route"],
+            ),
+            proxy_protocol_errors_total: counter(
+                &r,
+                "wsedge_proxy_protocol_errors_total",
+                "Connections closed for a malformed PROXY protocol header, by listener",
+                &["listener"],
+            ),
             tls_handshakes_total: counter(
                 &r,
                 "wsedge_tls_handshakes_total",
@@ -183,6 +218,37 @@ impl Metrics {
                 &r,
                 "wsedge_sessions_draining",
                 "Sessions closing because of a drain",
+                &["route"],
+            ),
+            backend_up: gauge_vec(
+                &r,
+                "wsedge_backend_up",
+                "1 while the backend is routable by active health (healthy or unknown), else 0",
+                &["route", "backend"],
+            ),
+            health_check_rtt_seconds: histogram(
+                &r,
+                "wsedge_health_check_rtt_seconds",
+                "Probe Ping to Pong round-trip time",
+                &["route", "backend"],
+                LATENCY_BUCKETS,
+            ),
+            health_checks_total: counter(
+                &r,
+                "wsedge_health_checks_total",
+                "Active probe rounds by route, backend and result",
+                &["route", "backend", "result"],
+            ),
+            backend_ejections_total: counter(
+                &r,
+                "wsedge_backend_ejections_total",
+                "Passive ejections by route and backend",
+                &["route", "backend"],
+            ),
+            client_ping_timeouts_total: counter(
+                &r,
+                "wsedge_client_ping_timeouts_total",
+                "Clients closed for not answering the heartbeat Ping in time",
                 &["route"],
             ),
             registry: r,
@@ -250,9 +316,14 @@ impl Metrics {
             &self.closes_total,
             &self.drains_total,
             &self.slow_consumer_closes_total,
+            &self.health_checks_total,
+            &self.backend_ejections_total,
+            &self.client_ping_timeouts_total,
         ] {
             remove_matching(vec, "route", route);
         }
+        remove_matching(&self.backend_up, "route", route);
+        remove_matching(&self.health_check_rtt_seconds, "route", route);
         let _ = self
             .handshake_duration_seconds
             .remove_label_values(&[route]);
@@ -273,6 +344,18 @@ impl Metrics {
             .backend_connect_duration_seconds
             .remove_label_values(&[route, backend]);
         remove_matching(&self.connections_active, "backend", backend);
+        let _ = self.backend_up.remove_label_values(&[route, backend]);
+        let _ = self
+            .health_check_rtt_seconds
+            .remove_label_values(&[route, backend]);
+        let _ = self
+            .backend_ejections_total
+            .remove_label_values(&[route, backend]);
+        for result in crate::health::probe::RESULT_LABELS {
+            let _ = self
+                .health_checks_total
+                .remove_label_values(&[route, backend, result]);
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::backend::BackendState;
+use crate::backend::{BackendState, LiveGuard};
 use crate::session::SessionHandle;
 
 /// What a reload needs to know to decide whether a change concerns a session.
@@ -156,19 +156,19 @@ pub struct Slot {
     registry: Arc<Registry>,
     pub id: u64,
     pub handle: SessionHandle,
-    /// Counted in the backend's `live` while set.
-    backend: Option<Arc<BackendState>>,
+    /// The backend's reservation (counted in its `live`), held for the session's life.
+    backend: Option<LiveGuard>,
 }
 
 impl Slot {
-    /// Binds the session to its backend (counted in the backend's live sessions).
-    pub fn set_backend(&mut self, backend: Arc<BackendState>, placement: Placement) {
-        backend.live.fetch_add(1, Ordering::AcqRel);
+    /// Binds the session to the backend the balancer reserved at pick time: the reservation
+    /// (already counted in the backend's `live`, so concurrent handshakes saw it against the
+    /// bounded-load cap) now lives as long as the session.
+    pub fn set_backend(&mut self, reservation: LiveGuard, placement: Placement) {
         self.registry
-            .bind_backend(self.id, backend.clone(), placement);
-        if let Some(old) = self.backend.replace(backend) {
-            old.live.fetch_sub(1, Ordering::AcqRel);
-        }
+            .bind_backend(self.id, reservation.state().clone(), placement);
+        // A previous reservation (none in practice) is released by this replacement.
+        self.backend = Some(reservation);
     }
 
     /// This session as the registry sees it now.
@@ -179,9 +179,8 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Some(b) = self.backend.take() {
-            b.live.fetch_sub(1, Ordering::AcqRel);
-        }
+        // The backend's count drops with the guard, then the route's.
+        self.backend.take();
         self.registry.release(self.id);
     }
 }
@@ -211,7 +210,7 @@ mod tests {
         assert_eq!(reg.live_on_route("chat"), 1);
         let state = Arc::new(BackendState::new("chat", "b1"));
         b.set_backend(
-            state.clone(),
+            crate::backend::LiveGuard::acquire(&state),
             Placement {
                 key_hash: 7,
                 ..Default::default()

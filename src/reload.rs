@@ -190,6 +190,8 @@ pub async fn apply(
     for (name, tls) in tls_changes {
         shared.set_listener_tls(&name, tls);
     }
+    // Probes of removed routes stop before their series are forgotten.
+    crate::health::reconcile(&shared.health, &old, &new);
     forget_removed_series(shared, &old, &new);
 
     let plan = Plan::compute(shared.registry.all(), &new);

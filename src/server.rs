@@ -21,6 +21,7 @@ use tracing::{info, warn};
 use crate::backend::BackendState;
 use crate::balance::Balancer;
 use crate::config::{Config, Listener};
+use crate::health::HealthChecker;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::route::RouteTable;
@@ -66,7 +67,18 @@ impl Snapshot {
     /// Builds a generation; `previous` lends its backend states to unchanged backends.
     pub fn build(config: Config, generation: u64, previous: Option<&Snapshot>) -> Self {
         let table = RouteTable::new(&config);
-        let balancers = config.routes.iter().map(|r| Balancer::new(r)).collect();
+        // Rings are quadratic to build: reuse the previous generation's where nothing changed.
+        let balancers = config
+            .routes
+            .iter()
+            .map(|route| {
+                let old = previous.and_then(|p| {
+                    let i = p.config.routes.iter().position(|r| r.name == route.name)?;
+                    p.balancers.get(i)
+                });
+                Balancer::reusing(route, old)
+            })
+            .collect();
         let route_names = config
             .routes
             .iter()
@@ -138,8 +150,11 @@ pub struct Shared {
     pub sessions: TaskTracker,
     /// Accept loops, admin, drain schedules, the config watcher.
     pub tasks: TaskTracker,
-    /// False until started, and again once shutdown starts (`/readyz` answers 503).
+    /// False until started and the first probe round is done (bounded by the largest probe
+    /// timeout), and again once shutdown starts (`/readyz` answers 503).
     pub ready: AtomicBool,
+    /// Active probes per route (a reload restarts a route's probes through it).
+    pub health: HealthChecker,
     pub listeners: Mutex<HashMap<String, BoundListener>>,
     /// Reloads are serialised: a second concurrent `POST /reload` gets 409.
     pub reload_lock: tokio::sync::Mutex<()>,
@@ -309,9 +324,11 @@ impl Server {
         if let Some(e) = snapshot.transport_error() {
             return Err(StartError::BackendTls(e));
         }
+        let registry = Arc::new(Registry::default());
+        let health = HealthChecker::new(metrics.clone(), registry.clone());
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
-            registry: Arc::new(Registry::default()),
+            registry,
             metrics,
             stop_accepting: CancellationToken::new(),
             close_sessions: CancellationToken::new(),
@@ -319,6 +336,7 @@ impl Server {
             sessions: TaskTracker::new(),
             tasks: TaskTracker::new(),
             ready: AtomicBool::new(false),
+            health,
             listeners: Mutex::new(HashMap::new()),
             reload_lock: tokio::sync::Mutex::new(()),
             config_path,
@@ -339,6 +357,26 @@ impl Server {
             None => None,
         };
         spawn_flusher(&shared);
+        // Ready once every backend has had its first probe round: unknown routes like healthy,
+        // but a load balancer should not send traffic before wsedge knows. Bounded by the
+        // largest probe timeout (a round never takes longer).
+        let snapshot = shared.snapshot.load_full();
+        let mut first_rounds = Vec::new();
+        let mut bound = Duration::ZERO;
+        let routes = snapshot.config.routes.iter().zip(&snapshot.backends);
+        for ((route, states), transports) in routes.zip(&snapshot.transports) {
+            if let Some(hc) = &route.health_check {
+                bound = bound.max(hc.timeout);
+            }
+            first_rounds.push(shared.health.start_route(route, states, transports));
+        }
+        let all_first = async {
+            for f in first_rounds {
+                f.wait().await;
+            }
+        };
+        // A little past the timeout: the round's own timer has to fire and be reported.
+        let _ = tokio::time::timeout(bound + Duration::from_millis(50), all_first).await;
         shared.ready.store(true, Ordering::SeqCst);
         Ok(Server { shared, admin })
     }
@@ -423,9 +461,11 @@ impl Server {
         }
         shared.connections.close();
         shared.sessions.close();
+        shared.health.shutdown();
         shared.tasks.close();
         let all = async {
             shared.tasks.wait().await;
+            shared.health.wait().await;
             shared.connections.wait().await;
             shared.sessions.wait().await;
         };

@@ -103,6 +103,8 @@ async fn run(session: Session) {
         write_stall_timeout: route.limits.write_stall_timeout,
         close_timeout: route.limits.close_timeout,
         deflate: backend.deflate,
+        client_ping_interval: route.limits.client_ping_interval,
+        client_ping_timeout: route.limits.client_ping_timeout,
     };
     let handle = slot.handle.clone();
     // Shutdown asks the session to close like a drain does; the splice decides when.
@@ -146,6 +148,11 @@ async fn run(session: Session) {
     m.session_duration_seconds
         .with_label_values(&[&route.name])
         .observe(started.elapsed().as_secs_f64());
+    if outcome.end == SessionEnd::ClientPingTimeout {
+        m.client_ping_timeouts_total
+            .with_label_values(&[&route.name])
+            .inc();
+    }
     if matches!(outcome.end, SessionEnd::SlowConsumer { .. }) {
         m.slow_consumer_closes_total
             .with_label_values(&[&route.name])
@@ -178,6 +185,7 @@ pub fn describe(end: &SessionEnd) -> (&'static str, &'static str) {
         }
         SessionEnd::Abnormal { side: s } => ("abnormal", side(s)),
         SessionEnd::IdleTimeout => ("1001", "proxy"),
+        SessionEnd::ClientPingTimeout => ("1001", "proxy"),
         SessionEnd::MessageTooBig { .. } => ("1009", "proxy"),
         SessionEnd::ProtocolError { .. } => ("1002", "proxy"),
         SessionEnd::SlowConsumer { .. } => ("1008", "proxy"),

@@ -19,6 +19,7 @@ use crate::session::SessionHandle;
 
 mod ctx;
 mod dir;
+mod heartbeat;
 mod relay;
 #[cfg(test)]
 mod tests;
@@ -36,6 +37,10 @@ pub struct SpliceConfig {
     pub close_timeout: Duration,
     /// permessage-deflate was negotiated: RSV1 is legal on the first frame of a data message.
     pub deflate: bool,
+    /// Ping a client silent this long (`None`: no heartbeat).
+    pub client_ping_interval: Option<Duration>,
+    /// A pinged client that sends nothing within this is closed.
+    pub client_ping_timeout: Duration,
 }
 
 /// Which end of the session.
@@ -68,6 +73,9 @@ pub enum SessionEnd {
     SlowConsumer {
         side: Side,
     },
+    /// The client sent nothing within `client_ping_timeout` of wsedge's heartbeat Ping: its
+    /// TCP was shut, the backend got 1001.
+    ClientPingTimeout,
     /// `SessionHandle::close_gracefully` (drain, shutdown).
     Requested {
         code: u16,

@@ -5,7 +5,6 @@
 //! checked as RFC 6455 §4.1 asks a client to (status, Upgrade/Connection, Accept, subprotocol
 //! and extensions within what was offered).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -107,16 +106,12 @@ pub async fn dial(
 }
 
 async fn connect_any(url: &BackendUrl) -> Result<TcpStream, UpstreamError> {
-    let addrs: Vec<SocketAddr> = match url.host.parse::<std::net::IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, url.port)],
-        Err(_) => tokio::net::lookup_host((url.host.as_str(), url.port))
-            .await
-            .map_err(|source| UpstreamError::Resolve {
-                host: url.host.clone(),
-                source,
-            })?
-            .collect(),
-    };
+    let addrs = crate::resolve::resolve(&url.host, url.port)
+        .await
+        .map_err(|source| UpstreamError::Resolve {
+            host: url.host.clone(),
+            source,
+        })?;
     let mut last = None;
     for addr in addrs {
         match TcpStream::connect(addr).await {

@@ -32,7 +32,7 @@ pub fn extract(
 ) -> Option<Vec<u8>> {
     match kind {
         AffinityKey::Header(name) => headers.get(name).map(|v| v.as_bytes().to_vec()),
-        AffinityKey::Cookie(name) => cookie(headers, name).map(|v| v.as_bytes().to_vec()),
+        AffinityKey::Cookie(name) => cookie(headers, name).map(<[u8]>::to_vec),
         AffinityKey::Query(name) => query.and_then(|q| query_param(q, name)),
         AffinityKey::ClientIp => Some(client_ip.to_canonical().to_string().into_bytes()),
         AffinityKey::Random => None,
@@ -72,21 +72,36 @@ pub fn hash_key(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
-/// RFC 6265 §5.4 `Cookie` parsing: `name=value` pairs separated by `;`, first match wins.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+/// RFC 6265 `Cookie` parsing (§4.2.1 / §5.4): `name=value` pairs separated by `;`, optional
+/// whitespace trimmed, names compared exactly (case-sensitive), first match wins. A value in
+/// double quotes is taken without them (§4.1.1 allows the quoted form). Works on bytes, so a
+/// cookie with obs-text is still a key, and the key is the value's exact bytes.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
     headers
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| k.trim() == name)
-        .map(|(_, v)| {
-            let v = v.trim();
-            v.strip_prefix('"')
-                .and_then(|s| s.strip_suffix('"'))
-                .unwrap_or(v)
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+        .filter_map(|pair| {
+            let eq = pair.iter().position(|&b| b == b'=')?;
+            Some((trim(&pair[..eq]), trim(&pair[eq + 1..])))
         })
+        .find(|(k, _)| *k == name.as_bytes())
+        .map(|(_, v)| match v {
+            [b'"', inner @ .., b'"'] => inner,
+            v => v,
+        })
+}
+
+fn trim(b: &[u8]) -> &[u8] {
+    let start = b
+        .iter()
+        .position(|c| !matches!(c, b' ' | b'\t'))
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !matches!(c, b' ' | b'\t'))
+        .map_or(start, |e| e + 1);
+    &b[start..end]
 }
 
 /// First occurrence of `name` in a query string, percent-decoded (`+` is a space, as in forms).
@@ -108,9 +123,16 @@ mod tests {
             header::COOKIE,
             HeaderValue::from_static("a=1; sid=\"abc\"; sid=zzz"),
         );
-        assert_eq!(cookie(&h, "sid"), Some("abc"));
-        assert_eq!(cookie(&h, "a"), Some("1"));
+        assert_eq!(cookie(&h, "sid"), Some(&b"abc"[..]));
+        assert_eq!(cookie(&h, "a"), Some(&b"1"[..]));
         assert_eq!(cookie(&h, "missing"), None);
+        // Names are case-sensitive; a value may contain `=`; empty values are values.
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("SID=upper;sid=x=y ; e="),
+        );
+        assert_eq!(cookie(&h, "sid"), Some(&b"x=y"[..]));
+        assert_eq!(cookie(&h, "e"), Some(&b""[..]));
     }
 
     #[test]
@@ -120,6 +142,34 @@ mod tests {
             Some(b"a b".to_vec())
         );
         assert_eq!(query_param("x=1", "room"), None);
+    }
+
+    #[test]
+    fn header_key_is_the_first_value_exact_bytes() {
+        let name = http::HeaderName::from_static("x-user");
+        let mut h = HeaderMap::new();
+        h.append(&name, HeaderValue::from_static(" Alice "));
+        h.append(&name, HeaderValue::from_static("bob"));
+        let k = AffinityKey::Header(name);
+        assert_eq!(
+            extract(&k, &h, None, IpAddr::from([1, 1, 1, 1])),
+            Some(b" Alice ".to_vec())
+        );
+    }
+
+    #[test]
+    fn absent_key_falls_back_then_random() {
+        let ip = IpAddr::from([10, 0, 0, 1]);
+        let h = HeaderMap::new();
+        let q = AffinityKey::Query("room".into());
+        let with = session_key(&q, &AffinityKey::ClientIp, &h, Some("room=a"), ip);
+        assert_eq!(with.source, KeySource::Primary);
+        assert_eq!(with.hash, hash_key(b"a"));
+        let fb = session_key(&q, &AffinityKey::ClientIp, &h, None, ip);
+        assert_eq!(fb.source, KeySource::Fallback);
+        assert_eq!(fb.hash, hash_key(b"10.0.0.1"));
+        let r = session_key(&q, &AffinityKey::Random, &h, Some("x=1"), ip);
+        assert_eq!(r.source, KeySource::Random);
     }
 
     #[test]

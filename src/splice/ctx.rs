@@ -3,6 +3,7 @@
 
 use tokio::time::Instant;
 
+use super::heartbeat::Heartbeat;
 use super::{SessionEnd, Side, SpliceConfig};
 use crate::frame::{encode_close, Violation};
 use crate::session::SessionHandle;
@@ -68,6 +69,8 @@ pub(super) struct Ctx {
     /// Set when closing starts: by then the close handshake must be over.
     pub close_deadline: Option<Instant>,
     pub hard_closed: bool,
+    /// Client liveness: heartbeat Ping clock and the Ping bytes toward the client.
+    pub hb: Heartbeat,
 }
 
 /// `t + d` without overflow (a configured duration may be huge): far future instead.
@@ -86,7 +89,9 @@ fn idx(side: Side) -> usize {
 impl Ctx {
     pub fn new(cfg: SpliceConfig, handle: SessionHandle) -> Self {
         let now = Instant::now();
+        let hb = Heartbeat::new(cfg.client_ping_interval, cfg.client_ping_timeout, now);
         Ctx {
+            hb,
             now,
             last_activity: now,
             handle,

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::ctx::Ctx;
 use super::transport::{give_buf, take_buf, Transport};
 use super::Side;
-use crate::frame::{Origin, Scan, Scanner, MAX_HEADER, OP_CLOSE};
+use crate::frame::{Head, Origin, Scan, Scanner, MAX_HEADER, MAX_TOKEN, OP_CLOSE, OP_PONG};
 
 /// The bytes of the chunk in flight: hyper's leftover bytes first, then pooled read buffers.
 #[derive(Debug, Default)]
@@ -47,6 +47,10 @@ impl Drop for Dir {
 
 #[derive(Debug, Clone, Copy)]
 enum Target {
+    /// A client Pong held back (it might have answered wsedge's Ping) that turned out not to.
+    Hold,
+    /// wsedge's heartbeat Ping toward the client.
+    Ping,
     Prefix,
     Region,
     Inject,
@@ -79,6 +83,12 @@ pub(super) struct Dir {
     prefix_pos: u8,
     /// The current frame is forwarded (else dropped).
     fwd: bool,
+    /// Client → backend only: a Pong of the heartbeat token's length is being held (not yet
+    /// forwarded) until its payload says whether it answers wsedge's Ping.
+    holding: bool,
+    hold: [u8; MAX_HEADER + MAX_TOKEN],
+    hold_len: u8,
+    hold_pos: u8,
     /// The Close being forwarded started the close handshake: its code goes in the outcome.
     close_sets_code: bool,
     /// A forwarded Close has been fully scanned; once written, the destination has its Close.
@@ -120,6 +130,10 @@ impl Dir {
             prefix_len: 0,
             prefix_pos: 0,
             fwd: true,
+            holding: false,
+            hold: [0; MAX_HEADER + MAX_TOKEN],
+            hold_len: 0,
+            hold_pos: 0,
             close_sets_code: false,
             close_fwd_scanned: false,
             stuck: false,
@@ -141,9 +155,26 @@ impl Dir {
 
     /// Bytes are waiting to be written to the destination.
     fn has_output(&self, ctx: &Ctx) -> bool {
-        self.prefix_pos < self.prefix_len
+        self.hold_due()
+            || self.ping_writable(ctx)
+            || self.prefix_pos < self.prefix_len
             || self.wpos < self.wend
             || (ctx.peer(self.to).inject_due() && self.out_at_boundary())
+    }
+
+    /// wsedge's heartbeat Ping may be written toward the client now: one already started
+    /// must be finished; a new one goes only between frames, and never once a Close toward
+    /// the client is decided or the session is closing.
+    fn ping_writable(&self, ctx: &Ctx) -> bool {
+        self.to == Side::Client
+            && ctx.hb.out_due()
+            && (ctx.hb.out_started()
+                || (self.out_at_boundary() && !ctx.peer(self.to).closed_to && !ctx.closing()))
+    }
+
+    /// A held Pong that was not wsedge's is waiting to be forwarded.
+    fn hold_due(&self) -> bool {
+        !self.holding && self.hold_pos < self.hold_len
     }
 
     /// Holds a read buffer (for the per-session memory figure).
@@ -187,9 +218,17 @@ impl Dir {
             self.wpos = self.wend;
             self.stall_since = None;
             ctx.peer_mut(to).inject = Vec::new();
+            self.hold_pos = self.hold_len;
+            if to == Side::Client {
+                ctx.hb.drop_out();
+            }
             return Step::Parked;
         }
-        let target = if self.prefix_pos < self.prefix_len {
+        let target = if self.hold_due() {
+            Target::Hold
+        } else if self.ping_writable(ctx) && ctx.hb.out_started() {
+            Target::Ping
+        } else if self.prefix_pos < self.prefix_len {
             Target::Prefix
         } else if self.wpos < self.wend {
             Target::Region
@@ -197,6 +236,8 @@ impl Dir {
             self.close_fwd_scanned = false;
             ctx.peer_mut(to).close_written = true;
             return Step::Progress;
+        } else if self.ping_writable(ctx) {
+            Target::Ping
         } else if ctx.peer(to).inject_due() {
             if !self.out_at_boundary() {
                 // A forwarded frame is unfinished; if its source is gone it never will be.
@@ -223,6 +264,8 @@ impl Dir {
             return Step::Parked;
         };
         let bytes: &[u8] = match target {
+            Target::Hold => &self.hold[usize::from(self.hold_pos)..usize::from(self.hold_len)],
+            Target::Ping => ctx.hb.out_bytes(),
             Target::Prefix => {
                 &self.prefix[usize::from(self.prefix_pos)..usize::from(self.prefix_len)]
             }
@@ -237,6 +280,8 @@ impl Dir {
                 // A writer claiming more than it was given must not push us out of bounds.
                 let n = n.min(bytes.len());
                 match target {
+                    Target::Hold => self.hold_pos += n as u8,
+                    Target::Ping => ctx.hb.advance(n),
                     Target::Prefix => self.prefix_pos += n as u8,
                     Target::Region => self.wpos += n,
                     Target::Inject => {
@@ -281,7 +326,11 @@ impl Dir {
                 Scan::Pass(n) => self.take(n),
                 Scan::Held(n) => self.scan += n,
                 Scan::Frame { n, held, head } => {
-                    self.fwd = self.decide(head.opcode, ctx);
+                    self.fwd = self.decide(&head, ctx);
+                    if self.holding {
+                        self.hold[..held].copy_from_slice(self.scanner.held_bytes());
+                        (self.hold_len, self.hold_pos) = (held as u8, 0);
+                    }
                     if self.fwd && held > 0 {
                         self.prefix[..held].copy_from_slice(self.scanner.held_bytes());
                         self.prefix_len = held as u8;
@@ -297,8 +346,17 @@ impl Dir {
                     }
                     self.close_fwd_scanned |= self.fwd;
                 }
-                // Issue 5 (client liveness) consumes the Pong answering wsedge's own ping here.
-                Scan::PongEnd { .. } => {}
+                // Client liveness: the Pong answering wsedge's own Ping is consumed; any
+                // other held Pong is forwarded as it came.
+                Scan::PongEnd { matched } => {
+                    if matched {
+                        self.scanner.arm_pong_token(None);
+                        ctx.hb.answered();
+                    }
+                    if std::mem::take(&mut self.holding) && matched {
+                        self.hold_len = 0;
+                    }
+                }
                 Scan::Violation(v) => {
                     self.stuck = true;
                     ctx.violation(self.from, v);
@@ -314,6 +372,14 @@ impl Dir {
     }
 
     fn take(&mut self, n: usize) {
+        if self.holding {
+            // A held Pong is ≤ MAX_HEADER + MAX_TOKEN bytes: the scanner reports only Pongs
+            // whose payload is exactly the token's length.
+            let at = usize::from(self.hold_len);
+            let bytes = &self.chunk.bytes()[self.scan..self.scan + n];
+            self.hold[at..at + n].copy_from_slice(bytes);
+            self.hold_len += n as u8;
+        }
         if self.fwd {
             if self.wpos == self.wend {
                 self.wpos = self.scan;
@@ -324,8 +390,8 @@ impl Dir {
     }
 
     /// Forward or drop the frame whose header was just scanned.
-    fn decide(&mut self, opcode: u8, ctx: &mut Ctx) -> bool {
-        let (from, to) = (self.from, self.to);
+    fn decide(&mut self, head: &Head, ctx: &mut Ctx) -> bool {
+        let (from, to, opcode) = (self.from, self.to, head.opcode);
         if ctx.peer(from).close_seen {
             return false; // nothing may follow a Close
         }
@@ -338,7 +404,18 @@ impl Dir {
             self.close_sets_code = ctx.start_handshake(from);
             return true;
         }
-        !ctx.peer(to).closed_to
+        if ctx.peer(to).closed_to {
+            return false;
+        }
+        if from == Side::Client
+            && opcode == OP_PONG
+            && ctx.hb.token.is_some_and(|t| head.len == t.len() as u64)
+        {
+            // Maybe wsedge's: hold it until its payload has been compared.
+            self.holding = true;
+            return false;
+        }
+        true
     }
 
     /// With the chunk fully written: publish its counters, release or reuse the buffer, and
@@ -383,6 +460,9 @@ impl Dir {
                     }
                     self.filled = n;
                     self.read_bytes += n as u64;
+                    if self.from == Side::Client {
+                        ctx.hb.seen(ctx.now); // any byte from the client proves it alive
+                    }
                     self.src_drained = false;
                     if self.scanner.in_data_payload() {
                         // A long data frame still arriving is activity, not idleness.

@@ -11,6 +11,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::ctx::{after, Ctx};
 use super::dir::{poll_drain_eof, Dir};
+use super::heartbeat::Tick;
 use super::transport::Transport;
 use super::{DirectionStats, SessionEnd, Side, SpliceConfig, SpliceOutcome};
 use crate::session::{CloseRequest, SessionHandle};
@@ -143,6 +144,9 @@ impl<C: Transport, B: Transport> Relay<C, B> {
         let mut next = after(ctx.now, Duration::from_secs(3600));
         if !ctx.closing() {
             next = next.min(after(ctx.last_activity, ctx.cfg.idle_timeout));
+            if let Some(d) = ctx.hb.deadline() {
+                next = next.min(d);
+            }
         }
         for d in [&self.c2b, &self.b2c] {
             let p = ctx.peer(d.to);
@@ -169,6 +173,13 @@ impl<C: Transport, B: Transport> Relay<C, B> {
             self.ctx.set_end(SessionEnd::IdleTimeout);
             self.ctx.inject_both(1001, b"idle timeout");
         }
+        if !self.ctx.closing() {
+            match self.ctx.hb.tick(now) {
+                Tick::Nothing => {}
+                Tick::Ping(token) => self.c2b.scanner.arm_pong_token(Some(&token)),
+                Tick::TimedOut => self.client_ping_timeout(),
+            }
+        }
         let stall = self.ctx.cfg.write_stall_timeout;
         for (since, to) in [
             (self.c2b.stall_since, Side::Backend),
@@ -186,6 +197,18 @@ impl<C: Transport, B: Transport> Relay<C, B> {
             self.ctx.hard_closed = true;
             self.start_fin();
         }
+    }
+
+    /// A client silent through the heartbeat: it gets no Close (it shows no sign of reading
+    /// one); its TCP is shut at once, like a slow consumer's after its grace, and the backend
+    /// gets 1001.
+    fn client_ping_timeout(&mut self) {
+        let now = self.ctx.now;
+        self.ctx.set_end(SessionEnd::ClientPingTimeout);
+        let p = self.ctx.peer_mut(Side::Client);
+        p.closed_to = true;
+        p.slow_until = Some(now);
+        self.ctx.inject(Side::Backend, 1001, b"");
     }
 
     /// A slow consumer's TCP is shut once its 1008 is written or its grace is over.

@@ -8,6 +8,7 @@ use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::task::JoinHandle;
 
 use super::*;
+mod heartbeat;
 mod tcp;
 mod timers;
 
@@ -37,6 +38,8 @@ fn cfg() -> SpliceConfig {
         write_stall_timeout: Duration::from_secs(10),
         close_timeout: Duration::from_secs(5),
         deflate: false,
+        client_ping_interval: None,
+        client_ping_timeout: Duration::from_secs(10),
     }
 }
 

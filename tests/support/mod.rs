@@ -546,3 +546,206 @@ pub async fn dead_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     l.local_addr().unwrap()
 }
+
+/// A raw-socket WebSocket backend (no tungstenite, which answers every Ping by itself):
+/// completes the upgrade with a scripted 101, then answers Pings only while `answer_pings`
+/// is set (a half-hung backend when not), echoes text (`whoami` → its id), answers a Close,
+/// and counts the Pongs it receives (heartbeat Pongs must never reach a backend).
+pub struct PingBackend {
+    pub addr: SocketAddr,
+    pub id: String,
+    pub answer_pings: Arc<std::sync::atomic::AtomicBool>,
+    pub pongs_seen: Arc<std::sync::atomic::AtomicU32>,
+    pub pings_seen: Arc<std::sync::atomic::AtomicU32>,
+    /// While set, nothing is answered at all (upgrades, frames): a SIGSTOPped backend.
+    pub hung: Arc<std::sync::atomic::AtomicBool>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl PingBackend {
+    pub async fn start(id: &str, answer_pings: bool) -> PingBackend {
+        use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let answer = Arc::new(AtomicBool::new(answer_pings));
+        let pongs = Arc::new(AtomicU32::new(0));
+        let pings = Arc::new(AtomicU32::new(0));
+        let hung = Arc::new(AtomicBool::new(false));
+        let hung2 = hung.clone();
+        let (stop2, tasks2) = (stop.clone(), tasks.clone());
+        let (answer2, pongs2, pings2, id2) =
+            (answer.clone(), pongs.clone(), pings.clone(), id.to_owned());
+        tasks.spawn(async move {
+            loop {
+                let (mut s, _) = tokio::select! {
+                    _ = stop2.cancelled() => break,
+                    a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+                };
+                let (stop, answer, pongs, pings, id) =
+                    (stop2.clone(), answer2.clone(), pongs2.clone(), pings2.clone(), id2.clone());
+                let hung = hung2.clone();
+                tasks2.spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let end = loop {
+                        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break p + 4;
+                        }
+                        let n = tokio::select! {
+                            _ = stop.cancelled() => return,
+                            n = s.read(&mut chunk) => n.unwrap_or(0),
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                    };
+                    while hung.load(Ordering::SeqCst) && !stop.is_cancelled() {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    let key = head
+                        .lines()
+                        .find(|l| l.to_ascii_lowercase().starts_with("sec-websocket-key:"))
+                        .map(|l| l.split_once(':').unwrap().1.trim().to_owned())
+                        .unwrap_or_default();
+                    let accept = wsedge::handshake::accept_key(key.as_bytes());
+                    let resp = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n");
+                    if s.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    buf.drain(..end);
+                    loop {
+                        while hung.load(Ordering::SeqCst) && !stop.is_cancelled() {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        // One whole masked frame from the front of `buf`, if there.
+                        if buf.len() >= 2 {
+                            let op = buf[0] & 0x0f;
+                            let (hdr, len) = match buf[1] & 0x7f {
+                                126 if buf.len() >= 4 => (4, u16::from_be_bytes([buf[2], buf[3]]) as usize),
+                                127 if buf.len() >= 10 => (10, u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize),
+                                126 | 127 => (usize::MAX, 0),
+                                n => (2, n as usize),
+                            };
+                            if hdr != usize::MAX && buf.len() >= hdr + 4 + len {
+                                let mask = [buf[hdr], buf[hdr + 1], buf[hdr + 2], buf[hdr + 3]];
+                                let payload: Vec<u8> = buf[hdr + 4..hdr + 4 + len]
+                                    .iter()
+                                    .enumerate()
+                                    .map(|(i, b)| b ^ mask[i & 3])
+                                    .collect();
+                                buf.drain(..hdr + 4 + len);
+                                let reply = match op {
+                                    0x9 => {
+                                        pings.fetch_add(1, Ordering::SeqCst);
+                                        answer.load(Ordering::SeqCst).then(|| server_frame(0xA, &payload))
+                                    }
+                                    0xA => {
+                                        pongs.fetch_add(1, Ordering::SeqCst);
+                                        None
+                                    }
+                                    0x1 if payload == b"whoami" => Some(server_frame(0x1, id.as_bytes())),
+                                    0x1 | 0x2 => Some(server_frame(op, &payload)),
+                                    0x8 => {
+                                        let _ = s.write_all(&server_frame(0x8, &payload[..payload.len().min(2)])).await;
+                                        return;
+                                    }
+                                    _ => None,
+                                };
+                                if let Some(r) = reply {
+                                    if s.write_all(&r).await.is_err() {
+                                        return;
+                                    }
+                                }
+                                continue;
+                            }
+                        }
+                        let n = tokio::select! {
+                            _ = stop.cancelled() => return,
+                            n = s.read(&mut chunk) => n.unwrap_or(0),
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                });
+            }
+        });
+        PingBackend {
+            addr,
+            id: id.to_owned(),
+            answer_pings: answer,
+            pongs_seen: pongs,
+            pings_seen: pings,
+            hung,
+            stop,
+            tasks,
+        }
+    }
+
+    pub fn set_answer_pings(&self, on: bool) {
+        self.answer_pings
+            .store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.tasks.close();
+        let _ = tokio::time::timeout(PATIENCE, self.tasks.wait()).await;
+    }
+}
+
+/// An unmasked (server → client) frame with a payload under 64 KiB.
+pub fn server_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x80 | opcode];
+    if payload.len() < 126 {
+        f.push(payload.len() as u8);
+    } else {
+        f.push(126);
+        f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    }
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A `wsedge run` process (JSON logs), killed on drop.
+pub struct Process {
+    pub child: std::process::Child,
+    /// The first traffic listener's address, from its `listening` log line.
+    pub addr: SocketAddr,
+}
+
+impl Process {
+    pub fn run(config: &std::path::Path) -> Process {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wsedge"))
+            .args(["--log-format", "json", "run", "--config"])
+            .arg(config)
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines.next().expect("wsedge logs its listener").unwrap();
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if v["fields"]["message"] == "listening" {
+                break v["fields"]["addr"].as_str().unwrap().parse().unwrap();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {}); // keep the pipe drained
+        Process { child, addr }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

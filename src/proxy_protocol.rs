@@ -1,0 +1,299 @@
+//! PROXY protocol (HAProxy spec, v1 text and v2 binary) on traffic listeners: read before hyper
+//! sees a byte, so that behind a network load balancer the client address is the real one —
+//! for logs, `X-Forwarded-For` and the `client_ip` affinity key alike.
+//!
+//! Hand-written rather than a crate: the parse is ~150 lines of the spec, and the read must
+//! consume *exactly* the header's bytes from the `TcpStream` (peek to detect, then
+//! `read_exact`), so the stream hyper gets stays a plain `TcpStream` (the session task downcasts
+//! hyper's upgraded I/O to that type) and no prefix buffer has to be carried along. A crate
+//! parsing from a buffer would leave us that bookkeeping anyway.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+use crate::config::ProxyProtocol;
+
+/// The v2 signature: `\r\n\r\n\0\r\nQUIT\n`.
+pub const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
+const V1_PREFIX: &[u8] = b"PROXY ";
+/// The spec's bound on a v1 line, CRLF included.
+const V1_MAX: usize = 107;
+/// Addresses plus a generous TLV allowance (cloud load balancers add a few); more is refused.
+const V2_MAX_BODY: usize = 2048;
+/// Between peeks while a header arrives in pieces (rare: load balancers send it in one segment).
+const PEEK_PAUSE: Duration = Duration::from_millis(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no PROXY protocol header")]
+    Missing,
+    #[error("PROXY protocol {0} header where the listener expects the other version")]
+    WrongVersion(&'static str),
+    #[error("malformed PROXY protocol header: {0}")]
+    Malformed(&'static str),
+    #[error("connection closed before the PROXY protocol header was complete")]
+    Eof,
+    #[error("reading the PROXY protocol header: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What the first bytes of a connection say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detect {
+    NeedMore,
+    V1,
+    V2,
+    NotProxy,
+}
+
+pub fn detect(prefix: &[u8]) -> Detect {
+    let is_prefix = |sig: &[u8]| {
+        let n = prefix.len().min(sig.len());
+        prefix[..n] == sig[..n]
+    };
+    if is_prefix(&V2_SIGNATURE) {
+        if prefix.len() >= V2_SIGNATURE.len() {
+            Detect::V2
+        } else {
+            Detect::NeedMore
+        }
+    } else if is_prefix(V1_PREFIX) {
+        if prefix.len() >= V1_PREFIX.len() {
+            Detect::V1
+        } else {
+            Detect::NeedMore
+        }
+    } else {
+        Detect::NotProxy
+    }
+}
+
+/// Reads the header `mode` asks for and returns the client address it carries. `Ok(None)`:
+/// keep the socket peer (no header under `optional`, a v2 `LOCAL` health check, v1 `UNKNOWN`,
+/// or a non-IP family). The caller bounds this with the listener's `request_timeout`.
+pub async fn read_header(
+    stream: &mut TcpStream,
+    mode: ProxyProtocol,
+) -> Result<Option<SocketAddr>, ProxyError> {
+    let mut buf = [0u8; V1_MAX];
+    let kind = loop {
+        let n = stream.peek(&mut buf[..16]).await?;
+        if n == 0 {
+            return Err(ProxyError::Eof);
+        }
+        match detect(&buf[..n]) {
+            Detect::NeedMore => tokio::time::sleep(PEEK_PAUSE).await,
+            d => break d,
+        }
+    };
+    match (kind, mode) {
+        (Detect::NotProxy, ProxyProtocol::Optional) => Ok(None),
+        (Detect::NotProxy, _) => Err(ProxyError::Missing),
+        (Detect::V1, ProxyProtocol::V2) => Err(ProxyError::WrongVersion("v1")),
+        (Detect::V2, ProxyProtocol::V1) => Err(ProxyError::WrongVersion("v2")),
+        (Detect::V1, _) => {
+            let len = loop {
+                let n = stream.peek(&mut buf).await?;
+                if let Some(p) = buf[..n].windows(2).position(|w| w == b"\r\n") {
+                    break p + 2;
+                }
+                if n >= V1_MAX {
+                    return Err(ProxyError::Malformed("v1 line longer than 107 bytes"));
+                }
+                tokio::time::sleep(PEEK_PAUSE).await;
+            };
+            stream.read_exact(&mut buf[..len]).await.map_err(eof)?;
+            parse_v1(&buf[..len])
+        }
+        (Detect::V2, _) => {
+            let mut head = [0u8; 16];
+            stream.read_exact(&mut head).await.map_err(eof)?;
+            let len = usize::from(u16::from_be_bytes([head[14], head[15]]));
+            if len > V2_MAX_BODY {
+                return Err(ProxyError::Malformed("v2 header too long"));
+            }
+            let mut body = vec![0u8; len];
+            stream.read_exact(&mut body).await.map_err(eof)?;
+            parse_v2(&head, &body)
+        }
+        (Detect::NeedMore, _) => unreachable!("the loop above only ends on a decision"),
+    }
+}
+
+fn eof(e: std::io::Error) -> ProxyError {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        ProxyError::Eof
+    } else {
+        ProxyError::Io(e)
+    }
+}
+
+/// `PROXY TCP4|TCP6 SRC DST SPORT DPORT\r\n` or `PROXY UNKNOWN ...\r\n`.
+pub fn parse_v1(line: &[u8]) -> Result<Option<SocketAddr>, ProxyError> {
+    let line = line
+        .strip_suffix(b"\r\n")
+        .ok_or(ProxyError::Malformed("v1 line without CRLF"))?;
+    let line = std::str::from_utf8(line).map_err(|_| ProxyError::Malformed("v1 not ASCII"))?;
+    let mut parts = line.split(' ');
+    if parts.next() != Some("PROXY") {
+        return Err(ProxyError::Malformed("v1 without PROXY"));
+    }
+    let family = parts.next().ok_or(ProxyError::Malformed("v1 family"))?;
+    if family == "UNKNOWN" {
+        return Ok(None);
+    }
+    let fields: Vec<&str> = parts.collect();
+    let [src, _dst, sport, _dport] = fields[..] else {
+        return Err(ProxyError::Malformed("v1 needs four fields"));
+    };
+    let ip: IpAddr = match family {
+        "TCP4" => src
+            .parse::<Ipv4Addr>()
+            .map(IpAddr::V4)
+            .map_err(|_| ProxyError::Malformed("v1 source is not IPv4"))?,
+        "TCP6" => src
+            .parse::<Ipv6Addr>()
+            .map(IpAddr::V6)
+            .map_err(|_| ProxyError::Malformed("v1 source is not IPv6"))?,
+        _ => return Err(ProxyError::Malformed("v1 family")),
+    };
+    // The spec forbids leading zeros and signs; `u16::from_str` accepts `+1`, so check digits.
+    if sport.is_empty() || !sport.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ProxyError::Malformed("v1 source port"));
+    }
+    let port: u16 = sport
+        .parse()
+        .map_err(|_| ProxyError::Malformed("v1 source port"))?;
+    Ok(Some(SocketAddr::new(ip, port)))
+}
+
+/// The 16-byte v2 head (signature, version/command, family, length) and its body.
+pub fn parse_v2(head: &[u8; 16], body: &[u8]) -> Result<Option<SocketAddr>, ProxyError> {
+    if head[..12] != V2_SIGNATURE {
+        return Err(ProxyError::Malformed("v2 signature"));
+    }
+    if head[12] >> 4 != 2 {
+        return Err(ProxyError::Malformed("v2 version"));
+    }
+    match head[12] & 0x0f {
+        0 => return Ok(None), // LOCAL: the balancer's own health check
+        1 => {}
+        _ => return Err(ProxyError::Malformed("v2 command")),
+    }
+    let transport = head[13] & 0x0f;
+    match head[13] >> 4 {
+        0 => Ok(None), // AF_UNSPEC
+        _ if transport != 1 => Err(ProxyError::Malformed("v2 transport is not a stream")),
+        1 => {
+            let b: &[u8; 12] = body
+                .get(..12)
+                .and_then(|b| b.try_into().ok())
+                .ok_or(ProxyError::Malformed("v2 IPv4 addresses truncated"))?;
+            let ip = Ipv4Addr::new(b[0], b[1], b[2], b[3]);
+            Ok(Some(SocketAddr::new(
+                ip.into(),
+                u16::from_be_bytes([b[8], b[9]]),
+            )))
+        }
+        2 => {
+            let b: &[u8; 36] = body
+                .get(..36)
+                .and_then(|b| b.try_into().ok())
+                .ok_or(ProxyError::Malformed("v2 IPv6 addresses truncated"))?;
+            let mut src = [0u8; 16];
+            src.copy_from_slice(&b[..16]);
+            Ok(Some(SocketAddr::new(
+                Ipv6Addr::from(src).into(),
+                u16::from_be_bytes([b[32], b[33]]),
+            )))
+        }
+        3 => Ok(None), // AF_UNIX: no IP to speak of
+        _ => Err(ProxyError::Malformed("v2 address family")),
+    }
+}
+
+/// A v2 PROXY header for a TCP connection from `src` to `dst` (tests, the load tester).
+pub fn encode_v2(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
+    let mut out = V2_SIGNATURE.to_vec();
+    out.push(0x21);
+    match (src, dst) {
+        (SocketAddr::V4(s), SocketAddr::V4(d)) => {
+            out.extend_from_slice(&[0x11, 0, 12]);
+            out.extend_from_slice(&s.ip().octets());
+            out.extend_from_slice(&d.ip().octets());
+            out.extend_from_slice(&s.port().to_be_bytes());
+            out.extend_from_slice(&d.port().to_be_bytes());
+        }
+        (s, d) => {
+            let v6 = |a: SocketAddr| match a.ip() {
+                IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+                IpAddr::V6(v6) => v6,
+            };
+            out.extend_from_slice(&[0x21, 0, 36]);
+            out.extend_from_slice(&v6(s).octets());
+            out.extend_from_slice(&v6(d).octets());
+            out.extend_from_slice(&s.port().to_be_bytes());
+            out.extend_from_slice(&d.port().to_be_bytes());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detect_decides_as_early_as_possible() {
+        assert_eq!(detect(b"GET / HTTP/1.1"), Detect::NotProxy);
+        assert_eq!(detect(b"POST"), Detect::NotProxy);
+        assert_eq!(detect(b"PRO"), Detect::NeedMore);
+        assert_eq!(detect(b"PROXY TCP4"), Detect::V1);
+        assert_eq!(detect(b"\r\n\r\n"), Detect::NeedMore);
+        assert_eq!(detect(&V2_SIGNATURE), Detect::V2);
+    }
+
+    #[test]
+    fn v1_lines() {
+        let a = parse_v1(b"PROXY TCP4 203.0.113.9 10.0.0.1 51000 443\r\n").unwrap();
+        assert_eq!(a, Some("203.0.113.9:51000".parse().unwrap()));
+        let a = parse_v1(b"PROXY TCP6 2001:db8::1 2001:db8::2 1 2\r\n").unwrap();
+        assert_eq!(a, Some("[2001:db8::1]:1".parse().unwrap()));
+        assert_eq!(parse_v1(b"PROXY UNKNOWN\r\n").unwrap(), None);
+        for bad in [
+            &b"PROXY TCP4 203.0.113.9 10.0.0.1 51000\r\n"[..],
+            b"PROXY TCP4 2001:db8::1 10.0.0.1 1 2\r\n",
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 +1 2\r\n",
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 70000 2\r\n",
+            b"PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n",
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n",
+        ] {
+            assert!(parse_v1(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn v2_round_trip_local_and_garbage() {
+        let src: SocketAddr = "198.51.100.4:40000".parse().unwrap();
+        let dst: SocketAddr = "10.0.0.1:443".parse().unwrap();
+        let h = encode_v2(src, dst);
+        let head: [u8; 16] = h[..16].try_into().unwrap();
+        assert_eq!(parse_v2(&head, &h[16..]).unwrap(), Some(src));
+        let src6: SocketAddr = "[2001:db8::7]:9".parse().unwrap();
+        let h = encode_v2(src6, "[2001:db8::1]:443".parse().unwrap());
+        let head: [u8; 16] = h[..16].try_into().unwrap();
+        assert_eq!(parse_v2(&head, &h[16..]).unwrap(), Some(src6));
+        let mut local = head;
+        local[12] = 0x20;
+        assert_eq!(parse_v2(&local, &[]).unwrap(), None);
+        let mut bad = head;
+        bad[12] = 0x31;
+        assert!(parse_v2(&bad, &h[16..]).is_err());
+        let v4 = encode_v2(src, dst);
+        let head: [u8; 16] = v4[..16].try_into().unwrap();
+        assert!(parse_v2(&head, &v4[16..20]).is_err(), "truncated addresses");
+    }
+}
