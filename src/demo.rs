@@ -1,7 +1,9 @@
 //! `wsedge demo`: three built-in echo backends and the router in front of them, from an
-//! embedded config; needs nothing installed. It serves ws:// and wss://: a dev CA and a
-//! localhost certificate are generated at start; the CA certificate (never its key) is written
-//! to `./wsedge-demo-ca.pem` for clients to trust.
+//! embedded config; needs nothing installed. It first runs the embedded failover scenario
+//! (`scenarios/failover.yaml`: a crashed backend, its restart, an operator drain) under a few
+//! hundred sessions, prints the report and writes `demo-report.html`; then it serves ws:// and
+//! wss:// until Ctrl-C: a dev CA and a localhost certificate are generated at start; the CA
+//! certificate (never its key) is written to `./wsedge-demo-ca.pem` for clients to trust.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -46,6 +48,30 @@ routes:
       - {name: c, url: "ws://{{backends.c.addr}}"}
     limits: {idle_timeout: 5m}
 "#;
+
+/// `scenarios/failover.yaml`, embedded so the demo needs no files.
+pub const FAILOVER_SCENARIO: &str = include_str!("../scenarios/failover.yaml");
+/// The templates it (and `rolling-reload.yaml`) names.
+pub const FAILOVER_FILES: &[(&str, &str)] = &[
+    (
+        "failover.routes.yaml.tmpl",
+        include_str!("../scenarios/failover.routes.yaml.tmpl"),
+    ),
+    (
+        "routes-without-c.yaml.tmpl",
+        include_str!("../scenarios/routes-without-c.yaml.tmpl"),
+    ),
+];
+
+/// Runs the embedded failover scenario; returns the report and the world, still running.
+pub async fn run_failover(
+    overrides: &crate::loadtest::scenario::Overrides,
+    progress: bool,
+) -> anyhow::Result<(crate::loadtest::Report, crate::loadtest::scenario::World)> {
+    use crate::loadtest::scenario::{run, Files, Scenario};
+    let s = Scenario::parse(FAILOVER_SCENARIO)?;
+    run(&s, Files::Embedded(FAILOVER_FILES), overrides, progress).await
+}
 
 /// Where the demo writes its CA certificate, relative to the working directory.
 pub const DEMO_CA_FILE: &str = "wsedge-demo-ca.pem";

@@ -76,6 +76,18 @@ pub fn ws_config() -> WebSocketConfig {
 /// answers the text message `whoami` with `id`. On shutdown it stops accepting, closes every
 /// session with 1001 and returns once they have all ended (each bounded by `CLOSE_TIMEOUT`).
 pub async fn serve(listener: TcpListener, id: String, shutdown: CancellationToken) {
+    serve_killable(listener, id, shutdown, CancellationToken::new()).await
+}
+
+/// [`serve`], plus `kill`: cancelling it ends the backend like a crashed process — the
+/// listener closes and every connection is reset (RST, no Close frame) at once. The load
+/// tester's failover scenarios use it to show what clients see when a backend dies.
+pub async fn serve_killable(
+    listener: TcpListener,
+    id: String,
+    shutdown: CancellationToken,
+    kill: CancellationToken,
+) {
     let id: Arc<str> = id.into();
     let tracker = TaskTracker::new();
     let mut backoff = ACCEPT_BACKOFF_MIN;
@@ -83,12 +95,13 @@ pub async fn serve(listener: TcpListener, id: String, shutdown: CancellationToke
         let accepted = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
+            _ = kill.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         match accepted {
             Ok((stream, _peer)) => {
                 backoff = ACCEPT_BACKOFF_MIN;
-                tracker.spawn(session(stream, id.clone(), shutdown.clone()));
+                tracker.spawn(session(stream, id.clone(), shutdown.clone(), kill.clone()));
             }
             // The peer gave up before we accepted: nothing is wrong with the listener.
             Err(e) if is_per_connection(&e) => {}
@@ -118,11 +131,22 @@ fn is_per_connection(e: &io::Error) -> bool {
 }
 
 /// One connection: upgrade, then echo until the peer closes or shutdown asks us to.
-async fn session(stream: TcpStream, id: Arc<str>, shutdown: CancellationToken) {
+async fn session(
+    stream: TcpStream,
+    id: Arc<str>,
+    shutdown: CancellationToken,
+    kill: CancellationToken,
+) {
     let _ = stream.set_nodelay(true);
+    // Linger 0: dropping the socket sends RST, as the kernel does for a crashed process. Only
+    // ever reached on `kill`; every other path closes with a Close handshake first.
+    let abrupt = |s: &TcpStream| {
+        let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+    };
     let accept = tokio_tungstenite::accept_async_with_config(stream, Some(ws_config()));
     let mut ws = tokio::select! {
         _ = shutdown.cancelled() => return,
+        _ = kill.cancelled() => return,
         r = tokio::time::timeout(HANDSHAKE_TIMEOUT, accept) => match r {
             Ok(Ok(ws)) => ws,
             Ok(Err(_)) | Err(_) => return,
@@ -130,6 +154,10 @@ async fn session(stream: TcpStream, id: Arc<str>, shutdown: CancellationToken) {
     };
     let outcome = tokio::select! {
         biased;
+        _ = kill.cancelled() => {
+            abrupt(ws.get_ref());
+            return;
+        }
         _ = shutdown.cancelled() => Outcome::Shutdown,
         outcome = echo_loop(&mut ws, &id) => outcome,
     };

@@ -24,6 +24,7 @@
 //! - [`reload`]: live reload; [`plan`]: which sessions a change concerns; [`drain`]: spread closes.
 //! - [`admin`], [`metrics`]: operations.
 //! - [`echo`]: the built-in echo backend; [`check`]: `wsedge check`.
+//! - [`loadtest`]: `wsedge loadtest`, failover scenarios and reports; [`demo`] runs one.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -41,6 +42,7 @@ pub mod frame;
 pub mod handshake;
 pub mod health;
 pub mod listener;
+pub mod loadtest;
 pub mod metrics;
 pub mod origin;
 pub mod plan;

@@ -53,11 +53,24 @@ enum Command {
         #[arg(long, default_value = "echo")]
         id: String,
     },
-    /// Three echo backends and the router in front of them; nothing to install.
+    /// Three echo backends and the router in front of them, under a failover load test
+    /// (a backend crashes and restarts, another is drained); nothing to install.
     Demo {
-        /// Print the embedded config and exit.
+        /// Print the embedded routes template and scenario, and exit.
         #[arg(long)]
         print_config: bool,
+        /// Length of the load test; the scenario's timeline is scaled to it.
+        #[arg(long, default_value = "30s", value_parser = wsedge::config::units::parse_duration)]
+        duration: Duration,
+        /// Sessions in the load test.
+        #[arg(long, default_value_t = 300)]
+        connections: usize,
+        /// Stop after the report instead of keeping the router up (CI).
+        #[arg(long)]
+        exit: bool,
+        /// Where the HTML report goes.
+        #[arg(long, default_value = "demo-report.html")]
+        html: PathBuf,
         /// Where the router listens (an OS-chosen port if taken).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
@@ -67,6 +80,9 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: std::net::SocketAddr,
     },
+    /// Load and failover test: N sessions that check every echo; JSON/HTML reports;
+    /// `--scenario` for a pass/fail failover rehearsal.
+    Loadtest(wsedge::loadtest::LoadtestArgs),
     /// Write development certificates: a dev CA and a server certificate for
     /// localhost, 127.0.0.1 and ::1.
     Certs {
@@ -97,7 +113,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // The load tester prints its own report; the in-process router's per-session lines would
+    // bury it, so only warnings show unless RUST_LOG asks for more.
+    let quiet = matches!(cli.command, Command::Loadtest(_) | Command::Demo { .. });
+    init_logging(cli.log_format, if quiet { "warn" } else { "info" });
     let result = match cli.command {
         Command::Check { config } => {
             let ok = wsedge::check::run(&config, &mut std::io::stdout(), &mut std::io::stderr());
@@ -107,20 +126,33 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             };
         }
+        Command::Loadtest(args) => return wsedge::loadtest::cli(args),
         Command::Run { config } => run(config),
         Command::Echo { listen, id } => echo(listen, id),
         Command::Demo {
             print_config: true, ..
         } => {
             print!("{}", wsedge::demo::DEMO_CONFIG);
+            print!(
+                "---\n# the failover scenario run first\n{}",
+                wsedge::demo::FAILOVER_SCENARIO
+            );
+            print!(
+                "---\n# its routes template\n{}",
+                wsedge::demo::FAILOVER_FILES[0].1
+            );
             Ok(())
         }
         Command::Demo {
             listen,
             listen_tls,
             admin,
+            duration,
+            connections,
+            exit,
+            html,
             ..
-        } => demo(listen, listen_tls, admin),
+        } => return demo(listen, listen_tls, admin, duration, connections, exit, html),
         Command::Certs { dev, out } => certs(dev, &out),
         Command::Healthcheck { url } => healthcheck(&url),
         Command::Plan { admin, new, token } => plan(&admin, &new, token),
@@ -134,9 +166,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -253,6 +285,57 @@ fn echo(listen: std::net::SocketAddr, id: String) -> anyhow::Result<()> {
     })
 }
 
+/// `wsedge demo`: the embedded failover scenario and its report, then (without `--exit`) the
+/// interactive ws:// + wss:// demo until Ctrl-C.
+/// Exit 1 when the scenario fails.
+fn demo(
+    listen: std::net::SocketAddr,
+    listen_tls: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+    duration: Duration,
+    connections: usize,
+    exit: bool,
+    html: PathBuf,
+) -> ExitCode {
+    let result = runtime().and_then(|rt| {
+        rt.block_on(async move {
+            let overrides = wsedge::loadtest::scenario::Overrides {
+                connections: Some(connections),
+                duration: Some(duration),
+                listen: Some(listen),
+                admin: Some(admin),
+            };
+            println!(
+                "wsedge demo: {connections} sessions for {}s through the router while backend b \
+                 crashes and restarts and backend a is drained…",
+                duration.as_secs()
+            );
+            let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let (report, world) = wsedge::demo::run_failover(&overrides, progress).await?;
+            report.write_text(&mut std::io::stdout())?;
+            std::fs::write(&html, wsedge::loadtest::html::render(&report))
+                .with_context(|| format!("write {}", html.display()))?;
+            println!("HTML report: {}", html.display());
+            let passed = report.scenario.as_ref().is_some_and(|v| v.passed);
+            world.stop().await;
+            Ok::<_, anyhow::Error>(passed)
+        })
+    });
+    // Then the interactive demo (ws:// and wss://) on the ports the scenario just released.
+    let result = match result {
+        Ok(passed) if !exit => serve_demo(listen, listen_tls, admin).map(|()| passed),
+        other => other,
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("wsedge: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn certs(dev: bool, out: &std::path::Path) -> anyhow::Result<()> {
     anyhow::ensure!(
         dev,
@@ -283,7 +366,9 @@ fn certs(dev: bool, out: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn demo(
+/// The interactive demo: three echo backends and the router over ws:// and wss://, until
+/// Ctrl-C.
+fn serve_demo(
     listen: std::net::SocketAddr,
     listen_tls: std::net::SocketAddr,
     admin: std::net::SocketAddr,
