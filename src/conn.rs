@@ -309,6 +309,7 @@ async fn route_request(
         route = %route.name,
         backend = %backend_name,
         request_id = request_id.to_str().unwrap_or(""),
+        status = 101,
         handshake_ms = started.elapsed().as_secs_f64() * 1e3,
         "session upgraded"
     );
@@ -374,8 +375,16 @@ async fn dial_and_upgrade(
             Ok(t) => t,
             Err(e) => return Err(unreachable(e.to_string())),
         };
+        let dial_started = Instant::now();
         let e = match upstream::dial(&backend.url, transport, timeout).await {
-            Ok(stream) => break stream,
+            Ok(stream) => {
+                ctx.shared
+                    .metrics
+                    .backend_connect_duration_seconds
+                    .with_label_values(&[&route.name, &backend.name])
+                    .observe(dial_started.elapsed().as_secs_f64());
+                break stream;
+            }
             Err(e) => e,
         };
         outcome(picked.index, BackendOutcome::Failure);

@@ -319,11 +319,14 @@ impl Metrics {
             &self.health_checks_total,
             &self.backend_ejections_total,
             &self.client_ping_timeouts_total,
+            &self.balance_overflow_total,
+            &self.handshake_retries_total,
         ] {
             remove_matching(vec, "route", route);
         }
         remove_matching(&self.backend_up, "route", route);
         remove_matching(&self.health_check_rtt_seconds, "route", route);
+        remove_matching(&self.backend_connect_duration_seconds, "route", route);
         let _ = self
             .handshake_duration_seconds
             .remove_label_values(&[route]);

@@ -126,6 +126,19 @@ async fn scripted_traffic_gives_exact_counts() {
         m.contains("process_open_fds"),
         "process metrics are exported"
     );
+    // Three backend connects were timed (one per accepted session).
+    let connects: f64 = ["a", "b"]
+        .iter()
+        .filter_map(|b| {
+            metric(
+                &m,
+                &format!(
+                    "wsedge_backend_connect_duration_seconds_count{{backend=\"{b}\",route=\"r\"}}"
+                ),
+            )
+        })
+        .sum();
+    assert_eq!(connects, 3.0, "{m}");
 
     // /status and /config shapes; secrets redacted.
     let (status, body) = get(admin, "/status").await;
