@@ -298,12 +298,14 @@ async fn route_request(
     backend.headers = http::HeaderMap::new();
     let on_upgrade = hyper::upgrade::on(req);
     let m = &ctx.shared.metrics;
-    m.upgrades_total
-        .with_label_values(&[&route.name, "ok"])
-        .inc();
-    m.handshake_duration_seconds
-        .with_label_values(&[&route.name])
-        .observe(started.elapsed().as_secs_f64());
+    if m.enabled {
+        m.upgrades_total
+            .with_label_values(&[&route.name, "ok"])
+            .inc();
+        m.handshake_duration_seconds
+            .with_label_values(&[&route.name])
+            .observe(started.elapsed().as_secs_f64());
+    }
     info!(
         client = %ctx.peer,
         route = %route.name,
@@ -378,11 +380,12 @@ async fn dial_and_upgrade(
         let dial_started = Instant::now();
         let e = match upstream::dial(&backend.url, transport, timeout).await {
             Ok(stream) => {
-                ctx.shared
-                    .metrics
-                    .backend_connect_duration_seconds
-                    .with_label_values(&[&route.name, &backend.name])
-                    .observe(dial_started.elapsed().as_secs_f64());
+                let m = &ctx.shared.metrics;
+                if m.enabled {
+                    m.backend_connect_duration_seconds
+                        .with_label_values(&[&route.name, &backend.name])
+                        .observe(dial_started.elapsed().as_secs_f64());
+                }
                 break stream;
             }
             Err(e) => e,

@@ -19,6 +19,9 @@ use crate::session::SessionStats;
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
+    /// False when started with `WSEDGE_METRICS=off`: nothing is recorded on the session path
+    /// (the benchmark's metrics-off baseline for the overhead figure).
+    pub enabled: bool,
     /// `result`: `ok` or a `RejectReason` label; `route=""` when nothing matched.
     pub upgrades_total: IntCounterVec,
     pub handshake_duration_seconds: HistogramVec,
@@ -109,6 +112,7 @@ impl Metrics {
     pub fn new() -> Self {
         let r = Registry::new();
         let m = Metrics {
+            enabled: std::env::var("WSEDGE_METRICS").map_or(true, |v| v != "off"),
             upgrades_total: counter(
                 &r,
                 "wsedge_upgrades_total",
@@ -270,6 +274,9 @@ impl Metrics {
 
     /// Moves what a session counted since its last flush into the registry.
     pub fn flush_session(&self, route: &str, stats: &SessionStats) {
+        if !self.enabled {
+            return;
+        }
         let pairs = [
             (
                 &stats.client_to_backend_messages,

@@ -356,7 +356,9 @@ impl Server {
             }
             None => None,
         };
-        spawn_flusher(&shared);
+        if shared.metrics.enabled {
+            spawn_flusher(&shared);
+        }
         // Ready once every backend has had its first probe round: unknown routes like healthy,
         // but a load balancer should not send traffic before wsedge knows. Bounded by the
         // largest probe timeout (a round never takes longer).

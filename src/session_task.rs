@@ -75,13 +75,18 @@ async fn run(session: Session) {
         .as_ref()
         .map(|i| i.listener.clone())
         .unwrap_or_else(|| Arc::from(""));
-    let active = shared.metrics.connections_active.with_label_values(&[
-        &*listener,
-        route.name.as_str(),
-        backend_name.as_str(),
-    ]);
-    active.inc();
-    shared.metrics.sessions_active.inc();
+    let m = &shared.metrics;
+    let active = m.enabled.then(|| {
+        m.connections_active.with_label_values(&[
+            &*listener,
+            route.name.as_str(),
+            backend_name.as_str(),
+        ])
+    });
+    if let Some(g) = &active {
+        g.inc();
+        m.sessions_active.inc();
+    }
     // Finished its handshake after a reload swapped the config: judged against the new one.
     if let Some(info) = &info {
         let current = shared.snapshot.load();
@@ -138,25 +143,26 @@ async fn run(session: Session) {
             .with_label_values(&[&route.name])
             .dec();
     }
-    active.dec();
-    shared.metrics.sessions_active.dec();
-    let m = &shared.metrics;
     let (code, initiator) = describe(&outcome.end);
-    m.closes_total
-        .with_label_values(&[&route.name, code, initiator])
-        .inc();
-    m.session_duration_seconds
-        .with_label_values(&[&route.name])
-        .observe(started.elapsed().as_secs_f64());
-    if outcome.end == SessionEnd::ClientPingTimeout {
-        m.client_ping_timeouts_total
-            .with_label_values(&[&route.name])
+    if let Some(g) = &active {
+        g.dec();
+        m.sessions_active.dec();
+        m.closes_total
+            .with_label_values(&[&route.name, code, initiator])
             .inc();
-    }
-    if matches!(outcome.end, SessionEnd::SlowConsumer { .. }) {
-        m.slow_consumer_closes_total
+        m.session_duration_seconds
             .with_label_values(&[&route.name])
-            .inc();
+            .observe(started.elapsed().as_secs_f64());
+        if outcome.end == SessionEnd::ClientPingTimeout {
+            m.client_ping_timeouts_total
+                .with_label_values(&[&route.name])
+                .inc();
+        }
+        if matches!(outcome.end, SessionEnd::SlowConsumer { .. }) {
+            m.slow_consumer_closes_total
+                .with_label_values(&[&route.name])
+                .inc();
+        }
     }
     info!(
         end = ?outcome.end,

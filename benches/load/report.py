@@ -8,7 +8,7 @@ handshakes, metrics on/off) is one more entry in ROWS.
 import json
 import sys
 
-TARGETS = ["direct", "wsedge", "nginx", "haproxy"]
+TARGETS = ["direct", "wsedge", "wsedge_nometrics", "nginx", "haproxy"]
 
 # (label, selector on a result line, field, format)
 ROWS = [
@@ -79,13 +79,14 @@ def ratio(a, b):
 
 def main():
     by, errors = load(sys.argv[1])
-    head = TARGETS + ["wsedge/nginx", "wsedge/haproxy", "wsedge/direct"]
+    head = TARGETS + ["wsedge/nginx", "wsedge/haproxy", "wsedge/direct", "metrics on/off"]
     print("| figure | " + " | ".join(head) + " |")
     print("|---" * (len(head) + 1) + "|")
     for label, sel, field, f in ROWS:
         vals = [value(by, t, sel, field) for t in TARGETS]
         w, d, n, h = (value(by, t, sel, field) for t in ("wsedge", "direct", "nginx", "haproxy"))
-        cells = [fmt(v, f) for v in vals] + [ratio(w, n), ratio(w, h), ratio(w, d)]
+        off = value(by, "wsedge_nometrics", sel, field)
+        cells = [fmt(v, f) for v in vals] + [ratio(w, n), ratio(w, h), ratio(w, d), ratio(w, off)]
         print(f"| {label} | " + " | ".join(cells) + " |")
     print()
     print("CPU is the proxy's utime+stime from /proc over the measured window (direct: no proxy).")

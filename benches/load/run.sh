@@ -14,7 +14,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 
-TARGETS=${TARGETS:-"direct wsedge nginx haproxy"}
+TARGETS=${TARGETS:-"direct wsedge wsedge_nometrics nginx haproxy"}
 DURATION=${DURATION:-5}          # seconds measured per echo scenario
 WARMUP=${WARMUP:-1}              # seconds of traffic before each measured window
 CONNS=${CONNS:-32}
@@ -160,6 +160,16 @@ start_wsedge() {
     TARGET_PORT=$port
     TARGET_PIDS=$pid
     TARGET_MAIN=$pid
+}
+
+# wsedge with metric recording off (WSEDGE_METRICS=off): the baseline of the metrics-overhead
+# figure (issue 7: at most 3% more proxy CPU per message with metrics on).
+start_wsedge_nometrics() {
+    local rc=0
+    export WSEDGE_METRICS=off
+    start_wsedge || rc=$?
+    unset WSEDGE_METRICS
+    return $rc
 }
 
 start_nginx() {
