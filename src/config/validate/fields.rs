@@ -69,14 +69,9 @@ pub fn bind(s: &str) -> Result<SocketAddr, String> {
     })
 }
 
-/// A DNS name (letters, digits, `-`, dots) or an IP literal; returned lower-cased.
-pub fn hostname(s: &str) -> Result<String, String> {
-    let h = s.to_ascii_lowercase();
-    if h.parse::<IpAddr>().is_ok() {
-        return Ok(h);
-    }
-    let h = h.strip_suffix('.').unwrap_or(&h).to_string();
-    let ok = !h.is_empty()
+/// RFC 1123 labels: 1–63 letters, digits or `-` (not at either end), at most 253 in all.
+pub fn is_dns_name(h: &str) -> bool {
+    !h.is_empty()
         && h.len() <= 253
         && h.split('.').all(|l| {
             !l.is_empty()
@@ -84,8 +79,17 @@ pub fn hostname(s: &str) -> Result<String, String> {
                 && !l.starts_with('-')
                 && !l.ends_with('-')
                 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        });
-    if ok {
+        })
+}
+
+/// A DNS name (letters, digits, `-`, dots) or an IP literal; returned lower-cased.
+pub fn hostname(s: &str) -> Result<String, String> {
+    let h = s.to_ascii_lowercase();
+    if h.parse::<IpAddr>().is_ok() {
+        return Ok(h);
+    }
+    let h = h.strip_suffix('.').unwrap_or(&h).to_string();
+    if is_dns_name(&h) {
         Ok(h)
     } else {
         Err(format!("`{s}` is not a valid host name"))
