@@ -270,8 +270,6 @@ async fn mutating_calls_need_the_token_and_non_loopback_admin_needs_one() {
 
 #[test]
 fn json_logs_parse_and_carry_the_session_fields() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
     let rt = tokio::runtime::Runtime::new().unwrap();
     let backend = rt.block_on(Backend::echo("b1"));
     let dir = TempDir::new("jsonlog");
@@ -279,44 +277,21 @@ fn json_logs_parse_and_carry_the_session_fields() {
         "routes.yaml",
         &(single_route_yaml(&[("b1", backend.addr)], "drain: {spread: 0s, timeout: 1s}")),
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wsedge"))
-        .args(["--log-format", "json", "run", "--config"])
-        .arg(&path)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("log line").unwrap();
-        let v: serde_json::Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line}: {e}"));
-        if v["fields"]["message"] == "listening" {
-            break v["fields"]["addr"].as_str().unwrap().to_owned();
-        }
-    };
+    let mut wsedge = Process::run(&path);
+    let addr = wsedge.addr;
     rt.block_on(async {
         let mut ws = connect(&format!("ws://{addr}/?token=abc")).await;
         assert_eq!(roundtrip(&mut ws, "hi").await, "hi");
         ws.send(Message::Close(None)).await.unwrap();
         let _ = close_code(&mut ws).await;
     });
-    let closed = loop {
-        let line = lines.next().expect("log line").unwrap();
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if v["fields"]["message"] == "session closed" {
-            break v;
-        }
-    };
+    let closed = wsedge.wait_log("session closed");
     let span = &closed["span"];
     for field in ["conn_id", "request_id", "client_ip", "route", "backend"] {
         assert!(span.get(field).is_some(), "span lacks {field}: {closed}");
     }
     assert_eq!(closed["fields"]["messages_in"], 1);
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let _ = child.wait();
+    wsedge.sigterm();
+    wsedge.wait_exit();
     rt.block_on(backend.stop());
 }

@@ -578,8 +578,6 @@ async fn a_peer_that_never_answers_the_close_is_cut_at_drain_timeout() {
 
 #[test]
 fn sigterm_turns_readyz_503_first_keeps_accepting_for_the_delay_then_drains() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
     let rt = tokio::runtime::Runtime::new().unwrap();
     let backend = rt.block_on(Backend::echo("b1"));
     let dir = TempDir::new("sigterm");
@@ -588,29 +586,8 @@ fn sigterm_turns_readyz_503_first_keeps_accepting_for_the_delay_then_drains() {
         "drain: {spread: 300ms, timeout: 2s}",
     ) + "admin:\n  bind: 127.0.0.1:0\nshutdown:\n  delay: 1s\n";
     let path = dir.write("routes.yaml", &yaml);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wsedge"))
-        .args(["--log-format", "json", "run", "--config"])
-        .arg(&path)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let (mut traffic, mut admin) = (None, None);
-    while traffic.is_none() || admin.is_none() {
-        let v: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-        let addr = v["fields"]["addr"].as_str().map(str::to_owned);
-        match v["fields"]["message"].as_str() {
-            Some("listening") => traffic = addr,
-            Some("admin listening") => admin = addr,
-            _ => {}
-        }
-    }
-    std::thread::spawn(move || for _ in lines {}); // keep the pipe drained
-    let (traffic, admin): (std::net::SocketAddr, std::net::SocketAddr) = (
-        traffic.unwrap().parse().unwrap(),
-        admin.unwrap().parse().unwrap(),
-    );
+    let mut wsedge = Process::run(&path);
+    let (traffic, admin) = (wsedge.addr, wsedge.log_addr("admin listening"));
     rt.block_on(async {
         let mut ws = connect(&format!("ws://{traffic}/")).await;
         assert_eq!(
@@ -619,10 +596,7 @@ fn sigterm_turns_readyz_503_first_keeps_accepting_for_the_delay_then_drains() {
                 .0,
             200
         );
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
+        wsedge.sigterm();
         let deadline = tokio::time::Instant::now() + PATIENCE;
         while raw_http(
             admin,
@@ -647,7 +621,6 @@ fn sigterm_turns_readyz_503_first_keeps_accepting_for_the_delay_then_drains() {
             }
         }
     });
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(wsedge.wait_exit().code(), Some(0));
     rt.block_on(backend.stop());
 }

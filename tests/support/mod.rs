@@ -713,11 +713,13 @@ pub fn server_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     f
 }
 
-/// A `wsedge run` process (JSON logs), killed on drop.
+/// A `wsedge run --log-format json` process, killed on drop. Every stderr line is parsed as
+/// JSON by a reader thread (a line that is not JSON fails the test that reads it).
 pub struct Process {
     pub child: std::process::Child,
     /// The first traffic listener's address, from its `listening` log line.
     pub addr: SocketAddr,
+    logs: std::sync::mpsc::Receiver<Result<serde_json::Value, String>>,
 }
 
 impl Process {
@@ -730,16 +732,64 @@ impl Process {
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines.next().expect("wsedge logs its listener").unwrap();
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            if v["fields"]["message"] == "listening" {
-                break v["fields"]["addr"].as_str().unwrap().parse().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, logs) = std::sync::mpsc::channel();
+        // Keeps the pipe drained for the process's whole life.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(
+                    serde_json::from_str(&line).map_err(|e| format!("not JSON: {line}: {e}")),
+                );
             }
+        });
+        let mut p = Process {
+            child,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            logs,
         };
-        std::thread::spawn(move || for _ in lines {}); // keep the pipe drained
-        Process { child, addr }
+        p.addr = p.log_addr("listening");
+        p
+    }
+
+    /// The next log event whose message is `message` (earlier ones are skipped).
+    pub fn wait_log(&self, message: &str) -> serde_json::Value {
+        loop {
+            match self.logs.recv_timeout(PATIENCE) {
+                Ok(Ok(v)) if v["fields"]["message"] == message => return v,
+                Ok(Ok(_)) => continue,
+                Ok(Err(not_json)) => panic!("{not_json}"),
+                Err(e) => panic!("no {message:?} log line: {e}"),
+            }
+        }
+    }
+
+    /// The `addr` field of the next `message` event (`listening`, `admin listening`).
+    pub fn log_addr(&self, message: &str) -> SocketAddr {
+        self.wait_log(message)["fields"]["addr"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    pub fn sigterm(&self) {
+        std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "wsedge did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
