@@ -130,10 +130,19 @@ async fn run(session: Session) {
         cfg,
         handle.clone(),
     );
-    let outcome = tokio::select! {
-        outcome = relay => outcome,
-        _ = on_shutdown => unreachable!("pending forever"),
-    };
+    // Not `select!`: it would poll the shutdown future (a lock on the token) on every wake-up
+    // of a busy session. It is polled once to register, then only once the token is cancelled.
+    let mut relay = std::pin::pin!(relay);
+    let mut on_shutdown = std::pin::pin!(on_shutdown);
+    let mut shutdown_registered = false;
+    let outcome = std::future::poll_fn(|cx| {
+        if !shutdown_registered || shared.close_sessions.is_cancelled() {
+            shutdown_registered = true;
+            let _ = std::future::Future::poll(on_shutdown.as_mut(), cx);
+        }
+        std::future::Future::poll(relay.as_mut(), cx)
+    })
+    .await;
     shared.metrics.flush_session(&route.name, handle.stats());
     if handle.close_request().is_some_and(|r| r.timeout.is_some()) {
         // Only drains set a timeout on their close request (drain.rs increments this).

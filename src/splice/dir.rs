@@ -432,54 +432,53 @@ impl Dir {
         }
         (self.filled, self.scan, self.wpos, self.wend) = (0, 0, 0, 0);
         // Readiness is consulted only after a read returned Pending (TLS may hold plaintext
-        // its socket does not show). Two rounds: the Pending read cleared the readiness, so
-        // poll_read_ready registers the waker (or sees a new event).
-        for _ in 0..2 {
-            if src.has_read_readiness() && self.src_drained {
-                match src.poll_read_ready(cx) {
-                    Poll::Pending => {
-                        self.chunk.release();
-                        return Step::Parked;
-                    }
-                    Poll::Ready(Err(e)) => return self.src_ended(ctx, Some(e)),
-                    Poll::Ready(Ok(())) => {}
-                }
-            }
-            if !matches!(self.chunk, Chunk::Buf(_)) {
-                self.chunk = Chunk::Buf(take_buf());
-            }
-            let Chunk::Buf(buf) = &mut self.chunk else {
-                return Step::Parked;
-            };
-            let mut rb = ReadBuf::new(buf);
-            match Pin::new(&mut *src).poll_read(cx, &mut rb) {
-                Poll::Ready(Ok(())) => {
-                    let n = rb.filled().len();
-                    if n == 0 {
-                        return self.src_ended(ctx, None);
-                    }
-                    self.filled = n;
-                    self.read_bytes += n as u64;
-                    if self.from == Side::Client {
-                        ctx.hb.seen(ctx.now); // any byte from the client proves it alive
-                    }
-                    self.src_drained = false;
-                    if self.scanner.in_data_payload() {
-                        // A long data frame still arriving is activity, not idleness.
-                        ctx.last_activity = ctx.now;
-                    }
-                    return Step::Progress;
+        // its socket does not show): a wake-up for the other direction then costs no buffer.
+        if src.has_read_readiness() && self.src_drained {
+            match src.poll_read_ready(cx) {
+                Poll::Pending => {
+                    self.chunk.release();
+                    return Step::Parked;
                 }
                 Poll::Ready(Err(e)) => return self.src_ended(ctx, Some(e)),
-                Poll::Pending if src.has_read_readiness() => {
-                    self.src_drained = true;
-                    self.chunk.release();
-                }
-                // No readiness: keep the buffer while parked in poll_read (no busy loop).
-                Poll::Pending => return Step::Parked,
+                Poll::Ready(Ok(())) => {}
             }
         }
-        Step::Parked
+        if !matches!(self.chunk, Chunk::Buf(_)) {
+            self.chunk = Chunk::Buf(take_buf());
+        }
+        let Chunk::Buf(buf) = &mut self.chunk else {
+            return Step::Parked;
+        };
+        let mut rb = ReadBuf::new(buf);
+        match Pin::new(&mut *src).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {
+                let n = rb.filled().len();
+                if n == 0 {
+                    return self.src_ended(ctx, None);
+                }
+                self.filled = n;
+                self.read_bytes += n as u64;
+                if self.from == Side::Client {
+                    ctx.hb.seen(ctx.now); // any byte from the client proves it alive
+                }
+                self.src_drained = false;
+                if self.scanner.in_data_payload() {
+                    // A long data frame still arriving is activity, not idleness.
+                    ctx.last_activity = ctx.now;
+                }
+                Step::Progress
+            }
+            Poll::Ready(Err(e)) => self.src_ended(ctx, Some(e)),
+            // The Pending read registered the waker (AsyncRead's contract): the buffer goes
+            // back and the direction parks.
+            Poll::Pending if src.has_read_readiness() => {
+                self.src_drained = true;
+                self.chunk.release();
+                Step::Parked
+            }
+            // No readiness: keep the buffer while parked in poll_read (no busy loop).
+            Poll::Pending => Step::Parked,
+        }
     }
 
     fn src_ended(&mut self, ctx: &mut Ctx, _err: Option<io::Error>) -> Step {
