@@ -50,6 +50,9 @@ TLS_ROWS = [
         "{:.1f}",
     ),
     ("proxy RSS per idle wss:// session (KiB)", ("idle", None), "rss_kib_per_session", "{:.2f}"),
+    # From run.sh's `openssl s_client -sess_out` / `-sess_in` check of each TLS target.
+    ("server resumes a TLS session (openssl -sess_in)", ("tls_check", None), "server_resumes", "{}"),
+    ("NewSessionTicket messages per handshake", ("tls_check", None), "tickets_per_handshake", "{}"),
 ]
 
 
@@ -76,6 +79,11 @@ def load(path):
                     errors.append(f"{t} {r['scenario']} {r.get('size') or ''}: {k}={r[k]}")
             if r.get("scenario") in ("echo", "pipeline") and not r.get("msgs"):
                 errors.append(f"{t} {r['scenario']} {r.get('size')}: no message echoed")
+            if r.get("scenario") == "tls_check" and r.get("server_resumes") is not False:
+                errors.append(
+                    f"{t}: the server resumed a TLS session (or the check failed): "
+                    f"server_resumes={r.get('server_resumes')}"
+                )
             if r.get("scenario") == "idle" and r.get("sampled_alive", 0) < r.get("sampled", 0):
                 errors.append(
                     f"{t} idle: only {r['sampled_alive']} of {r['sampled']} sampled sessions "
@@ -96,11 +104,14 @@ def value(by, target, sel, field):
 
 
 def fmt(v, f):
+    if isinstance(v, bool):
+        return "yes" if v else "no"
     return "n/a" if v is None else f.format(v)
 
 
 def ratio(a, b):
-    if a is None or b is None or b == 0:
+    numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (a, b))
+    if not numbers or b == 0:
         return "n/a"
     return f"{a / b:.2f}×"
 

@@ -341,6 +341,37 @@ loadgen() {
     printf '   %s\n' "$line" >&2
 }
 
+# tls_check TARGET: does the target resume a TLS 1.3 session, and how many NewSessionTicket
+# messages does it send per handshake? Two `openssl s_client` connections (-sess_out, then
+# -sess_in); one JSON line. The load generator never offers a session (resumption disabled), so
+# this checks the server side only. The request is malformed on purpose: the proxy answers 400
+# and closes by itself, without marking a backend as failed. Run after the measurements.
+tls_check() {
+    local target=$1 sess="$WORK/$1-session.pem" first second tickets resumed
+    command -v openssl >/dev/null || { log "no openssl: resumption not checked"; return 0; }
+    local req='not-http\r\n\r\n'
+    rm -f "$sess"
+    # shellcheck disable=SC2059  # the request is the format, on purpose
+    first=$(printf "$req" | timeout 10 openssl s_client -connect "127.0.0.1:$TARGET_PORT" \
+        -servername localhost -CAfile "$CERTS/dev-ca.pem" -tls1_3 -msg -ign_eof \
+        -sess_out "$sess" 2>&1) || true
+    tickets=$(printf '%s\n' "$first" | grep -c '^<<< .*NewSessionTicket' || true)
+    resumed=null
+    if [ -s "$sess" ]; then
+        # shellcheck disable=SC2059
+        second=$(printf "$req" | timeout 10 openssl s_client -connect "127.0.0.1:$TARGET_PORT" \
+            -servername localhost -CAfile "$CERTS/dev-ca.pem" -tls1_3 -ign_eof \
+            -sess_in "$sess" 2>&1) || true
+        if grep -q '^Reused,' <<<"$second"; then
+            resumed=true
+        elif grep -q '^New,' <<<"$second"; then
+            resumed=false
+        fi
+    fi
+    printf '{"target":"%s","scenario":"tls_check","tls":true,"server_resumes":%s,"tickets_per_handshake":%s}\n' \
+        "$target" "$resumed" "${tickets:-0}" | tee -a "$RESULTS" | sed 's/^/   /' >&2
+}
+
 # wants LIST WORD: true when WORD is one of LIST's words.
 wants() { case " $1 " in *" $2 "*) return 0 ;; esac; return 1; }
 
@@ -388,6 +419,7 @@ for target in $TARGETS; do
         *) log "unknown scenario $scenario (idle echo pipeline upgrades)" ;;
         esac
     done
+    case $target in *_tls) tls_check "$target" ;; esac
     if [ -n "$TARGET_MAIN" ]; then stop_pid "$TARGET_MAIN"; fi
     sleep 1
 done
