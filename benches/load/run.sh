@@ -33,6 +33,7 @@ PROXY_CORE=${PROXY_CORE:-1}
 WSEDGE_EXTRA_YAML=${WSEDGE_EXTRA_YAML:-}   # appended to the generated routes.yaml (later issues)
 
 STAMP=$(date -u +%Y%m%d-%H%M%S)
+LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)   # a busy machine shows here (see results.md)
 OUT="$ROOT/bench-results/$STAMP"
 WORK="$OUT/work"
 mkdir -p "$WORK"
@@ -433,6 +434,7 @@ set +f
     echo "$CONNS connections, ${DURATION}s measured after ${WARMUP}s warm-up; pipeline depth $PIPELINE_DEPTH;"
     echo "$UPGRADES upgrades; $IDLE_SESSIONS idle sessions. $("$NGINX" -v 2>&1 | tr -d '\n'); $("$HAPROXY" -v 2>/dev/null | head -1)."
     echo "Scenarios: $SCENARIOS (TLS targets: $TLS_SCENARIOS, echo sizes $TLS_ECHO_SIZES)."
+    echo "Load average (1/5/15 min) at start: $LOADAVG_START; at end: $(cut -d' ' -f1-3 /proc/loadavg)."
     echo
     python3 "$ROOT/benches/load/report.py" "$RESULTS"
 } >"$OUT/results.md"
