@@ -49,6 +49,12 @@ TLS_ROWS = [
         "cpu_us_per_upgrade",
         "{:.1f}",
     ),
+    (
+        "proxy CPU of the TLS handshake alone (TLS − plain upgrade, µs)",
+        ("upgrades", None),
+        "tls_handshake_cpu_us",
+        "{:.1f}",
+    ),
     ("proxy RSS per idle wss:// session (KiB)", ("idle", None), "rss_kib_per_session", "{:.2f}"),
     # From run.sh's `openssl s_client -sess_out` / `-sess_in` check of each TLS target.
     ("server resumes a TLS session (openssl -sess_in)", ("tls_check", None), "server_resumes", "{}"),
@@ -99,6 +105,12 @@ def load(path):
 
 
 def value(by, target, sel, field):
+    if field == "tls_handshake_cpu_us":
+        # Derived: CPU per TLS handshake + upgrade minus CPU per plain upgrade of the same proxy
+        # (wsedge_tls - wsedge, ...), i.e. what the full TLS handshake alone costs the proxy.
+        tls = value(by, target, sel, "cpu_us_per_upgrade")
+        plain = value(by, target.removesuffix("_tls"), sel, "cpu_us_per_upgrade")
+        return None if tls is None or plain is None else tls - plain
     r = by.get((target, sel))
     return None if r is None else r.get(field)
 
@@ -125,6 +137,8 @@ def main():
         print("|---" * (len(head) + 1) + "|")
         for label, sel, field, f in ROWS:
             vals = [value(by, t, sel, field) for t in TARGETS]
+            if all(v is None for v in vals):
+                continue  # a scenario left out (SCENARIOS, ECHO_SIZES)
             w, d, n, h = (
                 value(by, t, sel, field) for t in ("wsedge", "direct", "nginx", "haproxy")
             )
