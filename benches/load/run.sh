@@ -396,8 +396,8 @@ for target in $TARGETS; do
     # shellcheck disable=SC2046
     taskset -c "$LOAD_CORE" "$LOADGEN" --deadline 30 $(url_args "$target") \
         echo --conns 4 --size 64 --warmup 0.2 --duration 0.5 >/dev/null 2>>"$WORK/loadgen.log" || true
-    # Idle sessions first, on a fresh process, so buffers freed by earlier phases do not hide
-    # the cost of a session.
+    # In SCENARIOS order: idle first (the default) on a fresh process, so buffers freed by
+    # earlier phases do not hide the cost of a session.
     for scenario in $scenarios; do
         case $scenario in
         idle)
