@@ -81,6 +81,8 @@ pub struct ListenerTls {
     /// The entry with empty `server_names` is the default certificate.
     pub certificates: Vec<CertificatePair>,
     pub min_version: TlsVersion,
+    /// TLS 1.3 session tickets and the TLS 1.2 session cache (default on).
+    pub session_resumption: bool,
     pub client_ca: Option<PathBuf>,
     pub forward_client_cert: Option<HeaderName>,
 }

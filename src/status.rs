@@ -125,6 +125,7 @@ pub fn config(config: &Config) -> Value {
                         "server_names": c.server_names, "cert": c.cert, "key": "<redacted>",
                     })).collect::<Vec<_>>(),
                     "min_version": format!("{:?}", t.min_version),
+                    "session_resumption": t.session_resumption,
                     "client_ca": t.client_ca,
                 })),
             })

@@ -205,6 +205,11 @@ impl TlsListener {
         };
         let mut config = builder.with_cert_resolver(resolver.clone());
         config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+        if !tls.session_resumption {
+            // No TLS 1.3 tickets and no TLS 1.2 session cache: every handshake is a full one.
+            config.send_tls13_tickets = 0;
+            config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        }
         Ok(Some(TlsListener {
             name: listener.name.clone(),
             config: Arc::new(config),

@@ -252,6 +252,42 @@ async fn min_version_1_3_refuses_a_tls_1_2_client() {
     backend.stop().await;
 }
 
+/// By default a client that comes back resumes its TLS 1.3 session; with
+/// `session_resumption: false` every handshake is a full one (no ticket was ever sent).
+#[tokio::test]
+async fn session_resumption_is_on_by_default_and_can_be_turned_off() {
+    let backend = Backend::echo("b1").await;
+    let pki = Pki::new("resume");
+    let (cert, key) = pki.server("edge", &["localhost"]);
+    for (extra, expected) in [
+        ("", rustls::HandshakeKind::Resumed),
+        (
+            "      session_resumption: false\n",
+            rustls::HandshakeKind::Full,
+        ),
+    ] {
+        let tls = format!("{}{extra}", short_form(&cert, &key));
+        let router = Router::start(&tls_yaml(&tls, "", backend.addr)).await;
+        // One client config = one client session cache, shared by both connections.
+        let client = tls_client_config(&pki.ca.cert_pem, None);
+        let mut kinds = Vec::new();
+        for _ in 0..2 {
+            let mut ws = wss_connect(router.addr, "localhost", client.clone()).await;
+            // The echo proves the tickets (sent right after the handshake) were read.
+            assert_eq!(roundtrip_any(&mut ws, "hi").await, "hi");
+            kinds.push(ws.get_ref().get_ref().1.handshake_kind());
+            let _ = ws.close(None).await;
+        }
+        assert_eq!(
+            kinds,
+            [Some(rustls::HandshakeKind::Full), Some(expected)],
+            "{extra:?}"
+        );
+        router.stop().await;
+    }
+    backend.stop().await;
+}
+
 /// Reads until the router closes; panics after PATIENCE.
 async fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
     let mut buf = Vec::new();

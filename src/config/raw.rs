@@ -46,6 +46,7 @@ pub struct RawListenerTls {
     pub key: Str,
     pub certificates: List<RawCertificate>,
     pub min_version: Str,
+    pub session_resumption: Option<bool>,
     pub client_ca: Str,
     pub forward_client_cert: Str,
 }

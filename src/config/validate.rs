@@ -390,6 +390,7 @@ fn listener_tls(cx: &mut Ctx, t: &Spanned<raw::RawListenerTls>, p: &str) -> Opti
     Some(ListenerTls {
         certificates,
         min_version,
+        session_resumption: t.session_resumption.unwrap_or(true),
         client_ca,
         forward_client_cert,
     })

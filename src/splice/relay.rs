@@ -40,6 +40,10 @@ pub(super) struct Relay<C, B> {
     /// every chunk) does not reset the timer: it fires early and is re-armed then.
     armed: Instant,
     request_seen: bool,
+    /// The close-request future has been polled once (its waker is registered). Later loop
+    /// turns poll it again only once a request exists: polling a `Notified` takes its lock,
+    /// and the loop turns once per chunk.
+    request_polled: bool,
 }
 
 impl<C: Transport, B: Transport> Relay<C, B> {
@@ -64,6 +68,7 @@ impl<C: Transport, B: Transport> Relay<C, B> {
             armed,
             ctx,
             request_seen: false,
+            request_polled: false,
         }
     }
 
@@ -98,7 +103,9 @@ impl<C: Transport, B: Transport> Relay<C, B> {
                 }
                 return Poll::Pending;
             }
-            if !self.request_seen && !self.ctx.closing() {
+            let request_due = !self.request_polled || self.ctx.handle.close_request().is_some();
+            if !self.request_seen && !self.ctx.closing() && request_due {
+                self.request_polled = true;
                 if let Poll::Ready(req) = request.as_mut().poll(cx) {
                     self.request_seen = true;
                     self.ctx.set_end(SessionEnd::Requested { code: req.code });
