@@ -162,7 +162,10 @@ def main():
         for label, sel, field, f in tls_rows:
             vals = [value(by, t, sel, field) for t in TLS_TARGETS]
             w, n, h = vals
-            cells = [fmt(v, f) for v in vals] + [ratio(w, n), ratio(w, h)]
+            if sel[0] == "tls_check":
+                cells = [fmt(v, f) for v in vals] + ["", ""]  # facts, not figures to divide
+            else:
+                cells = [fmt(v, f) for v in vals] + [ratio(w, n), ratio(w, h)]
             print(f"| {label} | " + " | ".join(cells) + " |")
         suites = sorted(
             {

@@ -160,7 +160,7 @@ wsedge_start() {
         if [ "$tls" = 1 ]; then
             echo "  - name: edge"
             echo "    bind: \"127.0.0.1:$port\""
-            echo "    tls: {cert: \"$CERTS/localhost.pem\", key: \"$CERTS/localhost-key.pem\", min_version: \"1.3\"}"
+            echo "    tls: {cert: \"$CERTS/localhost.pem\", key: \"$CERTS/localhost-key.pem\", min_version: \"1.3\", session_resumption: false}"
         else
             echo "  - {name: edge, bind: \"127.0.0.1:$port\"}"
         fi
@@ -345,7 +345,7 @@ loadgen() {
 # tls_check TARGET: does the target resume a TLS 1.3 session, and how many NewSessionTicket
 # messages does it send per handshake? Two `openssl s_client` connections (-sess_out, then
 # -sess_in); one JSON line. The load generator never offers a session (resumption disabled), so
-# this checks the server side only. The request is malformed on purpose: the proxy answers 400
+# this checks the server side only. No ticket after a TLS 1.3 handshake = nothing to resume with. The request is malformed on purpose: the proxy answers 400
 # and closes by itself, without marking a backend as failed. Run after the measurements.
 tls_check() {
     local target=$1 sess="$WORK/$1-session.pem" first second tickets resumed
@@ -358,7 +358,9 @@ tls_check() {
         -sess_out "$sess" 2>&1) || true
     tickets=$(printf '%s\n' "$first" | grep -c '^<<< .*NewSessionTicket' || true)
     resumed=null
-    if [ -s "$sess" ]; then
+    if [ "${tickets:-0}" = 0 ] && grep -q '^New, TLSv1.3' <<<"$first"; then
+        resumed=false
+    elif [ -s "$sess" ]; then
         # shellcheck disable=SC2059
         second=$(printf "$req" | timeout 10 openssl s_client -connect "127.0.0.1:$TARGET_PORT" \
             -servername localhost -CAfile "$CERTS/dev-ca.pem" -tls1_3 -ign_eof \
