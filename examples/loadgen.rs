@@ -6,9 +6,14 @@
 //! `idle` (hold N sessions and measure the target's RSS per session).
 //! With `--pids`, the target's CPU time (utime + stime from /proc/PID/stat, summed over the pids)
 //! and RSS (VmRSS) are read exactly around the measured window.
+//!
+//! A `wss://` URL makes every connection TLS 1.3 (trusting `--ca`, verifying the name `--sni`),
+//! with session resumption disabled: each connection is a full handshake. The JSON line then says
+//! `"tls": true` and counts the handshakes by kind (full, full with HelloRetryRequest, resumed).
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -20,8 +25,11 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+use tokio_util::either::Either;
 
-type Ws = WebSocketStream<TcpStream>;
+/// Plain TCP for ws://, TLS over TCP for wss://.
+type Stream = Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
+type Ws = WebSocketStream<Stream>;
 
 #[derive(Parser)]
 struct Cli {
@@ -33,7 +41,8 @@ struct Cli {
 
 #[derive(Args, Clone)]
 struct Common {
-    /// ws:// URL of the target (loopback only); `{i}` is replaced by the connection number.
+    /// ws:// or wss:// URL of the target (loopback IP literal only); `{i}` is replaced by the
+    /// connection number.
     #[arg(
         long,
         global = true,
@@ -55,6 +64,92 @@ struct Common {
     /// Hard upper bound on the whole scenario, seconds.
     #[arg(long, global = true, default_value_t = 120)]
     deadline: u64,
+    /// wss://: the CA certificate (PEM) to trust, e.g. the dev CA of `wsedge certs --dev`.
+    #[arg(long, global = true)]
+    ca: Option<PathBuf>,
+    /// wss://: the server name sent (SNI) and verified in the certificate.
+    #[arg(long, global = true, default_value = "localhost")]
+    sni: String,
+    /// The TLS client, built from the above when the URL is wss://.
+    #[arg(skip)]
+    tls: Option<Arc<TlsClient>>,
+}
+
+/// The wss:// client: TLS 1.3 only, no resumption (every connection is a full handshake),
+/// ALPN http/1.1. Counts the handshakes by kind so the JSON line proves none was resumed.
+struct TlsClient {
+    connector: tokio_rustls::TlsConnector,
+    name: rustls_pki_types::ServerName<'static>,
+    full: AtomicU64,
+    full_hrr: AtomicU64,
+    resumed: AtomicU64,
+    not_tls13: AtomicU64,
+    suite: OnceLock<String>,
+    group: OnceLock<String>,
+}
+
+impl TlsClient {
+    fn new(ca: Option<&std::path::Path>, sni: &str) -> Result<TlsClient, String> {
+        let ca =
+            ca.ok_or("a wss:// URL needs --ca FILE (the CA that signed the target's certificate)")?;
+        let roots = wsedge::tls::load_roots(ca).map_err(|e| e.to_string())?;
+        let mut config = rustls::ClientConfig::builder_with_provider(wsedge::tls::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.resumption = rustls::client::Resumption::disabled();
+        config.alpn_protocols = vec![wsedge::tls::ALPN_HTTP11.to_vec()];
+        let name = rustls_pki_types::ServerName::try_from(sni.to_owned())
+            .map_err(|e| format!("--sni {sni:?}: {e}"))?;
+        Ok(TlsClient {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            name,
+            full: AtomicU64::new(0),
+            full_hrr: AtomicU64::new(0),
+            resumed: AtomicU64::new(0),
+            not_tls13: AtomicU64::new(0),
+            suite: OnceLock::new(),
+            group: OnceLock::new(),
+        })
+    }
+
+    /// The full TLS handshake over a connected socket.
+    async fn handshake(&self, tcp: TcpStream) -> Result<Stream, String> {
+        let tls = self
+            .connector
+            .connect(self.name.clone(), tcp)
+            .await
+            .map_err(|e| format!("TLS handshake: {e}"))?;
+        let conn = tls.get_ref().1;
+        use rustls::HandshakeKind;
+        match conn.handshake_kind() {
+            Some(HandshakeKind::Full) => &self.full,
+            Some(HandshakeKind::FullWithHelloRetryRequest) => &self.full_hrr,
+            _ => &self.resumed,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+        if conn.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
+            self.not_tls13.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(s) = conn.negotiated_cipher_suite() {
+            self.suite.get_or_init(|| format!("{:?}", s.suite()));
+        }
+        if let Some(g) = conn.negotiated_key_exchange_group() {
+            self.group.get_or_init(|| format!("{:?}", g.name()));
+        }
+        Ok(Either::Right(tls))
+    }
+
+    /// Fields added to the JSON line.
+    fn report(&self, v: &mut Value) {
+        v["tls_full_handshakes"] = json!(self.full.load(Ordering::Relaxed));
+        v["tls_hrr_handshakes"] = json!(self.full_hrr.load(Ordering::Relaxed));
+        v["tls_resumed"] = json!(self.resumed.load(Ordering::Relaxed));
+        v["tls_not_1_3"] = json!(self.not_tls13.load(Ordering::Relaxed));
+        v["tls_suite"] = json!(self.suite.get());
+        v["tls_group"] = json!(self.group.get());
+    }
 }
 
 #[derive(Subcommand)]
@@ -103,8 +198,22 @@ enum Scenario {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     let _ = wsedge::rlimit::raise_nofile();
+    let wss = cli.common.url.starts_with("wss://");
+    if wss {
+        match TlsClient::new(cli.common.ca.as_deref(), &cli.common.sni) {
+            Ok(t) => cli.common.tls = Some(Arc::new(t)),
+            Err(e) => {
+                eprintln!("loadgen: {e}");
+                println!(
+                    "{}",
+                    json!({"target": cli.common.target, "tls": true, "error": e})
+                );
+                std::process::exit(2);
+            }
+        }
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -145,9 +254,13 @@ fn main() {
     let line = match out {
         Ok(mut v) => {
             v["target"] = json!(common.target);
+            v["tls"] = json!(wss);
+            if let Some(t) = &common.tls {
+                t.report(&mut v);
+            }
             v
         }
-        Err(e) => json!({"target": common.target, "error": e}),
+        Err(e) => json!({"target": common.target, "tls": wss, "error": e}),
     };
     println!("{line}");
     // Do not wait for lingering sessions: the process exit closes every socket.
@@ -162,7 +275,8 @@ fn ws_config() -> WebSocketConfig {
         .write_buffer_size(64 * 1024)
 }
 
-/// Connects from 127.0.0.(1 + i mod N) with TCP_NODELAY and performs the upgrade.
+/// Connects from 127.0.0.(1 + i mod N) with TCP_NODELAY, performs the TLS handshake for wss://
+/// and the upgrade.
 async fn connect(common: &Common, i: usize) -> Result<Ws, String> {
     let url = common.url.replace("{i}", &i.to_string());
     let parsed = url::Url::parse(&url).map_err(|e| format!("{url}: {e}"))?;
@@ -174,7 +288,7 @@ async fn connect(common: &Common, i: usize) -> Result<Ws, String> {
     if !ip.is_loopback() {
         return Err(format!("{ip} is not a loopback address"));
     }
-    let port = parsed.port().unwrap_or(80);
+    let port = parsed.port_or_known_default().unwrap_or(80);
     let (sock, src) = match ip {
         IpAddr::V4(_) => {
             let n = common.source_ips.max(1) as usize;
@@ -190,6 +304,10 @@ async fn connect(common: &Common, i: usize) -> Result<Ws, String> {
         .await
         .map_err(|e| format!("connect: {e}"))?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let stream = match &common.tls {
+        Some(tls) => tls.handshake(stream).await?,
+        None => Either::Left(stream),
+    };
     let (ws, _resp) = tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config()))
         .await
         .map_err(|e| format!("upgrade: {e}"))?;

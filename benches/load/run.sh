@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The load benchmark: direct-to-backend, wsedge, nginx and HAProxy, measured in one run.
+# The load benchmark: direct-to-backend, wsedge, nginx and HAProxy, plain (ws://) and TLS 1.3
+# (wss://, full handshakes: resumption off on both sides), measured in one run.
 #
-#   benches/load/run.sh                      # everything (about 3 minutes after the build)
+#   benches/load/run.sh                      # everything (about 4 minutes after the build)
 #   TARGETS="direct nginx" benches/load/run.sh
-#   DURATION=10 IDLE_SESSIONS=2000 benches/load/run.sh
+#   TARGETS="wsedge_tls nginx_tls haproxy_tls" DURATION=2 UPGRADES=2000 benches/load/run.sh
+#   DURATION=10 IDLE_SESSIONS=2000 SCENARIOS="idle upgrades" benches/load/run.sh
 #
 # Each proxy runs alone on core 1 (taskset -c 1); the load generator (examples/loadgen.rs) and the
 # `wsedge echo` backends run on core 0. All traffic is on loopback; every phase is bounded by the
@@ -14,7 +16,11 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 
-TARGETS=${TARGETS:-"direct wsedge wsedge_nometrics nginx haproxy"}
+TARGETS=${TARGETS:-"direct wsedge wsedge_nometrics nginx haproxy wsedge_tls nginx_tls haproxy_tls"}
+SCENARIOS=${SCENARIOS:-"idle echo pipeline upgrades"}   # run for plain targets, in this order
+ECHO_SIZES=${ECHO_SIZES:-"64 16384"}                    # message sizes of `echo` (plain targets)
+TLS_SCENARIOS=${TLS_SCENARIOS:-"echo upgrades"}          # *_tls targets (also filtered by SCENARIOS)
+TLS_ECHO_SIZES=${TLS_ECHO_SIZES:-"64"}
 DURATION=${DURATION:-5}          # seconds measured per echo scenario
 WARMUP=${WARMUP:-1}              # seconds of traffic before each measured window
 CONNS=${CONNS:-32}
@@ -27,6 +33,7 @@ PROXY_CORE=${PROXY_CORE:-1}
 WSEDGE_EXTRA_YAML=${WSEDGE_EXTRA_YAML:-}   # appended to the generated routes.yaml (later issues)
 
 STAMP=$(date -u +%Y%m%d-%H%M%S)
+LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)   # a busy machine shows here (see results.md)
 OUT="$ROOT/bench-results/$STAMP"
 WORK="$OUT/work"
 mkdir -p "$WORK"
@@ -102,6 +109,21 @@ LOADGEN="$ROOT/target/release/examples/loadgen"
 CLK_TCK=$(getconf CLK_TCK)
 
 # ---------------------------------------------------------------------------------------------
+# TLS targets: one ECDSA P-256 certificate for localhost/127.0.0.1 (and its dev CA, which the load
+# generator trusts), made fresh for this run and served by wsedge, nginx and HAProxy alike.
+CERTS="$WORK/certs"
+case " $TARGETS " in
+*_tls\ *)
+    log "making the TLS certificate (wsedge certs --dev)"
+    "$WSEDGE" certs --dev --out "$CERTS" >"$WORK/certs.log" 2>&1 || { cat "$WORK/certs.log" >&2; exit 1; }
+    rm -f "$CERTS/dev-ca-key.pem"   # nothing else gets signed
+    # HAProxy takes the certificate and its key in one PEM file.
+    cat "$CERTS/localhost.pem" "$CERTS/localhost-key.pem" >"$CERTS/haproxy.pem"
+    chmod 600 "$CERTS/haproxy.pem"
+    ;;
+esac
+
+# ---------------------------------------------------------------------------------------------
 log "starting $BACKENDS echo backends on core $LOAD_CORE"
 BACKEND_PORTS=()
 for n in $(seq "$BACKENDS"); do
@@ -116,7 +138,8 @@ done
 
 # ---------------------------------------------------------------------------------------------
 # Target start functions: each sets TARGET_PORT and TARGET_PIDS (comma list of the processes
-# whose CPU and RSS count), or returns non-zero when the target cannot start.
+# whose CPU and RSS count), or returns non-zero when the target cannot start. A target whose name
+# ends in _tls is reached over wss:// (the start function terminates TLS 1.3 on TARGET_PORT).
 TARGET_PORT=
 TARGET_PIDS=
 TARGET_MAIN=
@@ -127,13 +150,20 @@ start_direct() {
     TARGET_MAIN=
 }
 
-start_wsedge() {
-    local port cfg pid
+# wsedge_start NAME TLS: wsedge with the bench routes; TLS=1 terminates TLS 1.3 on the listener.
+wsedge_start() {
+    local name=$1 tls=$2 port cfg pid
     port=$(free_port)
-    cfg="$WORK/wsedge-routes.yaml"
+    cfg="$WORK/$name-routes.yaml"
     {
         echo "listeners:"
-        echo "  - {name: edge, bind: \"127.0.0.1:$port\"}"
+        if [ "$tls" = 1 ]; then
+            echo "  - name: edge"
+            echo "    bind: \"127.0.0.1:$port\""
+            echo "    tls: {cert: \"$CERTS/localhost.pem\", key: \"$CERTS/localhost-key.pem\", min_version: \"1.3\", session_resumption: false}"
+        else
+            echo "  - {name: edge, bind: \"127.0.0.1:$port\"}"
+        fi
         echo "routes:"
         echo "  - name: bench"
         echo "    match: {host: \"*\", path_prefix: /}"
@@ -148,12 +178,12 @@ start_wsedge() {
     } >"$cfg"
     # No backtraces: a panicking proxy would spend its CPU printing them and skew the figures.
     RUST_BACKTRACE=0 RUST_LOG=${RUST_LOG:-warn} taskset -c "$PROXY_CORE" "$WSEDGE" run --config "$cfg" \
-        >"$WORK/wsedge.log" 2>&1 &
+        >"$WORK/$name.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
     if ! wait_port "$port" "$pid"; then
-        log "wsedge did not start (see $WORK/wsedge.log):"
-        tail -n 5 "$WORK/wsedge.log" >&2 || true
+        log "wsedge did not start (see $WORK/$name.log):"
+        tail -n 5 "$WORK/$name.log" >&2 || true
         stop_pid "$pid"
         return 1
     fi
@@ -162,20 +192,25 @@ start_wsedge() {
     TARGET_MAIN=$pid
 }
 
+start_wsedge() { wsedge_start wsedge 0; }
+
 # wsedge with metric recording off (WSEDGE_METRICS=off): the baseline of the metrics-overhead
 # figure (issue 7: at most 3% more proxy CPU per message with metrics on).
 start_wsedge_nometrics() {
     local rc=0
     export WSEDGE_METRICS=off
-    start_wsedge || rc=$?
+    wsedge_start wsedge_nometrics 0 || rc=$?
     unset WSEDGE_METRICS
     return $rc
 }
 
-start_nginx() {
-    local port dir pid workers i
+start_wsedge_tls() { wsedge_start wsedge_tls 1; }
+
+# nginx_start NAME TLS: TLS=1 terminates TLS 1.3 with no session tickets and no session cache.
+nginx_start() {
+    local name=$1 tls=$2 port dir pid workers i
     port=$(free_port)
-    dir="$WORK/nginx"
+    dir="$WORK/$name"
     mkdir -p "$dir/tmp"
     {
         echo "worker_processes 1;"
@@ -194,7 +229,16 @@ start_nginx() {
         for p in "${BACKEND_PORTS[@]}"; do echo "    server 127.0.0.1:$p;"; done
         echo "  }"
         echo "  server {"
-        echo "    listen 127.0.0.1:$port backlog=4096;"
+        if [ "$tls" = 1 ]; then
+            echo "    listen 127.0.0.1:$port ssl backlog=4096;"
+            echo "    ssl_certificate $CERTS/localhost.pem;"
+            echo "    ssl_certificate_key $CERTS/localhost-key.pem;"
+            echo "    ssl_protocols TLSv1.3;"
+            echo "    ssl_session_tickets off;"
+            echo "    ssl_session_cache off;"
+        else
+            echo "    listen 127.0.0.1:$port backlog=4096;"
+        fi
         echo "    location / {"
         echo "      proxy_pass http://echo;"
         echo "      proxy_http_version 1.1;"
@@ -223,10 +267,14 @@ start_nginx() {
     TARGET_MAIN=$pid
 }
 
-start_haproxy() {
-    local port dir pid maxconn
+start_nginx() { nginx_start nginx 0; }
+start_nginx_tls() { nginx_start nginx_tls 1; }
+
+# haproxy_start NAME TLS: TLS=1 terminates TLS 1.3 with no tickets and no session cache.
+haproxy_start() {
+    local name=$1 tls=$2 port dir pid maxconn
     port=$(free_port)
-    dir="$WORK/haproxy"
+    dir="$WORK/$name"
     mkdir -p "$dir"
     # Two sockets per proxied session, plus listeners and spare descriptors.
     maxconn=$(( ($(ulimit -Hn) - 200) / 2 ))
@@ -234,6 +282,7 @@ start_haproxy() {
         echo "global"
         echo "  nbthread 1"
         echo "  maxconn $maxconn"
+        if [ "$tls" = 1 ]; then echo "  tune.ssl.cachesize 0"; fi
         echo "defaults"
         echo "  mode http"
         echo "  maxconn $maxconn"
@@ -243,7 +292,11 @@ start_haproxy() {
         echo "  timeout tunnel 3600s"
         echo "  timeout client-fin 5s"
         echo "frontend edge"
-        echo "  bind 127.0.0.1:$port"
+        if [ "$tls" = 1 ]; then
+            echo "  bind 127.0.0.1:$port ssl crt $CERTS/haproxy.pem ssl-min-ver TLSv1.3 no-tls-tickets alpn http/1.1"
+        else
+            echo "  bind 127.0.0.1:$port"
+        fi
         echo "  default_backend echo"
         echo "backend echo"
         echo "  balance url_param room"
@@ -264,41 +317,116 @@ start_haproxy() {
     TARGET_MAIN=$pid
 }
 
+start_haproxy() { haproxy_start haproxy 0; }
+start_haproxy_tls() { haproxy_start haproxy_tls 1; }
+
 # ---------------------------------------------------------------------------------------------
+# The target's URL: wss:// (trusting the run's dev CA) for *_tls targets, else ws://.
+url_args() {
+    case $1 in
+    *_tls) echo "--url wss://127.0.0.1:$TARGET_PORT/bench?room=r{i} --ca $CERTS/dev-ca.pem --sni localhost" ;;
+    *) echo "--url ws://127.0.0.1:$TARGET_PORT/bench?room=r{i}" ;;
+    esac
+}
+
 # loadgen TARGET SCENARIO ARGS...: one JSON line appended to results.jsonl.
 loadgen() {
     local target=$1
     shift
     local line
+    # shellcheck disable=SC2046  # url_args is words without blanks or globs in them
     line=$(taskset -c "$LOAD_CORE" "$LOADGEN" --target "$target" --pids "$TARGET_PIDS" \
-        --url "ws://127.0.0.1:$TARGET_PORT/bench?room=r{i}" --clk-tck "$CLK_TCK" "$@" \
+        $(url_args "$target") --clk-tck "$CLK_TCK" "$@" \
         2>>"$WORK/loadgen.log") || line="{\"target\":\"$target\",\"scenario\":\"$1\",\"error\":\"load generator failed\"}"
     printf '%s\n' "$line" >>"$RESULTS"
     printf '   %s\n' "$line" >&2
 }
 
+# tls_check TARGET: does the target resume a TLS 1.3 session, and how many NewSessionTicket
+# messages does it send per handshake? Two `openssl s_client` connections (-sess_out, then
+# -sess_in); one JSON line. The load generator never offers a session (resumption disabled), so
+# this checks the server side only. No ticket after a TLS 1.3 handshake = nothing to resume with. The request is malformed on purpose: the proxy answers 400
+# and closes by itself, without marking a backend as failed. Run after the measurements.
+tls_check() {
+    local target=$1 sess="$WORK/$1-session.pem" first second tickets resumed
+    command -v openssl >/dev/null || { log "no openssl: resumption not checked"; return 0; }
+    local req='not-http\r\n\r\n'
+    rm -f "$sess"
+    # shellcheck disable=SC2059  # the request is the format, on purpose
+    first=$(printf "$req" | timeout 10 openssl s_client -connect "127.0.0.1:$TARGET_PORT" \
+        -servername localhost -CAfile "$CERTS/dev-ca.pem" -tls1_3 -msg -ign_eof \
+        -sess_out "$sess" 2>&1) || true
+    tickets=$(printf '%s\n' "$first" | grep -c '^<<< .*NewSessionTicket' || true)
+    resumed=null
+    if [ "${tickets:-0}" = 0 ] && grep -q '^New, TLSv1.3' <<<"$first"; then
+        resumed=false
+    elif [ -s "$sess" ]; then
+        # shellcheck disable=SC2059
+        second=$(printf "$req" | timeout 10 openssl s_client -connect "127.0.0.1:$TARGET_PORT" \
+            -servername localhost -CAfile "$CERTS/dev-ca.pem" -tls1_3 -ign_eof \
+            -sess_in "$sess" 2>&1) || true
+        if grep -q '^Reused,' <<<"$second"; then
+            resumed=true
+        elif grep -q '^New,' <<<"$second"; then
+            resumed=false
+        fi
+    fi
+    printf '{"target":"%s","scenario":"tls_check","tls":true,"server_resumes":%s,"tickets_per_handshake":%s}\n' \
+        "$target" "$resumed" "${tickets:-0}" | tee -a "$RESULTS" | sed 's/^/   /' >&2
+}
+
+# wants LIST WORD: true when WORD is one of LIST's words.
+wants() { case " $1 " in *" $2 "*) return 0 ;; esac; return 1; }
+
+set -f   # the {i} in URLs and the word lists must not be globbed
 for target in $TARGETS; do
     log "target $target"
+    scenarios=$SCENARIOS
+    sizes=$ECHO_SIZES
+    case $target in
+    *_tls)
+        scenarios=
+        for s in $SCENARIOS; do wants "$TLS_SCENARIOS" "$s" && scenarios+=" $s"; done
+        sizes=$TLS_ECHO_SIZES
+        ;;
+    esac
     if ! "start_$target"; then
         printf '{"target":"%s","error":"did not start"}\n' "$target" >>"$RESULTS"
         continue
     fi
-    # Idle sessions first, on a fresh process, so buffers freed by earlier phases do not hide
-    # the cost of a session. A few echoes first so lazily-initialised state is not counted.
-    taskset -c "$LOAD_CORE" "$LOADGEN" --deadline 30 --url "ws://127.0.0.1:$TARGET_PORT/bench?room=r{i}" \
+    # A few echoes first so lazily-initialised state is not counted.
+    # shellcheck disable=SC2046
+    taskset -c "$LOAD_CORE" "$LOADGEN" --deadline 30 $(url_args "$target") \
         echo --conns 4 --size 64 --warmup 0.2 --duration 0.5 >/dev/null 2>>"$WORK/loadgen.log" || true
-    loadgen "$target" --deadline 120 idle --count "$IDLE_SESSIONS"
-    sleep 1
-    for size in 64 16384; do
-        loadgen "$target" --deadline $((DURATION + WARMUP + 30)) echo --conns "$CONNS" \
-            --size "$size" --warmup "$WARMUP" --duration "$DURATION"
+    # In SCENARIOS order: idle first (the default) on a fresh process, so buffers freed by
+    # earlier phases do not hide the cost of a session.
+    for scenario in $scenarios; do
+        case $scenario in
+        idle)
+            loadgen "$target" --deadline 120 idle --count "$IDLE_SESSIONS"
+            sleep 1
+            ;;
+        echo)
+            for size in $sizes; do
+                loadgen "$target" --deadline $((DURATION + WARMUP + 30)) echo --conns "$CONNS" \
+                    --size "$size" --warmup "$WARMUP" --duration "$DURATION"
+            done
+            ;;
+        pipeline)
+            loadgen "$target" --deadline $((DURATION + WARMUP + 30)) pipeline --conns "$CONNS" \
+                --size 64 --depth "$PIPELINE_DEPTH" --warmup "$WARMUP" --duration "$DURATION"
+            ;;
+        upgrades)
+            loadgen "$target" --deadline 120 upgrades --count "$UPGRADES" --concurrency "$CONNS"
+            ;;
+        *) log "unknown scenario $scenario (idle echo pipeline upgrades)" ;;
+        esac
     done
-    loadgen "$target" --deadline $((DURATION + WARMUP + 30)) pipeline --conns "$CONNS" \
-        --size 64 --depth "$PIPELINE_DEPTH" --warmup "$WARMUP" --duration "$DURATION"
-    loadgen "$target" --deadline 120 upgrades --count "$UPGRADES" --concurrency "$CONNS"
+    case $target in *_tls) tls_check "$target" ;; esac
     if [ -n "$TARGET_MAIN" ]; then stop_pid "$TARGET_MAIN"; fi
     sleep 1
 done
+set +f
 
 # ---------------------------------------------------------------------------------------------
 {
@@ -307,6 +435,8 @@ done
     echo "$(nproc) cores; proxy on core $PROXY_CORE, load generator and $BACKENDS echo backends on core $LOAD_CORE;"
     echo "$CONNS connections, ${DURATION}s measured after ${WARMUP}s warm-up; pipeline depth $PIPELINE_DEPTH;"
     echo "$UPGRADES upgrades; $IDLE_SESSIONS idle sessions. $("$NGINX" -v 2>&1 | tr -d '\n'); $("$HAPROXY" -v 2>/dev/null | head -1)."
+    echo "Scenarios: $SCENARIOS (TLS targets: $TLS_SCENARIOS, echo sizes $TLS_ECHO_SIZES)."
+    echo "Load average (1/5/15 min) at start: $LOADAVG_START; at end: $(cut -d' ' -f1-3 /proc/loadavg)."
     echo
     python3 "$ROOT/benches/load/report.py" "$RESULTS"
 } >"$OUT/results.md"
