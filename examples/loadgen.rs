@@ -318,6 +318,8 @@ async fn connect(common: &Common, i: usize) -> Result<Ws, String> {
 #[derive(Clone, Copy, Default)]
 struct Probe {
     cpu_ticks: u64,
+    /// stime alone: the kernel's share (syscalls, and the loopback TCP work done on them).
+    sys_ticks: u64,
     rss_kib: u64,
 }
 
@@ -338,6 +340,7 @@ fn probe(pids: &[u32]) -> Probe {
                 let f: Vec<&str> = rest.split_whitespace().collect();
                 let num = |i: usize| f.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
                 p.cpu_ticks += num(11) + num(12);
+                p.sys_ticks += num(12);
             }
         }
         if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
@@ -358,6 +361,10 @@ fn probe(pids: &[u32]) -> Probe {
 
 fn cpu_us(common: &Common, before: Probe, after: Probe) -> f64 {
     (after.cpu_ticks.saturating_sub(before.cpu_ticks)) as f64 * 1e6 / common.clk_tck as f64
+}
+
+fn sys_us(common: &Common, before: Probe, after: Probe) -> f64 {
+    (after.sys_ticks.saturating_sub(before.sys_ticks)) as f64 * 1e6 / common.clk_tck as f64
 }
 
 /// Closed loop (`depth` = 1) or pipelined (`depth` > 1) echo over `conns` connections.
@@ -409,6 +416,7 @@ async fn echo(
         "p50_us": hist.value_at_quantile(0.50), "p99_us": hist.value_at_quantile(0.99),
         "cpu_us": if pids.is_empty() { Value::Null } else { json!(cpu) },
         "cpu_us_per_msg": if pids.is_empty() || msgs == 0 { Value::Null } else { json!(cpu / msgs as f64) },
+        "sys_us_per_msg": if pids.is_empty() || msgs == 0 { Value::Null } else { json!(sys_us(common, before, after) / msgs as f64) },
         "errors": errors.load(Ordering::Relaxed),
     }))
 }
@@ -544,6 +552,7 @@ async fn upgrades(common: &Arc<Common>, count: u64, concurrency: usize) -> Resul
         "upgrades_per_s": ok as f64 / secs,
         "cpu_us": if pids.is_empty() { Value::Null } else { json!(cpu) },
         "cpu_us_per_upgrade": if pids.is_empty() || ok == 0 { Value::Null } else { json!(cpu / ok as f64) },
+        "sys_us_per_upgrade": if pids.is_empty() || ok == 0 { Value::Null } else { json!(sys_us(common, before, after) / ok as f64) },
         "first_error": first_error.get(),
     }))
 }
