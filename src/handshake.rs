@@ -7,7 +7,6 @@
 use base64::Engine;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, StatusCode, Version};
-use sha1::{Digest, Sha1};
 
 use crate::config::Route;
 
@@ -280,10 +279,12 @@ pub fn extension_names(headers: &HeaderMap) -> Vec<String> {
 /// `Sec-WebSocket-Accept` for a key: base64(SHA-1(key ++ GUID)), RFC 6455 §4.2.2.
 pub fn accept_key(key: &[u8]) -> String {
     const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-    let mut sha = Sha1::new();
+    // ring (already here for TLS) has SHA-1 in assembly; the pure-Rust sha1 crate was twice
+    // the instructions, and this runs twice per upgrade (the client's Accept, the backend's).
+    let mut sha = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
     sha.update(key);
     sha.update(GUID);
-    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
+    base64::engine::general_purpose::STANDARD.encode(sha.finish())
 }
 
 /// Whether a comma-separated header (any of its occurrences) holds `token`, case-insensitively.
