@@ -174,15 +174,28 @@ fn is_sane_id(id: &HeaderValue) -> bool {
 
 /// 128 random bits, hex.
 pub fn new_request_id() -> HeaderValue {
-    let v: u128 = rand::random();
-    HeaderValue::from_str(&format!("{v:032x}")).expect("hex is a valid header value")
+    let mut out = [0u8; 32];
+    write_hex(&mut out, rand::random::<u128>());
+    HeaderValue::from_bytes(&out).expect("hex is a valid header value")
 }
 
 fn new_traceparent() -> HeaderValue {
     let trace: u128 = rand::random::<u128>().max(1);
     let span: u64 = rand::random::<u64>().max(1);
-    HeaderValue::from_str(&format!("00-{trace:032x}-{span:016x}-01"))
-        .expect("hex is a valid header value")
+    let mut out = *b"00-________________________________-________________-01";
+    write_hex(&mut out[3..35], trace);
+    write_hex(&mut out[36..52], u128::from(span));
+    HeaderValue::from_bytes(&out).expect("hex is a valid header value")
+}
+
+/// The low `out.len() / 2` bytes of `v` as lower-case hex, most significant first. (Both ids
+/// are made on every upgrade; `format!` of a u128 costs more than the rest of this header.)
+fn write_hex(out: &mut [u8], mut v: u128) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in out.iter_mut().rev() {
+        *b = DIGITS[(v & 0xf) as usize];
+        v >>= 4;
+    }
 }
 
 /// W3C Trace Context: `00-<32 hex>-<16 hex>-<2 hex>`, ids not all zero.
@@ -203,6 +216,23 @@ fn is_valid_traceparent(v: &HeaderValue) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generated_ids_are_well_formed_hex() {
+        let mut out = [0u8; 32];
+        write_hex(&mut out, 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210);
+        assert_eq!(&out, b"0123456789abcdeffedcba9876543210");
+        let mut short = [0u8; 16];
+        write_hex(&mut short, 0xff_0000_0000_0000_002a);
+        assert_eq!(&short, b"000000000000002a");
+        let id = new_request_id();
+        assert!(id.len() == 32 && is_sane_id(&id));
+        assert!(id.as_bytes().iter().all(u8::is_ascii_hexdigit));
+        let tp = new_traceparent();
+        assert!(is_valid_traceparent(&tp), "{tp:?}");
+        assert_eq!(tp.len(), 55);
+        assert!(tp.to_str().unwrap().starts_with("00-") && tp.to_str().unwrap().ends_with("-01"));
+    }
 
     #[test]
     fn hop_by_hop_and_connection_named_headers_removed() {
