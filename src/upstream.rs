@@ -5,6 +5,8 @@
 //! checked as RFC 6455 §4.1 asks a client to (status, Upgrade/Connection, Accept, subprotocol
 //! and extensions within what was offered).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -158,28 +160,31 @@ pub async fn upgrade(
         .handshake(TokioIo::new(stream))
         .await
         .map_err(UpstreamError::Reset)?;
-    // The connection future drives the exchange and hands the socket back at the upgrade; it
-    // ends by itself then, or when the sender is dropped on an error below.
-    tokio::spawn(async move {
-        let _ = conn.with_upgrades().await;
-    });
-    let response = sender.send_request(request).await.map_err(|e| {
-        if e.is_parse() || e.is_parse_status() {
-            UpstreamError::Malformed(e.to_string())
-        } else {
-            UpstreamError::Reset(e)
-        }
-    })?;
+    // The connection future drives the exchange and hands the socket back at the upgrade. It
+    // is polled here beside each step instead of in a spawned task: one task fewer per
+    // upgrade, and on an error it is simply dropped with the socket.
+    let mut conn = Driven::new(conn.with_upgrades());
+    let response = conn
+        .beside(sender.send_request(request))
+        .await
+        .map_err(|e| {
+            if e.is_parse() || e.is_parse_status() {
+                UpstreamError::Malformed(e.to_string())
+            } else {
+                UpstreamError::Reset(e)
+            }
+        })?;
 
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return Err(relay_rejection(response).await);
+        return Err(conn.beside(relay_rejection(response)).await);
     }
     let headers = response.headers().clone();
     verify_switch(&headers, key, offered_protocols, offered_deflate)?;
     let deflate = extension_names(&headers)
         .iter()
         .any(|e| e == "permessage-deflate");
-    let upgraded = hyper::upgrade::on(response)
+    let upgraded = conn
+        .beside(hyper::upgrade::on(response))
         .await
         .map_err(|e| UpstreamError::Malformed(format!("upgrade failed: {e}")))?;
     let parts = upgraded
@@ -191,6 +196,31 @@ pub async fn upgrade(
         headers,
         deflate,
     })
+}
+
+/// A connection future polled alongside the steps that need it, until it finishes.
+struct Driven<F> {
+    conn: F,
+    done: bool,
+}
+
+impl<F: Future + Unpin> Driven<F> {
+    fn new(conn: F) -> Self {
+        Driven { conn, done: false }
+    }
+
+    /// Awaits `step` while polling the connection (the step's answer needs the connection to
+    /// make progress; once the connection has finished, only the step is polled).
+    async fn beside<T>(&mut self, step: impl Future<Output = T>) -> T {
+        let mut step = std::pin::pin!(step);
+        std::future::poll_fn(|cx| {
+            if !self.done && Pin::new(&mut self.conn).poll(cx).is_ready() {
+                self.done = true;
+            }
+            step.as_mut().poll(cx)
+        })
+        .await
+    }
 }
 
 // The large variant (a relayed response) is the point of the error type; this is not a hot path.
