@@ -360,11 +360,16 @@ fn probe(pids: &[u32]) -> Probe {
 }
 
 fn cpu_us(common: &Common, before: Probe, after: Probe) -> f64 {
-    (after.cpu_ticks.saturating_sub(before.cpu_ticks)) as f64 * 1e6 / common.clk_tck as f64
+    ticks_us(common, before.cpu_ticks, after.cpu_ticks)
 }
 
 fn sys_us(common: &Common, before: Probe, after: Probe) -> f64 {
-    (after.sys_ticks.saturating_sub(before.sys_ticks)) as f64 * 1e6 / common.clk_tck as f64
+    ticks_us(common, before.sys_ticks, after.sys_ticks)
+}
+
+/// Clock ticks elapsed between two /proc readings, in microseconds.
+fn ticks_us(common: &Common, before: u64, after: u64) -> f64 {
+    after.saturating_sub(before) as f64 * 1e6 / common.clk_tck as f64
 }
 
 /// Closed loop (`depth` = 1) or pipelined (`depth` > 1) echo over `conns` connections.
