@@ -1,0 +1,9 @@
+//! Hostile clients at the edge: each attack tried over real sockets, with what wsedge must
+//! answer and what must (not) reach the backend. One file per family of attacks.
+mod support;
+
+#[path = "hostile/requests.rs"]
+mod requests;
+
+#[path = "hostile/limits.rs"]
+mod limits;
