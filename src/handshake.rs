@@ -1,8 +1,8 @@
 //! RFC 6455 §4.2.1 upgrade validation, Origin allow-list and subprotocol/extension filtering.
 //!
-//! Checks run in a fixed order, and every refusal is one [`RejectReason`] (`reject.rs`): its
-//! HTTP status, its extra headers, its log reason, its metric label and its side all come
-//! from there, so dashboards and clients see one closed set.
+//! Checks run in a fixed order (cheapest and most fundamental first), and every refusal is
+//! one [`RejectReason`] (`reject.rs`): its HTTP status, its extra headers, its log reason, its
+//! metric label and its side all come from there, so dashboards and clients see one closed set.
 
 use base64::Engine;
 use http::header::{self, HeaderMap, HeaderValue};
