@@ -154,7 +154,7 @@ async fn handle(mut req: Request<Incoming>, ctx: Arc<ConnContext>) -> Response<B
                 .http_fallback
                 .as_ref()
                 .expect("fallback routes have a target");
-            crate::fallback::proxy(req, target, route, peer_of(&ctx)).await
+            crate::fallback::proxy(req, target, route, peer_of(&ctx, &snapshot)).await
         }
         Err(rejection) => {
             let route_name = rejection
@@ -217,14 +217,13 @@ async fn route_request(
     started: Instant,
 ) -> Result<Routed, Rejection> {
     handshake::check_request_line(req).map_err(|r| Rejection::new(r, None))?;
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
+    // From here on the request's URI holds the normalised path.
+    let target = crate::target::resolve(req, &ctx.listener.path_normalization)
+        .map_err(|(r, detail)| Rejection::new(r, None).detail(detail))?;
+    let host = target.host.as_str();
     let route_idx = snapshot
         .table
-        .lookup(&ctx.listener.name, host, req.uri().path())
+        .lookup(&ctx.listener.name, host, &target.match_path)
         .ok_or_else(|| Rejection::new(RejectReason::NoRoute, None))?;
     let route = &snapshot.config.routes[route_idx];
 
@@ -418,7 +417,7 @@ async fn dial_and_upgrade(
     };
     let chosen = picked.index;
     let backend = &route.backends[chosen];
-    let peer = peer_of(ctx);
+    let peer = peer_of(ctx, snapshot);
     let (headers, request_id) =
         forward::upgrade_request_headers(req.headers(), route, backend, upgrade, peer);
     let path = backend_path(route, &backend.url.path, req.uri());
@@ -472,12 +471,13 @@ fn passive_outcome<T>(
     }
 }
 
-fn peer_of(ctx: &ConnContext) -> Peer {
+fn peer_of(ctx: &ConnContext, snapshot: &Snapshot) -> Peer {
     Peer {
         ip: ctx.peer.ip(),
         trusted: ctx.peer_trusted(),
         tls: ctx.listener.tls.is_some(),
         client_cert: ctx.client_cert.clone(),
+        cert_headers: forward::cert_headers(&snapshot.config),
     }
 }
 
@@ -560,7 +560,10 @@ fn reject_response(reason: RejectReason) -> Response<Body> {
     for (name, value) in reason.extra_headers() {
         headers.insert(*name, HeaderValue::from_static(value));
     }
-    if matches!(reason, RejectReason::HttpVersion | RejectReason::BadHost) {
+    if matches!(
+        reason,
+        RejectReason::HttpVersion | RejectReason::BadHost | RejectReason::BodyOnUpgrade
+    ) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response

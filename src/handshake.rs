@@ -15,12 +15,16 @@ use crate::config::Route;
 pub enum RejectReason {
     HttpVersion,
     BadHost,
+    /// The path fails normalisation (`src/path.rs`): bad escape, control byte, `%2F`…
+    BadPath,
     NoRoute,
     NotUpgrade,
     BadConnection,
     BadMethod,
     BadVersion,
     BadKey,
+    /// `Transfer-Encoding` or a non-zero `Content-Length` on an upgrade (a smuggled body).
+    BodyOnUpgrade,
     OriginDenied,
     SubprotocolRequired,
     OverCapacity,
@@ -37,15 +41,17 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 16] = [
+    pub const ALL: [RejectReason; 18] = [
         RejectReason::HttpVersion,
         RejectReason::BadHost,
+        RejectReason::BadPath,
         RejectReason::NoRoute,
         RejectReason::NotUpgrade,
         RejectReason::BadConnection,
         RejectReason::BadMethod,
         RejectReason::BadVersion,
         RejectReason::BadKey,
+        RejectReason::BodyOnUpgrade,
         RejectReason::OriginDenied,
         RejectReason::SubprotocolRequired,
         RejectReason::OverCapacity,
@@ -61,12 +67,14 @@ impl RejectReason {
         match self {
             RejectReason::HttpVersion => "http_version",
             RejectReason::BadHost => "bad_host",
+            RejectReason::BadPath => "bad_path",
             RejectReason::NoRoute => "no_route",
             RejectReason::NotUpgrade => "not_upgrade",
             RejectReason::BadConnection => "bad_connection",
             RejectReason::BadMethod => "bad_method",
             RejectReason::BadVersion => "bad_version",
             RejectReason::BadKey => "bad_key",
+            RejectReason::BodyOnUpgrade => "body_on_upgrade",
             RejectReason::OriginDenied => "origin_denied",
             RejectReason::SubprotocolRequired => "subprotocol_required",
             RejectReason::OverCapacity => "over_capacity",
@@ -83,6 +91,8 @@ impl RejectReason {
         match self {
             RejectReason::HttpVersion
             | RejectReason::BadHost
+            | RejectReason::BadPath
+            | RejectReason::BodyOnUpgrade
             | RejectReason::BadConnection
             | RejectReason::BadKey
             | RejectReason::SubprotocolRequired => StatusCode::BAD_REQUEST,
@@ -157,6 +167,7 @@ pub fn validate_upgrade<B>(
     if req.method() != Method::GET {
         return Err(RejectReason::BadMethod);
     }
+    check_no_body(headers)?;
     let mut versions = headers.get_all(header::SEC_WEBSOCKET_VERSION).iter();
     match (versions.next(), versions.next()) {
         (Some(v), None) if v.as_bytes().trim_ascii() == b"13" => {}
@@ -171,6 +182,19 @@ pub fn validate_upgrade<B>(
         subprotocols,
         extensions,
     })
+}
+
+/// An upgrade is a GET without a body (RFC 6455 §4.1). A body announced anyway would be
+/// read by nobody here and could be parsed by the backend as its next request (smuggling).
+fn check_no_body(headers: &HeaderMap) -> Result<(), RejectReason> {
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        return Err(RejectReason::BodyOnUpgrade);
+    }
+    let zero = |v: &HeaderValue| v.as_bytes().trim_ascii() == b"0";
+    if !headers.get_all(header::CONTENT_LENGTH).iter().all(zero) {
+        return Err(RejectReason::BodyOnUpgrade);
+    }
+    Ok(())
 }
 
 fn single_valid_key(headers: &HeaderMap) -> Result<HeaderValue, RejectReason> {
