@@ -94,7 +94,8 @@ pub async fn serve(
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(handle(req, ctx).await) }
     });
-    let conn = hyper::server::conn::http1::Builder::new()
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
         .timer(TokioTimer::new())
         // What the handshake left of `request_timeout` (hyper applies the same value to
         // later keep-alive requests, which only makes those stricter).
@@ -103,14 +104,20 @@ pub async fn serve(
                 .saturating_duration_since(tokio::time::Instant::now())
                 .max(MIN_HEADER_TIME),
         )
-        .keep_alive(true)
+        .max_header_size(listener.max_request_head_bytes)
+        .keep_alive(true);
+    // Only when changed: any explicit value moves hyper's header array to the heap.
+    if listener.max_headers != crate::config::DEFAULT_MAX_HEADERS {
+        builder.max_headers(listener.max_headers);
+    }
+    let conn = builder
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
         res = conn.as_mut() => {
             if let Err(e) = res {
-                debug!(%peer, error = %e, "client connection ended with an error");
+                count_head_error(&shared, &listener.name, peer, &e);
             }
         }
         _ = shared.stop_accepting.cancelled() => {
@@ -119,6 +126,22 @@ pub async fn serve(
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
+    }
+}
+
+/// A head hyper refused (it answered 400/414/431 itself) or that never came: counted and
+/// logged, since the service never saw it. Other connection errors are the client's business.
+fn count_head_error(shared: &Shared, listener: &str, peer: SocketAddr, e: &hyper::Error) {
+    match crate::head_error::HeadError::classify(e) {
+        Some(reason) => {
+            shared
+                .metrics
+                .request_head_errors_total
+                .with_label_values(&[listener, reason.label()])
+                .inc();
+            info!(client = %peer, listener, reason = reason.label(), error = %e, "request head refused");
+        }
+        None => debug!(%peer, error = %e, "client connection ended with an error"),
     }
 }
 

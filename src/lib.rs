@@ -40,6 +40,7 @@ pub mod fallback;
 pub mod forward;
 pub mod frame;
 pub mod handshake;
+pub mod head_error;
 pub mod health;
 pub mod listener;
 pub mod loadtest;
