@@ -9,8 +9,8 @@ use http::header;
 use http::uri::{PathAndQuery, Uri};
 use http::Request;
 
-use crate::handshake::RejectReason;
 use crate::path::{self, Options};
+use crate::reject::RejectReason;
 use crate::route::normalize_host;
 
 /// The canonical parts routing needs.
