@@ -126,7 +126,7 @@ fn refusals(router: &Router, route: &str, reason: &str) -> u64 {
         .shared()
         .metrics
         .upgrades_total
-        .with_label_values(&[route, reason])
+        .with_label_values(&[route, reason, "client"])
         .get()
 }
 
