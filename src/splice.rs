@@ -1,14 +1,10 @@
 //! The relay between client and backend once both sides have switched protocols: bytes pass
 //! through unchanged while `frame.rs` tracks boundaries; closes, limits and timers are enforced
 //! here. Layout: `splice/relay.rs` (the session future: timers, final shutdowns),
-//! `splice/dir.rs` (one direction: read, scan, write, inject), `splice/ctx.rs` (shared state
-//! and the event → Close rules), `splice/transport.rs` (readiness, buffer pool).
-//!
-//! Room for later work: client liveness (issue 5) adds one deadline to `Relay::next_deadline`,
-//! writes its Ping through the same at-a-frame-boundary slot as an injected Close
-//! (`ctx::Peer::inject`), and consumes its Pong via `Scanner::arm_pong_token` (the scanner
-//! reports that Pong as `Frame` then `PongEnd { matched }`; `dir.rs` marks the spot). Drains
-//! (issue 6) use `SessionHandle::close_gracefully`, answered here as `SessionEnd::Requested`.
+//! `splice/dir.rs` (one direction: read, scan, write, inject), `splice/state.rs` (per-side close
+//! bookkeeping and the event → Close rules), `splice/heartbeat.rs` (client liveness Pings),
+//! `splice/clock.rs` (deadline arithmetic), `splice/transport.rs` (readiness, buffer pool).
+//! wsedge's own frames (injected Closes, the heartbeat Ping) come from `frame/control.rs`.
 
 use std::pin::pin;
 use std::time::Duration;
@@ -17,10 +13,11 @@ use bytes::Bytes;
 
 use crate::session::SessionHandle;
 
-mod ctx;
+mod clock;
 mod dir;
 mod heartbeat;
 mod relay;
+mod state;
 #[cfg(test)]
 mod tests;
 mod transport;
