@@ -5,6 +5,11 @@
 //! bookkeeping and the event → Close rules), `splice/heartbeat.rs` (client liveness Pings),
 //! `splice/clock.rs` (deadline arithmetic), `splice/transport.rs` (readiness, buffer pool).
 //! wsedge's own frames (injected Closes, the heartbeat Ping) come from `frame/control.rs`.
+//!
+//! Client liveness is one more deadline in `Relay::next_deadline`; its Ping goes through the
+//! same at-a-frame-boundary slot as an injected Close, and its Pong is consumed via
+//! `Scanner::arm_pong_token`. Drains call `SessionHandle::close_gracefully`, answered here as
+//! `SessionEnd::Requested`.
 
 use std::pin::pin;
 use std::time::Duration;
