@@ -13,7 +13,8 @@
 //! - [`snapshot`]: one config generation, per-route entries, behind one `ArcSwap`.
 //! - [`listener`]: listener lifecycle and the accept loop with backoff; [`sockopt`]: socket
 //!   options; [`proxy_protocol`] v1/v2 headers.
-//! - [`conn`]: one client connection end to end; every refusal is one [`handshake::RejectReason`].
+//! - [`conn`]: one client connection end to end; every refusal is one [`reject::RejectReason`]
+//!   (status, label, side); [`classify`] turns upstream errors into reasons and health outcomes.
 //! - [`handshake`]: RFC 6455 §4.2.1 validation, Origin, subprotocols, extensions.
 //! - [`route`]: the immutable route table.
 //! - [`balance`]: consistent-hash ring and affinity keys; [`backend`]: live per-backend state.
@@ -35,6 +36,7 @@ pub mod backend;
 pub mod balance;
 pub mod body;
 pub mod check;
+pub mod classify;
 pub mod config;
 pub mod conn;
 pub mod demo;
@@ -52,6 +54,7 @@ pub mod origin;
 pub mod plan;
 pub mod proxy_protocol;
 pub mod registry;
+pub mod reject;
 pub mod reload;
 pub mod resolve;
 pub mod rlimit;
