@@ -8,8 +8,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tracing::info;
 
+use crate::body::{full, Body};
 use crate::config::{BackendUrl, Route};
-use crate::conn::{full, Body};
 use crate::forward::{fallback_request_headers, strip_hop_by_hop, Peer};
 
 /// Forwards `req` (any method, body streamed) to `target` and streams the answer back.

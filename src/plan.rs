@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::drain::DrainReason;
 use crate::registry::SessionInfo;
-use crate::server::Snapshot;
+use crate::snapshot::Snapshot;
 
 /// Whether the change to `new` concerns `session`, and why. A session whose backend is not
 /// chosen yet is not judged here: it checks itself once upgraded.
