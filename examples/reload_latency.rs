@@ -1,4 +1,4 @@
-//! Reload latency with many live sessions (issue 6's figures), all on loopback, in one process:
+//! Reload latency with many live sessions, all on loopback, in one process:
 //!
 //! ```sh
 //! cargo run --release --example reload_latency -- [SESSIONS] [RELOADS]   # default 10000 50

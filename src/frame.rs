@@ -5,7 +5,7 @@
 //! reject RSV1, so they can neither pass permessage-deflate through nor relay without copying.
 //! This scanner only looks at headers (≤ 14 bytes, kept across reads when a header straddles two
 //! reads) and walks over payloads. It never unmasks a data payload; the only payload bytes it
-//! reads are the 2-byte code of a Close and, when armed (issue 5, client liveness), a Pong's
+//! reads are the 2-byte code of a Close and, when armed for client liveness, a Pong's
 //! ≤ 125-byte payload compared against wsedge's own ping token.
 
 #[cfg(test)]
@@ -136,7 +136,7 @@ pub struct Scanner {
     /// A fragmented data message is open, and its payload so far.
     msg_open: bool,
     msg_bytes: u64,
-    /// Issue 5 hook: wsedge's outstanding ping token (`token_len == 0`: not armed).
+    /// Client liveness: wsedge's outstanding ping token (`token_len == 0`: not armed).
     token: [u8; MAX_TOKEN],
     token_len: u8,
     /// Bytes accepted (headers + payloads), messages completed, data frames seen.
@@ -192,7 +192,7 @@ impl Scanner {
         self.capturing && self.remaining == 0
     }
 
-    /// Issue 5 hook: Pongs whose payload length equals `token`'s are reported (`Frame` then
+    /// Client liveness: Pongs whose payload length equals `token`'s are reported (`Frame` then
     /// `PongEnd`) so the splice can consume the one answering wsedge's own ping. `None` disarms.
     pub fn arm_pong_token(&mut self, token: Option<&[u8]>) {
         match token {

@@ -1,6 +1,6 @@
 //! RFC 6455 §4.2.1 upgrade validation, Origin allow-list and subprotocol/extension filtering.
 //!
-//! Checks run in the order the issue fixes, and every refusal is one [`RejectReason`]: its
+//! Checks run in a fixed order (cheapest and most fundamental first), and every refusal is one [`RejectReason`]: its
 //! HTTP status, its extra headers, its log reason and its metric label all come from here, so
 //! dashboards and clients see one closed set.
 

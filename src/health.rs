@@ -38,7 +38,7 @@ pub type Transport = Result<BackendTransport, Arc<crate::tls::TlsError>>;
 pub use passive::{record_outcome, Outcome};
 use probe::{ProbeConn, ProbeResult};
 
-/// Runs and stops the probes. A reload (issue 6) calls [`HealthChecker::start_route`] again
+/// Runs and stops the probes. A reload calls [`HealthChecker::start_route`] again
 /// for a route whose `health_check` or backends changed: the old probes are cancelled first.
 pub struct HealthChecker {
     metrics: Metrics,
@@ -119,16 +119,6 @@ impl HealthChecker {
         if let Some(token) = self.lock().remove(name) {
             token.cancel();
         }
-    }
-
-    /// Routes with probes running (for `/status` and tests).
-    pub fn probed_routes(&self) -> Vec<String> {
-        self.lock().keys().cloned().collect()
-    }
-
-    /// Probe and drain tasks alive right now.
-    pub fn tasks_alive(&self) -> usize {
-        self.tasks.len()
     }
 
     /// Cancels everything; [`HealthChecker::wait`] then resolves once the sockets are closed.

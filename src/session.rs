@@ -4,7 +4,7 @@
 //! [`SessionHandle`]. A close request is recorded once (a session never sends two Closes) and
 //! wakes the splice, which injects the Close at the next frame boundary.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 
 use tokio::sync::Notify;
@@ -122,13 +122,6 @@ impl SessionHandle {
 
     pub fn stats(&self) -> &SessionStats {
         &self.shared.stats
-    }
-
-    /// Total bytes relayed both ways (for logs and tests).
-    pub fn total_bytes(&self) -> u64 {
-        let s = &self.shared.stats;
-        s.client_to_backend_bytes.load(Ordering::Relaxed)
-            + s.backend_to_client_bytes.load(Ordering::Relaxed)
     }
 }
 

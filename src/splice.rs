@@ -2,13 +2,13 @@
 //! through unchanged while `frame.rs` tracks boundaries; closes, limits and timers are enforced
 //! here. Layout: `splice/relay.rs` (the session future: timers, final shutdowns),
 //! `splice/dir.rs` (one direction: read, scan, write, inject), `splice/ctx.rs` (shared state
-//! and the event → Close rules), `splice/transport.rs` (readiness, buffer pool).
+//! and the event → Close rules), `splice/transport.rs` (readiness, buffer pool),
+//! `splice/heartbeat.rs` (client liveness: wsedge's own Ping and its Pong).
 //!
-//! Room for later work: client liveness (issue 5) adds one deadline to `Relay::next_deadline`,
-//! writes its Ping through the same at-a-frame-boundary slot as an injected Close
-//! (`ctx::Peer::inject`), and consumes its Pong via `Scanner::arm_pong_token` (the scanner
-//! reports that Pong as `Frame` then `PongEnd { matched }`; `dir.rs` marks the spot). Drains
-//! (issue 6) use `SessionHandle::close_gracefully`, answered here as `SessionEnd::Requested`.
+//! Client liveness is one more deadline in `Relay::next_deadline`; its Ping goes through the
+//! same at-a-frame-boundary slot as an injected Close (`ctx::Peer::inject`), and its Pong is
+//! consumed via `Scanner::arm_pong_token`. Drains call `SessionHandle::close_gracefully`,
+//! answered here as `SessionEnd::Requested`.
 
 use std::pin::pin;
 use std::time::Duration;

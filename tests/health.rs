@@ -1,4 +1,4 @@
-//! Liveness end to end (issue 5), on real sockets with real time: short intervals, generous
+//! Liveness end to end, on real sockets with real time: short intervals, generous
 //! upper bounds. Active probes and hysteresis, `on_all_unhealthy`, `drain_on_unhealthy`,
 //! passive ejection, client heartbeats.
 

@@ -195,7 +195,7 @@ wsedge_start() {
 start_wsedge() { wsedge_start wsedge 0; }
 
 # wsedge with metric recording off (WSEDGE_METRICS=off): the baseline of the metrics-overhead
-# figure (issue 7: at most 3% more proxy CPU per message with metrics on).
+# figure (the goal: at most 3% more proxy CPU per message with metrics on).
 start_wsedge_nometrics() {
     local rc=0
     export WSEDGE_METRICS=off

@@ -1,4 +1,4 @@
-//! Client liveness (issue 5): when the client has sent nothing for `client_ping_interval`,
+//! Client liveness: when the client has sent nothing for `client_ping_interval`,
 //! wsedge writes it a Ping with its own token (at most one outstanding, unmasked, only between
 //! frames toward the client); any byte from the client proves it alive; the Pong carrying the
 //! token is consumed by `dir.rs` (the scanner compares it, the one payload wsedge unmasks);

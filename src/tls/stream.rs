@@ -68,12 +68,6 @@ impl Transport for BackendStream {
     }
 }
 
-impl<T> MaybeTls<T> {
-    pub fn is_tls(&self) -> bool {
-        matches!(self, MaybeTls::Tls(_))
-    }
-}
-
 impl<T: AsyncRead + Unpin> AsyncRead for MaybeTls<T> {
     fn poll_read(
         self: Pin<&mut Self>,
