@@ -122,7 +122,10 @@ impl Net {
         for i in 1..=backends {
             let b = rig.ns(&format!("b{i}"));
             rig.link(&w, &b, i as u8);
-            let logs = rig.spawn_wsedge(&b, &["echo", "--listen", "0.0.0.0:9001", "--id", &format!("b{i}")]);
+            let logs = rig.spawn_wsedge(
+                &b,
+                &["echo", "--listen", "0.0.0.0:9001", "--id", &format!("b{i}")],
+            );
             names.push(b);
             echoes.push(logs);
         }
@@ -142,7 +145,9 @@ impl Net {
     /// Starts `wsedge run` in `w` with `yaml`; returns its logs once it listens.
     fn run_router(&mut self, yaml: &str) -> Logs {
         let path = self.dir.write("routes.yaml", yaml);
-        let logs = self.rig.spawn_wsedge(&self.w, &["run", "--config", path.to_str().unwrap()]);
+        let logs = self
+            .rig
+            .spawn_wsedge(&self.w, &["run", "--config", path.to_str().unwrap()]);
         logs.wait("listening", &[], START);
         logs
     }
@@ -295,7 +300,9 @@ async fn one_shot(key: &str) -> Result<String, String> {
         .await
         .map_err(|_| "upgrade timed out".to_string())?
         .map_err(|e| e.to_string())?;
-    ws.send(Message::text("whoami")).await.map_err(|e| e.to_string())?;
+    ws.send(Message::text("whoami"))
+        .await
+        .map_err(|e| e.to_string())?;
     let backend = match tokio::time::timeout(START, ws.next()).await {
         Ok(Some(Ok(Message::Text(t)))) => t.to_string(),
         other => return Err(format!("no whoami answer: {other:?}")),
@@ -327,7 +334,11 @@ routes:
 async fn all_up(up: &AtomicU64, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while up.load(Ordering::Relaxed) < n {
-        assert!(Instant::now() < deadline, "only {} of {n} sessions came up", up.load(Ordering::Relaxed));
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} sessions came up",
+            up.load(Ordering::Relaxed)
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -512,10 +523,17 @@ async fn delaying_relay(listen: &str, upstream: &str, delay: Duration, stop: Can
         };
         let (dr, dw) = down.into_split();
         let (ur, uw) = up.into_split();
-        for (r, w) in [(Box::new(dr) as Box<dyn tokio::io::AsyncRead + Send + Unpin>, Box::new(uw) as Box<dyn tokio::io::AsyncWrite + Send + Unpin>), (Box::new(ur), Box::new(dw))] {
+        for (r, w) in [
+            (
+                Box::new(dr) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+                Box::new(uw) as Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+            ),
+            (Box::new(ur), Box::new(dw)),
+        ] {
             let stop = stop.clone();
             tracker.spawn(async move {
-                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+                let (tx, mut rx) =
+                    tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
                 let mut w = w;
                 let writer = async move {
                     while let Some((at, chunk)) = rx.recv().await {
@@ -533,7 +551,8 @@ async fn delaying_relay(listen: &str, upstream: &str, delay: Duration, stop: Can
                         match r.read(&mut buf).await {
                             Ok(0) | Err(_) => return,
                             Ok(n) => {
-                                let _ = tx.send((tokio::time::Instant::now() + delay, buf[..n].to_vec()));
+                                let _ = tx
+                                    .send((tokio::time::Instant::now() + delay, buf[..n].to_vec()));
                             }
                         }
                     }
@@ -552,13 +571,19 @@ async fn delaying_relay(listen: &str, upstream: &str, delay: Duration, stop: Can
 /// GET `path` from wsedge's admin listener (127.0.0.1:9901 inside `w`): the body.
 fn admin_get(w: &str, path: &'static str) -> String {
     netns::spawn_in(w, move || async move {
-        let mut s = tokio::net::TcpStream::connect("127.0.0.1:9901").await.unwrap();
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes())
+        let mut s = tokio::net::TcpStream::connect("127.0.0.1:9901")
             .await
             .unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
-        out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()
+        out.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default()
     })
     .join()
     .unwrap()
@@ -579,7 +604,11 @@ fn probe_results(metrics: &str, backend: &str) -> Vec<(String, f64)> {
 }
 
 fn count(results: &[(String, f64)], result: &str) -> f64 {
-    results.iter().filter(|(r, _)| r == result).map(|(_, v)| v).sum()
+    results
+        .iter()
+        .filter(|(r, _)| r == result)
+        .map(|(_, v)| v)
+        .sum()
 }
 
 /// 500 ms of added latency each way toward b2 (RTT ≥ 1 s) with a probe timeout of 3.5 s (above
@@ -595,7 +624,9 @@ fn half_a_second_of_latency_ejects_nothing_even_when_the_probe_socket_reopens() 
     let relay_stop = CancellationToken::new();
     let relay = {
         let stop = relay_stop.clone();
-        netns::spawn_in(&b2, move || delaying_relay("0.0.0.0:9002", "127.0.0.1:9001", LATENCY, stop))
+        netns::spawn_in(&b2, move || {
+            delaying_relay("0.0.0.0:9002", "127.0.0.1:9001", LATENCY, stop)
+        })
     };
     let router = net.run_router(&three_backend_yaml(
         "{interval: 4s, timeout: 3500ms, unhealthy_threshold: 1, healthy_threshold: 1}",
@@ -604,10 +635,15 @@ fn half_a_second_of_latency_ejects_nothing_even_when_the_probe_socket_reopens() 
     router.wait_each("backend health", "backend", &["b1", "b2", "b3"], START);
     let rtt_of = |status: &str| -> f64 {
         let v: serde_json::Value = serde_json::from_str(status).unwrap();
-        v["routes"][0]["backends"][1]["last_probe_rtt_ms"].as_f64().unwrap_or(0.0)
+        v["routes"][0]["backends"][1]["last_probe_rtt_ms"]
+            .as_f64()
+            .unwrap_or(0.0)
     };
     let first_rtt = rtt_of(&admin_get(&net.w, "/status"));
-    assert!(first_rtt >= 1000.0, "the probe RTT through the relay is {first_rtt} ms");
+    assert!(
+        first_rtt >= 1000.0,
+        "the probe RTT through the relay is {first_rtt} ms"
+    );
 
     // A session through the slow backend works, slowly.
     let slow = net.rig.run_in(&net.c.clone(), || async {
@@ -627,15 +663,21 @@ fn half_a_second_of_latency_ejects_nothing_even_when_the_probe_socket_reopens() 
     let before = probe_results(&admin_get(&net.w, "/metrics"), "b2");
     let echo = net.echoes[1].clone();
     net.rig.sigterm(&echo);
-    net.echoes[1] = net.rig.spawn_wsedge(&b2, &["echo", "--listen", "0.0.0.0:9001", "--id", "b2"]);
+    net.echoes[1] = net
+        .rig
+        .spawn_wsedge(&b2, &["echo", "--listen", "0.0.0.0:9001", "--id", "b2"]);
     net.echoes[1].wait("echo backend listening", &[], START);
     let deadline = Instant::now() + Duration::from_secs(30);
     let after = loop {
         let now = probe_results(&admin_get(&net.w, "/metrics"), "b2");
-        if count(&now, "closed") >= 1.0 && count(&now, "success") >= count(&before, "success") + 2.0 {
+        if count(&now, "closed") >= 1.0 && count(&now, "success") >= count(&before, "success") + 2.0
+        {
             break now;
         }
-        assert!(Instant::now() < deadline, "no reopened probe round: {now:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no reopened probe round: {now:?}"
+        );
         std::thread::sleep(Duration::from_millis(500));
     };
     eprintln!("latency: probe results for b2 {after:?}");
@@ -643,7 +685,10 @@ fn half_a_second_of_latency_ejects_nothing_even_when_the_probe_socket_reopens() 
         .iter()
         .filter(|(r, v)| r != "success" && r != "closed" && *v > 0.0)
         .collect();
-    assert!(failures.is_empty(), "probe failures under latency: {failures:?}");
+    assert!(
+        failures.is_empty(),
+        "probe failures under latency: {failures:?}"
+    );
     let status: serde_json::Value = serde_json::from_str(&admin_get(&net.w, "/status")).unwrap();
     for b in status["routes"][0]["backends"].as_array().unwrap() {
         assert_eq!(b["health"], "healthy", "{b}");
@@ -671,11 +716,14 @@ async fn reporting_backend(stop: CancellationToken, ended: std::sync::mpsc::Send
         tracker.spawn(async move {
             let path = Arc::new(std::sync::Mutex::new(String::new()));
             let seen = path.clone();
-            let cb = move |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
+            let cb = move |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                           resp| {
                 *seen.lock().unwrap() = req.uri().path().to_owned();
                 Ok(resp)
             };
-            let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, cb).await else { return };
+            let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, cb).await else {
+                return;
+            };
             let path = path.lock().unwrap().clone();
             let (mut tx, mut rx) = ws.split();
             let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -746,7 +794,9 @@ routes:
         netns::spawn_in(&c, move || async move {
             let mut readers = Vec::new();
             for path in ["/hb", "/data"] {
-                let (ws, _) = tokio_tungstenite::connect_async(format!("{EDGE}{path}")).await.unwrap();
+                let (ws, _) = tokio_tungstenite::connect_async(format!("{EDGE}{path}"))
+                    .await
+                    .unwrap();
                 let (_tx, mut rx) = ws.split();
                 let stop = stop.clone();
                 // Reads (and so answers wsedge's pings) until stopped.
@@ -767,7 +817,10 @@ routes:
     opened.recv_timeout(START).expect("both sessions open");
     // Heartbeats and data flowing for a while.
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(ended.try_recv().is_err(), "a session ended before the blackhole");
+    assert!(
+        ended.try_recv().is_err(),
+        "a session ended before the blackhole"
+    );
 
     netns::blackhole(&c);
     let t0 = Instant::now();
@@ -785,15 +838,27 @@ routes:
     eprintln!(
         "blackholed client: heartbeat session ended after {} ms (bound {} ms), data session \
          after {} ms (tcp_user_timeout {} ms); backend codes {hb_code} and {data_code}",
-        ms(hb), ms(PING_INTERVAL + PING_TIMEOUT), ms(data), ms(USER_TIMEOUT)
+        ms(hb),
+        ms(PING_INTERVAL + PING_TIMEOUT),
+        ms(data),
+        ms(USER_TIMEOUT)
     );
     assert_eq!(hb_code, 1001);
     assert_eq!(data_code, 1001);
     // Slack: timers fire on a loaded 2-core machine, and the backend must read the Close.
-    assert!(hb <= PING_INTERVAL + PING_TIMEOUT + Duration::from_millis(300), "{hb:?}");
+    assert!(
+        hb <= PING_INTERVAL + PING_TIMEOUT + Duration::from_millis(300),
+        "{hb:?}"
+    );
     // The kernel checks the user timeout at retransmission timer expiry.
-    assert!(data <= USER_TIMEOUT + Duration::from_millis(1000), "{data:?}");
-    assert!(data >= USER_TIMEOUT - Duration::from_millis(100), "ended before the user timeout: {data:?}");
+    assert!(
+        data <= USER_TIMEOUT + Duration::from_millis(1000),
+        "{data:?}"
+    );
+    assert!(
+        data >= USER_TIMEOUT - Duration::from_millis(100),
+        "ended before the user timeout: {data:?}"
+    );
 
     client_stop.cancel();
     backend_stop.cancel();

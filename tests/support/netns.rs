@@ -175,7 +175,19 @@ pub fn blackhole(ns: &str) {
 }
 
 pub fn clear_blackhole(ns: &str) {
-    sh("ip", &["netns", "exec", ns, "nft", "delete", "table", "inet", "blackhole"]);
+    sh(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            ns,
+            "nft",
+            "delete",
+            "table",
+            "inet",
+            "blackhole",
+        ],
+    );
 }
 
 /// Namespaces, links and processes of one test; all removed on drop.
@@ -215,11 +227,16 @@ impl Rig {
         assert!(va.len() <= 15, "interface name {va} too long");
         sh(
             "ip",
-            &["link", "add", &va, "netns", a, "type", "veth", "peer", "name", &vb, "netns", b],
+            &[
+                "link", "add", &va, "netns", a, "type", "veth", "peer", "name", &vb, "netns", b,
+            ],
         );
         let (ia, ib) = (Ipv4Addr::new(10, 200, n, 1), Ipv4Addr::new(10, 200, n, 2));
         for (ns, dev, ip) in [(a, &va, ia), (b, &vb, ib)] {
-            sh("ip", &["-n", ns, "addr", "add", &format!("{ip}/24"), "dev", dev]);
+            sh(
+                "ip",
+                &["-n", ns, "addr", "add", &format!("{ip}/24"), "dev", dev],
+            );
             sh("ip", &["-n", ns, "link", "set", dev, "up"]);
         }
         (ia, ib)
