@@ -96,6 +96,14 @@ use tokio_util::sync::CancellationToken;
 
 use support::netns::{self, Logs, Rig};
 
+/// One namespace test at a time: each runs hundreds of sessions or tight probe timeouts, and
+/// two at once on a 2-core machine would measure each other.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Long enough for a debug build on a loaded 2-core machine to start or answer.
 const START: Duration = Duration::from_secs(20);
 
@@ -368,6 +376,7 @@ fn ms(d: Duration) -> u128 {
 #[test]
 #[ignore = "root + netns: run by .ci/run"]
 fn blackholed_backend_is_marked_down_its_sessions_fail_over_and_return_after_recovery() {
+    let _serial = serial();
     // Not shorter: a debug build's probe round on a loaded 2-core CI machine must fit in TIMEOUT.
     const INTERVAL: Duration = Duration::from_millis(500);
     const TIMEOUT: Duration = Duration::from_millis(400);
@@ -618,6 +627,7 @@ fn count(results: &[(String, f64)], result: &str) -> f64 {
 #[test]
 #[ignore = "root + netns: run by .ci/run"]
 fn half_a_second_of_latency_ejects_nothing_even_when_the_probe_socket_reopens() {
+    let _serial = serial();
     const LATENCY: Duration = Duration::from_millis(500);
     let mut net = Net::new(3);
     let b2 = net.backends[1].clone();
@@ -755,6 +765,7 @@ async fn reporting_backend(stop: CancellationToken, ended: std::sync::mpsc::Send
 #[test]
 #[ignore = "root + netns: run by .ci/run"]
 fn a_blackholed_client_is_found_by_heartbeats_or_tcp_user_timeout_and_its_backend_gets_1001() {
+    let _serial = serial();
     const PING_INTERVAL: Duration = Duration::from_millis(500);
     const PING_TIMEOUT: Duration = Duration::from_millis(500);
     const USER_TIMEOUT: Duration = Duration::from_secs(1);
