@@ -384,6 +384,7 @@ fn blackholed_backend_is_marked_down_its_sessions_fail_over_and_return_after_rec
     const HEALTHY: u32 = 2;
     const SPREAD: Duration = Duration::from_secs(1);
     const SESSIONS: usize = 300;
+    const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
     let down_bound = INTERVAL.mul_f64(UNHEALTHY as f64 * 1.1) + TIMEOUT + Duration::from_secs(1);
     let up_bound = INTERVAL.mul_f64(HEALTHY as f64 * 1.1) + TIMEOUT + Duration::from_secs(1);
 
@@ -425,7 +426,9 @@ fn blackholed_backend_is_marked_down_its_sessions_fail_over_and_return_after_rec
                     let key = keys[j % keys.len()].clone();
                     j += 1;
                     running.push(tokio::spawn(async move {
-                        (Instant::now(), one_shot(&key).await)
+                        let started = Instant::now();
+                        let result = one_shot(&key).await;
+                        (started.elapsed(), result)
                     }));
                 }
                 for r in running {
@@ -488,6 +491,12 @@ fn blackholed_backend_is_marked_down_its_sessions_fail_over_and_return_after_rec
         let later: Vec<&Conn> = sessions.iter().flatten().filter(|c| c.started >= t0).collect();
         let failed_reconnects: Vec<_> = later.iter().filter(|c| c.upgrade.is_err()).collect();
         let failed_churn: Vec<_> = churned.iter().filter(|(_, r)| r.is_err()).collect();
+        // Preferred the dark backend while it was still up: waited out connect_timeout, then
+        // went to the next backend of the walk.
+        let failed_over = churned
+            .iter()
+            .filter(|(took, r)| r.is_ok() && *took >= CONNECT_TIMEOUT)
+            .count();
         let written_before: usize = 0; // every upgrade started before t0 had its 101 by then
         told.sort();
         let worst_told = told.last().copied().unwrap_or_default();
@@ -496,7 +505,8 @@ fn blackholed_backend_is_marked_down_its_sessions_fail_over_and_return_after_rec
             "blackhole: marked down after {} ms (bound {} ms); {pinned} sessions pinned to b2, \
              told 1001 after {}..{} ms (bound {} ms), {dark_in_flight} messages in flight to b2; \
              {tcp_within_1s} of them had their TCP closed within 1 s of the Close; upgrades after the blackhole: {} \
-             reconnects + {} new, failed {} + {}; upgrades in flight at the blackhole: \
+             reconnects + {} new ({failed_over} of them failed over from b2 after \
+             connect_timeout), failed {} + {}; upgrades in flight at the blackhole: \
              {written_before}; lost on b1/b3: {lost_elsewhere}; recovered after {} ms (bound {} ms)",
             ms(detected), ms(down_bound), ms(told[0]), ms(worst_told),
             ms(down_bound + SPREAD), later.len(), churned.len(),
@@ -508,6 +518,7 @@ fn blackholed_backend_is_marked_down_its_sessions_fail_over_and_return_after_rec
         assert!(failed_reconnects.is_empty(), "failed reconnects: {failed_reconnects:?}");
         assert!(failed_churn.is_empty(), "failed new upgrades: {failed_churn:?}");
         assert!(churned.len() > 20, "only {} new upgrades during the failover", churned.len());
+        assert!(failed_over > 0, "no new upgrade met the dark backend before it was marked down");
         assert_eq!(lost_elsewhere, 0, "messages lost on b1/b3");
         assert_eq!(ended_elsewhere, 0, "sessions on b1/b3 ended during the blackhole");
         assert!(recovered <= up_bound, "probed up after {recovered:?} > {up_bound:?}");
