@@ -84,8 +84,8 @@ pub async fn connect(
     let left = timeout.saturating_sub(started.elapsed());
     let (stream, _addr) =
         eyeballs::connect(&plan, limits.connect_attempt_delay, left, memory).await?;
-    crate::listener::tune_socket(&stream);
-    crate::listener::set_user_timeout(&stream, limits.tcp_user_timeout);
+    crate::sockopt::tune_socket(&stream);
+    crate::sockopt::set_user_timeout(&stream, limits.tcp_user_timeout);
     Ok(stream)
 }
 
