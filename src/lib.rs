@@ -23,8 +23,11 @@
 //! - [`fallback`]: `http_fallback` for plain HTTP.
 //! - [`reload`]: live reload; [`plan`]: which sessions a change concerns; [`drain`]: spread closes.
 //! - [`admin`], [`metrics`]: operations.
-//! - [`echo`]: the built-in echo backend; [`check`]: `wsedge check`.
-//! - [`loadtest`]: `wsedge loadtest`, failover scenarios and reports; [`demo`] runs one.
+//! - [`check`]: `wsedge check`.
+//! - Tools (cargo feature `tools`, on by default; an edge image builds without it): `echo`, the
+//!   built-in echo backend; `loadtest`, `wsedge loadtest` with failover scenarios and reports;
+//!   `demo`, which runs one.
+//! - `test_util` (feature `test-util`, on for every test and bench): shared fixtures.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -33,8 +36,10 @@ pub mod balance;
 pub mod check;
 pub mod config;
 pub mod conn;
+#[cfg(feature = "tools")]
 pub mod demo;
 pub mod drain;
+#[cfg(feature = "tools")]
 pub mod echo;
 pub mod fallback;
 pub mod forward;
@@ -42,6 +47,7 @@ pub mod frame;
 pub mod handshake;
 pub mod health;
 pub mod listener;
+#[cfg(feature = "tools")]
 pub mod loadtest;
 pub mod metrics;
 pub mod origin;
@@ -57,5 +63,7 @@ pub mod session;
 pub mod session_task;
 pub mod splice;
 pub mod status;
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_util;
 pub mod tls;
 pub mod upstream;

@@ -137,6 +137,7 @@ fn check_reports_every_error_with_position_and_exits_1() {
     );
 }
 
+#[cfg(feature = "tools")]
 #[test]
 fn demo_prints_its_config() {
     let out = Command::new(BIN)

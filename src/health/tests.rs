@@ -56,23 +56,13 @@ fn healthy_again_after_threshold_successes_in_a_row() {
 }
 
 fn route_with_passive(backends: usize, failures: u32, pct: u32) -> (Route, Vec<Arc<BackendState>>) {
-    let mut yaml = String::from(
-        "listeners: [{name: e, bind: 127.0.0.1:0}]\nroutes:\n  - name: r\n    match: {host: \"*\", path_prefix: /}\n    backends:\n",
+    let route = crate::test_util::route(
+        backends,
+        &format!(
+            "health_check: {{passive: {{consecutive_failures: {failures}, ejection: 1s, max_ejection_percent: {pct}}}}}"
+        ),
     );
-    for i in 0..backends {
-        yaml.push_str(&format!(
-            "      - {{name: b{i}, url: \"ws://127.0.0.1:{}\"}}\n",
-            9000 + i
-        ));
-    }
-    yaml.push_str(&format!(
-        "    health_check: {{passive: {{consecutive_failures: {failures}, ejection: 1s, max_ejection_percent: {pct}}}}}\n"
-    ));
-    let (config, _) = crate::config::Config::from_yaml("t.yaml".as_ref(), &yaml).unwrap();
-    let route = (*config.routes[0]).clone();
-    let states = (0..backends)
-        .map(|i| Arc::new(BackendState::new("r", &format!("b{i}"))))
-        .collect();
+    let states = crate::test_util::backend_states(&route);
     (route, states)
 }
 

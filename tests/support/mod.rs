@@ -137,21 +137,9 @@ impl Drop for Router {
     }
 }
 
-/// One listener on 127.0.0.1:0 and one catch-all route to `backends` (name, addr), with extra
-/// route fields (YAML, indented for the route mapping) and extra top-level YAML.
-pub fn single_route_yaml(backends: &[(&str, SocketAddr)], route_extra: &str) -> String {
-    let mut y = String::from("listeners:\n  - name: edge\n    bind: 127.0.0.1:0\nroutes:\n  - name: r\n    match: {host: \"*\", path_prefix: /}\n");
-    y.push_str("    backends:\n");
-    for (name, addr) in backends {
-        y.push_str(&format!("      - {{name: {name}, url: \"ws://{addr}\"}}\n"));
-    }
-    for line in route_extra.lines() {
-        y.push_str("    ");
-        y.push_str(line);
-        y.push('\n');
-    }
-    y
-}
+// Not every test binary builds a single-route config.
+#[allow(unused_imports)]
+pub use wsedge::test_util::single_route_yaml;
 
 /// What a [`Backend`] does with a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
