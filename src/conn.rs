@@ -3,7 +3,8 @@
 //! The request path reads like the diagram: check the request line → resolve the route →
 //! validate the upgrade → reserve a slot → pick a backend → dial and upgrade it → answer
 //! 101 → splice (in [`crate::session_task`]). Every refusal surfaces as one
-//! [`RejectReason`], which picks the status, the log line and the metric label together.
+//! [`RejectReason`], which picks the status, the log line, the metric label and the side
+//! together; upstream errors become one through [`classify`] alone.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,11 +27,13 @@ use crate::tls::TlsListener;
 use tracing::{debug, info};
 
 use crate::balance::{key, PickKind, Picked};
+use crate::classify::classify;
 use crate::config::{Listener, Route};
 use crate::forward::{self, ForwardedCert, Peer};
-use crate::handshake::{self, RejectReason, UpgradeRequest};
+use crate::handshake::{self, UpgradeRequest};
 use crate::health::{self, Outcome as BackendOutcome};
 use crate::registry::{Placement, SessionMeta};
+use crate::reject::{RejectReason, SIDE_NONE};
 use crate::server::{Shared, Snapshot};
 use crate::upstream::{self, UpgradedBackend, UpstreamError};
 
@@ -164,12 +167,17 @@ async fn handle(mut req: Request<Incoming>, ctx: Arc<ConnContext>) -> Response<B
             ctx.shared
                 .metrics
                 .upgrades_total
-                .with_label_values(&[route_name, rejection.reason.label()])
+                .with_label_values(&[
+                    route_name,
+                    rejection.reason.label(),
+                    rejection.reason.side().label(),
+                ])
                 .inc();
             info!(
                 client = %ctx.peer,
                 route = route_name,
                 reason = rejection.reason.label(),
+                side = rejection.reason.side().label(),
                 status = rejection.response.status().as_u16(),
                 detail = rejection.detail.as_deref().unwrap_or(""),
                 "upgrade refused"
@@ -300,7 +308,7 @@ async fn route_request(
     let m = &ctx.shared.metrics;
     if m.enabled {
         m.upgrades_total
-            .with_label_values(&[&route.name, "ok"])
+            .with_label_values(&[&route.name, "ok", SIDE_NONE])
             .inc();
         m.handshake_duration_seconds
             .with_label_values(&[&route.name])
@@ -353,7 +361,6 @@ async fn dial_and_upgrade(
     let transports = &snapshot.transports[route_idx];
     let states = &snapshot.backends[route_idx];
     let metrics = &ctx.shared.metrics;
-    let unreachable = |e: String| (BackendFailure::Reject(RejectReason::BackendUnreachable), e);
     let mut picked = health::pick_first(route, balancer, states, key_hash).ok_or_else(|| {
         let reason = BackendFailure::Reject(RejectReason::NoHealthyBackend);
         (reason, "no healthy backend".to_owned())
@@ -375,7 +382,7 @@ async fn dial_and_upgrade(
         let timeout = route.limits.connect_timeout.min(remaining);
         let transport = match &transports[picked.index] {
             Ok(t) => t,
-            Err(e) => return Err(unreachable(e.to_string())),
+            Err(e) => return Err(rejected(&UpstreamError::Transport(e.clone()))),
         };
         let dial_started = Instant::now();
         let e = match upstream::dial(&backend.url, transport, timeout).await {
@@ -390,7 +397,7 @@ async fn dial_and_upgrade(
             }
             Err(e) => e,
         };
-        outcome(picked.index, BackendOutcome::Failure);
+        outcome(picked.index, classify(&e).outcome);
         let next = if retried || tokio::time::Instant::now() >= deadline {
             None
         } else {
@@ -407,13 +414,7 @@ async fn dial_and_upgrade(
                 // Assigning drops the failed backend's reservation.
                 picked = next;
             }
-            None => {
-                let reason = match e {
-                    UpstreamError::ConnectTimeout(_) => RejectReason::BackendTimeout,
-                    _ => RejectReason::BackendUnreachable,
-                };
-                return Err((BackendFailure::Reject(reason), e.to_string()));
-            }
+            None => return Err(rejected(&e)),
         }
     };
     let chosen = picked.index;
@@ -435,41 +436,33 @@ async fn dial_and_upgrade(
         &upgrade.subprotocols,
         !upgrade.extensions.is_empty(),
     );
-    let result = tokio::time::timeout_at(deadline, exchange).await;
-    outcome(chosen, passive_outcome(&result));
+    let result = match tokio::time::timeout_at(deadline, exchange).await {
+        Ok(result) => result,
+        Err(_) => Err(UpstreamError::HandshakeTimeout(
+            route.limits.handshake_timeout,
+        )),
+    };
     match result {
-        Err(_) => Err((
-            BackendFailure::Reject(RejectReason::BackendTimeout),
-            format!(
-                "no upgrade response within {:?}",
-                route.limits.handshake_timeout
-            ),
-        )),
-        Ok(Ok(up)) => Ok((picked, up, request_id)),
-        Ok(Err(UpstreamError::Rejected(response))) => {
-            let detail = format!("backend {} answered {}", backend.name, response.status());
-            Err((BackendFailure::Relay(relayed(*response)), detail))
+        Ok(up) => {
+            outcome(chosen, BackendOutcome::Success);
+            Ok((picked, up, request_id))
         }
-        Ok(Err(e @ UpstreamError::Malformed(_))) => Err((
-            BackendFailure::Reject(RejectReason::BackendBadResponse),
-            e.to_string(),
-        )),
-        Ok(Err(e)) => Err(unreachable(e.to_string())),
+        Err(e) => {
+            outcome(chosen, classify(&e).outcome);
+            match e {
+                UpstreamError::Rejected(response) => {
+                    let detail = format!("backend {} answered {}", backend.name, response.status());
+                    Err((BackendFailure::Relay(relayed(*response)), detail))
+                }
+                e => Err(rejected(&e)),
+            }
+        }
     }
 }
 
-/// What an upgrade attempt says about the backend's health (`health/passive.rs`).
-fn passive_outcome<T>(
-    result: &Result<Result<T, UpstreamError>, tokio::time::error::Elapsed>,
-) -> BackendOutcome {
-    match result {
-        Ok(Ok(_)) => BackendOutcome::Success,
-        Ok(Err(UpstreamError::Rejected(r))) if r.status().is_server_error() => {
-            BackendOutcome::Failure
-        }
-        Ok(Err(UpstreamError::Rejected(_))) => BackendOutcome::Neutral,
-        Err(_) | Ok(Err(_)) => BackendOutcome::Failure,
-    }
+/// An upstream error as a refusal (its reason from [`classify`]) and its log detail.
+fn rejected(e: &UpstreamError) -> (BackendFailure, String) {
+    (BackendFailure::Reject(classify(e).reason), e.to_string())
 }
 
 fn peer_of(ctx: &ConnContext) -> Peer {

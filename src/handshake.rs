@@ -1,116 +1,15 @@
 //! RFC 6455 §4.2.1 upgrade validation, Origin allow-list and subprotocol/extension filtering.
 //!
-//! Checks run in a fixed order (cheapest and most fundamental first), and every refusal is one [`RejectReason`]: its
-//! HTTP status, its extra headers, its log reason and its metric label all come from here, so
-//! dashboards and clients see one closed set.
+//! Checks run in a fixed order (cheapest and most fundamental first), and every refusal is
+//! one [`RejectReason`] (`reject.rs`): its HTTP status, its extra headers, its log reason, its
+//! metric label and its side all come from there, so dashboards and clients see one closed set.
 
 use base64::Engine;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, StatusCode, Version};
+use http::{Method, Request, Version};
 
 use crate::config::Route;
-
-/// Why an upgrade was refused (closed set: metric label = [`RejectReason::label`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RejectReason {
-    HttpVersion,
-    BadHost,
-    NoRoute,
-    NotUpgrade,
-    BadConnection,
-    BadMethod,
-    BadVersion,
-    BadKey,
-    OriginDenied,
-    SubprotocolRequired,
-    OverCapacity,
-    /// Connect refused or reset, or every address failed.
-    BackendUnreachable,
-    /// Connect timeout, or no response within `handshake_timeout`.
-    BackendTimeout,
-    /// A well-formed non-101 answer (the app's own 401/403/429…), relayed as is.
-    BackendRejected,
-    /// Malformed response, wrong Accept, subprotocol/extension not offered.
-    BackendBadResponse,
-    /// Every backend of the route is unhealthy and `on_all_unhealthy: refuse`.
-    NoHealthyBackend,
-}
-
-impl RejectReason {
-    pub const ALL: [RejectReason; 16] = [
-        RejectReason::HttpVersion,
-        RejectReason::BadHost,
-        RejectReason::NoRoute,
-        RejectReason::NotUpgrade,
-        RejectReason::BadConnection,
-        RejectReason::BadMethod,
-        RejectReason::BadVersion,
-        RejectReason::BadKey,
-        RejectReason::OriginDenied,
-        RejectReason::SubprotocolRequired,
-        RejectReason::OverCapacity,
-        RejectReason::BackendUnreachable,
-        RejectReason::BackendTimeout,
-        RejectReason::BackendRejected,
-        RejectReason::BackendBadResponse,
-        RejectReason::NoHealthyBackend,
-    ];
-
-    /// The metric label and log reason. Dashboards depend on these exact strings.
-    pub fn label(self) -> &'static str {
-        match self {
-            RejectReason::HttpVersion => "http_version",
-            RejectReason::BadHost => "bad_host",
-            RejectReason::NoRoute => "no_route",
-            RejectReason::NotUpgrade => "not_upgrade",
-            RejectReason::BadConnection => "bad_connection",
-            RejectReason::BadMethod => "bad_method",
-            RejectReason::BadVersion => "bad_version",
-            RejectReason::BadKey => "bad_key",
-            RejectReason::OriginDenied => "origin_denied",
-            RejectReason::SubprotocolRequired => "subprotocol_required",
-            RejectReason::OverCapacity => "over_capacity",
-            RejectReason::BackendUnreachable => "backend_unreachable",
-            RejectReason::BackendTimeout => "backend_timeout",
-            RejectReason::BackendRejected => "backend_rejected",
-            RejectReason::BackendBadResponse => "backend_bad_response",
-            RejectReason::NoHealthyBackend => "no_healthy_backend",
-        }
-    }
-
-    /// The status sent to the client (a relayed backend rejection keeps the backend's own).
-    pub fn status(self) -> StatusCode {
-        match self {
-            RejectReason::HttpVersion
-            | RejectReason::BadHost
-            | RejectReason::BadConnection
-            | RejectReason::BadKey
-            | RejectReason::SubprotocolRequired => StatusCode::BAD_REQUEST,
-            RejectReason::NoRoute => StatusCode::NOT_FOUND,
-            RejectReason::NotUpgrade | RejectReason::BadVersion => StatusCode::UPGRADE_REQUIRED,
-            RejectReason::BadMethod => StatusCode::METHOD_NOT_ALLOWED,
-            RejectReason::OriginDenied => StatusCode::FORBIDDEN,
-            RejectReason::OverCapacity | RejectReason::NoHealthyBackend => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            RejectReason::BackendUnreachable
-            | RejectReason::BackendBadResponse
-            | RejectReason::BackendRejected => StatusCode::BAD_GATEWAY,
-            RejectReason::BackendTimeout => StatusCode::GATEWAY_TIMEOUT,
-        }
-    }
-
-    /// Headers the status requires (RFC 9110 / RFC 6455).
-    pub fn extra_headers(self) -> &'static [(&'static str, &'static str)] {
-        match self {
-            RejectReason::NotUpgrade => &[("upgrade", "websocket"), ("connection", "upgrade")],
-            RejectReason::BadMethod => &[("allow", "GET")],
-            RejectReason::BadVersion => &[("sec-websocket-version", "13")],
-            RejectReason::OverCapacity | RejectReason::NoHealthyBackend => &[("retry-after", "1")],
-            _ => &[],
-        }
-    }
-}
+use crate::reject::RejectReason;
 
 /// Stage 1, before the route is known: HTTP version and Host.
 pub fn check_request_line<B>(req: &Request<B>) -> Result<(), RejectReason> {
@@ -306,14 +205,6 @@ mod tests {
             accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
             "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
-    }
-
-    #[test]
-    fn labels_are_unique() {
-        let mut labels: Vec<_> = RejectReason::ALL.iter().map(|r| r.label()).collect();
-        labels.sort();
-        labels.dedup();
-        assert_eq!(labels.len(), RejectReason::ALL.len());
     }
 
     #[test]

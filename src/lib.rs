@@ -10,7 +10,8 @@
 //! - [`config`]: routes.yaml → validated [`config::Config`] (`raw` → `validate`).
 //! - [`server`]: the running router: snapshot, listeners, admin, shutdown.
 //! - [`listener`]: accept loop with backoff; socket options; [`proxy_protocol`] v1/v2 headers.
-//! - [`conn`]: one client connection end to end; every refusal is one [`handshake::RejectReason`].
+//! - [`conn`]: one client connection end to end; every refusal is one [`reject::RejectReason`]
+//!   (status, label, side); [`classify`] turns upstream errors into reasons and health outcomes.
 //! - [`handshake`]: RFC 6455 §4.2.1 validation, Origin, subprotocols, extensions.
 //! - [`route`]: the immutable route table.
 //! - [`balance`]: consistent-hash ring and affinity keys; [`backend`]: live per-backend state.
@@ -34,6 +35,7 @@ pub mod admin;
 pub mod backend;
 pub mod balance;
 pub mod check;
+pub mod classify;
 pub mod config;
 pub mod conn;
 #[cfg(feature = "tools")]
@@ -54,6 +56,7 @@ pub mod origin;
 pub mod plan;
 pub mod proxy_protocol;
 pub mod registry;
+pub mod reject;
 pub mod reload;
 pub mod resolve;
 pub mod rlimit;

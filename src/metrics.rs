@@ -22,7 +22,8 @@ pub struct Metrics {
     /// False when started with `WSEDGE_METRICS=off`: nothing is recorded on the session path
     /// (the benchmark's metrics-off baseline for the overhead figure).
     pub enabled: bool,
-    /// `result`: `ok` or a `RejectReason` label; `route=""` when nothing matched.
+    /// `result`: `ok` or a `RejectReason` label; `side`: that reason's side (`none` for
+    /// `ok`), a function of `result`; `route=""` when nothing matched.
     pub upgrades_total: IntCounterVec,
     pub handshake_duration_seconds: HistogramVec,
     pub backend_connect_duration_seconds: HistogramVec,
@@ -116,8 +117,8 @@ impl Metrics {
             upgrades_total: counter(
                 &r,
                 "wsedge_upgrades_total",
-                "WebSocket upgrade attempts by route and result",
-                &["route", "result"],
+                "WebSocket upgrade attempts by route, result and the side a refusal is charged to",
+                &["route", "result", "side"],
             ),
             handshake_duration_seconds: histogram(
                 &r,

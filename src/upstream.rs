@@ -45,6 +45,11 @@ pub enum UpstreamError {
         host: String,
         source: std::io::Error,
     },
+    /// The backend's `wss://` client settings could not be built (e.g. a CA file unreadable
+    /// when the snapshot was made): nothing was dialed.
+    #[error("TLS settings for this backend are unusable: {0}")]
+    Transport(std::sync::Arc<crate::tls::TlsError>),
+    /// No answer to the upgrade within the route's `handshake_timeout`.
     #[error("no response to the upgrade within {0:?}")]
     HandshakeTimeout(Duration),
     #[error("backend closed or reset the connection during the upgrade: {0}")]
@@ -54,20 +59,6 @@ pub enum UpstreamError {
     /// A well-formed answer other than 101: relayed to the client as is.
     #[error("backend answered {}", .0.status())]
     Rejected(Box<Response<Bytes>>),
-}
-
-impl UpstreamError {
-    /// Connect-stage failures (nothing was sent yet): safe to retry on another backend, and
-    /// a passive-health failure for this one.
-    pub fn is_connect_failure(&self) -> bool {
-        matches!(
-            self,
-            UpstreamError::Connect { .. }
-                | UpstreamError::Resolve { .. }
-                | UpstreamError::ConnectTimeout(_)
-                | UpstreamError::Tls { .. }
-        )
-    }
 }
 
 /// Resolves `url`'s host and connects to each address in turn until one answers, all within

@@ -86,7 +86,7 @@ async fn killed_backend_loses_nothing_and_every_session_moves() {
     // The router saw exactly the upgrades the load tester counted.
     let ok = metric(
         &metrics,
-        r#"wsedge_upgrades_total{result="ok",route="demo"}"#,
+        r#"wsedge_upgrades_total{result="ok",route="demo",side="none"}"#,
     );
     assert_eq!(ok, report.handshakes.ok, "router metrics:\n{metrics}");
     assert_eq!(report.handshakes.failed, 0);

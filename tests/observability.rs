@@ -82,17 +82,20 @@ async fn scripted_traffic_gives_exact_counts() {
     let (status, m) = get(admin, "/metrics").await;
     assert_eq!(status, 200);
     let exact = [
-        ("wsedge_upgrades_total{result=\"ok\",route=\"r\"}", 3.0),
         (
-            "wsedge_upgrades_total{result=\"origin_denied\",route=\"r\"}",
+            "wsedge_upgrades_total{result=\"ok\",route=\"r\",side=\"none\"}",
+            3.0,
+        ),
+        (
+            "wsedge_upgrades_total{result=\"origin_denied\",route=\"r\",side=\"client\"}",
             2.0,
         ),
         (
-            "wsedge_upgrades_total{result=\"bad_version\",route=\"r\"}",
+            "wsedge_upgrades_total{result=\"bad_version\",route=\"r\",side=\"client\"}",
             1.0,
         ),
         (
-            "wsedge_upgrades_total{result=\"not_upgrade\",route=\"r\"}",
+            "wsedge_upgrades_total{result=\"not_upgrade\",route=\"r\",side=\"client\"}",
             1.0,
         ),
         (
