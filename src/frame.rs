@@ -8,6 +8,7 @@
 //! reads are the 2-byte code of a Close and, when armed for client liveness, a Pong's
 //! ≤ 125-byte payload compared against wsedge's own ping token.
 
+pub mod control;
 #[cfg(test)]
 mod tests;
 
@@ -428,42 +429,11 @@ impl Scanner {
     }
 }
 
-/// Appends a Close frame (code, reason ≤ 123 bytes, cut if longer) to `out`, masked with `mask`
-/// when given (toward a server), unmasked otherwise (toward a client).
-pub fn encode_close(out: &mut Vec<u8>, code: u16, reason: &[u8], mask: Option<[u8; 4]>) {
-    let reason = &reason[..reason.len().min(123)];
-    let len = 2 + reason.len();
-    out.push(0x80 | OP_CLOSE);
-    out.push(len as u8 | if mask.is_some() { 0x80 } else { 0 });
-    let key = mask.unwrap_or([0; 4]);
-    if mask.is_some() {
-        out.extend_from_slice(&key);
-    }
-    let code = code.to_be_bytes();
-    let payload = code.iter().chain(reason.iter());
-    out.extend(payload.enumerate().map(|(i, b)| b ^ key[i & 3]));
-}
-
 /// Builds any frame (test peers): `b0` is FIN|RSV|opcode, payload masked with `mask` if given.
 #[cfg(test)]
 pub(crate) fn build(b0: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
-    let mut out = vec![b0];
-    let m = if mask.is_some() { 0x80 } else { 0 };
-    let n = payload.len();
-    if n < 126 {
-        out.push(m | n as u8);
-    } else if n <= 0xFFFF {
-        out.push(m | 126);
-        out.extend_from_slice(&(n as u16).to_be_bytes());
-    } else {
-        out.push(m | 127);
-        out.extend_from_slice(&(n as u64).to_be_bytes());
-    }
-    let key = mask.unwrap_or([0; 4]);
-    if mask.is_some() {
-        out.extend_from_slice(&key);
-    }
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i & 3]));
+    let mut out = Vec::new();
+    control::encode_frame(&mut out, b0, payload, mask);
     out
 }
 

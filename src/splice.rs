@@ -1,14 +1,15 @@
 //! The relay between client and backend once both sides have switched protocols: bytes pass
 //! through unchanged while `frame.rs` tracks boundaries; closes, limits and timers are enforced
 //! here. Layout: `splice/relay.rs` (the session future: timers, final shutdowns),
-//! `splice/dir.rs` (one direction: read, scan, write, inject), `splice/ctx.rs` (shared state
-//! and the event → Close rules), `splice/transport.rs` (readiness, buffer pool),
-//! `splice/heartbeat.rs` (client liveness: wsedge's own Ping and its Pong).
+//! `splice/dir.rs` (one direction: read, scan, write, inject), `splice/state.rs` (per-side close
+//! bookkeeping and the event → Close rules), `splice/heartbeat.rs` (client liveness Pings),
+//! `splice/clock.rs` (deadline arithmetic), `splice/transport.rs` (readiness, buffer pool).
+//! wsedge's own frames (injected Closes, the heartbeat Ping) come from `frame/control.rs`.
 //!
 //! Client liveness is one more deadline in `Relay::next_deadline`; its Ping goes through the
-//! same at-a-frame-boundary slot as an injected Close (`ctx::Peer::inject`), and its Pong is
-//! consumed via `Scanner::arm_pong_token`. Drains call `SessionHandle::close_gracefully`,
-//! answered here as `SessionEnd::Requested`.
+//! same at-a-frame-boundary slot as an injected Close, and its Pong is consumed via
+//! `Scanner::arm_pong_token`. Drains call `SessionHandle::close_gracefully`, answered here as
+//! `SessionEnd::Requested`.
 
 use std::pin::pin;
 use std::time::Duration;
@@ -17,10 +18,11 @@ use bytes::Bytes;
 
 use crate::session::SessionHandle;
 
-mod ctx;
+mod clock;
 mod dir;
 mod heartbeat;
 mod relay;
+mod state;
 #[cfg(test)]
 mod tests;
 mod transport;

@@ -217,13 +217,13 @@ fn pong_token_hook_compares_unmasked_payload() {
 #[test]
 fn encode_close_round_trips_through_scanner() {
     let mut out = Vec::new();
-    encode_close(&mut out, 1001, b"going away", M);
+    control::encode_close(&mut out, 1001, "going away", M);
     let mut s = client();
     let (fwd, events, v) = drive(&mut s, &out, 2);
     assert_eq!((fwd, v), (out.clone(), None));
     assert_eq!(events.last(), Some(&Scan::CloseEnd { code: Some(1001) }));
     let mut plain = Vec::new();
-    encode_close(&mut plain, 1009, b"", None);
+    control::encode_close(&mut plain, 1009, "", None);
     assert_eq!(plain, [0x88, 2, 0x03, 0xf1]);
 }
 

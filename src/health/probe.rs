@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::config::{Backend, HealthCheck, Route};
+use crate::frame::control::{self, encode_control_into, MAX_CONTROL_FRAME};
 use crate::frame::{OP_CLOSE, OP_PING, OP_PONG};
 use crate::tls::client::BackendTransport;
 use crate::tls::TlsError;
@@ -186,19 +187,9 @@ impl ProbeConn {
 
     /// Writes one masked frame (wsedge is the client here) with a ≤ 125-byte payload.
     async fn send(&mut self, opcode: u8, payload: &[u8]) -> std::io::Result<()> {
-        let mask: [u8; 4] = rand::random();
-        let mut frame = Vec::with_capacity(6 + payload.len());
-        frame.push(0x80 | opcode);
-        frame.push(0x80 | payload.len().min(125) as u8);
-        frame.extend_from_slice(&mask);
-        frame.extend(
-            payload
-                .iter()
-                .take(125)
-                .enumerate()
-                .map(|(i, b)| b ^ mask[i & 3]),
-        );
-        self.up.io.write_all(&frame).await?;
+        let mut frame = [0u8; MAX_CONTROL_FRAME];
+        let n = encode_control_into(&mut frame, opcode, payload, Some(rand::random()));
+        self.up.io.write_all(&frame[..n]).await?;
         self.up.io.flush().await
     }
 
@@ -237,27 +228,21 @@ impl ProbeConn {
 /// (opcode, header length, payload length) of the frame at the front of `buf`, if its header
 /// is complete. Backend frames must not be masked; control frames are ≤ 125 bytes.
 fn parse_header(buf: &[u8]) -> Result<Option<(u8, usize, u64)>, ProbeError> {
-    if buf.len() < 2 {
+    let Some(h) = control::parse_header(buf) else {
+        // A masked frame is refused as soon as its second byte shows it.
+        if buf.len() >= 2 && buf[1] & 0x80 != 0 {
+            return Err(ProbeError::Protocol("masked frame from the backend"));
+        }
         return Ok(None);
-    }
-    if buf[1] & 0x80 != 0 {
+    };
+    if h.mask.is_some() {
         return Err(ProbeError::Protocol("masked frame from the backend"));
     }
-    let op = buf[0] & 0x0f;
-    let (hdr, len) = match buf[1] & 0x7f {
-        126 if buf.len() >= 4 => (4, u64::from(u16::from_be_bytes([buf[2], buf[3]]))),
-        127 if buf.len() >= 10 => {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&buf[2..10]);
-            (10, u64::from_be_bytes(b))
-        }
-        126 | 127 => return Ok(None),
-        n => (2, u64::from(n)),
-    };
-    if op >= 8 && len > 125 {
+    let op = h.opcode();
+    if op >= 8 && h.payload_len > 125 {
         return Err(ProbeError::Protocol("control frame over 125 bytes"));
     }
-    Ok(Some((op, hdr, len)))
+    Ok(Some((op, h.len, h.payload_len)))
 }
 
 /// `health_check.path` under the backend URL's own path prefix.

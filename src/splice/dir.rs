@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::Instant;
 
-use super::ctx::Ctx;
+use super::state::SpliceState;
 use super::transport::{give_buf, take_buf, Transport};
 use super::Side;
 use crate::frame::{Head, Origin, Scan, Scanner, MAX_HEADER, MAX_TOKEN, OP_CLOSE, OP_PONG};
@@ -154,7 +154,7 @@ impl Dir {
     }
 
     /// Bytes are waiting to be written to the destination.
-    fn has_output(&self, ctx: &Ctx) -> bool {
+    fn has_output(&self, ctx: &SpliceState) -> bool {
         self.hold_due()
             || self.ping_writable(ctx)
             || self.prefix_pos < self.prefix_len
@@ -165,7 +165,7 @@ impl Dir {
     /// wsedge's heartbeat Ping may be written toward the client now: one already started
     /// must be finished; a new one goes only between frames, and never once a Close toward
     /// the client is decided or the session is closing.
-    fn ping_writable(&self, ctx: &Ctx) -> bool {
+    fn ping_writable(&self, ctx: &SpliceState) -> bool {
         self.to == Side::Client
             && ctx.hb.out_due()
             && (ctx.hb.out_started()
@@ -188,7 +188,7 @@ impl Dir {
         &mut self,
         src: &mut R,
         dst: &mut W,
-        ctx: &mut Ctx,
+        ctx: &mut SpliceState,
         cx: &mut Context<'_>,
     ) -> bool {
         let mut progress = false;
@@ -210,7 +210,12 @@ impl Dir {
         progress
     }
 
-    fn write<W: Transport>(&mut self, dst: &mut W, ctx: &mut Ctx, cx: &mut Context<'_>) -> Step {
+    fn write<W: Transport>(
+        &mut self,
+        dst: &mut W,
+        ctx: &mut SpliceState,
+        cx: &mut Context<'_>,
+    ) -> Step {
         let to = self.to;
         if ctx.peer(to).gone_out() {
             // Nothing more goes to that side: discard what was approved for it.
@@ -306,13 +311,13 @@ impl Dir {
         }
     }
 
-    fn dst_failed(&mut self, ctx: &mut Ctx) -> Step {
+    fn dst_failed(&mut self, ctx: &mut SpliceState) -> Step {
         ctx.side_lost(self.to);
         Step::Progress
     }
 
     /// Scans the rest of the chunk while the approved region stays contiguous.
-    fn scan_more(&mut self, ctx: &mut Ctx) -> bool {
+    fn scan_more(&mut self, ctx: &mut SpliceState) -> bool {
         let mut any = false;
         while !self.stuck && (self.scan < self.filled || self.scanner.has_event()) {
             if self.wpos < self.wend && self.wend != self.scan {
@@ -390,7 +395,7 @@ impl Dir {
     }
 
     /// Forward or drop the frame whose header was just scanned.
-    fn decide(&mut self, head: &Head, ctx: &mut Ctx) -> bool {
+    fn decide(&mut self, head: &Head, ctx: &mut SpliceState) -> bool {
         let (from, to, opcode) = (self.from, self.to, head.opcode);
         if ctx.peer(from).close_seen {
             return false; // nothing may follow a Close
@@ -420,7 +425,12 @@ impl Dir {
 
     /// With the chunk fully written: publish its counters, release or reuse the buffer, and
     /// read the next chunk when the source is readable.
-    fn read<R: Transport>(&mut self, src: &mut R, ctx: &mut Ctx, cx: &mut Context<'_>) -> Step {
+    fn read<R: Transport>(
+        &mut self,
+        src: &mut R,
+        ctx: &mut SpliceState,
+        cx: &mut Context<'_>,
+    ) -> Step {
         self.flush_stats(ctx);
         let p = ctx.peer(self.from);
         if self.stuck || p.read_done || p.got_close {
@@ -481,14 +491,14 @@ impl Dir {
         }
     }
 
-    fn src_ended(&mut self, ctx: &mut Ctx, _err: Option<io::Error>) -> Step {
+    fn src_ended(&mut self, ctx: &mut SpliceState, _err: Option<io::Error>) -> Step {
         self.chunk.release();
         ctx.read_ended(self.from);
         Step::Progress
     }
 
     /// Adds this direction's new bytes and messages to the session's atomics (once per chunk).
-    pub fn flush_stats(&mut self, ctx: &Ctx) {
+    pub fn flush_stats(&mut self, ctx: &SpliceState) {
         use std::sync::atomic::Ordering::Relaxed;
         let (bytes, msgs) = (self.read_bytes, self.scanner.messages);
         if bytes == self.flushed_bytes && msgs == self.flushed_msgs {

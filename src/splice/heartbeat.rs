@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::ctx::after;
+use super::clock::after;
+use crate::frame::control::{encode_control_into, MAX_CONTROL_FRAME};
 use crate::frame::OP_PING;
 
 /// Token length: 8 random bytes, so a client's own Pong practically never collides.
@@ -81,10 +82,10 @@ impl Heartbeat {
             return Tick::Nothing;
         }
         let token: [u8; TOKEN] = rand::random();
-        self.out[0] = 0x80 | OP_PING;
-        self.out[1] = TOKEN as u8;
-        self.out[2..].copy_from_slice(&token);
-        (self.out_pos, self.out_len) = (0, self.out.len() as u8);
+        let mut frame = [0u8; MAX_CONTROL_FRAME];
+        let n = encode_control_into(&mut frame, OP_PING, &token, None);
+        self.out.copy_from_slice(&frame[..n]);
+        (self.out_pos, self.out_len) = (0, n as u8);
         self.sent_at = Some(now);
         self.token = Some(token);
         Tick::Ping(token)

@@ -1,5 +1,5 @@
 //! The session future: both directions, the timers and the final TCP shutdowns, polled in one
-//! task (no spawned tasks, one timer), as a state machine over `Ctx`.
+//! task (no spawned tasks, one timer), as a state machine over `SpliceState`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,9 +9,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::{Instant, Sleep};
 
-use super::ctx::{after, Ctx};
+use super::clock::after;
 use super::dir::{poll_drain_eof, Dir};
 use super::heartbeat::Tick;
+use super::state::SpliceState;
 use super::transport::Transport;
 use super::{DirectionStats, SessionEnd, Side, SpliceConfig, SpliceOutcome};
 use crate::session::{CloseRequest, SessionHandle};
@@ -33,7 +34,7 @@ pub(super) struct Relay<C, B> {
     backend: B,
     c2b: Dir,
     b2c: Dir,
-    ctx: Ctx,
+    ctx: SpliceState,
     fin: Option<Fin>,
     fin_deadline: Instant,
     /// The deadline the one `Sleep` is set to. Moving a deadline later (the idle timer on
@@ -56,7 +57,7 @@ impl<C: Transport, B: Transport> Relay<C, B> {
         handle: SessionHandle,
     ) -> Self {
         let (deflate, max) = (cfg.deflate, cfg.max_message_bytes);
-        let ctx = Ctx::new(cfg, handle);
+        let ctx = SpliceState::new(cfg, handle);
         let armed = after(ctx.now, ctx.cfg.idle_timeout);
         Relay {
             client,
@@ -109,7 +110,7 @@ impl<C: Transport, B: Transport> Relay<C, B> {
                 if let Poll::Ready(req) = request.as_mut().poll(cx) {
                     self.request_seen = true;
                     self.ctx.set_end(SessionEnd::Requested { code: req.code });
-                    self.ctx.inject_both(req.code, req.reason.as_bytes());
+                    self.ctx.inject_both(req.code, &req.reason);
                     if let Some(timeout) = req.timeout {
                         // A drain's own timeout runs from its Close, instead of close_timeout.
                         self.ctx.close_deadline = Some(after(self.ctx.now, timeout));
@@ -178,7 +179,7 @@ impl<C: Transport, B: Transport> Relay<C, B> {
         let cfg = &self.ctx.cfg;
         if !self.ctx.closing() && now >= after(self.ctx.last_activity, cfg.idle_timeout) {
             self.ctx.set_end(SessionEnd::IdleTimeout);
-            self.ctx.inject_both(1001, b"idle timeout");
+            self.ctx.inject_both(1001, "idle timeout");
         }
         if !self.ctx.closing() {
             match self.ctx.hb.tick(now) {
@@ -196,8 +197,8 @@ impl<C: Transport, B: Transport> Relay<C, B> {
             if stalled && self.ctx.peer(to).slow_until.is_none() {
                 self.ctx.set_end(SessionEnd::SlowConsumer { side: to });
                 self.ctx.peer_mut(to).slow_until = Some(after(now, SLOW_CLOSE_GRACE));
-                self.ctx.inject(to, 1008, b"");
-                self.ctx.inject(to.other(), 1001, b"");
+                self.ctx.inject(to, 1008, "");
+                self.ctx.inject(to.other(), 1001, "");
             }
         }
         if self.ctx.close_deadline.is_some_and(|d| now >= d) {
@@ -215,7 +216,7 @@ impl<C: Transport, B: Transport> Relay<C, B> {
         let p = self.ctx.peer_mut(Side::Client);
         p.closed_to = true;
         p.slow_until = Some(now);
-        self.ctx.inject(Side::Backend, 1001, b"");
+        self.ctx.inject(Side::Backend, 1001, "");
     }
 
     /// A slow consumer's TCP is shut once its 1008 is written or its grace is over.

@@ -611,22 +611,9 @@ impl PingBackend {
                             tokio::time::sleep(Duration::from_millis(5)).await;
                         }
                         // One whole masked frame from the front of `buf`, if there.
-                        if buf.len() >= 2 {
-                            let op = buf[0] & 0x0f;
-                            let (hdr, len) = match buf[1] & 0x7f {
-                                126 if buf.len() >= 4 => (4, u16::from_be_bytes([buf[2], buf[3]]) as usize),
-                                127 if buf.len() >= 10 => (10, u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize),
-                                126 | 127 => (usize::MAX, 0),
-                                n => (2, n as usize),
-                            };
-                            if hdr != usize::MAX && buf.len() >= hdr + 4 + len {
-                                let mask = [buf[hdr], buf[hdr + 1], buf[hdr + 2], buf[hdr + 3]];
-                                let payload: Vec<u8> = buf[hdr + 4..hdr + 4 + len]
-                                    .iter()
-                                    .enumerate()
-                                    .map(|(i, b)| b ^ mask[i & 3])
-                                    .collect();
-                                buf.drain(..hdr + 4 + len);
+                        if let Some((b0, payload)) = take_frame(&mut buf) {
+                            {
+                                let op = b0 & 0x0f;
                                 let reply = match op {
                                     0x9 => {
                                         pings.fetch_add(1, Ordering::SeqCst);
@@ -688,16 +675,24 @@ impl PingBackend {
     }
 }
 
-/// An unmasked (server → client) frame with a payload under 64 KiB.
-pub fn server_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![0x80 | opcode];
-    if payload.len() < 126 {
-        f.push(payload.len() as u8);
-    } else {
-        f.push(126);
-        f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+/// Takes one whole frame from the front of `buf` (decoded with wsedge's own codec): its first
+/// byte and unmasked payload; `None` until the frame is complete.
+pub fn take_frame(buf: &mut Vec<u8>) -> Option<(u8, Vec<u8>)> {
+    let h = wsedge::frame::control::parse_header(buf)?;
+    let end = h.len + usize::try_from(h.payload_len).ok()?;
+    if buf.len() < end {
+        return None;
     }
-    f.extend_from_slice(payload);
+    let mut payload = buf[h.len..end].to_vec();
+    wsedge::frame::control::unmask(&mut payload, h.mask);
+    buf.drain(..end);
+    Some((h.b0, payload))
+}
+
+/// An unmasked (server → client) final frame (wsedge's own encoder).
+pub fn server_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    wsedge::frame::control::encode_frame(&mut f, 0x80 | opcode, payload, None);
     f
 }
 

@@ -1,11 +1,13 @@
-//! The session state both directions share: per-side close bookkeeping, the end reason, and the
+//! `SpliceState`: the session state both directions share: per-side close bookkeeping, the end reason, and the
 //! rules that turn an event (violation, EOF, timeout, request) into Closes toward each side.
 
 use tokio::time::Instant;
 
+use super::clock::after;
 use super::heartbeat::Heartbeat;
 use super::{SessionEnd, Side, SpliceConfig};
-use crate::frame::{encode_close, Violation};
+use crate::frame::control::encode_close;
+use crate::frame::Violation;
 use crate::session::SessionHandle;
 
 /// What wsedge knows about one side of the session.
@@ -56,7 +58,7 @@ impl Peer {
 }
 
 #[derive(Debug)]
-pub(super) struct Ctx {
+pub(super) struct SpliceState {
     /// Read once per poll round (timers, stall start, activity).
     pub now: Instant,
     /// Last text/binary/continuation frame either way (control frames do not count).
@@ -73,12 +75,6 @@ pub(super) struct Ctx {
     pub hb: Heartbeat,
 }
 
-/// `t + d` without overflow (a configured duration may be huge): far future instead.
-pub(super) fn after(t: Instant, d: std::time::Duration) -> Instant {
-    const FAR: std::time::Duration = std::time::Duration::from_secs(86_400 * 365 * 30);
-    t.checked_add(d).unwrap_or_else(|| t + FAR)
-}
-
 fn idx(side: Side) -> usize {
     match side {
         Side::Client => 0,
@@ -86,11 +82,11 @@ fn idx(side: Side) -> usize {
     }
 }
 
-impl Ctx {
+impl SpliceState {
     pub fn new(cfg: SpliceConfig, handle: SessionHandle) -> Self {
         let now = Instant::now();
         let hb = Heartbeat::new(cfg.client_ping_interval, cfg.client_ping_timeout, now);
-        Ctx {
+        SpliceState {
             hb,
             now,
             last_activity: now,
@@ -142,7 +138,7 @@ impl Ctx {
 
     /// Queues a Close wsedge writes to `side` at the next frame boundary, unless that side
     /// already has (or cannot get) one: a side never gets two Closes.
-    pub fn inject(&mut self, side: Side, code: u16, reason: &[u8]) {
+    pub fn inject(&mut self, side: Side, code: u16, reason: &str) {
         let p = self.peer_mut(side);
         if p.closed_to || p.gone_out() {
             return;
@@ -158,7 +154,7 @@ impl Ctx {
     }
 
     /// Closes both sides with `code` (idle timeout, requested close).
-    pub fn inject_both(&mut self, code: u16, reason: &[u8]) {
+    pub fn inject_both(&mut self, code: u16, reason: &str) {
         self.inject(Side::Client, code, reason);
         self.inject(Side::Backend, code, reason);
     }
@@ -191,8 +187,8 @@ impl Ctx {
             ),
         };
         self.set_end(end);
-        self.inject(from, own, b"");
-        self.inject(from.other(), other, b"");
+        self.inject(from, own, "");
+        self.inject(from.other(), other, "");
     }
 
     /// `side`'s read half ended (EOF or error).
@@ -209,7 +205,7 @@ impl Ctx {
         }
         p.abandon = true;
         self.set_end(SessionEnd::Abnormal { side });
-        self.inject(side.other(), 1001, b"");
+        self.inject(side.other(), 1001, "");
     }
 
     /// Writing to `side` failed: the connection is gone both ways.
@@ -220,7 +216,7 @@ impl Ctx {
         p.read_done = true;
         if !was_done && !p.got_close {
             self.set_end(SessionEnd::Abnormal { side });
-            self.inject(side.other(), 1001, b"");
+            self.inject(side.other(), 1001, "");
         }
     }
 
