@@ -8,8 +8,11 @@
 //! ```
 //! # Modules
 //! - [`config`]: routes.yaml → validated [`config::Config`] (`raw` → `validate`).
-//! - [`server`]: the running router: snapshot, listeners, admin, shutdown.
-//! - [`listener`]: accept loop with backoff; socket options; [`proxy_protocol`] v1/v2 headers.
+//! - [`server`]: the running router: start and shutdown.
+//! - [`shared`]: what every task holds (snapshot swap, registry, metrics, tokens, trackers).
+//! - [`snapshot`]: one config generation, per-route entries, behind one `ArcSwap`.
+//! - [`listener`]: listener lifecycle and the accept loop with backoff; [`sockopt`]: socket
+//!   options; [`proxy_protocol`] v1/v2 headers.
 //! - [`conn`]: one client connection end to end; every refusal is one [`reject::RejectReason`]
 //!   (status, label, side); [`classify`] turns upstream errors into reasons and health outcomes.
 //! - [`handshake`]: RFC 6455 §4.2.1 validation, Origin, subprotocols, extensions.
@@ -21,7 +24,7 @@
 //! - [`session_task`]: the task owning a session; [`splice`] relays it; [`frame`] scans it.
 //! - [`session`]: the handle every live session registers; [`registry`] holds them.
 //! - [`tls`]: rustls on both sides: listener handshakes, certificate reload, `wss://` backends.
-//! - [`fallback`]: `http_fallback` for plain HTTP.
+//! - [`fallback`]: `http_fallback` for plain HTTP; [`body`]: the body of wsedge's own answers.
 //! - [`reload`]: live reload; [`plan`]: which sessions a change concerns; [`drain`]: spread closes.
 //! - [`admin`], [`metrics`]: operations.
 //! - [`check`]: `wsedge check`.
@@ -34,6 +37,7 @@
 pub mod admin;
 pub mod backend;
 pub mod balance;
+pub mod body;
 pub mod check;
 pub mod classify;
 pub mod config;
@@ -47,12 +51,14 @@ pub mod fallback;
 pub mod forward;
 pub mod frame;
 pub mod handshake;
+pub mod head_error;
 pub mod health;
 pub mod listener;
 #[cfg(feature = "tools")]
 pub mod loadtest;
 pub mod metrics;
 pub mod origin;
+pub mod path;
 pub mod plan;
 pub mod proxy_protocol;
 pub mod registry;
@@ -64,8 +70,12 @@ pub mod route;
 pub mod server;
 pub mod session;
 pub mod session_task;
+pub mod shared;
+pub mod snapshot;
+pub mod sockopt;
 pub mod splice;
 pub mod status;
+pub mod target;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
 pub mod tls;

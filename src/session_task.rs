@@ -13,7 +13,7 @@ use tracing::{info, warn, Instrument};
 use crate::config::Route;
 use crate::metrics::close_code_label;
 use crate::registry::Slot;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::splice::{self, SessionEnd, Side, SpliceConfig};
 use crate::tls::stream::ClientStream;
 use crate::upstream::UpgradedBackend;

@@ -109,7 +109,7 @@ async fn connect_any(url: &BackendUrl) -> Result<TcpStream, UpstreamError> {
     for addr in addrs {
         match TcpStream::connect(addr).await {
             Ok(stream) => {
-                crate::listener::tune_socket(&stream);
+                crate::sockopt::tune_socket(&stream);
                 return Ok(stream);
             }
             Err(source) => {

@@ -35,6 +35,19 @@ pub struct RawListener {
     pub trusted_proxies: List<String>,
     pub proxy_protocol: Str,
     pub tls: Option<Spanned<RawListenerTls>>,
+    pub path_normalization: Option<Spanned<RawPathNormalization>>,
+    pub max_request_head_bytes: Str,
+    pub max_headers: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPathNormalization {
+    pub enabled: Option<bool>,
+    pub escaped_slashes: Str,
+    pub merge_slashes: Option<bool>,
+    pub path_params: Str,
+    pub action: Str,
 }
 
 /// Both the short form `{cert, key}` and the long form `{certificates: [...]}`; which one is

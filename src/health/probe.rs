@@ -25,18 +25,6 @@ use crate::upstream::{self, UpgradedBackend, UpstreamError};
 /// Data frames on the probe socket larger than this are skipped, not buffered.
 const MAX_BUFFERED: u64 = 64 * 1024;
 
-/// Every `result` label of `wsedge_health_checks_total`.
-pub const RESULT_LABELS: [&str; 8] = [
-    "success",
-    "closed",
-    "connect_failed",
-    "upgrade_failed",
-    "timeout",
-    "wrong_pong",
-    "reset",
-    "protocol_error",
-];
-
 /// Why a probe round failed (closed set: `label()` is the `result` metric label).
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {

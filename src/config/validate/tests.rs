@@ -286,6 +286,63 @@ fn path_prefix_normalised() {
 }
 
 #[test]
+fn path_prefix_must_be_in_normal_form() {
+    for prefix in ["/a/../admin", "//admin", "/%61dmin", "/admin;x"] {
+        err(
+            &with_route(&format!("    match: {{path_prefix: \"{prefix}\"}}\n")),
+            "routes[0].match.path_prefix",
+            "not a normal path",
+        );
+    }
+    err(
+        &with_route("    match: {path_prefix: \"/a%2Fb\"}\n"),
+        "routes[0].match.path_prefix",
+        "encoded slash",
+    );
+}
+
+#[test]
+fn listener_path_normalization_and_head_limits() {
+    let c = ok(&with_route(""));
+    let l = &c.listeners[0];
+    assert_eq!(l.path_normalization, crate::path::Options::default());
+    assert_eq!(l.max_request_head_bytes, 64 * 1024);
+    assert_eq!(l.max_headers, 100);
+    let c = ok(&with_listener(
+        "    path_normalization: {escaped_slashes: keep, merge_slashes: false, path_params: reject, action: reject}\n    \
+         max_request_head_bytes: 16KiB\n    max_headers: 50\n",
+    ));
+    let l = &c.listeners[0];
+    use crate::path::*;
+    assert_eq!(
+        l.path_normalization,
+        Options {
+            enabled: true,
+            escaped_slashes: EscapedSlashes::Keep,
+            merge_slashes: false,
+            path_params: PathParams::Reject,
+            action: Action::Reject,
+        }
+    );
+    assert_eq!((l.max_request_head_bytes, l.max_headers), (16 * 1024, 50));
+    err(
+        &with_listener("    path_normalization: {escaped_slashes: decode}\n"),
+        "listeners[0].path_normalization.escaped_slashes",
+        "expected `reject` or `keep`",
+    );
+    err(
+        &with_listener("    max_request_head_bytes: 10\n"),
+        "listeners[0].max_request_head_bytes",
+        "between",
+    );
+    err(
+        &with_listener("    max_headers: 0\n"),
+        "listeners[0].max_headers",
+        "between",
+    );
+}
+
+#[test]
 fn host_pattern() {
     err(
         &with_route("    match: {host: \"a.*.com\"}\n"),
