@@ -33,6 +33,7 @@
 //!   `demo`, which runs one.
 //! - `test_util` (feature `test-util`, on for every test and bench): shared fixtures.
 #![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
 
 pub mod admin;
 pub mod backend;

@@ -1,6 +1,9 @@
 //! The `wsedge` command line: load and validate the config, run, and the tools around it.
 //! `anyhow` lives here only; the library speaks typed errors.
 
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;

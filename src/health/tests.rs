@@ -103,3 +103,48 @@ fn ejection_doubles_up_to_five_minutes() {
     assert_eq!(ejection_time(base, 4), MAX_EJECTION);
     assert_eq!(ejection_time(base, 200), MAX_EJECTION);
 }
+
+/// On tokio's paused clock: an ejection ends exactly with its timer, an ejection right after
+/// lasts twice as long, and only a whole base ejection without trouble makes the next one short
+/// again.
+#[tokio::test(start_paused = true)]
+async fn passive_ejection_follows_tokios_clock_doubles_and_calms_down() {
+    let (route, states) = route_with_passive(2, 1, 50); // ejection: 1s
+    let m = Metrics::new();
+    let s = &states[0];
+    let step = |ms| tokio::time::advance(Duration::from_millis(ms));
+
+    assert!(record_outcome(&route, &states, 0, Outcome::Failure, &m));
+    assert_eq!(s.ejection_remaining(), Duration::from_secs(1));
+    step(999).await;
+    assert!(s.is_ejected() && !s.is_eligible());
+    step(1).await;
+    assert!(!s.is_ejected() && s.is_eligible());
+    assert_eq!(s.time_since_ejection(), Some(Duration::ZERO));
+
+    // Failing again at once: twice as long.
+    assert!(record_outcome(&route, &states, 0, Outcome::Failure, &m));
+    assert_eq!(s.ejection_remaining(), Duration::from_secs(2));
+    assert_eq!(s.time_since_ejection(), None, "ejected now");
+    step(2000).await;
+    assert!(!s.is_ejected());
+
+    // A success half a base ejection later keeps the doubling...
+    step(500).await;
+    assert!(!record_outcome(&route, &states, 0, Outcome::Success, &m));
+    assert_eq!(
+        s.ejections_in_a_row
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    // ...one a whole base ejection after the end resets it: the next ejection is short again.
+    step(500).await;
+    assert!(!record_outcome(&route, &states, 0, Outcome::Success, &m));
+    assert_eq!(
+        s.ejections_in_a_row
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert!(record_outcome(&route, &states, 0, Outcome::Failure, &m));
+    assert_eq!(s.ejection_remaining(), Duration::from_secs(1));
+}

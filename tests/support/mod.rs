@@ -764,13 +764,18 @@ impl Process {
     }
 
     /// Waits (bounded) for the process to exit.
+    // `std::process::Child` has no wait with a timeout: poll it from sync code, 20 ms at a time.
+    #[allow(clippy::disallowed_methods)]
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = std::time::Instant::now() + PATIENCE;
+        let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(std::time::Instant::now() < deadline, "wsedge did not exit");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "wsedge did not exit"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
