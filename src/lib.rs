@@ -27,7 +27,7 @@
 //! - [`tls`]: rustls on both sides: listener handshakes, certificate reload, `wss://` backends.
 //! - [`fallback`]: `http_fallback` for plain HTTP; [`body`]: the body of wsedge's own answers.
 //! - [`reload`]: live reload; [`plan`]: which sessions a change concerns; [`drain`]: spread closes.
-//! - [`admin`], [`metrics`]: operations.
+//! - [`admin`], [`metrics`]: operations; [`admin_client`]: the one HTTP client of the CLI and tools.
 //! - [`check`]: `wsedge check`.
 //! - Tools (cargo feature `tools`, on by default; an edge image builds without it): `echo`, the
 //!   built-in echo backend; `loadtest`, `wsedge loadtest` with failover scenarios and reports;
@@ -37,6 +37,7 @@
 #![deny(rust_2018_idioms)]
 
 pub mod admin;
+pub mod admin_client;
 pub mod backend;
 pub mod balance;
 pub mod body;
