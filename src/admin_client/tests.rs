@@ -7,7 +7,10 @@ use super::*;
 
 /// Serves one connection: reads the request head (and a `Content-Length` body), answers
 /// `response` verbatim, returns what it read.
-async fn one_shot(bind: &str, response: &'static str) -> (SocketAddr, tokio::task::JoinHandle<String>) {
+async fn one_shot(
+    bind: &str,
+    response: &'static str,
+) -> (SocketAddr, tokio::task::JoinHandle<String>) {
     let listener = TcpListener::bind(bind).await.expect("bind loopback");
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
@@ -22,7 +25,11 @@ async fn one_shot(bind: &str, response: &'static str) -> (SocketAddr, tokio::tas
             if let Some((head, body)) = text.split_once("\r\n\r\n") {
                 let len = head
                     .lines()
-                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap())
+                    })
                     .unwrap_or(0);
                 if body.len() >= len {
                     break;
@@ -54,9 +61,18 @@ async fn reads_a_chunked_body() {
     )
     .await
     .unwrap();
-    assert_eq!(reply, Reply { status: 200, body: "hello, world".into() });
+    assert_eq!(
+        reply,
+        Reply {
+            status: 200,
+            body: "hello, world".into()
+        }
+    );
     let seen = server.await.unwrap();
-    assert!(seen.starts_with("POST /reload?dry_run=true HTTP/1.1\r\n"), "{seen}");
+    assert!(
+        seen.starts_with("POST /reload?dry_run=true HTTP/1.1\r\n"),
+        "{seen}"
+    );
     let lower = seen.to_ascii_lowercase();
     assert!(lower.contains(&format!("host: {addr}\r\n")), "{seen}");
     assert!(lower.contains("authorization: bearer t\r\n"), "{seen}");
@@ -66,13 +82,25 @@ async fn reads_a_chunked_body() {
 
 #[tokio::test]
 async fn reaches_an_ipv6_literal() {
-    let (addr, server) = one_shot("[::1]:0", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+    let (addr, server) =
+        one_shot("[::1]:0", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
     assert!(addr.is_ipv6());
     let url = format!("http://[::1]:{}/healthz", addr.port());
-    let reply = request(Method::GET, &url, &[], Bytes::new(), PATIENCE).await.unwrap();
-    assert_eq!(reply, Reply { status: 200, body: "ok".into() });
+    let reply = request(Method::GET, &url, &[], Bytes::new(), PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(
+        reply,
+        Reply {
+            status: 200,
+            body: "ok".into()
+        }
+    );
     let seen = server.await.unwrap().to_ascii_lowercase();
-    assert!(seen.contains(&format!("host: [::1]:{}\r\n", addr.port())), "{seen}");
+    assert!(
+        seen.contains(&format!("host: [::1]:{}\r\n", addr.port())),
+        "{seen}"
+    );
 }
 
 #[tokio::test]
@@ -82,10 +110,22 @@ async fn an_error_status_is_a_reply_not_an_error() {
         "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 9\r\n\r\nnot ready",
     )
     .await;
-    let reply = request(Method::GET, &format!("http://{addr}/readyz"), &[], Bytes::new(), PATIENCE)
-        .await
-        .unwrap();
-    assert_eq!(reply, Reply { status: 503, body: "not ready".into() });
+    let reply = request(
+        Method::GET,
+        &format!("http://{addr}/readyz"),
+        &[],
+        Bytes::new(),
+        PATIENCE,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        reply,
+        Reply {
+            status: 503,
+            body: "not ready".into()
+        }
+    );
     server.await.unwrap();
 }
 
@@ -94,22 +134,37 @@ async fn no_listener_bad_urls_and_silence_are_errors() {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dead = l.local_addr().unwrap();
     drop(l);
-    let err = request(Method::GET, &format!("http://{dead}/"), &[], Bytes::new(), PATIENCE)
-        .await
-        .unwrap_err();
+    let err = request(
+        Method::GET,
+        &format!("http://{dead}/"),
+        &[],
+        Bytes::new(),
+        PATIENCE,
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, AdminClientError::Connect { .. }), "{err}");
     for bad_url in ["not a url", "https://127.0.0.1/", "http://"] {
         let err = request(Method::GET, bad_url, &[], Bytes::new(), PATIENCE)
             .await
             .unwrap_err();
-        assert!(matches!(err, AdminClientError::Url { .. }), "{bad_url}: {err}");
+        assert!(
+            matches!(err, AdminClientError::Url { .. }),
+            "{bad_url}: {err}"
+        );
     }
     // Accepts and never answers: the timeout ends it.
     let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = silent.local_addr().unwrap();
-    let err = request(Method::GET, &format!("http://{addr}/"), &[], Bytes::new(), Duration::from_millis(200))
-        .await
-        .unwrap_err();
+    let err = request(
+        Method::GET,
+        &format!("http://{addr}/"),
+        &[],
+        Bytes::new(),
+        Duration::from_millis(200),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, AdminClientError::Timeout { .. }), "{err}");
     drop(silent);
 }
