@@ -262,6 +262,21 @@ fn duration_unparsable() {
 }
 
 #[test]
+fn on_peer_abort_values() {
+    assert_eq!(
+        ok(&with_route("")).routes[0].limits.on_peer_abort,
+        OnPeerAbort::Mirror
+    );
+    let c = ok(&with_route("    limits: {on_peer_abort: close_1001}\n"));
+    assert_eq!(c.routes[0].limits.on_peer_abort, OnPeerAbort::Close1001);
+    err(
+        &with_route("    limits: {on_peer_abort: reset}\n"),
+        "routes[0].limits.on_peer_abort",
+        "is not one of `mirror`, `close_1001`",
+    );
+}
+
+#[test]
 fn size_unparsable() {
     err(
         &with_route("    limits: {max_message_bytes: 1MB}\n"),
