@@ -187,7 +187,8 @@ async fn serve(mut s: TcpStream, style: Style) {
         }
         Style::CloseRst => {
             let _ = s.write_all(&frame(0x8, &code.to_be_bytes())).await;
-            let _ = s.set_linger(Some(std::time::Duration::ZERO));
+            // SO_LINGER 0: the drop below sends an RST right behind the Close.
+            let _ = socket2::SockRef::from(&s).set_linger(Some(std::time::Duration::ZERO));
         }
     }
 }
