@@ -16,11 +16,11 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
+use crate::body::{full, Body};
 use crate::config::Config;
-use crate::conn::{full, Body};
 use crate::plan::DrainReason;
 use crate::reload::{ReloadError, Wait};
-use crate::server::Shared;
+use crate::shared::Shared;
 
 /// A dry-run body larger than this is refused (a routes file is a few KiB).
 const MAX_BODY: usize = 1 << 20;
@@ -51,19 +51,6 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 .await;
         });
     }
-}
-
-/// The token mutating calls need: `admin.token_file`, else `WSEDGE_ADMIN_TOKEN`.
-pub fn admin_token(config: &Config) -> Option<String> {
-    let from_file = config
-        .admin
-        .as_ref()
-        .and_then(|a| a.token_file.as_ref())
-        .and_then(|p| std::fs::read_to_string(p).ok())
-        .map(|t| t.trim().to_owned());
-    from_file
-        .or_else(|| std::env::var("WSEDGE_ADMIN_TOKEN").ok())
-        .filter(|t| !t.is_empty())
 }
 
 async fn route(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> {
@@ -118,7 +105,7 @@ async fn route(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> {
 
 #[allow(clippy::result_large_err)]
 fn authorize(req: &Request<Incoming>, shared: &Shared) -> Result<(), Response<Body>> {
-    let Some(token) = admin_token(&shared.snapshot.load().config) else {
+    let Some(token) = shared.snapshot.load().config.admin_token() else {
         // No token configured: only allowed on a loopback admin bind (checked at start).
         return Ok(());
     };

@@ -19,8 +19,15 @@ pub use error::{ConfigError, ConfigErrors, Warning};
 
 /// Listener: TLS handshake plus request headers must arrive within this (slowloris guard).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Listener: request line plus headers (hyper answers 431 beyond it).
+pub const DEFAULT_MAX_REQUEST_HEAD_BYTES: usize = 64 * 1024;
+/// Listener: header fields per request; hyper's own default, kept on its stack.
+pub const DEFAULT_MAX_HEADERS: usize = 100;
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Happy Eyeballs (RFC 8305 §5): the next address of a backend is tried this long after the
+/// previous attempt started, while that one may still answer.
+pub const DEFAULT_CONNECT_ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Payload bytes of one message. wsedge never buffers a message, so this protects backends,
 /// not wsedge's memory.
@@ -65,6 +72,12 @@ pub struct Listener {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub proxy_protocol: Option<ProxyProtocol>,
     pub tls: Option<ListenerTls>,
+    /// How request paths are normalised before routing (on by default).
+    pub path_normalization: crate::path::Options,
+    /// Request line plus headers, in bytes (hyper answers 431 beyond it).
+    pub max_request_head_bytes: usize,
+    /// Header fields per request (hyper answers 431 beyond it).
+    pub max_headers: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -279,10 +292,16 @@ pub struct Drain {
 pub struct Limits {
     pub handshake_timeout: Duration,
     pub connect_timeout: Duration,
+    /// Between the starts of two connection attempts to one backend's addresses.
+    pub connect_attempt_delay: Duration,
     pub idle_timeout: Duration,
     pub max_message_bytes: u64,
     pub max_connections: usize,
     pub write_stall_timeout: Duration,
+    /// Linux TCP_USER_TIMEOUT on both sockets of a session: data unacknowledged this long
+    /// ends the connection, even while the send buffer still has room (a vanished peer).
+    /// Defaults to `write_stall_timeout`.
+    pub tcp_user_timeout: Duration,
     pub close_timeout: Duration,
     pub client_ping_interval: Option<Duration>,
     pub client_ping_timeout: Duration,
@@ -317,5 +336,19 @@ impl Config {
 
     pub fn listener(&self, name: &str) -> Option<&Listener> {
         self.listeners.iter().find(|l| l.name == name)
+    }
+
+    /// The token the admin API's mutating calls need: `admin.token_file`, else
+    /// `WSEDGE_ADMIN_TOKEN`. Read on each use, so a rotated token file applies at once.
+    pub fn admin_token(&self) -> Option<String> {
+        let from_file = self
+            .admin
+            .as_ref()
+            .and_then(|a| a.token_file.as_ref())
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .map(|t| t.trim().to_owned());
+        from_file
+            .or_else(|| std::env::var("WSEDGE_ADMIN_TOKEN").ok())
+            .filter(|t| !t.is_empty())
     }
 }

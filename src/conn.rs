@@ -14,8 +14,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -27,6 +26,7 @@ use crate::tls::TlsListener;
 use tracing::{debug, info};
 
 use crate::balance::{key, PickKind, Picked};
+use crate::body::{empty, full, Body};
 use crate::classify::classify;
 use crate::config::{Listener, Route};
 use crate::forward::{self, ForwardedCert, Peer};
@@ -34,10 +34,9 @@ use crate::handshake::{self, UpgradeRequest};
 use crate::health::{self, Outcome as BackendOutcome};
 use crate::registry::{Placement, SessionMeta};
 use crate::reject::{RejectReason, SIDE_NONE};
-use crate::server::{Shared, Snapshot};
+use crate::shared::Shared;
+use crate::snapshot::Snapshot;
 use crate::upstream::{self, UpgradedBackend, UpstreamError};
-
-pub type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 /// Serves one accepted TCP connection until it closes, upgrades, or shutdown ends it. On a
 /// TLS listener the handshake comes first; handshake and request headers share the
@@ -97,7 +96,8 @@ pub async fn serve(
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(handle(req, ctx).await) }
     });
-    let conn = hyper::server::conn::http1::Builder::new()
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
         .timer(TokioTimer::new())
         // What the handshake left of `request_timeout` (hyper applies the same value to
         // later keep-alive requests, which only makes those stricter).
@@ -106,14 +106,20 @@ pub async fn serve(
                 .saturating_duration_since(tokio::time::Instant::now())
                 .max(MIN_HEADER_TIME),
         )
-        .keep_alive(true)
+        .max_header_size(listener.max_request_head_bytes)
+        .keep_alive(true);
+    // Only when changed: any explicit value moves hyper's header array to the heap.
+    if listener.max_headers != crate::config::DEFAULT_MAX_HEADERS {
+        builder.max_headers(listener.max_headers);
+    }
+    let conn = builder
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
         res = conn.as_mut() => {
             if let Err(e) = res {
-                debug!(%peer, error = %e, "client connection ended with an error");
+                count_head_error(&shared, &listener.name, peer, &e);
             }
         }
         _ = shared.stop_accepting.cancelled() => {
@@ -122,6 +128,22 @@ pub async fn serve(
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
+    }
+}
+
+/// A head hyper refused (it answered 400/414/431 itself) or that never came: counted and
+/// logged, since the service never saw it. Other connection errors are the client's business.
+fn count_head_error(shared: &Shared, listener: &str, peer: SocketAddr, e: &hyper::Error) {
+    match crate::head_error::HeadError::classify(e) {
+        Some(reason) => {
+            shared
+                .metrics
+                .request_head_errors_total
+                .with_label_values(&[listener, reason.label()])
+                .inc();
+            info!(client = %peer, listener, reason = reason.label(), error = %e, "request head refused");
+        }
+        None => debug!(%peer, error = %e, "client connection ended with an error"),
     }
 }
 
@@ -157,7 +179,7 @@ async fn handle(mut req: Request<Incoming>, ctx: Arc<ConnContext>) -> Response<B
                 .http_fallback
                 .as_ref()
                 .expect("fallback routes have a target");
-            crate::fallback::proxy(req, target, route, peer_of(&ctx)).await
+            crate::fallback::proxy(req, target, route, peer_of(&ctx, &snapshot)).await
         }
         Err(rejection) => {
             let route_name = rejection
@@ -225,14 +247,13 @@ async fn route_request(
     started: Instant,
 ) -> Result<Routed, Rejection> {
     handshake::check_request_line(req).map_err(|r| Rejection::new(r, None))?;
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
+    // From here on the request's URI holds the normalised path.
+    let target = crate::target::resolve(req, &ctx.listener.path_normalization)
+        .map_err(|(r, detail)| Rejection::new(r, None).detail(detail))?;
+    let host = target.host.as_str();
     let route_idx = snapshot
         .table
-        .lookup(&ctx.listener.name, host, req.uri().path())
+        .lookup(&ctx.listener.name, host, &target.match_path)
         .ok_or_else(|| Rejection::new(RejectReason::NoRoute, None))?;
     let route = &snapshot.config.routes[route_idx];
 
@@ -361,10 +382,11 @@ async fn dial_and_upgrade(
     let transports = &snapshot.transports[route_idx];
     let states = &snapshot.backends[route_idx];
     let metrics = &ctx.shared.metrics;
-    let mut picked = health::pick_first(route, balancer, states, key_hash).ok_or_else(|| {
-        let reason = BackendFailure::Reject(RejectReason::NoHealthyBackend);
-        (reason, "no healthy backend".to_owned())
-    })?;
+    let mut picked =
+        crate::balance::pick_first(route, balancer, states, key_hash).ok_or_else(|| {
+            let reason = BackendFailure::Reject(RejectReason::NoHealthyBackend);
+            (reason, "no healthy backend".to_owned())
+        })?;
     let outcome = |idx: usize, o: BackendOutcome| {
         health::record_outcome(route, states, idx, o, metrics);
     };
@@ -385,7 +407,7 @@ async fn dial_and_upgrade(
             Err(e) => return Err(rejected(&UpstreamError::Transport(e.clone()))),
         };
         let dial_started = Instant::now();
-        let e = match upstream::dial(&backend.url, transport, timeout).await {
+        let e = match upstream::dial(&backend.url, transport, &route.limits, timeout).await {
             Ok(stream) => {
                 let m = &ctx.shared.metrics;
                 if m.enabled {
@@ -419,7 +441,7 @@ async fn dial_and_upgrade(
     };
     let chosen = picked.index;
     let backend = &route.backends[chosen];
-    let peer = peer_of(ctx);
+    let peer = peer_of(ctx, snapshot);
     let (headers, request_id) =
         forward::upgrade_request_headers(req.headers(), route, backend, upgrade, peer);
     let path = backend_path(route, &backend.url.path, req.uri());
@@ -465,12 +487,13 @@ fn rejected(e: &UpstreamError) -> (BackendFailure, String) {
     (BackendFailure::Reject(classify(e).reason), e.to_string())
 }
 
-fn peer_of(ctx: &ConnContext) -> Peer {
+fn peer_of(ctx: &ConnContext, snapshot: &Snapshot) -> Peer {
     Peer {
         ip: ctx.peer.ip(),
         trusted: ctx.peer_trusted(),
         tls: ctx.listener.tls.is_some(),
         client_cert: ctx.client_cert.clone(),
+        cert_headers: forward::cert_headers(&snapshot.config),
     }
 }
 
@@ -553,16 +576,11 @@ fn reject_response(reason: RejectReason) -> Response<Body> {
     for (name, value) in reason.extra_headers() {
         headers.insert(*name, HeaderValue::from_static(value));
     }
-    if matches!(reason, RejectReason::HttpVersion | RejectReason::BadHost) {
+    if matches!(
+        reason,
+        RejectReason::HttpVersion | RejectReason::BadHost | RejectReason::BodyOnUpgrade
+    ) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
-}
-
-pub fn full(bytes: Bytes) -> Body {
-    Full::new(bytes).map_err(|never| match never {}).boxed()
-}
-
-pub fn empty() -> Body {
-    Empty::new().map_err(|never| match never {}).boxed()
 }

@@ -2,16 +2,15 @@
 //! the response streamed back.
 
 use bytes::Bytes;
-use http::header::HeaderValue;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tracing::info;
 
+use crate::body::{full, Body};
 use crate::config::{BackendUrl, Route};
-use crate::conn::{full, Body};
-use crate::forward::{set_client_cert, strip_hop_by_hop, Peer};
+use crate::forward::{fallback_request_headers, strip_hop_by_hop, Peer};
 
 /// Forwards `req` (any method, body streamed) to `target` and streams the answer back.
 /// Failures become 502/504 for the client.
@@ -32,10 +31,11 @@ pub async fn proxy(
         path: String::new(),
         original: target.to_string(),
     };
-    let stream = match crate::upstream::connect(&url, route.limits.connect_timeout).await {
-        Ok(s) => s,
-        Err(e) => return failure(StatusCode::BAD_GATEWAY, route, &e.to_string()),
-    };
+    let stream =
+        match crate::upstream::connect(&url, &route.limits, route.limits.connect_timeout).await {
+            Ok(s) => s,
+            Err(e) => return failure(StatusCode::BAD_GATEWAY, route, &e.to_string()),
+        };
     let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
     {
         Ok(pair) => pair,
@@ -45,17 +45,7 @@ pub async fn proxy(
         let _ = conn.await;
     });
 
-    let mut headers = req.headers().clone();
-    strip_hop_by_hop(&mut headers);
-    set_client_cert(&mut headers, &peer);
-    let ip = peer.ip.to_canonical().to_string();
-    if let Ok(v) = HeaderValue::from_str(&ip) {
-        headers.insert("x-forwarded-for", v);
-    }
-    headers.insert(
-        "x-forwarded-proto",
-        HeaderValue::from_static(if peer.tls { "https" } else { "http" }),
-    );
+    let (headers, _request_id) = fallback_request_headers(req.headers(), route, &peer);
     let target_path = req
         .uri()
         .path_and_query()

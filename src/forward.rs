@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use crate::config::{Backend, Route};
+use crate::config::{AffinityKey, Backend, Route};
 use crate::handshake::UpgradeRequest;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -19,12 +19,20 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 /// Removes hop-by-hop headers: `Connection`, the headers it names, `Keep-Alive`, `Proxy-*`,
 /// `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    strip_hop_by_hop_except(headers, |_| false);
+}
+
+/// Like [`strip_hop_by_hop`], but a header `Connection` names is kept when `keep` says so:
+/// a client must not be able to remove, by naming it, a header wsedge sets, checks or relies
+/// on (`Connection: upgrade, host` would otherwise leave the backend without a Host).
+fn strip_hop_by_hop_except(headers: &mut HeaderMap, keep: impl Fn(&HeaderName) -> bool) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|name| !keep(name))
         .collect();
     for name in named {
         headers.remove(name);
@@ -49,6 +57,68 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Hop-by-hop stripping of a client request: the headers wsedge checks (Host, Origin, the
+/// WebSocket handshake), relies on (the route's affinity header or cookie) or sets
+/// (forwarding headers, ids) survive being named in `Connection`.
+fn strip_request_hop_by_hop(headers: &mut HeaderMap, route: &Route) {
+    strip_hop_by_hop_except(headers, |name| {
+        let n = name.as_str();
+        matches!(
+            n,
+            "host" | "origin" | "x-request-id" | "traceparent" | "forwarded" | "cookie"
+        ) || n.starts_with("sec-websocket-")
+            || n.starts_with("x-forwarded-")
+            || matches!(&route.affinity.key, AffinityKey::Header(h) if h == name)
+            || matches!(&route.affinity.fallback, AffinityKey::Header(h) if h == name)
+    });
+}
+
+/// Headers that tell a backend who the client is or what it asked for, besides every
+/// `X-Forwarded-*`. From a peer that is not a trusted proxy each one is a forgery: dropped.
+const CLIENT_IDENTITY_HEADERS: &[&str] = &[
+    "forwarded",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-original-forwarded-for",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
+/// Every listener's `forward_client_cert` header name (empty, without allocating, when no
+/// listener forwards client certificates).
+pub fn cert_headers(config: &crate::config::Config) -> Vec<HeaderName> {
+    config
+        .listeners
+        .iter()
+        .filter_map(|l| l.tls.as_ref()?.forward_client_cert.clone())
+        .collect()
+}
+
+/// Drops, from an untrusted peer's request, every forwarding header wsedge does not set
+/// itself and every configured client-certificate header (on any listener).
+fn drop_untrusted(headers: &mut HeaderMap, peer: &Peer) {
+    if peer.trusted {
+        return;
+    }
+    let forged: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| {
+            let n = k.as_str();
+            n.starts_with("x-forwarded-")
+                || CLIENT_IDENTITY_HEADERS.contains(&n)
+                || peer.cert_headers.contains(k)
+        })
+        .cloned()
+        .collect();
+    for name in forged {
+        headers.remove(name);
+    }
+}
+
 /// Who is asking, as far as forwarding headers are concerned.
 #[derive(Debug, Clone)]
 pub struct Peer {
@@ -59,6 +129,8 @@ pub struct Peer {
     pub tls: bool,
     /// The listener forwards the client certificate's subject (`forward_client_cert`).
     pub client_cert: Option<ForwardedCert>,
+    /// Every listener's `forward_client_cert` header name: none may come from a client.
+    pub cert_headers: Vec<HeaderName>,
 }
 
 /// `forward_client_cert`: the header, and the subject of the verified client certificate.
@@ -89,7 +161,10 @@ pub fn upgrade_request_headers(
     peer: Peer,
 ) -> (HeaderMap, HeaderValue) {
     let mut headers = client.clone();
-    strip_hop_by_hop(&mut headers);
+    strip_request_hop_by_hop(&mut headers, route);
+    // The backend GET has no body (an upgrade with one was refused): nothing may say it has.
+    headers.remove(header::CONTENT_LENGTH);
+    headers.remove(header::EXPECT);
     headers.remove(header::SEC_WEBSOCKET_PROTOCOL);
     headers.remove(header::SEC_WEBSOCKET_EXTENSIONS);
     headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
@@ -108,33 +183,12 @@ pub fn upgrade_request_headers(
         headers.append(header::SEC_WEBSOCKET_EXTENSIONS, offer.clone());
     }
 
-    let original_host = client.get(header::HOST).cloned();
     if !route.preserve_host {
         if let Ok(v) = HeaderValue::from_str(&backend.url.authority()) {
             headers.insert(header::HOST, v);
         }
     }
-    set_forwarded_for(&mut headers, client, &peer);
-    if !(peer.trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
-        let proto = if peer.tls { "https" } else { "http" };
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    }
-    if !(peer.trusted && headers.contains_key(&X_FORWARDED_HOST)) {
-        if let Some(host) = original_host {
-            headers.insert(X_FORWARDED_HOST.clone(), host);
-        }
-    }
-    let request_id = match client.get(&X_REQUEST_ID) {
-        Some(id) if is_sane_id(id) => id.clone(),
-        _ => {
-            let id = new_request_id();
-            headers.insert(X_REQUEST_ID.clone(), id.clone());
-            id
-        }
-    };
-    if !client.get(&TRACEPARENT).is_some_and(is_valid_traceparent) {
-        headers.insert(TRACEPARENT.clone(), new_traceparent());
-    }
+    let request_id = set_forwarding(&mut headers, client, &peer);
 
     for name in &route.request_headers.remove {
         headers.remove(name);
@@ -145,6 +199,51 @@ pub fn upgrade_request_headers(
     // Last: nothing the client or the route sets can stand in for the verified subject.
     set_client_cert(&mut headers, &peer);
     (headers, request_id)
+}
+
+/// The headers of an `http_fallback` request: the same forwarding rules as an upgrade (the
+/// body's framing is hyper's to set). Returns them with the request id.
+pub fn fallback_request_headers(
+    client: &HeaderMap,
+    route: &Route,
+    peer: &Peer,
+) -> (HeaderMap, HeaderValue) {
+    let mut headers = client.clone();
+    strip_request_hop_by_hop(&mut headers, route);
+    let request_id = set_forwarding(&mut headers, client, peer);
+    set_client_cert(&mut headers, peer);
+    (headers, request_id)
+}
+
+/// Forged identity headers dropped, then `X-Forwarded-For/-Proto/-Host`, `X-Request-Id` and
+/// `traceparent` set. A trusted proxy's own values are kept (its `X-Forwarded-For` extended);
+/// anyone else's are replaced. Returns the request id.
+fn set_forwarding(headers: &mut HeaderMap, client: &HeaderMap, peer: &Peer) -> HeaderValue {
+    drop_untrusted(headers, peer);
+    set_forwarded_for(headers, client, peer);
+    if !(peer.trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        let proto = if peer.tls { "https" } else { "http" };
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    }
+    if !(peer.trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+        if let Some(host) = client.get(header::HOST) {
+            headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+        }
+    }
+    let request_id = match client.get(&X_REQUEST_ID) {
+        Some(id) if peer.trusted && is_sane_id(id) => id.clone(),
+        _ => new_request_id(),
+    };
+    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    match client.get(&TRACEPARENT) {
+        Some(tp) if peer.trusted && is_valid_traceparent(tp) => {
+            headers.insert(TRACEPARENT.clone(), tp.clone());
+        }
+        _ => {
+            headers.insert(TRACEPARENT.clone(), new_traceparent());
+        }
+    }
+    request_id
 }
 
 /// Appends the peer to `X-Forwarded-For` when the peer is a trusted proxy; replaces whatever

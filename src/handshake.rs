@@ -56,6 +56,7 @@ pub fn validate_upgrade<B>(
     if req.method() != Method::GET {
         return Err(RejectReason::BadMethod);
     }
+    check_no_body(headers)?;
     let mut versions = headers.get_all(header::SEC_WEBSOCKET_VERSION).iter();
     match (versions.next(), versions.next()) {
         (Some(v), None) if v.as_bytes().trim_ascii() == b"13" => {}
@@ -70,6 +71,19 @@ pub fn validate_upgrade<B>(
         subprotocols,
         extensions,
     })
+}
+
+/// An upgrade is a GET without a body (RFC 6455 §4.1). A body announced anyway would be
+/// read by nobody here and could be parsed by the backend as its next request (smuggling).
+fn check_no_body(headers: &HeaderMap) -> Result<(), RejectReason> {
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        return Err(RejectReason::BodyOnUpgrade);
+    }
+    let zero = |v: &HeaderValue| v.as_bytes().trim_ascii() == b"0";
+    if !headers.get_all(header::CONTENT_LENGTH).iter().all(zero) {
+        return Err(RejectReason::BodyOnUpgrade);
+    }
+    Ok(())
 }
 
 fn single_valid_key(headers: &HeaderMap) -> Result<HeaderValue, RejectReason> {

@@ -16,6 +16,19 @@ use prometheus::{
 
 use crate::session::SessionStats;
 
+/// Every `result` label of `wsedge_health_checks_total` (the probe's `ProbeError::label` and
+/// "success" / "closed"): a forgotten backend's series are removed by this list.
+pub const HEALTH_CHECK_RESULTS: [&str; 8] = [
+    "success",
+    "closed",
+    "connect_failed",
+    "upgrade_failed",
+    "timeout",
+    "wrong_pong",
+    "reset",
+    "protocol_error",
+];
+
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
@@ -40,6 +53,8 @@ pub struct Metrics {
     pub proxy_protocol_errors_total: IntCounterVec,
     /// `result`: a `tls::accept::Outcome` label; plain listeners count only `tls_on_plain_port`.
     pub tls_handshakes_total: IntCounterVec,
+    /// `reason`: a `head_error::HeadError` label (hyper refused the head before any service).
+    pub request_head_errors_total: IntCounterVec,
     /// Certificate reloads by listener and result (`ok`, or `broken`: the old pair kept serving).
     pub tls_certificate_reloads_total: IntCounterVec,
     pub session_duration_seconds: HistogramVec,
@@ -175,6 +190,12 @@ impl Metrics {
                 "wsedge_tls_handshakes_total",
                 "TLS handshakes on traffic listeners by listener and result",
                 &["listener", "result"],
+            ),
+            request_head_errors_total: counter(
+                &r,
+                "wsedge_request_head_errors_total",
+                "Request heads hyper refused or timed out before routing, by listener and reason",
+                &["listener", "reason"],
             ),
             tls_certificate_reloads_total: counter(
                 &r,
@@ -346,6 +367,7 @@ impl Metrics {
     /// Deletes the TLS series of a listener a reload removed.
     pub fn forget_listener(&self, listener: &str) {
         remove_matching(&self.tls_handshakes_total, "listener", listener);
+        remove_matching(&self.request_head_errors_total, "listener", listener);
         remove_matching(&self.tls_certificate_reloads_total, "listener", listener);
     }
 
@@ -362,7 +384,7 @@ impl Metrics {
         let _ = self
             .backend_ejections_total
             .remove_label_values(&[route, backend]);
-        for result in crate::health::probe::RESULT_LABELS {
+        for result in HEALTH_CHECK_RESULTS {
             let _ = self
                 .health_checks_total
                 .remove_label_values(&[route, backend, result]);

@@ -37,12 +37,16 @@ pub const SIDE_NONE: &str = "none";
 pub enum RejectReason {
     HttpVersion,
     BadHost,
+    /// The path fails normalisation (`src/path.rs`): bad escape, control byte, `%2F`…
+    BadPath,
     NoRoute,
     NotUpgrade,
     BadConnection,
     BadMethod,
     BadVersion,
     BadKey,
+    /// `Transfer-Encoding` or a non-zero `Content-Length` on an upgrade (a smuggled body).
+    BodyOnUpgrade,
     OriginDenied,
     SubprotocolRequired,
     OverCapacity,
@@ -59,15 +63,17 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 16] = [
+    pub const ALL: [RejectReason; 18] = [
         RejectReason::HttpVersion,
         RejectReason::BadHost,
+        RejectReason::BadPath,
         RejectReason::NoRoute,
         RejectReason::NotUpgrade,
         RejectReason::BadConnection,
         RejectReason::BadMethod,
         RejectReason::BadVersion,
         RejectReason::BadKey,
+        RejectReason::BodyOnUpgrade,
         RejectReason::OriginDenied,
         RejectReason::SubprotocolRequired,
         RejectReason::OverCapacity,
@@ -83,12 +89,14 @@ impl RejectReason {
         match self {
             RejectReason::HttpVersion => "http_version",
             RejectReason::BadHost => "bad_host",
+            RejectReason::BadPath => "bad_path",
             RejectReason::NoRoute => "no_route",
             RejectReason::NotUpgrade => "not_upgrade",
             RejectReason::BadConnection => "bad_connection",
             RejectReason::BadMethod => "bad_method",
             RejectReason::BadVersion => "bad_version",
             RejectReason::BadKey => "bad_key",
+            RejectReason::BodyOnUpgrade => "body_on_upgrade",
             RejectReason::OriginDenied => "origin_denied",
             RejectReason::SubprotocolRequired => "subprotocol_required",
             RejectReason::OverCapacity => "over_capacity",
@@ -106,6 +114,8 @@ impl RejectReason {
         match self {
             RejectReason::HttpVersion
             | RejectReason::BadHost
+            | RejectReason::BadPath
+            | RejectReason::BodyOnUpgrade
             | RejectReason::NoRoute
             | RejectReason::NotUpgrade
             | RejectReason::BadConnection
@@ -129,6 +139,8 @@ impl RejectReason {
         match self {
             RejectReason::HttpVersion
             | RejectReason::BadHost
+            | RejectReason::BadPath
+            | RejectReason::BodyOnUpgrade
             | RejectReason::BadConnection
             | RejectReason::BadKey
             | RejectReason::SubprotocolRequired => StatusCode::BAD_REQUEST,

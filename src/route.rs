@@ -96,8 +96,9 @@ impl RouteTable {
     }
 }
 
-/// Lower-cases and removes the port: `Chat.Example.com:8443` → `chat.example.com`,
-/// `[::1]:80` → `[::1]`.
+/// Lower-cases and removes the port and one trailing dot (the root label):
+/// `Chat.Example.com.:8443` → `chat.example.com`, `[::1]:80` → `[::1]`. Two dots are not a
+/// spelling of the name and stay (no route matches them).
 pub fn normalize_host(host: &str) -> String {
     let host = host.trim();
     let without_port = if host.starts_with('[') {
@@ -111,7 +112,8 @@ pub fn normalize_host(host: &str) -> String {
             _ => host,
         }
     };
-    without_port.trim_end_matches('.').to_ascii_lowercase()
+    let without_dot = without_port.strip_suffix('.').unwrap_or(without_port);
+    without_dot.to_ascii_lowercase()
 }
 
 /// `/chat` matches `/chat` and `/chat/x`, never `/chatty`; `/` matches everything.
@@ -152,6 +154,8 @@ mod tests {
             ("[::1]:8080", "[::1]"),
             ("[::1]", "[::1]"),
             ("example.com.", "example.com"),
+            ("example.com..", "example.com."),
+            ("Example.COM.:443", "example.com"),
         ] {
             assert_eq!(normalize_host(raw), want);
         }

@@ -35,6 +35,19 @@ pub struct RawListener {
     pub trusted_proxies: List<String>,
     pub proxy_protocol: Str,
     pub tls: Option<Spanned<RawListenerTls>>,
+    pub path_normalization: Option<Spanned<RawPathNormalization>>,
+    pub max_request_head_bytes: Str,
+    pub max_headers: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPathNormalization {
+    pub enabled: Option<bool>,
+    pub escaped_slashes: Str,
+    pub merge_slashes: Option<bool>,
+    pub path_params: Str,
+    pub action: Str,
 }
 
 /// Both the short form `{cert, key}` and the long form `{certificates: [...]}`; which one is
@@ -174,10 +187,12 @@ pub struct RawDrain {
 pub struct RawLimits {
     pub handshake_timeout: Str,
     pub connect_timeout: Str,
+    pub connect_attempt_delay: Str,
     pub idle_timeout: Str,
     pub max_message_bytes: Str,
     pub max_connections: Option<Spanned<u64>>,
     pub write_stall_timeout: Str,
+    pub tcp_user_timeout: Str,
     pub close_timeout: Str,
     pub client_ping_interval: Str,
     pub client_ping_timeout: Str,

@@ -12,6 +12,7 @@ use super::{
     Shutdown, TlsVersion, Warning, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_DELAY,
 };
 
+mod edge;
 pub mod fields;
 mod lifecycle;
 mod parse_error;
@@ -271,6 +272,7 @@ fn listeners(cx: &mut Ctx, raw: &raw::List<RawListener>) -> Vec<Listener> {
             .tls
             .as_ref()
             .and_then(|t| listener_tls(cx, t, &format!("{p}.tls")));
+        let edge = edge::edge(cx, l, &p);
         if let (Some(name), Some(bind)) = (name, bind) {
             out.push(Listener {
                 name,
@@ -279,6 +281,9 @@ fn listeners(cx: &mut Ctx, raw: &raw::List<RawListener>) -> Vec<Listener> {
                 trusted_proxies,
                 proxy_protocol,
                 tls,
+                path_normalization: edge.path_normalization,
+                max_request_head_bytes: edge.max_request_head_bytes,
+                max_headers: edge.max_headers,
             });
         }
     }

@@ -147,11 +147,15 @@ pub fn path_prefix(s: &str) -> Result<String, String> {
         ));
     }
     let trimmed = s.trim_end_matches('/');
-    Ok(if trimmed.is_empty() {
-        "/".to_string()
-    } else {
-        trimmed.to_string()
-    })
+    let prefix = if trimmed.is_empty() { "/" } else { trimmed };
+    // Requests are matched in normal form (src/path.rs): a prefix that is not would never match.
+    match crate::path::normalize(prefix, &crate::path::Options::default()) {
+        Ok(n) if n == prefix && !prefix.contains(';') => Ok(prefix.to_string()),
+        Ok(n) => Err(format!(
+            "`{s}` is not a normal path and would never match (requests are normalised: `{n}`; no `;`)"
+        )),
+        Err(e) => Err(format!("`{s}` is not a valid path: {e}")),
+    }
 }
 
 /// A backend URL: `ws://` or `wss://`, a host, optional port and path; no query, fragment or

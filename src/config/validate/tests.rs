@@ -60,6 +60,11 @@ fn minimal_file_gets_every_default() {
     assert_eq!(r.path_prefix, "/");
     assert_eq!(r.limits.max_message_bytes, DEFAULT_MAX_MESSAGE_BYTES);
     assert_eq!(r.limits.idle_timeout, DEFAULT_IDLE_TIMEOUT);
+    assert_eq!(
+        r.limits.connect_attempt_delay,
+        DEFAULT_CONNECT_ATTEMPT_DELAY
+    );
+    assert_eq!(r.limits.tcp_user_timeout, DEFAULT_WRITE_STALL_TIMEOUT);
     assert_eq!(r.balance.virtual_nodes, DEFAULT_VIRTUAL_NODES);
     assert_eq!(r.drain.spread, DEFAULT_DRAIN_SPREAD);
     assert_eq!(
@@ -277,6 +282,30 @@ fn on_peer_abort_values() {
 }
 
 #[test]
+fn tcp_user_timeout_follows_write_stall_timeout_unless_written() {
+    let c = ok(&with_route("    limits: {write_stall_timeout: 3s}\n"));
+    assert_eq!(c.routes[0].limits.tcp_user_timeout, Duration::from_secs(3));
+    let c = ok(&with_route(
+        "    limits: {write_stall_timeout: 3s, tcp_user_timeout: 7s, connect_attempt_delay: 100ms}\n",
+    ));
+    assert_eq!(c.routes[0].limits.tcp_user_timeout, Duration::from_secs(7));
+    assert_eq!(
+        c.routes[0].limits.connect_attempt_delay,
+        Duration::from_millis(100)
+    );
+    err(
+        &with_route("    limits: {tcp_user_timeout: 0s}\n"),
+        "routes[0].limits.tcp_user_timeout",
+        "more than 0",
+    );
+    err(
+        &with_route("    limits: {connect_attempt_delay: 0s}\n"),
+        "routes[0].limits.connect_attempt_delay",
+        "more than 0",
+    );
+}
+
+#[test]
 fn size_unparsable() {
     err(
         &with_route("    limits: {max_message_bytes: 1MB}\n"),
@@ -298,6 +327,63 @@ fn path_prefix_without_slash() {
 fn path_prefix_normalised() {
     let c = ok(&with_route("    match: {path_prefix: /chat/}\n"));
     assert_eq!(c.routes[0].path_prefix, "/chat");
+}
+
+#[test]
+fn path_prefix_must_be_in_normal_form() {
+    for prefix in ["/a/../admin", "//admin", "/%61dmin", "/admin;x"] {
+        err(
+            &with_route(&format!("    match: {{path_prefix: \"{prefix}\"}}\n")),
+            "routes[0].match.path_prefix",
+            "not a normal path",
+        );
+    }
+    err(
+        &with_route("    match: {path_prefix: \"/a%2Fb\"}\n"),
+        "routes[0].match.path_prefix",
+        "encoded slash",
+    );
+}
+
+#[test]
+fn listener_path_normalization_and_head_limits() {
+    let c = ok(&with_route(""));
+    let l = &c.listeners[0];
+    assert_eq!(l.path_normalization, crate::path::Options::default());
+    assert_eq!(l.max_request_head_bytes, 64 * 1024);
+    assert_eq!(l.max_headers, 100);
+    let c = ok(&with_listener(
+        "    path_normalization: {escaped_slashes: keep, merge_slashes: false, path_params: reject, action: reject}\n    \
+         max_request_head_bytes: 16KiB\n    max_headers: 50\n",
+    ));
+    let l = &c.listeners[0];
+    use crate::path::*;
+    assert_eq!(
+        l.path_normalization,
+        Options {
+            enabled: true,
+            escaped_slashes: EscapedSlashes::Keep,
+            merge_slashes: false,
+            path_params: PathParams::Reject,
+            action: Action::Reject,
+        }
+    );
+    assert_eq!((l.max_request_head_bytes, l.max_headers), (16 * 1024, 50));
+    err(
+        &with_listener("    path_normalization: {escaped_slashes: decode}\n"),
+        "listeners[0].path_normalization.escaped_slashes",
+        "expected `reject` or `keep`",
+    );
+    err(
+        &with_listener("    max_request_head_bytes: 10\n"),
+        "listeners[0].max_request_head_bytes",
+        "between",
+    );
+    err(
+        &with_listener("    max_headers: 0\n"),
+        "listeners[0].max_headers",
+        "between",
+    );
 }
 
 #[test]

@@ -1,0 +1,98 @@
+//! A listener's edge-security settings: path normalisation and request-head limits.
+
+use super::raw::{RawListener, RawPathNormalization, Spanned};
+use super::{units, Ctx};
+use crate::config::{DEFAULT_MAX_HEADERS, DEFAULT_MAX_REQUEST_HEAD_BYTES};
+use crate::path::{Action, EscapedSlashes, Options, PathParams};
+
+/// Smallest and largest accepted `max_request_head_bytes` (hyper reads a head into one buffer).
+const HEAD_BYTES_RANGE: (u64, u64) = (1024, 1024 * 1024);
+const MAX_HEADERS_RANGE: (u32, u32) = (8, 10_000);
+
+/// `listeners[i]`'s edge settings, defaults filled in.
+pub(super) struct Edge {
+    pub path_normalization: Options,
+    pub max_request_head_bytes: usize,
+    pub max_headers: usize,
+}
+
+pub(super) fn edge(cx: &mut Ctx, l: &RawListener, p: &str) -> Edge {
+    let path_normalization = l
+        .path_normalization
+        .as_ref()
+        .map(|n| path_normalization(cx, n, &format!("{p}.path_normalization")))
+        .unwrap_or_default();
+    let mut max_request_head_bytes = DEFAULT_MAX_REQUEST_HEAD_BYTES;
+    if let Some(v) = &l.max_request_head_bytes {
+        let fp = format!("{p}.max_request_head_bytes");
+        match units::parse_size(&v.value) {
+            Ok(n) if (HEAD_BYTES_RANGE.0..=HEAD_BYTES_RANGE.1).contains(&n) => {
+                max_request_head_bytes = n as usize;
+            }
+            Ok(_) => cx.error(
+                &v.referenced,
+                &fp,
+                format!(
+                    "must be between {} and {}",
+                    units::format_size(HEAD_BYTES_RANGE.0),
+                    units::format_size(HEAD_BYTES_RANGE.1)
+                ),
+            ),
+            Err(m) => cx.error(&v.referenced, &fp, m),
+        }
+    }
+    let mut max_headers = DEFAULT_MAX_HEADERS;
+    if let Some(v) = &l.max_headers {
+        if (MAX_HEADERS_RANGE.0..=MAX_HEADERS_RANGE.1).contains(&v.value) {
+            max_headers = v.value as usize;
+        } else {
+            let m = format!(
+                "must be between {} and {}",
+                MAX_HEADERS_RANGE.0, MAX_HEADERS_RANGE.1
+            );
+            cx.error(&v.referenced, &format!("{p}.max_headers"), m);
+        }
+    }
+    Edge {
+        path_normalization,
+        max_request_head_bytes,
+        max_headers,
+    }
+}
+
+fn path_normalization(cx: &mut Ctx, n: &Spanned<RawPathNormalization>, p: &str) -> Options {
+    let n = &n.value;
+    let mut o = Options {
+        enabled: n.enabled.unwrap_or(true),
+        merge_slashes: n.merge_slashes.unwrap_or(true),
+        ..Options::default()
+    };
+    if let Some(v) = &n.escaped_slashes {
+        o.escaped_slashes = cx
+            .check(v, &format!("{p}.escaped_slashes"), |s| match s {
+                "reject" => Ok(EscapedSlashes::Reject),
+                "keep" => Ok(EscapedSlashes::Keep),
+                _ => Err(format!("`{s}`: expected `reject` or `keep`")),
+            })
+            .unwrap_or(o.escaped_slashes);
+    }
+    if let Some(v) = &n.path_params {
+        o.path_params = cx
+            .check(v, &format!("{p}.path_params"), |s| match s {
+                "ignore" => Ok(PathParams::Ignore),
+                "reject" => Ok(PathParams::Reject),
+                _ => Err(format!("`{s}`: expected `ignore` or `reject`")),
+            })
+            .unwrap_or(o.path_params);
+    }
+    if let Some(v) = &n.action {
+        o.action = cx
+            .check(v, &format!("{p}.action"), |s| match s {
+                "normalize" => Ok(Action::Normalize),
+                "reject" => Ok(Action::Reject),
+                _ => Err(format!("`{s}`: expected `normalize` or `reject`")),
+            })
+            .unwrap_or(o.action);
+    }
+    o
+}
