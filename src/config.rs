@@ -305,6 +305,18 @@ pub struct Limits {
     pub close_timeout: Duration,
     pub client_ping_interval: Option<Duration>,
     pub client_ping_timeout: Duration,
+    pub on_peer_abort: OnPeerAbort,
+}
+
+/// What the other side is told when one side's TCP ends without a Close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnPeerAbort {
+    /// End the other side's TCP without a Close too (after relaying what was sent), so each
+    /// endpoint sees what it would have seen without wsedge in between.
+    #[default]
+    Mirror,
+    /// Send the other side a Close 1001 (going away).
+    Close1001,
 }
 
 impl Config {

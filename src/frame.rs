@@ -50,6 +50,12 @@ pub enum Violation {
     OrphanContinuation,
     DataInsideMessage,
     CloseOneByte,
+    /// A Close whose code may not be sent (§7.4): 1004–1006, 1015, unassigned ranges.
+    CloseCode,
+    /// A Close whose reason is not UTF-8 (answered with 1007).
+    CloseReason,
+    /// A 16- or 64-bit length that would fit the shorter form (§5.2 requires the minimal one).
+    NonMinimalLength,
     /// The message's payload total would exceed `max_message_bytes` (not a protocol error: the
     /// splice answers it with 1009).
     TooBig,
@@ -69,6 +75,9 @@ impl Violation {
             Violation::OrphanContinuation => "orphan_continuation",
             Violation::DataInsideMessage => "data_inside_message",
             Violation::CloseOneByte => "close_one_byte",
+            Violation::CloseCode => "close_code",
+            Violation::CloseReason => "close_reason",
+            Violation::NonMinimalLength => "non_minimal_length",
             Violation::TooBig => "message_too_big",
         }
     }
@@ -340,6 +349,9 @@ impl Scanner {
         if head.len >> 63 != 0 {
             return Err(Violation::LengthTopBit);
         }
+        if !raw.minimal {
+            return Err(Violation::NonMinimalLength);
+        }
         if op >= 8 {
             if head.len > MAX_CONTROL_PAYLOAD {
                 return Err(Violation::ControlTooLong);
@@ -449,6 +461,8 @@ struct Raw {
     mask: Option<[u8; 4]>,
     /// RSV1..RSV3 as the top bits of byte 0 (0x40, 0x20, 0x10).
     rsv: u8,
+    /// The length used its shortest encoding.
+    minimal: bool,
 }
 
 /// Measures and decodes a header at the front of `b`; validation is `Scanner::check`.
@@ -488,5 +502,10 @@ fn parse(b: &[u8]) -> Parsed {
         head,
         mask,
         rsv: b0 & 0x70,
+        minimal: match ext {
+            0 => true,
+            2 => len >= 126,
+            _ => len > 0xFFFF,
+        },
     })
 }

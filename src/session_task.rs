@@ -111,6 +111,7 @@ async fn run(session: Session) {
         deflate: backend.deflate,
         client_ping_interval: route.limits.client_ping_interval,
         client_ping_timeout: route.limits.client_ping_timeout,
+        mirror_abort: route.limits.on_peer_abort == crate::config::OnPeerAbort::Mirror,
     };
     let handle = slot.handle.clone();
     // Shutdown asks the session to close like a drain does; the splice decides when.

@@ -43,6 +43,9 @@ pub struct SpliceConfig {
     pub client_ping_interval: Option<Duration>,
     /// A pinged client that sends nothing within this is closed.
     pub client_ping_timeout: Duration,
+    /// A side's TCP ended without a Close: end the other side's TCP without a Close too
+    /// (`limits.on_peer_abort: mirror`) instead of sending it 1001.
+    pub mirror_abort: bool,
 }
 
 /// Which end of the session.

@@ -243,7 +243,21 @@ async fn shutdown_sends_1001_to_live_sessions() {
 }
 
 #[tokio::test]
-async fn backend_tcp_ending_without_close_sends_1001_to_the_client() {
+async fn backend_tcp_ending_without_close_sends_1001_to_the_client_with_close_1001() {
+    let app = ScriptedBackend::start(Some(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n",
+    ))
+    .await;
+    let yaml = single_route_yaml(&[("app", app.addr)], "limits: {on_peer_abort: close_1001}");
+    let router = Router::start(&yaml).await;
+    let mut ws = connect(&router.url("/")).await;
+    app.stop().await; // drops the upgraded socket: FIN, no Close frame
+    assert_eq!(close_code(&mut ws).await, Some(1001));
+    router.stop().await;
+}
+
+#[tokio::test]
+async fn backend_tcp_ending_without_close_is_mirrored_by_default() {
     let app = ScriptedBackend::start(Some(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n",
     ))
@@ -251,6 +265,7 @@ async fn backend_tcp_ending_without_close_sends_1001_to_the_client() {
     let router = Router::start(&single_route_yaml(&[("app", app.addr)], "")).await;
     let mut ws = connect(&router.url("/")).await;
     app.stop().await; // drops the upgraded socket: FIN, no Close frame
-    assert_eq!(close_code(&mut ws).await, Some(1001));
+                      // As directly: the connection ends without a Close (1006 in a browser), no invented 1001.
+    assert_eq!(close_code(&mut ws).await, None);
     router.stop().await;
 }

@@ -196,6 +196,7 @@ pub struct RawLimits {
     pub close_timeout: Str,
     pub client_ping_interval: Str,
     pub client_ping_timeout: Str,
+    pub on_peer_abort: Str,
 }
 
 /// A YAML mapping of strings kept in file order, each key and value with its position

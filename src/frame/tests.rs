@@ -118,6 +118,8 @@ fn violations_table() {
         ("data inside message", Origin::Server, false, 100,
             [build(OP_TEXT, b"a", None), build(FIN | OP_BINARY, b"b", None)].concat(), Violation::DataInsideMessage),
         ("close one byte", Origin::Client, false, 100, build(FIN | OP_CLOSE, b"\x03", M), Violation::CloseOneByte),
+        ("16-bit length under 126", Origin::Server, false, 1000, vec![FIN | OP_TEXT, 126, 0, 5, b'h', b'e', b'l', b'l', b'o'], Violation::NonMinimalLength),
+        ("64-bit length under 65536", Origin::Server, false, 100_000, [&[FIN | OP_BINARY, 127][..], &300u64.to_be_bytes()].concat(), Violation::NonMinimalLength),
         ("too big single", Origin::Client, false, 100, build(FIN | OP_BINARY, &big[..101], M), Violation::TooBig),
         ("too big summed", Origin::Server, false, 100,
             [build(OP_TEXT, &big[..60], None), build(FIN | OP_PING, b"", None),

@@ -12,7 +12,10 @@ use tokio::time::Instant;
 use super::state::SpliceState;
 use super::transport::{give_buf, take_buf, Transport};
 use super::Side;
-use crate::frame::{Head, Origin, Scan, Scanner, MAX_HEADER, MAX_TOKEN, OP_CLOSE, OP_PONG};
+use crate::frame::control;
+use crate::frame::{
+    Head, Origin, Scan, Scanner, Violation, MAX_CONTROL_PAYLOAD, MAX_HEADER, OP_CLOSE, OP_PONG,
+};
 
 /// The bytes of the chunk in flight: hyper's leftover bytes first, then pooled read buffers.
 #[derive(Debug, Default)]
@@ -43,6 +46,16 @@ impl Drop for Dir {
     fn drop(&mut self) {
         self.chunk.release();
     }
+}
+
+/// A held control frame: header and payload as read (≤ 14 + 125 bytes).
+#[derive(Debug)]
+struct Held {
+    bytes: [u8; MAX_HEADER + MAX_CONTROL_PAYLOAD as usize],
+    len: u8,
+    pos: u8,
+    /// A Close: once written, the destination has its Close.
+    close: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -83,16 +96,13 @@ pub(super) struct Dir {
     prefix_pos: u8,
     /// The current frame is forwarded (else dropped).
     fwd: bool,
-    /// Client → backend only: a Pong of the heartbeat token's length is being held (not yet
-    /// forwarded) until its payload says whether it answers wsedge's Ping.
+    /// A control frame is being held (not yet forwarded) until its payload is checked: a
+    /// Close (code and UTF-8 reason, §7.4) either way, and client → backend a Pong of the
+    /// heartbeat token's length (it may answer wsedge's Ping).
     holding: bool,
-    hold: [u8; MAX_HEADER + MAX_TOKEN],
-    hold_len: u8,
-    hold_pos: u8,
-    /// The Close being forwarded started the close handshake: its code goes in the outcome.
-    close_sets_code: bool,
-    /// A forwarded Close has been fully scanned; once written, the destination has its Close.
-    close_fwd_scanned: bool,
+    /// The held frame; allocated only while a held frame is in flight, so idle sessions do
+    /// not carry it.
+    hold: Option<Box<Held>>,
     /// A violation stopped the scanner: nothing more is read from the source.
     pub stuck: bool,
     /// Since when the destination has accepted no bytes while we had some for it.
@@ -131,11 +141,7 @@ impl Dir {
             prefix_pos: 0,
             fwd: true,
             holding: false,
-            hold: [0; MAX_HEADER + MAX_TOKEN],
-            hold_len: 0,
-            hold_pos: 0,
-            close_sets_code: false,
-            close_fwd_scanned: false,
+            hold: None,
             stuck: false,
             stall_since: None,
             need_flush: false,
@@ -149,8 +155,9 @@ impl Dir {
     }
 
     /// Output toward the destination sits between frames (an injected Close may go now).
+    /// Not while a frame is held: it may still be forwarded, and nothing follows a Close.
     pub fn out_at_boundary(&self) -> bool {
-        !self.fwd || self.scanner.at_boundary()
+        !self.holding && (!self.fwd || self.scanner.at_boundary())
     }
 
     /// Bytes are waiting to be written to the destination.
@@ -174,7 +181,7 @@ impl Dir {
 
     /// A held Pong that was not wsedge's is waiting to be forwarded.
     fn hold_due(&self) -> bool {
-        !self.holding && self.hold_pos < self.hold_len
+        !self.holding && self.hold.as_ref().is_some_and(|h| h.pos < h.len)
     }
 
     /// Holds a read buffer (for the per-session memory figure).
@@ -223,7 +230,9 @@ impl Dir {
             self.wpos = self.wend;
             self.stall_since = None;
             ctx.peer_mut(to).inject = Vec::new();
-            self.hold_pos = self.hold_len;
+            if !self.holding {
+                self.hold = None;
+            }
             if to == Side::Client {
                 ctx.hb.drop_out();
             }
@@ -237,15 +246,16 @@ impl Dir {
             Target::Prefix
         } else if self.wpos < self.wend {
             Target::Region
-        } else if self.close_fwd_scanned {
-            self.close_fwd_scanned = false;
-            ctx.peer_mut(to).close_written = true;
-            return Step::Progress;
         } else if self.ping_writable(ctx) {
             Target::Ping
         } else if ctx.peer(to).inject_due() {
             if !self.out_at_boundary() {
                 // A forwarded frame is unfinished; if its source is gone it never will be.
+                if ctx.peer(self.from).read_done && self.scan == self.filled && self.holding {
+                    // A held frame cut short is simply not forwarded.
+                    (self.holding, self.hold) = (false, None);
+                    return Step::Progress;
+                }
                 if ctx.peer(self.from).read_done && self.scan == self.filled {
                     // No Close can reach that side, so no reply is awaited from it either.
                     let p = ctx.peer_mut(to);
@@ -255,6 +265,14 @@ impl Dir {
                 return Step::Parked;
             }
             Target::Inject
+        } else if ctx.peer(to).fin_only
+            && !ctx.peer(to).close_written
+            && self.scan == self.filled
+            && !self.holding
+        {
+            // Mirrored abort: everything relayed is written; the relay now ends its TCP.
+            ctx.peer_mut(to).close_written = true;
+            return Step::Progress;
         } else if self.need_flush {
             // TLS streams buffer records until flushed; TCP and pipes flush at once.
             return match Pin::new(&mut *dst).poll_flush(cx) {
@@ -269,7 +287,10 @@ impl Dir {
             return Step::Parked;
         };
         let bytes: &[u8] = match target {
-            Target::Hold => &self.hold[usize::from(self.hold_pos)..usize::from(self.hold_len)],
+            Target::Hold => match &self.hold {
+                Some(h) => &h.bytes[usize::from(h.pos)..usize::from(h.len)],
+                None => &[],
+            },
             Target::Ping => ctx.hb.out_bytes(),
             Target::Prefix => {
                 &self.prefix[usize::from(self.prefix_pos)..usize::from(self.prefix_len)]
@@ -285,8 +306,18 @@ impl Dir {
                 // A writer claiming more than it was given must not push us out of bounds.
                 let n = n.min(bytes.len());
                 match target {
-                    Target::Hold => self.hold_pos += n as u8,
-                    Target::Ping => ctx.hb.advance(n),
+                    Target::Hold => {
+                        if let Some(h) = &mut self.hold {
+                            h.pos += n as u8;
+                            if h.pos >= h.len {
+                                if h.close {
+                                    ctx.peer_mut(to).close_written = true;
+                                }
+                                self.hold = None;
+                            }
+                        }
+                    }
+                    Target::Ping => ctx.hb.advance(n, ctx.now),
                     Target::Prefix => self.prefix_pos += n as u8,
                     Target::Region => self.wpos += n,
                     Target::Inject => {
@@ -333,8 +364,14 @@ impl Dir {
                 Scan::Frame { n, held, head } => {
                     self.fwd = self.decide(&head, ctx);
                     if self.holding {
-                        self.hold[..held].copy_from_slice(self.scanner.held_bytes());
-                        (self.hold_len, self.hold_pos) = (held as u8, 0);
+                        let mut h = Box::new(Held {
+                            bytes: [0; MAX_HEADER + MAX_CONTROL_PAYLOAD as usize],
+                            len: held as u8,
+                            pos: 0,
+                            close: head.opcode == OP_CLOSE,
+                        });
+                        h.bytes[..held].copy_from_slice(self.scanner.held_bytes());
+                        self.hold = Some(h);
                     }
                     if self.fwd && held > 0 {
                         self.prefix[..held].copy_from_slice(self.scanner.held_bytes());
@@ -343,13 +380,11 @@ impl Dir {
                     }
                     self.take(n);
                 }
-                Scan::CloseEnd { code } => {
+                Scan::CloseEnd { .. } => {
                     ctx.peer_mut(self.from).got_close = true;
-                    if self.close_sets_code {
-                        self.close_sets_code = false;
-                        ctx.set_close_code(code);
+                    if std::mem::take(&mut self.holding) {
+                        self.close_checked(ctx);
                     }
-                    self.close_fwd_scanned |= self.fwd;
                 }
                 // Client liveness: the Pong answering wsedge's own Ping is consumed; any
                 // other held Pong is forwarded as it came.
@@ -359,7 +394,7 @@ impl Dir {
                         ctx.hb.answered();
                     }
                     if std::mem::take(&mut self.holding) && matched {
-                        self.hold_len = 0;
+                        self.hold = None;
                     }
                 }
                 Scan::Violation(v) => {
@@ -380,10 +415,12 @@ impl Dir {
         if self.holding {
             // A held Pong is ≤ MAX_HEADER + MAX_TOKEN bytes: the scanner reports only Pongs
             // whose payload is exactly the token's length.
-            let at = usize::from(self.hold_len);
-            let bytes = &self.chunk.bytes()[self.scan..self.scan + n];
-            self.hold[at..at + n].copy_from_slice(bytes);
-            self.hold_len += n as u8;
+            if let Some(h) = &mut self.hold {
+                let at = usize::from(h.len);
+                let bytes = &self.chunk.bytes()[self.scan..self.scan + n];
+                h.bytes[at..at + n].copy_from_slice(bytes);
+                h.len += n as u8;
+            }
         }
         if self.fwd {
             if self.wpos == self.wend {
@@ -405,9 +442,9 @@ impl Dir {
             if ctx.peer(from).we_closed || ctx.peer(to).closed_to || ctx.peer(to).gone_out() {
                 return false; // the reply to wsedge's Close is consumed
             }
-            ctx.peer_mut(to).closed_to = true;
-            self.close_sets_code = ctx.start_handshake(from);
-            return true;
+            // Held until its payload is checked (`close_checked`), then forwarded whole.
+            self.holding = true;
+            return false;
         }
         if ctx.peer(to).closed_to {
             return false;
@@ -421,6 +458,45 @@ impl Dir {
             return false;
         }
         true
+    }
+
+    /// A held Close has been read whole: forward it if its payload is valid, else it is its
+    /// sender's protocol error (1002, or 1007 for a reason that is not UTF-8).
+    fn close_checked(&mut self, ctx: &mut SpliceState) {
+        let Some(h) = &mut self.hold else { return };
+        let frame = &mut h.bytes[..usize::from(h.len)];
+        let Some(head) = control::parse_header(frame) else {
+            self.hold = None;
+            return;
+        };
+        let mut payload = [0u8; MAX_CONTROL_PAYLOAD as usize];
+        let payload = &mut payload[..frame.len() - head.len];
+        payload.copy_from_slice(&frame[head.len..]);
+        control::unmask(payload, head.mask);
+        let code = match control::parse_close(payload) {
+            Ok(c) => c.map(|(code, _)| code),
+            Err(e) => {
+                self.hold = None;
+                self.stuck = true;
+                let v = match e {
+                    control::CloseError::Reason => Violation::CloseReason,
+                    control::CloseError::OneByte => Violation::CloseOneByte,
+                    control::CloseError::Code => Violation::CloseCode,
+                };
+                ctx.violation(self.from, v);
+                return;
+            }
+        };
+        let to = self.to;
+        if ctx.peer(to).closed_to || ctx.peer(to).gone_out() {
+            // wsedge closed that side meanwhile: this Close is its reply now, consumed.
+            self.hold = None;
+            return;
+        }
+        ctx.peer_mut(to).closed_to = true;
+        if ctx.start_handshake(self.from) {
+            ctx.set_close_code(code);
+        }
     }
 
     /// With the chunk fully written: publish its counters, release or reuse the buffer, and

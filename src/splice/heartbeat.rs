@@ -31,7 +31,8 @@ pub(super) struct Heartbeat {
     timeout: Duration,
     /// Last time bytes arrived from the client.
     seen: Instant,
-    /// When the unanswered Ping was queued; `None`: nothing outstanding.
+    /// When the unanswered Ping's last byte was written; `None`: nothing outstanding (or
+    /// still being written: a client cannot answer a Ping it has not received).
     sent_at: Option<Instant>,
     /// The token whose Pong is consumed (armed until matched or replaced).
     pub token: Option<[u8; TOKEN]>,
@@ -86,7 +87,7 @@ impl Heartbeat {
         let n = encode_control_into(&mut frame, OP_PING, &token, None);
         self.out.copy_from_slice(&frame[..n]);
         (self.out_pos, self.out_len) = (0, n as u8);
-        self.sent_at = Some(now);
+        self.sent_at = None;
         self.token = Some(token);
         Tick::Ping(token)
     }
@@ -94,6 +95,9 @@ impl Heartbeat {
     /// The next moment `tick` has something to do.
     pub fn deadline(&self) -> Option<Instant> {
         let interval = self.interval?;
+        if self.out_due() && self.sent_at.is_none() {
+            return None; // the write of the Ping wakes the relay
+        }
         Some(match self.sent_at {
             Some(sent) => after(sent, self.timeout),
             None => after(self.seen, interval),
@@ -114,8 +118,12 @@ impl Heartbeat {
         &self.out[usize::from(self.out_pos)..usize::from(self.out_len)]
     }
 
-    pub fn advance(&mut self, n: usize) {
+    /// `n` more Ping bytes are written; the answer clock starts with the last one.
+    pub fn advance(&mut self, n: usize, now: Instant) {
         self.out_pos = (usize::from(self.out_pos) + n).min(usize::from(self.out_len)) as u8;
+        if !self.out_due() && self.out_len > 0 {
+            self.sent_at = Some(now);
+        }
     }
 
     /// Nothing more goes to the client: forget a Ping not yet written.

@@ -12,7 +12,7 @@ use tokio::time::{Instant, Sleep};
 use super::clock::after;
 use super::dir::{poll_drain_eof, Dir};
 use super::heartbeat::Tick;
-use super::state::SpliceState;
+use super::state::{SpliceState, FIN_BOUND};
 use super::transport::Transport;
 use super::{DirectionStats, SessionEnd, Side, SpliceConfig, SpliceOutcome};
 use crate::session::{CloseRequest, SessionHandle};
@@ -122,6 +122,8 @@ impl<C: Transport, B: Transport> Relay<C, B> {
             let mut progress = self.c2b.pump(&mut self.client, &mut self.backend, ctx, cx);
             progress |= self.b2c.pump(&mut self.backend, &mut self.client, ctx, cx);
             progress |= self.slow_shutdowns(cx);
+            progress |= self.ctx.release_deferred();
+            progress |= self.shut_answered_client(cx);
             if self.ctx.handshake_done() {
                 self.start_fin();
                 continue;
@@ -181,6 +183,11 @@ impl<C: Transport, B: Transport> Relay<C, B> {
             self.ctx.set_end(SessionEnd::IdleTimeout);
             self.ctx.inject_both(1001, "idle timeout");
         }
+        if self.c2b.stall_since.is_some() {
+            // Client → backend is parked on a pending write to the backend: the client is
+            // not read, so its silence proves nothing (write_stall_timeout governs).
+            self.ctx.hb.seen(now);
+        }
         if !self.ctx.closing() {
             match self.ctx.hb.tick(now) {
                 Tick::Nothing => {}
@@ -201,6 +208,7 @@ impl<C: Transport, B: Transport> Relay<C, B> {
                 self.ctx.inject(to.other(), 1001, "");
             }
         }
+        self.ctx.release_deferred();
         if self.ctx.close_deadline.is_some_and(|d| now >= d) {
             self.ctx.hard_closed = true;
             self.start_fin();
@@ -248,8 +256,31 @@ impl<C: Transport, B: Transport> Relay<C, B> {
     fn start_fin(&mut self) {
         if self.fin.is_none() {
             self.fin = Some(Fin::Client);
-            self.fin_deadline = after(self.ctx.now, self.ctx.cfg.close_timeout);
+            // After a hard close the close_timeout is spent already: the shutdowns get a
+            // short bound of their own, not a second close_timeout.
+            let bound = if self.ctx.hard_closed {
+                FIN_BOUND
+            } else {
+                self.ctx.cfg.close_timeout
+            };
+            self.fin_deadline = after(self.ctx.now, bound);
         }
+    }
+
+    /// The client has had its Close (or its mirrored end) and has answered (or is gone): its
+    /// TCP is ended at once (wsedge is its server, RFC 6455 §7.1.1), whatever the backend
+    /// still owes; the backend runs out its own deadline.
+    fn shut_answered_client(&mut self, cx: &mut Context<'_>) -> bool {
+        let p = self.ctx.peer(Side::Client);
+        if !self.ctx.closing() || p.shut || !p.out_done() || !p.in_done() {
+            return false;
+        }
+        // An error means the socket is gone already: just as good.
+        if Pin::new(&mut self.client).poll_shutdown(cx).is_ready() {
+            self.ctx.peer_mut(Side::Client).shut = true;
+            return true;
+        }
+        false
     }
 
     fn poll_fin(&mut self, cx: &mut Context<'_>) -> Poll<()> {

@@ -10,6 +10,10 @@ use crate::frame::control::encode_close;
 use crate::frame::Violation;
 use crate::session::SessionHandle;
 
+/// The longest wsedge spends on a side after its own deadline has passed: writing a Close
+/// released late, and the final shutdowns after a hard close.
+pub(super) const FIN_BOUND: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What wsedge knows about one side of the session.
 #[derive(Debug, Default)]
 pub(super) struct Peer {
@@ -36,6 +40,14 @@ pub(super) struct Peer {
     pub shut: bool,
     /// Slow consumer: the 1008 attempt ends here.
     pub slow_until: Option<Instant>,
+    /// The other side's TCP ended without a Close and `mirror_abort` is on: this side gets no
+    /// Close either; once what was relayed is written (`close_written`), its TCP is ended.
+    pub fin_only: bool,
+    /// This side broke the protocol: its Close (1002/1007/1009) waits until the other side
+    /// has answered wsedge's 1001 (or `deferred_until`), so frames already on their way to
+    /// it still arrive, as they would without wsedge in between.
+    pub deferred: Option<u16>,
+    pub deferred_until: Option<Instant>,
 }
 
 impl Peer {
@@ -48,11 +60,11 @@ impl Peer {
         self.write_dead || self.abandon || self.want_shut || self.shut
     }
 
-    fn out_done(&self) -> bool {
+    pub fn out_done(&self) -> bool {
         self.close_written || self.gone_out()
     }
 
-    fn in_done(&self) -> bool {
+    pub fn in_done(&self) -> bool {
         self.got_close || self.read_done
     }
 }
@@ -162,33 +174,79 @@ impl SpliceState {
     pub fn violation(&mut self, from: Side, v: Violation) {
         // The scanner cannot find frame boundaries past a refused header: stop reading there.
         self.peer_mut(from).read_done = true;
-        let (end, own, other) = match (v, from) {
-            (Violation::TooBig, Side::Client) => {
-                (SessionEnd::MessageTooBig { side: from }, 1009, 1001)
-            }
-            (Violation::TooBig, Side::Backend) => {
-                (SessionEnd::MessageTooBig { side: from }, 1009, 1011)
-            }
-            (_, Side::Client) => (
-                SessionEnd::ProtocolError {
-                    side: from,
-                    what: v.label(),
-                },
-                1002,
-                1001,
-            ),
-            (_, Side::Backend) => (
-                SessionEnd::ProtocolError {
-                    side: from,
-                    what: v.label(),
-                },
-                1002,
-                1011,
-            ),
+        let end = match v {
+            Violation::TooBig => SessionEnd::MessageTooBig { side: from },
+            _ => SessionEnd::ProtocolError {
+                side: from,
+                what: v.label(),
+            },
+        };
+        let own = match v {
+            Violation::TooBig => 1009,
+            Violation::CloseReason => 1007,
+            _ => 1002,
+        };
+        let other = match from {
+            Side::Client => 1001,
+            Side::Backend => 1011,
         };
         self.set_end(end);
-        self.inject(from, own, "");
         self.inject(from.other(), other, "");
+        if from == Side::Client && !self.peer(Side::Backend).gone_out() {
+            // The backend's frames already in flight still reach the client; its 1001 reply
+            // (or close_timeout) releases the client's Close.
+            let until = self.close_deadline;
+            let p = self.peer_mut(Side::Client);
+            if !p.closed_to && !p.gone_out() {
+                p.deferred = Some(own);
+                p.deferred_until = until;
+                return;
+            }
+        }
+        self.inject(from, own, "");
+    }
+
+    /// Releases a deferred Close once the other side is done or its time is up; true if it
+    /// did. A release by time gives the Close a short window of its own to be written.
+    pub fn release_deferred(&mut self) -> bool {
+        for side in [Side::Client, Side::Backend] {
+            let Some(code) = self.peer(side).deferred else {
+                continue;
+            };
+            let other_done = self.peer(side.other()).in_done();
+            let timed_out = self
+                .peer(side)
+                .deferred_until
+                .is_some_and(|u| self.now >= u);
+            if other_done || timed_out {
+                self.peer_mut(side).deferred = None;
+                self.inject(side, code, "");
+                if timed_out {
+                    self.close_deadline = Some(after(self.now, FIN_BOUND));
+                }
+                return true;
+            }
+        }
+        false
+    }
+
+    /// `side`'s TCP ended without a Close: the other side is told as configured.
+    fn peer_aborted(&mut self, side: Side) {
+        self.set_end(SessionEnd::Abnormal { side });
+        let to = side.other();
+        if !self.cfg.mirror_abort {
+            self.inject(to, 1001, "");
+            return;
+        }
+        let p = self.peer_mut(to);
+        if p.closed_to || p.gone_out() {
+            return;
+        }
+        // No Close: what was relayed is written, then its TCP ends, as if wsedge were a wire.
+        p.closed_to = true;
+        p.fin_only = true;
+        p.read_done = true;
+        p.deferred = None;
     }
 
     /// `side`'s read half ended (EOF or error).
@@ -204,8 +262,7 @@ impl SpliceState {
             return;
         }
         p.abandon = true;
-        self.set_end(SessionEnd::Abnormal { side });
-        self.inject(side.other(), 1001, "");
+        self.peer_aborted(side);
     }
 
     /// Writing to `side` failed: the connection is gone both ways.
@@ -214,9 +271,8 @@ impl SpliceState {
         p.write_dead = true;
         let was_done = p.read_done;
         p.read_done = true;
-        if !was_done && !p.got_close {
-            self.set_end(SessionEnd::Abnormal { side });
-            self.inject(side.other(), 1001, "");
+        if !was_done && !p.got_close && !p.we_closed {
+            self.peer_aborted(side);
         }
     }
 

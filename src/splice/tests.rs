@@ -8,6 +8,7 @@ use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::task::JoinHandle;
 
 use super::*;
+mod closes;
 mod heartbeat;
 mod protocol;
 mod tcp;
@@ -41,6 +42,7 @@ fn cfg() -> SpliceConfig {
         deflate: false,
         client_ping_interval: None,
         client_ping_timeout: Duration::from_secs(10),
+        mirror_abort: true,
     }
 }
 
@@ -348,8 +350,11 @@ async fn requested_close_waits_for_the_frame_in_flight() {
 }
 
 #[tokio::test]
-async fn client_eof_without_close_sends_1001_to_backend() {
-    let mut rig = start(cfg());
+async fn client_eof_without_close_sends_1001_to_backend_with_close_1001() {
+    let mut rig = start(SpliceConfig {
+        mirror_abort: false,
+        ..cfg()
+    });
     rig.client.shutdown().await.unwrap();
     assert_eq!(expect_close(&mut rig.backend, true).await.0, 1001);
     rig.backend
@@ -409,8 +414,11 @@ async fn no_second_close_to_a_side() {
 }
 
 #[tokio::test]
-async fn backend_eof_at_boundary_sends_1001_to_client() {
-    let mut rig = start(cfg());
+async fn backend_eof_at_boundary_sends_1001_to_client_with_close_1001() {
+    let mut rig = start(SpliceConfig {
+        mirror_abort: false,
+        ..cfg()
+    });
     let data = bf(FIN | OP_TEXT, b"last words");
     rig.backend.write_all(&data).await.unwrap();
     rig.backend.shutdown().await.unwrap();

@@ -23,6 +23,7 @@ use wsedge::config::Config;
 use wsedge::server::Server;
 
 pub mod netns;
+pub mod peers;
 pub mod tls;
 
 pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;

@@ -196,6 +196,7 @@ pub(super) fn limits(cx: &mut Ctx<'_>, raw: &Option<Spanned<raw::RawLimits>>, p:
         close_timeout: DEFAULT_CLOSE_TIMEOUT,
         client_ping_interval: None,
         client_ping_timeout: DEFAULT_CLIENT_PING_TIMEOUT,
+        on_peer_abort: OnPeerAbort::default(),
     };
     let Some(raw) = raw else { return l };
     // Not written: follows write_stall_timeout (a peer that acknowledges nothing is a stalled
@@ -242,6 +243,17 @@ pub(super) fn limits(cx: &mut Ctx<'_>, raw: &Option<Spanned<raw::RawLimits>>, p:
         &format!("{lp}.client_ping_timeout"),
         l.client_ping_timeout,
     );
+    if let Some(v) = &r.on_peer_abort {
+        match v.value.as_str() {
+            "mirror" => l.on_peer_abort = OnPeerAbort::Mirror,
+            "close_1001" => l.on_peer_abort = OnPeerAbort::Close1001,
+            other => cx.error(
+                &v.referenced,
+                &format!("{lp}.on_peer_abort"),
+                format!("`{other}` is not one of `mirror`, `close_1001`"),
+            ),
+        }
+    }
     if r.client_ping_interval.is_some() {
         // Zero is reported by positive_duration; the field then stays off.
         let d = cx.positive_duration(

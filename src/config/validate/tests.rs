@@ -267,6 +267,21 @@ fn duration_unparsable() {
 }
 
 #[test]
+fn on_peer_abort_values() {
+    assert_eq!(
+        ok(&with_route("")).routes[0].limits.on_peer_abort,
+        OnPeerAbort::Mirror
+    );
+    let c = ok(&with_route("    limits: {on_peer_abort: close_1001}\n"));
+    assert_eq!(c.routes[0].limits.on_peer_abort, OnPeerAbort::Close1001);
+    err(
+        &with_route("    limits: {on_peer_abort: reset}\n"),
+        "routes[0].limits.on_peer_abort",
+        "is not one of `mirror`, `close_1001`",
+    );
+}
+
+#[test]
 fn tcp_user_timeout_follows_write_stall_timeout_unless_written() {
     let c = ok(&with_route("    limits: {write_stall_timeout: 3s}\n"));
     assert_eq!(c.routes[0].limits.tcp_user_timeout, Duration::from_secs(3));
