@@ -116,6 +116,8 @@ pub struct Admin {
     pub bind: SocketAddr,
     /// Absolute. The token itself is never in routes.yaml (it ends up in a ConfigMap).
     pub token_file: Option<PathBuf>,
+    /// `/metrics` needs the token too on a non-loopback bind.
+    pub protect_metrics: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

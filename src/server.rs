@@ -242,8 +242,9 @@ impl Shared {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("admin.bind {0} is not loopback and no admin token is set (admin.token_file or WSEDGE_ADMIN_TOKEN)")]
-    AdminWithoutToken(SocketAddr),
+    /// A token source that cannot be used, or none on a non-loopback admin bind.
+    #[error("{0}")]
+    AdminToken(String),
     #[error("listener {name}: cannot bind {addr}: {source}")]
     Bind {
         name: String,
@@ -296,11 +297,7 @@ impl Server {
     /// Binds every listener (and the admin endpoint) and starts serving. Port 0 binds are
     /// resolved: see [`Server::listener_addr`].
     pub async fn start(config: Config) -> Result<Server, StartError> {
-        if let Some(a) = &config.admin {
-            if !a.bind.ip().is_loopback() && crate::admin::admin_token(&config).is_none() {
-                return Err(StartError::AdminWithoutToken(a.bind));
-            }
-        }
+        crate::admin::auth::check_config(&config, None).map_err(StartError::AdminToken)?;
         let metrics = Metrics::new();
         metrics.config_generation.set(1);
         // Certificates first: a bad one fails the start before anything is bound.
