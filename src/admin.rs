@@ -17,14 +17,14 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
+use crate::body::{full, Body};
 use crate::config::Config;
+use crate::plan::DrainReason;
+use crate::reload::{ReloadError, Wait};
+use crate::shared::Shared;
 use auth::{Access, Denied};
 
 pub mod auth;
-use crate::conn::{full, Body};
-use crate::plan::DrainReason;
-use crate::reload::{ReloadError, Wait};
-use crate::server::Shared;
 
 /// A dry-run body larger than this is refused (a routes file is a few KiB).
 const MAX_BODY: usize = 1 << 20;

@@ -18,7 +18,7 @@ pub mod ring;
 use std::sync::{Arc, Mutex};
 
 use crate::backend::{BackendState, LiveGuard};
-use crate::config::Route;
+use crate::config::{OnAllUnhealthy, Route};
 
 pub use key::{KeySource, SessionKey};
 use ring::BackendRing;
@@ -209,6 +209,29 @@ impl Balancer {
     pub fn preferred(&self, key: u64) -> Option<usize> {
         self.ring.preferred(key)
     }
+}
+
+/// The first backend for a session, reserved: the balancer's pick among eligible backends;
+/// when none is eligible, the ring's preferred one regardless of health if the route says
+/// `on_all_unhealthy: route_anyway`. `None` → refuse with `no_healthy_backend`.
+pub fn pick_first(
+    route: &Route,
+    balancer: &Balancer,
+    states: &[Arc<BackendState>],
+    key: u64,
+) -> Option<Picked> {
+    balancer.pick(key, states, None).or_else(|| {
+        let anyway = route
+            .health_check
+            .as_ref()
+            .is_some_and(|hc| hc.on_all_unhealthy == OnAllUnhealthy::RouteAnyway);
+        let index = balancer.preferred(key).filter(|_| anyway)?;
+        Some(Picked {
+            index,
+            kind: PickKind::Preferred,
+            guard: LiveGuard::acquire(states.get(index)?),
+        })
+    })
 }
 
 /// ⌈c × (live + 1) × w / Σw⌉: the most sessions a backend of weight `w` may hold once the new

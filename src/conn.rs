@@ -14,8 +14,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -27,6 +26,7 @@ use crate::tls::TlsListener;
 use tracing::{debug, info};
 
 use crate::balance::{key, PickKind, Picked};
+use crate::body::{empty, full, Body};
 use crate::classify::classify;
 use crate::config::{Listener, Route};
 use crate::forward::{self, ForwardedCert, Peer};
@@ -34,10 +34,9 @@ use crate::handshake::{self, UpgradeRequest};
 use crate::health::{self, Outcome as BackendOutcome};
 use crate::registry::{Placement, SessionMeta};
 use crate::reject::{RejectReason, SIDE_NONE};
-use crate::server::{Shared, Snapshot};
+use crate::shared::Shared;
+use crate::snapshot::Snapshot;
 use crate::upstream::{self, UpgradedBackend, UpstreamError};
-
-pub type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 /// Serves one accepted TCP connection until it closes, upgrades, or shutdown ends it. On a
 /// TLS listener the handshake comes first; handshake and request headers share the
@@ -383,10 +382,11 @@ async fn dial_and_upgrade(
     let transports = &snapshot.transports[route_idx];
     let states = &snapshot.backends[route_idx];
     let metrics = &ctx.shared.metrics;
-    let mut picked = health::pick_first(route, balancer, states, key_hash).ok_or_else(|| {
-        let reason = BackendFailure::Reject(RejectReason::NoHealthyBackend);
-        (reason, "no healthy backend".to_owned())
-    })?;
+    let mut picked =
+        crate::balance::pick_first(route, balancer, states, key_hash).ok_or_else(|| {
+            let reason = BackendFailure::Reject(RejectReason::NoHealthyBackend);
+            (reason, "no healthy backend".to_owned())
+        })?;
     let outcome = |idx: usize, o: BackendOutcome| {
         health::record_outcome(route, states, idx, o, metrics);
     };
@@ -407,7 +407,7 @@ async fn dial_and_upgrade(
             Err(e) => return Err(rejected(&UpstreamError::Transport(e.clone()))),
         };
         let dial_started = Instant::now();
-        let e = match upstream::dial(&backend.url, transport, timeout).await {
+        let e = match upstream::dial(&backend.url, transport, &route.limits, timeout).await {
             Ok(stream) => {
                 let m = &ctx.shared.metrics;
                 if m.enabled {
@@ -583,12 +583,4 @@ fn reject_response(reason: RejectReason) -> Response<Body> {
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
-}
-
-pub fn full(bytes: Bytes) -> Body {
-    Full::new(bytes).map_err(|never| match never {}).boxed()
-}
-
-pub fn empty() -> Body {
-    Empty::new().map_err(|never| match never {}).boxed()
 }

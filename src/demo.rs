@@ -95,7 +95,7 @@ pub enum DemoError {
     #[error("embedded config is invalid: {0}")]
     Config(crate::config::ConfigErrors),
     #[error(transparent)]
-    Start(#[from] crate::server::StartError),
+    Start(#[from] crate::listener::StartError),
     #[error(transparent)]
     Certificates(#[from] crate::tls::dev::DevError),
 }

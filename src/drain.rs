@@ -16,7 +16,7 @@ use tracing::info;
 use crate::config::Drain;
 use crate::plan::DrainReason;
 use crate::registry::SessionInfo;
-use crate::server::Shared;
+use crate::shared::Shared;
 
 /// One session to close, and when.
 #[derive(Debug, Clone)]

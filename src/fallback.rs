@@ -8,8 +8,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tracing::info;
 
+use crate::body::{full, Body};
 use crate::config::{BackendUrl, Route};
-use crate::conn::{full, Body};
 use crate::forward::{fallback_request_headers, strip_hop_by_hop, Peer};
 
 /// Forwards `req` (any method, body streamed) to `target` and streams the answer back.
@@ -31,10 +31,11 @@ pub async fn proxy(
         path: String::new(),
         original: target.to_string(),
     };
-    let stream = match crate::upstream::connect(&url, route.limits.connect_timeout).await {
-        Ok(s) => s,
-        Err(e) => return failure(StatusCode::BAD_GATEWAY, route, &e.to_string()),
-    };
+    let stream =
+        match crate::upstream::connect(&url, &route.limits, route.limits.connect_timeout).await {
+            Ok(s) => s,
+            Err(e) => return failure(StatusCode::BAD_GATEWAY, route, &e.to_string()),
+        };
     let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
     {
         Ok(pair) => pair,

@@ -1,7 +1,7 @@
 //! Backend liveness: active WebSocket ping/pong probes with hysteresis, passive ejection from
 //! real traffic, the `on_all_unhealthy` choice, and draining a backend that turns unhealthy.
 //!
-//! Where it sits: [`HealthChecker`] (owned by [`crate::server::Shared`]) runs one probe task
+//! Where it sits: [`HealthChecker`] (owned by [`crate::shared::Shared`]) runs one probe task
 //! per (route, backend) of every route with `health_check`; the tasks write
 //! [`BackendState`]'s health atomics, which [`crate::balance::Balancer::pick`] reads on every
 //! upgrade. `conn.rs` reports each real upgrade's backend outcome to [`record_outcome`]
@@ -23,13 +23,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::backend::{BackendState, Health, LiveGuard};
-use crate::balance::{Balancer, PickKind, Picked};
-use crate::config::{HealthCheck, OnAllUnhealthy, Route};
+use crate::backend::{BackendState, Health};
+use crate::config::{HealthCheck, Route};
 use crate::metrics::Metrics;
 use crate::plan::DrainReason;
 use crate::registry::Registry;
-use crate::server::Snapshot;
+use crate::snapshot::Snapshot;
 use crate::tls::client::BackendTransport;
 
 /// A backend's dialer as the snapshot holds it (its TLS settings may have failed to load).
@@ -369,27 +368,4 @@ pub fn reconcile(checker: &HealthChecker, old: &Snapshot, new: &Snapshot) {
             let _ = checker.start_route(route, states, transports);
         }
     }
-}
-
-/// The first backend for a session, reserved: the balancer's pick among eligible backends;
-/// when none is eligible, the ring's preferred one regardless of health if the route says
-/// `on_all_unhealthy: route_anyway`. `None` → refuse with `no_healthy_backend`.
-pub fn pick_first(
-    route: &Route,
-    balancer: &Balancer,
-    states: &[Arc<BackendState>],
-    key: u64,
-) -> Option<Picked> {
-    balancer.pick(key, states, None).or_else(|| {
-        let anyway = route
-            .health_check
-            .as_ref()
-            .is_some_and(|hc| hc.on_all_unhealthy == OnAllUnhealthy::RouteAnyway);
-        let index = balancer.preferred(key).filter(|_| anyway)?;
-        Some(Picked {
-            index,
-            kind: PickKind::Preferred,
-            guard: LiveGuard::acquire(states.get(index)?),
-        })
-    })
 }

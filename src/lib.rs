@@ -8,8 +8,11 @@
 //! ```
 //! # Modules
 //! - [`config`]: routes.yaml → validated [`config::Config`] (`raw` → `validate`).
-//! - [`server`]: the running router: snapshot, listeners, admin, shutdown.
-//! - [`listener`]: accept loop with backoff; socket options; [`proxy_protocol`] v1/v2 headers.
+//! - [`server`]: the running router: start and shutdown.
+//! - [`shared`]: what every task holds (snapshot swap, registry, metrics, tokens, trackers).
+//! - [`snapshot`]: one config generation, per-route entries, behind one `ArcSwap`.
+//! - [`listener`]: listener lifecycle and the accept loop with backoff; [`sockopt`]: socket
+//!   options; [`proxy_protocol`] v1/v2 headers.
 //! - [`conn`]: one client connection end to end; every refusal is one [`reject::RejectReason`]
 //!   (status, label, side); [`classify`] turns upstream errors into reasons and health outcomes.
 //! - [`handshake`]: RFC 6455 §4.2.1 validation, Origin, subprotocols, extensions.
@@ -17,11 +20,12 @@
 //! - [`balance`]: consistent-hash ring and affinity keys; [`backend`]: live per-backend state.
 //! - [`health`]: ping/pong probes with hysteresis, passive ejection, unhealthy drains.
 //! - [`forward`]: header forwarding (hop-by-hop, X-Forwarded-*, request id, traceparent).
-//! - [`upstream`]: dial the backend, send the upgrade, verify the 101.
+//! - [`upstream`]: dial the backend (Happy Eyeballs across its addresses: `upstream/eyeballs.rs`),
+//!   send the upgrade, verify the 101.
 //! - [`session_task`]: the task owning a session; [`splice`] relays it; [`frame`] scans it.
 //! - [`session`]: the handle every live session registers; [`registry`] holds them.
 //! - [`tls`]: rustls on both sides: listener handshakes, certificate reload, `wss://` backends.
-//! - [`fallback`]: `http_fallback` for plain HTTP.
+//! - [`fallback`]: `http_fallback` for plain HTTP; [`body`]: the body of wsedge's own answers.
 //! - [`reload`]: live reload; [`plan`]: which sessions a change concerns; [`drain`]: spread closes.
 //! - [`admin`], [`metrics`]: operations.
 //! - [`echo`]: the built-in echo backend; [`check`]: `wsedge check`.
@@ -31,6 +35,7 @@
 pub mod admin;
 pub mod backend;
 pub mod balance;
+pub mod body;
 pub mod check;
 pub mod classify;
 pub mod config;
@@ -60,6 +65,9 @@ pub mod route;
 pub mod server;
 pub mod session;
 pub mod session_task;
+pub mod shared;
+pub mod snapshot;
+pub mod sockopt;
 pub mod splice;
 pub mod status;
 pub mod target;

@@ -1,5 +1,6 @@
-//! Accept loop of one traffic listener: bind, accept with backoff, one tracked task per
-//! connection, stop on shutdown.
+//! The traffic listeners: load a listener's TLS side, bind (all or nothing), start serving,
+//! swap its TLS side on reload, and the accept loop itself (accept with backoff, one tracked
+//! task per connection, stop on shutdown or when a reload removes the listener).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,20 +10,21 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use arc_swap::ArcSwapOption;
+
 use crate::config::Listener;
-use crate::server::Shared;
-use crate::tls::TlsListener;
+use crate::shared::{BoundListener, Shared};
+use crate::sockopt;
+use crate::tls::{TlsError, TlsListener};
 
 /// Accept backlog; the kernel caps it at `net.core.somaxconn`.
 const BACKLOG: u32 = 4096;
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
-const KEEPALIVE_TIME: Duration = Duration::from_secs(60);
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Binds `addr` with SO_REUSEADDR (a restart does not wait out TIME_WAIT) and a deep backlog.
-/// The socket options of [`tune_socket`] are set on the listening socket: Linux copies them to
+/// The socket options of [`crate::sockopt::tune_socket`] are set on the listening socket: Linux copies them to
 /// every accepted socket, which saves four `setsockopt` calls per connection (see
-/// [`tune_accepted`]).
+/// [`crate::sockopt::tune_accepted`]).
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
@@ -30,31 +32,126 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
         TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
-    set_tuning(&socket2::SockRef::from(&socket))?;
+    sockopt::set_tuning(&socket2::SockRef::from(&socket))?;
     socket.bind(addr)?;
     socket.listen(BACKLOG)
 }
 
-/// An accepted socket: on Linux it inherited the listener's options (`tcp_create_openreq_child`
-/// clones the listening socket), elsewhere they are set one by one.
-fn tune_accepted(stream: &TcpStream) {
-    if !cfg!(target_os = "linux") {
-        tune_socket(stream);
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A token source that cannot be used, or none on a non-loopback admin bind.
+    #[error("{0}")]
+    AdminToken(String),
+    #[error("listener {name}: cannot bind {addr}: {source}")]
+    Bind {
+        name: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("listener {name}: {source}")]
+    ListenerTls { name: String, source: TlsError },
+    #[error("backend TLS: {0}")]
+    BackendTls(Arc<TlsError>),
+}
+
+/// A listener's TLS side, certificates loaded (`None` for a plain listener). Any unusable
+/// certificate is an error: at start (or when a reload adds the listener) there is no old
+/// certificate to keep serving.
+pub fn load_tls(l: &Listener) -> Result<Option<Arc<TlsListener>>, StartError> {
+    TlsListener::new(l)
+        .map(|t| t.map(Arc::new))
+        .map_err(|source| StartError::ListenerTls {
+            name: l.name.clone(),
+            source,
+        })
+}
+
+/// Binds each listener; all or nothing (what was bound is dropped on the first failure).
+pub fn bind_all<'a>(
+    listeners: impl IntoIterator<Item = &'a Listener>,
+) -> Result<Vec<(Listener, TcpListener)>, StartError> {
+    listeners
+        .into_iter()
+        .map(|l| {
+            bind(l.bind)
+                .map(|tcp| (l.clone(), tcp))
+                .map_err(|source| StartError::Bind {
+                    name: l.name.clone(),
+                    addr: l.bind,
+                    source,
+                })
+        })
+        .collect()
+}
+
+/// Starts the accept loop of a freshly bound listener and registers it in `shared`. `tls` comes from [`load_tls`]
+/// (`Some` for a TLS listener); its certificate watcher stops with the listener.
+pub fn serve(
+    shared: &Arc<Shared>,
+    config: &Listener,
+    listener: TcpListener,
+    tls: Option<Arc<TlsListener>>,
+) {
+    let local = listener.local_addr().expect("bound socket has an address");
+    let stop = shared.stop_accepting.child_token();
+    info!(listener = %config.name, addr = %local, tls = config.tls.is_some(), "listening");
+    let tls_side = Arc::new(ArcSwapOption::from(tls.clone()));
+    let tls_watch = watch_certificates(shared, &config.name, tls.as_deref(), &stop);
+    shared.listeners().insert(
+        config.name.clone(),
+        BoundListener {
+            bind: config.bind,
+            local,
+            stop: stop.clone(),
+            tls: tls_side.clone(),
+            tls_watch,
+        },
+    );
+    shared.tasks.spawn(accept_loop(
+        listener,
+        config.name.clone(),
+        tls_side,
+        stop,
+        shared.clone(),
+    ));
+}
+
+/// Replaces a bound listener's TLS side (a reload changed its `tls`): new connections
+/// handshake with `tls`, connections and sessions already running keep theirs.
+pub fn set_tls(shared: &Arc<Shared>, name: &str, tls: Option<Arc<TlsListener>>) {
+    let mut listeners = shared.listeners();
+    let Some(bound) = listeners.get_mut(name) else {
+        return;
+    };
+    bound.tls_watch.cancel();
+    bound.tls_watch = watch_certificates(shared, name, tls.as_deref(), &bound.stop);
+    bound.tls.store(tls);
+    info!(listener = name, "listener TLS settings replaced");
+}
+
+/// Starts the certificate watcher of `tls` under a child of `stop`; returns its token.
+fn watch_certificates(
+    shared: &Shared,
+    name: &str,
+    tls: Option<&TlsListener>,
+    stop: &CancellationToken,
+) -> CancellationToken {
+    let token = stop.child_token();
+    if let Some(t) = tls {
+        // A watch that cannot be set up leaves the loaded certificates serving.
+        match crate::tls::watch::watch(
+            name.to_owned(),
+            t.resolver.clone(),
+            shared.metrics.clone(),
+            token.clone(),
+        ) {
+            Ok(task) => {
+                shared.tasks.spawn(task);
+            }
+            Err(e) => warn!(listener = name, "{e}; certificates will not be reloaded"),
+        }
     }
-}
-
-/// TCP_NODELAY (frames are small and latency matters) and keep-alive (dead peers behind NAT
-/// are found even when the session is idle).
-pub fn tune_socket(stream: &TcpStream) {
-    let _ = set_tuning(&socket2::SockRef::from(stream));
-}
-
-fn set_tuning(sock: &socket2::SockRef<'_>) -> std::io::Result<()> {
-    sock.set_tcp_nodelay(true)?;
-    let keepalive = socket2::TcpKeepalive::new()
-        .with_time(KEEPALIVE_TIME)
-        .with_interval(KEEPALIVE_INTERVAL);
-    sock.set_tcp_keepalive(&keepalive)
+    token
 }
 
 /// Accepts until `stop` (shutdown, or a reload that removed this listener). Errors such as
@@ -65,7 +162,7 @@ fn set_tuning(sock: &socket2::SockRef<'_>) -> std::io::Result<()> {
 pub async fn accept_loop(
     listener: TcpListener,
     name: String,
-    tls: Arc<arc_swap::ArcSwapOption<TlsListener>>,
+    tls: Arc<ArcSwapOption<TlsListener>>,
     stop: CancellationToken,
     shared: Arc<Shared>,
 ) {
@@ -81,7 +178,7 @@ pub async fn accept_loop(
                 let Some(config) = shared.snapshot.load().config.listener(&name).cloned() else {
                     continue; // removed by a reload a moment ago
                 };
-                tune_accepted(&stream);
+                sockopt::tune_accepted(&stream);
                 let shared2 = shared.clone();
                 let tls = tls.load_full();
                 shared.connections.spawn(async move {
@@ -147,12 +244,15 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let client = TcpStream::connect(addr).await.unwrap();
         let (accepted, _) = listener.accept().await.unwrap();
-        tune_accepted(&accepted);
+        sockopt::tune_accepted(&accepted);
         let sock = socket2::SockRef::from(&accepted);
         assert!(sock.tcp_nodelay().unwrap());
         assert!(sock.keepalive().unwrap());
-        assert_eq!(sock.tcp_keepalive_time().unwrap(), KEEPALIVE_TIME);
-        assert_eq!(sock.tcp_keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), sockopt::KEEPALIVE_TIME);
+        assert_eq!(
+            sock.tcp_keepalive_interval().unwrap(),
+            sockopt::KEEPALIVE_INTERVAL
+        );
         // The client side was not tuned: the options are not simply a system default.
         assert!(!socket2::SockRef::from(&client).tcp_nodelay().unwrap());
     }

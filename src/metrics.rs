@@ -16,6 +16,19 @@ use prometheus::{
 
 use crate::session::SessionStats;
 
+/// Every `result` label of `wsedge_health_checks_total` (the probe's `ProbeError::label` and
+/// "success" / "closed"): a forgotten backend's series are removed by this list.
+pub const HEALTH_CHECK_RESULTS: [&str; 8] = [
+    "success",
+    "closed",
+    "connect_failed",
+    "upgrade_failed",
+    "timeout",
+    "wrong_pong",
+    "reset",
+    "protocol_error",
+];
+
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
@@ -379,7 +392,7 @@ impl Metrics {
         let _ = self
             .backend_ejections_total
             .remove_label_values(&[route, backend]);
-        for result in crate::health::probe::RESULT_LABELS {
+        for result in HEALTH_CHECK_RESULTS {
             let _ = self
                 .health_checks_total
                 .remove_label_values(&[route, backend, result]);

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::registry::SessionInfo;
-use crate::server::Snapshot;
+use crate::snapshot::Snapshot;
 
 /// Why a session is drained (closed set: Close reason text and metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use crate::config::{Config, ConfigErrors};
+use crate::listener::{self, bind_all, load_tls, StartError};
 use crate::plan::Plan;
-use crate::server::{bind_all, load_tls, Shared, Snapshot, StartError};
+use crate::shared::Shared;
+use crate::snapshot::Snapshot;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -192,12 +194,12 @@ pub async fn apply(
             shared.metrics.forget_listener(name);
         }
     }
-    for (cfg, listener) in fresh {
+    for (cfg, tcp) in fresh {
         let tls = fresh_tls.remove(&cfg.name).flatten();
-        shared.serve_listener(&cfg, listener, tls);
+        listener::serve(shared, &cfg, tcp, tls);
     }
     for (name, tls) in tls_changes {
-        shared.set_listener_tls(&name, tls);
+        listener::set_tls(shared, &name, tls);
     }
     // Probes of removed routes stop before their series are forgotten.
     crate::health::reconcile(&shared.health, &old, &new);

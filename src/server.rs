@@ -1,291 +1,27 @@
-//! The running router: the live snapshot, the listeners, the admin endpoint, and structured
-//! shutdown.
-//!
-//! Lifecycle: [`Server::start`] binds everything (a bind failure fails the start) →
-//! sessions run on [`Shared::sessions`] → [`Server::shutdown`] stops accepting, asks every
-//! session to close with 1001, and waits (bounded) for the last socket.
+//! The running router: [`Server::start`] builds the first snapshot, binds every listener and
+//! the admin endpoint (a bind failure fails the start) and waits for the first probe round;
+//! [`Server::shutdown_gracefully`] / [`Server::shutdown`] stop accepting, ask every session to
+//! close with 1001 and wait (bounded) for the last socket. What every task shares is
+//! [`crate::shared::Shared`]; one generation is [`crate::snapshot::Snapshot`].
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arc_swap::{ArcSwap, ArcSwapOption};
-use tokio::net::TcpListener;
+use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::info;
 
-use crate::backend::BackendState;
-use crate::balance::Balancer;
-use crate::config::{Config, Listener};
+use crate::config::Config;
 use crate::health::HealthChecker;
+use crate::listener::{self, StartError};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
-use crate::route::RouteTable;
-use crate::tls::client::BackendTransport;
-use crate::tls::{TlsError, TlsListener};
-
-/// Everything a connection needs for one config generation, published as one unit so that a
-/// connection never sees half of a reload.
-#[derive(Debug)]
-pub struct Snapshot {
-    pub generation: u64,
-    pub config: Arc<Config>,
-    pub table: RouteTable,
-    /// Index-aligned with `config.routes`.
-    pub balancers: Vec<Balancer>,
-    pub route_names: Vec<Arc<str>>,
-    /// `[route][backend]`, index-aligned with `config.routes[r].backends`: how each backend is
-    /// dialed (TLS configs are built once per generation, not per dial). An `Err` is a `ca` or
-    /// client certificate that could not be loaded; dialing that backend fails.
-    pub transports: Vec<Vec<Result<BackendTransport, Arc<TlsError>>>>,
-    /// Live state per route, per backend (index-aligned with each route's `backends`).
-    pub backends: Vec<Vec<Arc<BackendState>>>,
-    /// The same states by (route, backend name), with each backend's identity: the next
-    /// generation carries over what did not change.
-    pub backend_index: BackendIndex,
-    /// Per route: a hash of what places keys on backends (affinity, balance, backend names
-    /// and weights). A rebalance only concerns routes whose fingerprint changed.
-    pub ring_fingerprints: Vec<u64>,
-}
-
-/// What decides where a key lands on a route's ring.
-fn ring_fingerprint(route: &crate::config::Route) -> u64 {
-    let mut text = format!("{:?}|{:?}|", route.affinity, route.balance);
-    for b in &route.backends {
-        text.push_str(&format!("{}:{};", b.name, b.weight));
-    }
-    crate::balance::key::hash_key(text.as_bytes())
-}
-
-pub use crate::backend::BackendIndex;
-
-impl Snapshot {
-    /// Builds a generation; `previous` lends its backend states to unchanged backends.
-    pub fn build(config: Config, generation: u64, previous: Option<&Snapshot>) -> Self {
-        let table = RouteTable::new(&config);
-        // Rings are quadratic to build: reuse the previous generation's where nothing changed.
-        let balancers = config
-            .routes
-            .iter()
-            .map(|route| {
-                let old = previous.and_then(|p| {
-                    let i = p.config.routes.iter().position(|r| r.name == route.name)?;
-                    p.balancers.get(i)
-                });
-                Balancer::reusing(route, old)
-            })
-            .collect();
-        let route_names = config
-            .routes
-            .iter()
-            .map(|r| Arc::from(r.name.as_str()))
-            .collect();
-        let transports = config
-            .routes
-            .iter()
-            .map(|r| {
-                r.backends
-                    .iter()
-                    .map(|b| BackendTransport::for_backend(b).map_err(Arc::new))
-                    .collect()
-            })
-            .collect();
-        let (backends, backend_index) =
-            crate::backend::carry_over(&config, previous.map(|p| &p.backend_index));
-        let ring_fingerprints = config.routes.iter().map(|r| ring_fingerprint(r)).collect();
-        Snapshot {
-            transports,
-            ring_fingerprints,
-            generation,
-            config: Arc::new(config),
-            table,
-            balancers,
-            route_names,
-            backends,
-            backend_index,
-        }
-    }
-
-    /// The first backend TLS setting that could not be loaded, if any.
-    pub fn transport_error(&self) -> Option<Arc<TlsError>> {
-        self.transports
-            .iter()
-            .flatten()
-            .find_map(|t| t.as_ref().err().cloned())
-    }
-}
-
-/// A bound traffic listener, stopped on its own when a reload removes it.
-#[derive(Debug)]
-pub struct BoundListener {
-    /// The configured bind (a reload that changes it rebinds).
-    pub bind: SocketAddr,
-    /// The actual address (port 0 resolved).
-    pub local: SocketAddr,
-    pub stop: CancellationToken,
-    /// The listener's TLS side, read by the accept loop per connection: a reload that changes
-    /// `tls` swaps it in place (no rebind). `None` for a plain listener.
-    pub tls: Arc<ArcSwapOption<TlsListener>>,
-    /// Stops the certificate watcher of the TLS side now serving (a child of `stop`).
-    pub tls_watch: CancellationToken,
-}
-
-/// State shared by every task of the router.
-pub struct Shared {
-    pub snapshot: ArcSwap<Snapshot>,
-    pub registry: Arc<Registry>,
-    pub metrics: Metrics,
-    /// Cancelled first on shutdown: accept loops end (each listener holds a child token, so a
-    /// reload can stop one alone), idle HTTP connections close.
-    pub stop_accepting: CancellationToken,
-    /// Cancelled next: every live session is asked to close with 1001.
-    pub close_sessions: CancellationToken,
-    /// Pre-upgrade HTTP connection tasks.
-    pub connections: TaskTracker,
-    /// Upgraded sessions (hyper no longer sees them, so they are tracked here).
-    pub sessions: TaskTracker,
-    /// Accept loops, admin, drain schedules, the config watcher.
-    pub tasks: TaskTracker,
-    /// False until started and the first probe round is done (bounded by the largest probe
-    /// timeout), and again once shutdown starts (`/readyz` answers 503).
-    pub ready: AtomicBool,
-    /// Active probes per route (a reload restarts a route's probes through it).
-    pub health: HealthChecker,
-    pub listeners: Mutex<HashMap<String, BoundListener>>,
-    /// Reloads are serialised: a second concurrent `POST /reload` gets 409.
-    pub reload_lock: tokio::sync::Mutex<()>,
-    /// Where routes.yaml lives (reloads re-read it).
-    pub config_path: PathBuf,
-    /// When the active generation was loaded (seconds since the Unix epoch).
-    pub loaded_at: Mutex<std::time::SystemTime>,
-}
-
-impl Shared {
-    pub fn listeners(&self) -> MutexGuard<'_, HashMap<String, BoundListener>> {
-        self.listeners.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Starts the accept loop of a freshly bound listener. `tls` comes from [`load_tls`]
-    /// (`Some` for a TLS listener); its certificate watcher stops with the listener.
-    pub fn serve_listener(
-        self: &Arc<Self>,
-        config: &Listener,
-        listener: TcpListener,
-        tls: Option<Arc<TlsListener>>,
-    ) {
-        let local = listener.local_addr().expect("bound socket has an address");
-        let stop = self.stop_accepting.child_token();
-        info!(listener = %config.name, addr = %local, tls = config.tls.is_some(), "listening");
-        let tls_side = Arc::new(ArcSwapOption::from(tls.clone()));
-        let tls_watch = self.watch_certificates(&config.name, tls.as_deref(), &stop);
-        self.listeners().insert(
-            config.name.clone(),
-            BoundListener {
-                bind: config.bind,
-                local,
-                stop: stop.clone(),
-                tls: tls_side.clone(),
-                tls_watch,
-            },
-        );
-        self.tasks.spawn(crate::listener::accept_loop(
-            listener,
-            config.name.clone(),
-            tls_side,
-            stop,
-            self.clone(),
-        ));
-    }
-
-    /// Replaces a bound listener's TLS side (a reload changed its `tls`): new connections
-    /// handshake with `tls`, connections and sessions already running keep theirs.
-    pub fn set_listener_tls(self: &Arc<Self>, name: &str, tls: Option<Arc<TlsListener>>) {
-        let mut listeners = self.listeners();
-        let Some(bound) = listeners.get_mut(name) else {
-            return;
-        };
-        bound.tls_watch.cancel();
-        bound.tls_watch = self.watch_certificates(name, tls.as_deref(), &bound.stop);
-        bound.tls.store(tls);
-        info!(listener = name, "listener TLS settings replaced");
-    }
-
-    /// Starts the certificate watcher of `tls` under a child of `stop`; returns its token.
-    fn watch_certificates(
-        &self,
-        name: &str,
-        tls: Option<&TlsListener>,
-        stop: &CancellationToken,
-    ) -> CancellationToken {
-        let token = stop.child_token();
-        if let Some(t) = tls {
-            // A watch that cannot be set up leaves the loaded certificates serving.
-            match crate::tls::watch::watch(
-                name.to_owned(),
-                t.resolver.clone(),
-                self.metrics.clone(),
-                token.clone(),
-            ) {
-                Ok(task) => {
-                    self.tasks.spawn(task);
-                }
-                Err(e) => warn!(listener = name, "{e}; certificates will not be reloaded"),
-            }
-        }
-        token
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// A token source that cannot be used, or none on a non-loopback admin bind.
-    #[error("{0}")]
-    AdminToken(String),
-    #[error("listener {name}: cannot bind {addr}: {source}")]
-    Bind {
-        name: String,
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("listener {name}: {source}")]
-    ListenerTls { name: String, source: TlsError },
-    #[error("backend TLS: {0}")]
-    BackendTls(Arc<TlsError>),
-}
-
-/// A listener's TLS side, certificates loaded (`None` for a plain listener). Any unusable
-/// certificate is an error: at start (or when a reload adds the listener) there is no old
-/// certificate to keep serving.
-pub fn load_tls(l: &Listener) -> Result<Option<Arc<TlsListener>>, StartError> {
-    TlsListener::new(l)
-        .map(|t| t.map(Arc::new))
-        .map_err(|source| StartError::ListenerTls {
-            name: l.name.clone(),
-            source,
-        })
-}
-
-/// Binds each listener; all or nothing (what was bound is dropped on the first failure).
-pub fn bind_all<'a>(
-    listeners: impl IntoIterator<Item = &'a Listener>,
-) -> Result<Vec<(Listener, TcpListener)>, StartError> {
-    listeners
-        .into_iter()
-        .map(|l| {
-            crate::listener::bind(l.bind)
-                .map(|tcp| (l.clone(), tcp))
-                .map_err(|source| StartError::Bind {
-                    name: l.name.clone(),
-                    addr: l.bind,
-                    source,
-                })
-        })
-        .collect()
-}
+use crate::shared::Shared;
+use crate::snapshot::Snapshot;
 
 /// A started router.
 pub struct Server {
@@ -303,17 +39,15 @@ impl Server {
         // Certificates first: a bad one fails the start before anything is bound.
         let mut tls = Vec::new();
         for l in &config.listeners {
-            tls.push(load_tls(l)?);
+            tls.push(listener::load_tls(l)?);
         }
-        let bound = bind_all(&config.listeners)?;
+        let bound = listener::bind_all(&config.listeners)?;
         let admin_listener = match &config.admin {
-            Some(a) => Some(
-                crate::listener::bind(a.bind).map_err(|source| StartError::Bind {
-                    name: "admin".into(),
-                    addr: a.bind,
-                    source,
-                })?,
-            ),
+            Some(a) => Some(listener::bind(a.bind).map_err(|source| StartError::Bind {
+                name: "admin".into(),
+                addr: a.bind,
+                source,
+            })?),
             None => None,
         };
         let config_path = config.source.clone();
@@ -339,22 +73,22 @@ impl Server {
             config_path,
             loaded_at: Mutex::new(std::time::SystemTime::now()),
         });
-        for ((cfg, listener), tls) in bound.into_iter().zip(tls) {
-            shared.serve_listener(&cfg, listener, tls);
+        for ((cfg, tcp), tls) in bound.into_iter().zip(tls) {
+            listener::serve(&shared, &cfg, tcp, tls);
         }
         let admin = match admin_listener {
-            Some(listener) => {
-                let addr = listener.local_addr().expect("bound socket has an address");
+            Some(admin_tcp) => {
+                let addr = admin_tcp.local_addr().expect("bound socket has an address");
                 info!(%addr, "admin listening");
                 shared
                     .tasks
-                    .spawn(crate::admin::serve(listener, shared.clone()));
+                    .spawn(crate::admin::serve(admin_tcp, shared.clone()));
                 Some(addr)
             }
             None => None,
         };
         if shared.metrics.enabled {
-            spawn_flusher(&shared);
+            shared.spawn_flusher();
         }
         // Ready once every backend has had its first probe round: unknown routes like healthy,
         // but a load balancer should not send traffic before wsedge knows. Bounded by the
@@ -480,7 +214,7 @@ impl Server {
 
 /// The longest a graceful drain may take: the largest effective spread + drain timeout of
 /// any route, plus a second for the sockets.
-pub fn drain_bound(snapshot: &Snapshot, sessions: usize) -> Duration {
+fn drain_bound(snapshot: &Snapshot, sessions: usize) -> Duration {
     snapshot
         .config
         .routes
@@ -489,24 +223,4 @@ pub fn drain_bound(snapshot: &Snapshot, sessions: usize) -> Duration {
         .max()
         .unwrap_or_default()
         + Duration::from_secs(1)
-}
-
-/// Moves per-session counters into the registry every second (and the session task does a
-/// last flush at its end), so `/metrics` is at most a second behind without a registry
-/// lookup per message.
-fn spawn_flusher(shared: &Arc<Shared>) {
-    let shared2 = shared.clone();
-    shared.tasks.spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shared2.stop_accepting.cancelled() => break,
-                _ = tick.tick() => {}
-            }
-            for s in shared2.registry.all() {
-                shared2.metrics.flush_session(&s.route, s.handle.stats());
-            }
-        }
-    });
 }

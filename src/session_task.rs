@@ -13,7 +13,7 @@ use tracing::{info, warn, Instrument};
 use crate::config::Route;
 use crate::metrics::close_code_label;
 use crate::registry::Slot;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::splice::{self, SessionEnd, Side, SpliceConfig};
 use crate::tls::stream::ClientStream;
 use crate::upstream::UpgradedBackend;
@@ -70,6 +70,7 @@ async fn run(session: Session) {
             return;
         }
     };
+    crate::sockopt::set_user_timeout(client.0.tcp(), route.limits.tcp_user_timeout);
     let info = slot.info();
     let listener = info
         .as_ref()

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use serde_json::{json, Value};
 
 use crate::config::{AffinityKey, Config, HostMatch};
-use crate::server::Shared;
+use crate::shared::Shared;
 
 pub fn status(shared: &Shared) -> Value {
     let snapshot = shared.snapshot.load();

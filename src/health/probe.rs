@@ -25,18 +25,6 @@ use crate::upstream::{self, UpgradedBackend, UpstreamError};
 /// Data frames on the probe socket larger than this are skipped, not buffered.
 const MAX_BUFFERED: u64 = 64 * 1024;
 
-/// Every `result` label of `wsedge_health_checks_total`.
-pub const RESULT_LABELS: [&str; 8] = [
-    "success",
-    "closed",
-    "connect_failed",
-    "upgrade_failed",
-    "timeout",
-    "wrong_pong",
-    "reset",
-    "protocol_error",
-];
-
 /// Why a probe round failed (closed set: `label()` is the `result` metric label).
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -102,9 +90,14 @@ impl ProbeConn {
         hc: &HealthCheck,
     ) -> Result<ProbeConn, ProbeError> {
         let transport = transport.as_ref().map_err(|e| ProbeError::Tls(e.clone()))?;
-        let stream = upstream::dial(&backend.url, transport, route.limits.connect_timeout)
-            .await
-            .map_err(|e| ProbeError::Connect(Box::new(e)))?;
+        let stream = upstream::dial(
+            &backend.url,
+            transport,
+            &route.limits,
+            route.limits.connect_timeout,
+        )
+        .await
+        .map_err(|e| ProbeError::Connect(Box::new(e)))?;
         let key_bytes: [u8; 16] = rand::random();
         let key = base64::engine::general_purpose::STANDARD.encode(key_bytes);
         let key = HeaderValue::from_str(&key).expect("base64 is a valid header value");

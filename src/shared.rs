@@ -1,0 +1,91 @@
+//! What every task of the router holds: the live snapshot swap, the session registry, the
+//! metrics, the shutdown tokens and task trackers, the bound listeners. Built once by
+//! [`crate::server::Server::start`]; lower layers read it, none of them builds it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::health::HealthChecker;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::snapshot::Snapshot;
+use crate::tls::TlsListener;
+
+/// A bound traffic listener, stopped on its own when a reload removes it.
+#[derive(Debug)]
+pub struct BoundListener {
+    /// The configured bind (a reload that changes it rebinds).
+    pub bind: SocketAddr,
+    /// The actual address (port 0 resolved).
+    pub local: SocketAddr,
+    pub stop: CancellationToken,
+    /// The listener's TLS side, read by the accept loop per connection: a reload that changes
+    /// `tls` swaps it in place (no rebind). `None` for a plain listener.
+    pub tls: Arc<ArcSwapOption<TlsListener>>,
+    /// Stops the certificate watcher of the TLS side now serving (a child of `stop`).
+    pub tls_watch: CancellationToken,
+}
+
+/// State shared by every task of the router.
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub registry: Arc<Registry>,
+    pub metrics: Metrics,
+    /// Cancelled first on shutdown: accept loops end (each listener holds a child token, so a
+    /// reload can stop one alone), idle HTTP connections close.
+    pub stop_accepting: CancellationToken,
+    /// Cancelled next: every live session is asked to close with 1001.
+    pub close_sessions: CancellationToken,
+    /// Pre-upgrade HTTP connection tasks.
+    pub connections: TaskTracker,
+    /// Upgraded sessions (hyper no longer sees them, so they are tracked here).
+    pub sessions: TaskTracker,
+    /// Accept loops, admin, drain schedules, the config watcher.
+    pub tasks: TaskTracker,
+    /// False until started and the first probe round is done (bounded by the largest probe
+    /// timeout), and again once shutdown starts (`/readyz` answers 503).
+    pub ready: AtomicBool,
+    /// Active probes per route (a reload restarts a route's probes through it).
+    pub health: HealthChecker,
+    pub listeners: Mutex<HashMap<String, BoundListener>>,
+    /// Reloads are serialised: a second concurrent `POST /reload` gets 409.
+    pub reload_lock: tokio::sync::Mutex<()>,
+    /// Where routes.yaml lives (reloads re-read it).
+    pub config_path: PathBuf,
+    /// When the active generation was loaded (seconds since the Unix epoch).
+    pub loaded_at: Mutex<std::time::SystemTime>,
+}
+
+impl Shared {
+    pub fn listeners(&self) -> MutexGuard<'_, HashMap<String, BoundListener>> {
+        self.listeners.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Moves per-session counters into the registry every second (and the session task does a
+    /// last flush at its end), so `/metrics` is at most a second behind without a registry
+    /// lookup per message.
+    pub fn spawn_flusher(self: &Arc<Self>) {
+        let shared2 = self.clone();
+        self.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shared2.stop_accepting.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                for s in shared2.registry.all() {
+                    shared2.metrics.flush_session(&s.route, s.handle.stats());
+                }
+            }
+        });
+    }
+}
