@@ -28,9 +28,13 @@
 //! - [`fallback`]: `http_fallback` for plain HTTP; [`body`]: the body of wsedge's own answers.
 //! - [`reload`]: live reload; [`plan`]: which sessions a change concerns; [`drain`]: spread closes.
 //! - [`admin`], [`metrics`]: operations.
-//! - [`echo`]: the built-in echo backend; [`check`]: `wsedge check`.
-//! - [`loadtest`]: `wsedge loadtest`, failover scenarios and reports; [`demo`] runs one.
+//! - [`check`]: `wsedge check`.
+//! - Tools (cargo feature `tools`, on by default; an edge image builds without it): `echo`, the
+//!   built-in echo backend; `loadtest`, `wsedge loadtest` with failover scenarios and reports;
+//!   `demo`, which runs one.
+//! - `test_util` (feature `test-util`, on for every test and bench): shared fixtures.
 #![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
 
 pub mod admin;
 pub mod backend;
@@ -40,8 +44,10 @@ pub mod check;
 pub mod classify;
 pub mod config;
 pub mod conn;
+#[cfg(feature = "tools")]
 pub mod demo;
 pub mod drain;
+#[cfg(feature = "tools")]
 pub mod echo;
 pub mod fallback;
 pub mod forward;
@@ -50,6 +56,7 @@ pub mod handshake;
 pub mod head_error;
 pub mod health;
 pub mod listener;
+#[cfg(feature = "tools")]
 pub mod loadtest;
 pub mod metrics;
 pub mod origin;
@@ -71,5 +78,7 @@ pub mod sockopt;
 pub mod splice;
 pub mod status;
 pub mod target;
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_util;
 pub mod tls;
 pub mod upstream;

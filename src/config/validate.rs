@@ -210,7 +210,7 @@ impl<'a> Ctx<'a> {
     }
 }
 
-fn listeners(cx: &mut Ctx, raw: &raw::List<RawListener>) -> Vec<Listener> {
+fn listeners(cx: &mut Ctx<'_>, raw: &raw::List<RawListener>) -> Vec<Listener> {
     let Some(list) = raw else {
         cx.error(&START, "listeners", "at least one listener is required");
         return Vec::new();
@@ -290,7 +290,11 @@ fn listeners(cx: &mut Ctx, raw: &raw::List<RawListener>) -> Vec<Listener> {
     out
 }
 
-fn listener_tls(cx: &mut Ctx, t: &Spanned<raw::RawListenerTls>, p: &str) -> Option<ListenerTls> {
+fn listener_tls(
+    cx: &mut Ctx<'_>,
+    t: &Spanned<raw::RawListenerTls>,
+    p: &str,
+) -> Option<ListenerTls> {
     let at = t.referenced;
     let t = &t.value;
     let short = t.cert.is_some() || t.key.is_some();
@@ -401,7 +405,7 @@ fn listener_tls(cx: &mut Ctx, t: &Spanned<raw::RawListenerTls>, p: &str) -> Opti
     })
 }
 
-fn admin(cx: &mut Ctx, a: &Spanned<raw::RawAdmin>) -> Option<Admin> {
+fn admin(cx: &mut Ctx<'_>, a: &Spanned<raw::RawAdmin>) -> Option<Admin> {
     let at = a.referenced;
     let bind = cx.required(&a.value.bind, &at, "admin.bind").cloned()?;
     let bind = cx.check(&bind, "admin.bind", fields::bind);
