@@ -3,6 +3,7 @@
 //! `POST /backends/{route}/{name}/drain|undrain`. Never shares a port with traffic.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,9 +22,14 @@ use crate::config::Config;
 use crate::drain::DrainReason;
 use crate::reload::{ReloadError, Wait};
 use crate::shared::Shared;
+use auth::{Access, Denied};
+
+pub mod auth;
 
 /// A dry-run body larger than this is refused (a routes file is a few KiB).
 const MAX_BODY: usize = 1 << 20;
+/// A dry-run body must arrive within this (a stalled upload must not hold a connection).
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     loop {
@@ -37,11 +43,14 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 }
             },
         };
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
         let shared = shared.clone();
         shared.clone().connections.spawn(async move {
             let service = service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(route(req, &shared).await) }
+                async move { Ok::<_, Infallible>(route(req, local, &shared).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -53,9 +62,19 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-async fn route(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> {
+async fn route(req: Request<Incoming>, local: SocketAddr, shared: &Arc<Shared>) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let config = shared.snapshot.load().config.clone();
+    let access = match segments.as_slice() {
+        ["reload"] | ["backends", ..] if req.method() == Method::POST => Access::Mutate,
+        ["status"] | ["config"] => Access::Read,
+        ["metrics"] if config.admin.as_ref().is_some_and(|a| a.protect_metrics) => Access::Read,
+        _ => Access::Open,
+    };
+    if let Err(denied) = auth::authorize(access, req.headers(), local, &config) {
+        return refuse(shared, &req, denied);
+    }
     match (req.method().clone(), segments.as_slice()) {
         (Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
         (Method::GET, ["readyz"]) if shared.ready.load(Ordering::SeqCst) => {
@@ -77,9 +96,6 @@ async fn route(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> {
             &crate::status::config(&shared.snapshot.load().config),
         ),
         (Method::POST, ["reload"]) => {
-            if let Err(r) = authorize(&req, shared) {
-                return r;
-            }
             let dry_run = req
                 .uri()
                 .query()
@@ -91,9 +107,6 @@ async fn route(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> {
             }
         }
         (Method::POST, ["backends", route, name, action @ ("drain" | "undrain")]) => {
-            if let Err(r) = authorize(&req, shared) {
-                return r;
-            }
             manual_drain(shared, route, name, *action == "drain")
         }
         (_, ["reload"]) | (_, ["backends", ..]) => {
@@ -103,32 +116,40 @@ async fn route(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> {
     }
 }
 
-#[allow(clippy::result_large_err)]
-fn authorize(req: &Request<Incoming>, shared: &Shared) -> Result<(), Response<Body>> {
-    let Some(token) = shared.snapshot.load().config.admin_token() else {
-        // No token configured: only allowed on a loopback admin bind (checked at start).
-        return Ok(());
+/// A refused admin call: logged (never the token), counted by reason, answered.
+fn refuse(shared: &Shared, req: &Request<Incoming>, denied: Denied) -> Response<Body> {
+    shared
+        .metrics
+        .admin_refusals_total
+        .with_label_values(&[denied.label()])
+        .inc();
+    let detail = match &denied {
+        Denied::CrossSite(why) => why.to_string(),
+        Denied::Unauthorized => "no or a wrong Bearer token".to_owned(),
+        Denied::TokenUnavailable(why) => why.clone(),
     };
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    if presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
-        return Ok(());
-    }
-    let mut r = text(StatusCode::UNAUTHORIZED, "a Bearer token is required\n");
-    r.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Bearer"),
+    tracing::warn!(
+        method = %req.method(),
+        path = req.uri().path(),
+        reason = denied.label(),
+        detail,
+        "admin call refused"
     );
-    Err(r)
-}
-
-/// Compares without an early exit, so response timing says nothing about the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    let body: &'static str = match denied {
+        Denied::CrossSite(_) => "cross-site admin calls are refused\n",
+        Denied::Unauthorized => "a Bearer token is required\n",
+        Denied::TokenUnavailable(_) => {
+            "the admin token is unavailable: mutating calls are refused\n"
+        }
+    };
+    let mut r = text(denied.status(), body);
+    if denied == Denied::Unauthorized {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+    }
+    r
 }
 
 async fn reload(shared: &Arc<Shared>) -> Response<Body> {
@@ -155,18 +176,27 @@ fn reload_error(e: &ReloadError) -> Response<Body> {
         ReloadError::Bind(_) => (StatusCode::INTERNAL_SERVER_ERROR, vec![e.to_string()]),
         // The file is valid but names a certificate that cannot be used: the caller's to fix.
         ReloadError::Tls(_) => (StatusCode::BAD_REQUEST, vec![e.to_string()]),
+        ReloadError::AdminToken(_) => (StatusCode::BAD_REQUEST, vec![e.to_string()]),
     };
     json(status, &serde_json::json!({ "errors": errors }))
 }
 
 async fn dry_run_reload(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> {
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
+    let read = Limited::new(req.into_body(), MAX_BODY).collect();
+    let body = match tokio::time::timeout(BODY_TIMEOUT, read).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) => {
             return json(
                 StatusCode::BAD_REQUEST,
                 &serde_json::json!({ "errors": [e.to_string()] }),
             )
+        }
+        Err(_) => {
+            let why = format!("the body did not arrive within {BODY_TIMEOUT:?}");
+            return json(
+                StatusCode::REQUEST_TIMEOUT,
+                &serde_json::json!({ "errors": [why] }),
+            );
         }
     };
     let Ok(text) = std::str::from_utf8(&body) else {
@@ -181,6 +211,10 @@ async fn dry_run_reload(req: Request<Incoming>, shared: &Arc<Shared>) -> Respons
     let started = Instant::now();
     match Config::from_yaml(&name, text) {
         Ok((config, _)) => {
+            let bound = shared.snapshot.load().config.admin.as_ref().map(|a| a.bind);
+            if let Err(why) = crate::admin::auth::check_config(&config, bound) {
+                return reload_error(&ReloadError::AdminToken(why));
+            }
             let plan = crate::reload::dry_run(shared, config);
             json(
                 StatusCode::OK,

@@ -119,6 +119,8 @@ pub struct Admin {
     pub bind: SocketAddr,
     /// Absolute. The token itself is never in routes.yaml (it ends up in a ConfigMap).
     pub token_file: Option<PathBuf>,
+    /// `/metrics` needs the token too on a non-loopback bind.
+    pub protect_metrics: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -336,19 +338,5 @@ impl Config {
 
     pub fn listener(&self, name: &str) -> Option<&Listener> {
         self.listeners.iter().find(|l| l.name == name)
-    }
-
-    /// The token the admin API's mutating calls need: `admin.token_file`, else
-    /// `WSEDGE_ADMIN_TOKEN`. Read on each use, so a rotated token file applies at once.
-    pub fn admin_token(&self) -> Option<String> {
-        let from_file = self
-            .admin
-            .as_ref()
-            .and_then(|a| a.token_file.as_ref())
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .map(|t| t.trim().to_owned());
-        from_file
-            .or_else(|| std::env::var("WSEDGE_ADMIN_TOKEN").ok())
-            .filter(|t| !t.is_empty())
     }
 }

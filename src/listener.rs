@@ -39,8 +39,9 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("admin.bind {0} is not loopback and no admin token is set (admin.token_file or WSEDGE_ADMIN_TOKEN)")]
-    AdminWithoutToken(SocketAddr),
+    /// A token source that cannot be used, or none on a non-loopback admin bind.
+    #[error("{0}")]
+    AdminToken(String),
     #[error("listener {name}: cannot bind {addr}: {source}")]
     Bind {
         name: String,

@@ -55,6 +55,8 @@ pub struct Metrics {
     pub tls_handshakes_total: IntCounterVec,
     /// `reason`: a `head_error::HeadError` label (hyper refused the head before any service).
     pub request_head_errors_total: IntCounterVec,
+    /// `reason`: an `admin::auth::Denied` label.
+    pub admin_refusals_total: IntCounterVec,
     /// Certificate reloads by listener and result (`ok`, or `broken`: the old pair kept serving).
     pub tls_certificate_reloads_total: IntCounterVec,
     pub session_duration_seconds: HistogramVec,
@@ -196,6 +198,12 @@ impl Metrics {
                 "wsedge_request_head_errors_total",
                 "Request heads hyper refused or timed out before routing, by listener and reason",
                 &["listener", "reason"],
+            ),
+            admin_refusals_total: counter(
+                &r,
+                "wsedge_admin_refusals_total",
+                "Admin calls refused, by reason (cross_site, unauthorized, token_unavailable)",
+                &["reason"],
             ),
             tls_certificate_reloads_total: counter(
                 &r,

@@ -32,6 +32,10 @@ pub enum ReloadError {
     /// unusable: nothing changed, the old ones keep serving.
     #[error(transparent)]
     Tls(StartError),
+    /// The new config would leave the admin endpoint without a usable token (refused: the
+    /// old config, and its token, keep serving).
+    #[error("{0}")]
+    AdminToken(String),
 }
 
 impl ReloadError {
@@ -42,6 +46,7 @@ impl ReloadError {
             ReloadError::Invalid(_) => "invalid",
             ReloadError::Bind(_) => "bind_failed",
             ReloadError::Tls(_) => "tls_failed",
+            ReloadError::AdminToken(_) => "admin_token",
         }
     }
 }
@@ -133,6 +138,10 @@ pub async fn apply(
             .map_err(|_| ReloadError::Busy)?,
     };
     let old = shared.snapshot.load_full();
+    // Fail closed: never swap in a config that would leave the admin endpoint (still bound
+    // where the old config put it) without a usable token.
+    let admin_bound = old.config.admin.as_ref().map(|a| a.bind);
+    crate::admin::auth::check_config(&config, admin_bound).map_err(ReloadError::AdminToken)?;
 
     // Listeners: bind what is new (or moved) first, all or nothing.
     let (to_bind, to_stop) = {

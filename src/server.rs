@@ -33,11 +33,7 @@ impl Server {
     /// Binds every listener (and the admin endpoint) and starts serving. Port 0 binds are
     /// resolved: see [`Server::listener_addr`].
     pub async fn start(config: Config) -> Result<Server, StartError> {
-        if let Some(a) = &config.admin {
-            if !a.bind.ip().is_loopback() && config.admin_token().is_none() {
-                return Err(StartError::AdminWithoutToken(a.bind));
-            }
-        }
+        crate::admin::auth::check_config(&config, None).map_err(StartError::AdminToken)?;
         let metrics = Metrics::new();
         metrics.config_generation.set(1);
         // Certificates first: a bad one fails the start before anything is bound.

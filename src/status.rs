@@ -8,14 +8,6 @@ use serde_json::{json, Value};
 use crate::config::{AffinityKey, Config, HostMatch};
 use crate::shared::Shared;
 
-/// Header names whose values never leave the process.
-const SECRET_HEADERS: &[&str] = &[
-    "authorization",
-    "cookie",
-    "proxy-authorization",
-    "x-api-key",
-];
-
 pub fn status(shared: &Shared) -> Value {
     let snapshot = shared.snapshot.load();
     let loaded_at = shared
@@ -91,19 +83,14 @@ fn key(k: &AffinityKey) -> String {
     }
 }
 
+/// Header names with every value redacted: any configured value may be a credential (an API
+/// key under any name), so only the names leave the process.
 fn headers<'a>(
     list: impl IntoIterator<Item = (&'a http::HeaderName, &'a http::HeaderValue)>,
 ) -> Value {
     let map: serde_json::Map<String, Value> = list
         .into_iter()
-        .map(|(k, v)| {
-            let value = if SECRET_HEADERS.contains(&k.as_str()) {
-                "<redacted>".to_owned()
-            } else {
-                String::from_utf8_lossy(v.as_bytes()).into_owned()
-            };
-            (k.to_string(), Value::String(value))
-        })
+        .map(|(k, _)| (k.to_string(), Value::String("<redacted>".to_owned())))
         .collect();
     Value::Object(map)
 }
@@ -122,7 +109,7 @@ pub fn config(config: &Config) -> Value {
                 "proxy_protocol": l.proxy_protocol.map(|p| format!("{p:?}").to_lowercase()),
                 "tls": l.tls.as_ref().map(|t| json!({
                     "certificates": t.certificates.iter().map(|c| json!({
-                        "server_names": c.server_names, "cert": c.cert, "key": "<redacted>",
+                        "server_names": c.server_names, "cert": c.cert, "key": c.key,
                     })).collect::<Vec<_>>(),
                     "min_version": format!("{:?}", t.min_version),
                     "session_resumption": t.session_resumption,
@@ -153,7 +140,7 @@ pub fn config(config: &Config) -> Value {
                 "balance": { "load_factor": r.balance.load_factor, "virtual_nodes": r.balance.virtual_nodes },
                 "backends": r.backends.iter().map(|b| json!({
                     "name": b.name, "url": b.url.original, "weight": b.weight,
-                    "client_key": b.tls.client_key.as_ref().map(|_| "<redacted>"),
+                    "client_key": b.tls.client_key,
                     "insecure_skip_verify": b.tls.insecure_skip_verify,
                 })).collect::<Vec<_>>(),
                 "health_check": r.health_check.as_ref().map(|h| json!({
@@ -176,7 +163,7 @@ pub fn config(config: &Config) -> Value {
     json!({
         "source": config.source,
         "listeners": listeners,
-        "admin": config.admin.as_ref().map(|a| json!({ "bind": a.bind.to_string(), "token_file": a.token_file.as_ref().map(|_| "<redacted>") })),
+        "admin": config.admin.as_ref().map(|a| json!({ "bind": a.bind.to_string(), "token_file": a.token_file, "protect_metrics": a.protect_metrics })),
         "routes": routes,
         "shutdown": { "delay_ms": config.shutdown.delay.as_millis() as u64 },
     })

@@ -89,7 +89,7 @@ async fn a_manual_drain_leaves_the_gauge_at_zero() {
     assert_eq!(roundtrip(&mut ws, "whoami").await, "a");
     let (status, _, body) = raw_http(
         admin,
-        "POST /backends/r/a/drain HTTP/1.1\r\nHost: admin\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        "POST /backends/r/a/drain HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
     )
     .await;
     assert_eq!(status, 200, "{body}");

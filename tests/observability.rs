@@ -188,7 +188,7 @@ async fn scripted_traffic_gives_exact_counts() {
     .unwrap();
     let (status, body) = raw_http(
         admin,
-        "POST /reload HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        "POST /reload HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
     )
     .await
     .into_ok();
@@ -225,7 +225,7 @@ impl IntoOk for (u16, Vec<(String, String)>, String) {
 async fn mutating_calls_need_the_token_and_non_loopback_admin_needs_one() {
     let a = Backend::echo("a").await;
     let dir = TempDir::new("token");
-    let token = dir.write("token", "t0ken\n");
+    let token = dir.write("token", "t0ken-0123456789abcdef\n");
     let yaml = single_route_yaml(&[("a", a.addr)], "")
         + &format!(
             "admin:\n  bind: 127.0.0.1:0\n  token_file: {}\n",
@@ -234,7 +234,7 @@ async fn mutating_calls_need_the_token_and_non_loopback_admin_needs_one() {
     let router = Router::start(&yaml).await;
     let admin = router.server().admin_addr().unwrap();
     let post = |auth: &str| {
-        format!("POST /reload HTTP/1.1\r\nHost: a\r\nConnection: close\r\n{auth}Content-Length: 0\r\n\r\n")
+        format!("POST /reload HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}Content-Length: 0\r\n\r\n")
     };
     let (status, headers, _) = raw_http(admin, &post("")).await;
     assert_eq!(status, 401);
@@ -246,12 +246,15 @@ async fn mutating_calls_need_the_token_and_non_loopback_admin_needs_one() {
         401
     );
     assert_eq!(
-        raw_http(admin, &post("Authorization: Bearer t0ken\r\n"))
-            .await
-            .0,
+        raw_http(
+            admin,
+            &post("Authorization: Bearer t0ken-0123456789abcdef\r\n")
+        )
+        .await
+        .0,
         200
     );
-    let drain = "POST /backends/r/a/drain HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+    let drain = "POST /backends/r/a/drain HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
     assert_eq!(raw_http(admin, drain).await.0, 401);
     // Reads stay open.
     assert_eq!(get(admin, "/status").await.0, 200);

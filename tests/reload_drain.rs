@@ -329,7 +329,7 @@ async fn admin(
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
     let (status, _, body) = raw_http(addr, &req).await;
@@ -344,7 +344,7 @@ async fn rebalance_moves_exactly_the_keys_whose_preferred_backend_changed_and_th
         Backend::echo("c").await,
     );
     let dir = TempDir::new("rebalance");
-    let token_file = dir.write("token", "s3cret\n");
+    let token_file = dir.write("token", "s3cret-0123456789abcdef\n");
     let with_admin = |backends: &[(&str, std::net::SocketAddr)]| {
         routes(backends, "{spread: 300ms, timeout: 2s, rebalance: true}")
             + &format!(
@@ -370,7 +370,7 @@ async fn rebalance_moves_exactly_the_keys_whose_preferred_backend_changed_and_th
         admin_addr,
         "POST",
         "/reload?dry_run=true",
-        Some("s3cret"),
+        Some("s3cret-0123456789abcdef"),
         &next,
     )
     .await;
@@ -384,7 +384,14 @@ async fn rebalance_moves_exactly_the_keys_whose_preferred_backend_changed_and_th
     );
 
     std::fs::write(&router.config_path, &next).unwrap();
-    let (status, body) = admin(admin_addr, "POST", "/reload", Some("s3cret"), "").await;
+    let (status, body) = admin(
+        admin_addr,
+        "POST",
+        "/reload",
+        Some("s3cret-0123456789abcdef"),
+        "",
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     // The spread is 300 ms: after a second every drained session has its Close waiting.
     tokio::time::sleep(Duration::from_secs(1)).await;

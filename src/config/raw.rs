@@ -77,6 +77,7 @@ pub struct RawCertificate {
 pub struct RawAdmin {
     pub bind: Str,
     pub token_file: Str,
+    pub protect_metrics: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -413,5 +413,6 @@ fn admin(cx: &mut Ctx<'_>, a: &Spanned<raw::RawAdmin>) -> Option<Admin> {
     Some(Admin {
         bind: bind?,
         token_file,
+        protect_metrics: a.value.protect_metrics.unwrap_or(false),
     })
 }

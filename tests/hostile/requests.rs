@@ -620,3 +620,217 @@ async fn oversized_request_heads_are_431_and_counted() {
     router.stop().await;
     backend.stop().await;
 }
+
+const TOKEN: &str = "hostile-admin-token-0123456789";
+
+/// One admin call over a raw socket: (status, body).
+async fn admin_call(addr: SocketAddr, method: &str, path: &str, extra: &str) -> (u16, String) {
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\n{extra}Content-Length: 0\r\n\r\n"
+    );
+    let (status, _, body) = raw_http(addr, &req).await;
+    (status, body)
+}
+
+fn admin_refusals(router: &Router, reason: &str) -> u64 {
+    router
+        .server()
+        .shared()
+        .metrics
+        .admin_refusals_total
+        .with_label_values(&[reason])
+        .get()
+}
+
+fn admin_yaml(backend: SocketAddr, bind: &str, admin_extra: &str) -> String {
+    format!(
+        "listeners:\n  - name: edge\n    bind: 127.0.0.1:0\nroutes:\n  - name: r\n    \
+         match: {{host: \"*\", path_prefix: /}}\n    \
+         request_headers: {{add: {{X-Api-Key: backend-secret-value}}}}\n    \
+         backends: [{{name: b, url: \"ws://{backend}\"}}]\n\
+         admin:\n  bind: {bind}\n{admin_extra}"
+    )
+}
+
+#[tokio::test]
+async fn admin_fails_closed_when_its_token_goes_away() {
+    let backend = RawBackend::start().await;
+    let dir = TempDir::new("hostile-admin");
+    let token = dir.write("token", &format!("{TOKEN}\n"));
+    let yaml = admin_yaml(
+        backend.addr,
+        "127.0.0.1:0",
+        &format!("  token_file: \"{}\"\n", token.display()),
+    );
+    let router = Router::start(&yaml).await;
+    let admin = router.server().admin_addr().unwrap();
+    let auth = format!("Host: localhost\r\nAuthorization: bearer {TOKEN}\r\n");
+    // The Bearer scheme is case-insensitive.
+    assert_eq!(admin_call(admin, "POST", "/reload", &auth).await.0, 200);
+
+    // Emptied, then removed: mutating calls get 503, never "no token → allow".
+    std::fs::write(&token, "").unwrap();
+    for extra in [auth.as_str(), "Host: localhost\r\n"] {
+        let (status, body) = admin_call(admin, "POST", "/reload", extra).await;
+        assert_eq!(status, 503, "{body}");
+        let (status, _) = admin_call(admin, "POST", "/backends/r/b/drain", extra).await;
+        assert_eq!(status, 503);
+    }
+    std::fs::remove_file(&token).unwrap();
+    assert_eq!(admin_call(admin, "POST", "/reload", &auth).await.0, 503);
+    assert_eq!(admin_refusals(&router, "token_unavailable"), 5);
+    // A token under 16 bytes is no better.
+    std::fs::write(&token, "short\n").unwrap();
+    let short = "Host: localhost\r\nAuthorization: Bearer short\r\n";
+    assert_eq!(admin_call(admin, "POST", "/reload", short).await.0, 503);
+    // Reads on a loopback admin stay open meanwhile.
+    assert_eq!(
+        admin_call(admin, "GET", "/healthz", "Host: x\r\n").await.0,
+        200
+    );
+    assert_eq!(
+        admin_call(admin, "GET", "/status", "Host: x\r\n").await.0,
+        200
+    );
+    assert_eq!(router.generation(), 2, "only the first reload ran");
+
+    // A reload (file watch) to a config without a token source for a non-loopback admin is
+    // refused: the old config keeps serving.
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    assert_eq!(admin_call(admin, "POST", "/reload", &auth).await.0, 200);
+    let reloads_refused = || {
+        router
+            .server()
+            .shared()
+            .metrics
+            .reloads_total
+            .with_label_values(&["admin_token"])
+            .get()
+    };
+    let open = admin_yaml(backend.addr, "0.0.0.0:0", "");
+    if std::env::var("WSEDGE_ADMIN_TOKEN").is_err() {
+        std::fs::write(&router.config_path, &open).unwrap();
+        let (status, body) = admin_call(admin, "POST", "/reload", &auth).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body.contains("not loopback"), "{body}");
+        assert_eq!(reloads_refused(), 1);
+    }
+    // A token file with a short token is refused by a reload too.
+    let short_file = dir.write("short", "0123456789\n");
+    let short_yaml = admin_yaml(
+        backend.addr,
+        "127.0.0.1:0",
+        &format!("  token_file: \"{}\"\n", short_file.display()),
+    );
+    std::fs::write(&router.config_path, &short_yaml).unwrap();
+    let (status, body) = admin_call(admin, "POST", "/reload", &auth).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("shorter than 16 bytes"), "{body}");
+    assert_eq!(router.generation(), 3);
+    router.stop().await;
+
+    // …and at start.
+    let path = dir.write("short.yaml", &short_yaml);
+    let (config, _) = wsedge::config::Config::load(&path).unwrap();
+    let err = wsedge::server::Server::start(config)
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("shorter than 16 bytes"), "{err}");
+    backend.stop().await;
+}
+
+#[tokio::test]
+async fn admin_refuses_cross_site_calls() {
+    let backend = RawBackend::start().await;
+    let dir = TempDir::new("hostile-admin-xsite");
+    let token = dir.write("token", TOKEN);
+    let yaml = admin_yaml(
+        backend.addr,
+        "127.0.0.1:0",
+        &format!("  token_file: \"{}\"\n", token.display()),
+    );
+    let router = Router::start(&yaml).await;
+    let admin = router.server().admin_addr().unwrap();
+    let bearer = format!("Authorization: Bearer {TOKEN}\r\n");
+    // A page in the operator's browser: Origin set, even with a valid token.
+    for extra in [
+        format!("Host: localhost\r\nOrigin: https://evil.example\r\n{bearer}"),
+        format!("Host: localhost\r\nOrigin: null\r\n{bearer}"),
+        // DNS rebinding: the attacker's name resolving to 127.0.0.1.
+        format!("Host: evil.example:{}\r\n{bearer}", admin.port()),
+        format!("Host: 127.0.0.2\r\n{bearer}"),
+    ] {
+        let (status, body) = admin_call(admin, "POST", "/reload", &extra).await;
+        assert_eq!(status, 403, "{extra}: {body}");
+        let (status, _) = admin_call(admin, "POST", "/backends/r/b/drain", &extra).await;
+        assert_eq!(status, 403);
+    }
+    assert_eq!(admin_refusals(&router, "cross_site"), 8);
+    assert_eq!(router.generation(), 1);
+    for host in ["localhost".to_owned(), admin.to_string()] {
+        let extra = format!("Host: {host}\r\n{bearer}");
+        assert_eq!(admin_call(admin, "POST", "/reload", &extra).await.0, 200);
+    }
+    // /config: header values redacted, file paths shown, never file contents.
+    let (status, body) = admin_call(admin, "GET", "/config", "Host: x\r\n").await;
+    assert_eq!(status, 200);
+    assert!(!body.contains("backend-secret-value"), "{body}");
+    assert!(!body.contains(TOKEN), "{body}");
+    assert!(body.contains("<redacted>"), "{body}");
+    assert!(body.contains(&*token.to_string_lossy()), "{body}");
+    router.stop().await;
+    backend.stop().await;
+}
+
+#[tokio::test]
+async fn a_non_loopback_admin_protects_status_and_config() {
+    let backend = RawBackend::start().await;
+    let dir = TempDir::new("hostile-admin-wide");
+    let token = dir.write("token", TOKEN);
+    for protect_metrics in [false, true] {
+        let yaml = admin_yaml(
+            backend.addr,
+            "0.0.0.0:0",
+            &format!(
+                "  token_file: \"{}\"\n  protect_metrics: {protect_metrics}\n",
+                token.display()
+            ),
+        );
+        let router = Router::start(&yaml).await;
+        // Reached over 127.0.0.1, a wildcard bind is still a non-loopback admin.
+        let port = router.server().admin_addr().unwrap().port();
+        let admin = SocketAddr::from(([127, 0, 0, 1], port));
+        let bearer = format!("Authorization: Bearer {TOKEN}\r\n");
+        for path in ["/status", "/config"] {
+            assert_eq!(
+                admin_call(admin, "GET", path, "Host: x\r\n").await.0,
+                401,
+                "{path}"
+            );
+            assert_eq!(
+                admin_call(admin, "GET", path, &bearer).await.0,
+                200,
+                "{path}"
+            );
+        }
+        for path in ["/healthz", "/readyz"] {
+            assert_eq!(
+                admin_call(admin, "GET", path, "Host: x\r\n").await.0,
+                200,
+                "{path}"
+            );
+        }
+        let want = if protect_metrics { 401 } else { 200 };
+        assert_eq!(
+            admin_call(admin, "GET", "/metrics", "Host: x\r\n").await.0,
+            want
+        );
+        assert_eq!(admin_call(admin, "GET", "/metrics", &bearer).await.0, 200);
+        // A mutating call must name this address (or localhost) as Host.
+        let extra = format!("Host: {admin}\r\n{bearer}");
+        assert_eq!(admin_call(admin, "POST", "/reload", &extra).await.0, 200);
+        router.stop().await;
+    }
+    backend.stop().await;
+}
