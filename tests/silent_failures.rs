@@ -515,6 +515,8 @@ fn blackholed_backend_is_marked_down_its_sessions_fail_over_and_return_after_rec
         assert!(detected <= down_bound, "marked down after {detected:?} > {down_bound:?}");
         assert!(pinned > SESSIONS / 10, "only {pinned} sessions were on b2");
         assert!(worst_told <= down_bound + SPREAD, "a session was told after {worst_told:?}");
+        // The client's close does not wait for the dark backend: its TCP ends once it answered.
+        assert_eq!(tcp_within_1s, pinned, "drained clients whose TCP closed within 1 s of the Close");
         assert!(failed_reconnects.is_empty(), "failed reconnects: {failed_reconnects:?}");
         assert!(failed_churn.is_empty(), "failed new upgrades: {failed_churn:?}");
         assert!(churned.len() > 20, "only {} new upgrades during the failover", churned.len());
@@ -774,7 +776,8 @@ async fn reporting_backend(stop: CancellationToken, ended: std::sync::mpsc::Send
 /// A client that vanishes mid-session (its namespace's TCP dropped): with heartbeats
 /// (client_ping_interval 500 ms, client_ping_timeout 500 ms) the idle session ends within
 /// their sum; without them, while data flows to the client, TCP_USER_TIMEOUT (1 s) ends it.
-/// Either way the backend gets 1001.
+/// Either way the backend gets 1001 (the data route sets `on_peer_abort: close_1001`: by
+/// default a vanished client is mirrored to the backend as a TCP end without a Close).
 #[test]
 #[ignore = "root + netns: run by .ci/run"]
 // A sync test: "heartbeats flow for a while" is a span of real time with nothing to await.
@@ -807,7 +810,7 @@ routes:
   - name: data
     match: {host: "*", path_prefix: /data}
     backends: [{name: b1, url: "ws://10.200.1.2:9001"}]
-    limits: {tcp_user_timeout: 1s, write_stall_timeout: 30s}
+    limits: {tcp_user_timeout: 1s, write_stall_timeout: 30s, on_peer_abort: close_1001}
 "#;
     let path = dir.write("routes.yaml", yaml);
     let router = rig.spawn_wsedge(&w, &["run", "--config", path.to_str().unwrap()]);
