@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use crate::config::{Config, ConfigErrors};
 use crate::listener::{self, bind_all, load_tls, StartError};
-use crate::plan::Plan;
+use crate::plan::DrainPlan;
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
 
@@ -196,15 +196,12 @@ pub async fn apply(
     crate::health::reconcile(&shared.health, &old, &new);
     forget_removed_series(shared, &old, &new);
 
-    let plan = Plan::compute(shared.registry.all(), &new);
+    let plan = DrainPlan::compute(shared.registry.all(), &new);
     let summary = plan.summary();
     let schedule = crate::drain::schedule(plan.entries, |route| {
-        new.config
-            .routes
-            .iter()
-            .chain(old.config.routes.iter())
-            .find(|r| r.name == route)
-            .map(|r| r.drain.clone())
+        new.route(route)
+            .or_else(|| old.route(route))
+            .map(|e| e.route.drain.clone())
             .unwrap_or_else(default_drain)
     });
     crate::drain::run(shared, schedule);
@@ -219,7 +216,7 @@ pub async fn apply(
 pub fn dry_run(shared: &Shared, config: Config) -> serde_json::Value {
     let old = shared.snapshot.load_full();
     let candidate = Snapshot::build(config, old.generation + 1, Some(&old));
-    Plan::compute(shared.registry.all(), &candidate).summary()
+    DrainPlan::compute(shared.registry.all(), &candidate).summary()
 }
 
 fn default_drain() -> crate::config::Drain {
@@ -233,8 +230,8 @@ fn default_drain() -> crate::config::Drain {
 
 /// Series of routes that no longer exist would linger forever: delete them.
 fn forget_removed_series(shared: &Shared, old: &Snapshot, new: &Snapshot) {
-    for route in &old.config.routes {
-        if new.config.routes.iter().all(|r| r.name != route.name) {
+    for route in &old.routes {
+        if new.route(&route.name).is_none() {
             shared.metrics.forget_route(&route.name);
         }
     }

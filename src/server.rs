@@ -100,12 +100,11 @@ impl Server {
         let snapshot = shared.snapshot.load_full();
         let mut first_rounds = Vec::new();
         let mut bound = Duration::ZERO;
-        let routes = snapshot.config.routes.iter().zip(&snapshot.backends);
-        for ((route, states), transports) in routes.zip(&snapshot.transports) {
-            if let Some(hc) = &route.health_check {
+        for entry in &snapshot.routes {
+            if let Some(hc) = &entry.route.health_check {
                 bound = bound.max(hc.timeout);
             }
-            first_rounds.push(shared.health.start_route(route, states, transports));
+            first_rounds.push(shared.health.start_route(entry));
         }
         let all_first = async {
             for f in first_rounds {
@@ -167,11 +166,8 @@ impl Server {
             .collect();
         let schedule = crate::drain::schedule(entries, |route| {
             snapshot
-                .config
-                .routes
-                .iter()
-                .find(|r| r.name == route)
-                .map(|r| r.drain.clone())
+                .route(route)
+                .map(|e| e.route.drain.clone())
                 .unwrap_or(crate::config::Drain {
                     timeout: crate::config::DEFAULT_DRAIN_TIMEOUT,
                     spread: Duration::ZERO,

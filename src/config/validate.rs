@@ -27,7 +27,7 @@ pub fn validate(path: &Path, text: &str) -> Result<(Config, Vec<Warning>), Confi
         Ok(raw) => raw,
         Err(e) => return Err(ConfigErrors(vec![parse_error::convert(path, text, &e)])),
     };
-    let mut cx = Ctx::new(path);
+    let mut cx = Validator::new(path);
     let listeners = listeners(&mut cx, &raw.listeners);
     let admin = raw.admin.as_ref().and_then(|a| admin(&mut cx, a));
     if let Some(a) = &admin {
@@ -75,21 +75,21 @@ pub fn validate(path: &Path, text: &str) -> Result<(Config, Vec<Warning>), Confi
 const START: Location = Location::UNKNOWN;
 
 /// Collects errors and warnings while the validated types are built.
-pub(crate) struct Ctx<'a> {
+pub(crate) struct Validator<'a> {
     file: &'a Path,
     dir: PathBuf,
     pub errors: Vec<ConfigError>,
     pub warnings: Vec<Warning>,
 }
 
-impl<'a> Ctx<'a> {
+impl<'a> Validator<'a> {
     fn new(file: &'a Path) -> Self {
         let dir = match file.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
         let dir = std::path::absolute(&dir).unwrap_or(dir);
-        Ctx {
+        Validator {
             file,
             dir,
             errors: Vec::new(),
@@ -210,7 +210,7 @@ impl<'a> Ctx<'a> {
     }
 }
 
-fn listeners(cx: &mut Ctx, raw: &raw::List<RawListener>) -> Vec<Listener> {
+fn listeners(cx: &mut Validator, raw: &raw::List<RawListener>) -> Vec<Listener> {
     let Some(list) = raw else {
         cx.error(&START, "listeners", "at least one listener is required");
         return Vec::new();
@@ -290,7 +290,11 @@ fn listeners(cx: &mut Ctx, raw: &raw::List<RawListener>) -> Vec<Listener> {
     out
 }
 
-fn listener_tls(cx: &mut Ctx, t: &Spanned<raw::RawListenerTls>, p: &str) -> Option<ListenerTls> {
+fn listener_tls(
+    cx: &mut Validator,
+    t: &Spanned<raw::RawListenerTls>,
+    p: &str,
+) -> Option<ListenerTls> {
     let at = t.referenced;
     let t = &t.value;
     let short = t.cert.is_some() || t.key.is_some();
@@ -401,7 +405,7 @@ fn listener_tls(cx: &mut Ctx, t: &Spanned<raw::RawListenerTls>, p: &str) -> Opti
     })
 }
 
-fn admin(cx: &mut Ctx, a: &Spanned<raw::RawAdmin>) -> Option<Admin> {
+fn admin(cx: &mut Validator, a: &Spanned<raw::RawAdmin>) -> Option<Admin> {
     let at = a.referenced;
     let bind = cx.required(&a.value.bind, &at, "admin.bind").cloned()?;
     let bind = cx.check(&bind, "admin.bind", fields::bind);

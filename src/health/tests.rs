@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::passive::{ejection_time, record_outcome, Outcome, MAX_EJECTION};
+use super::passive::{ejection_time, record_outcome, PassiveOutcome, MAX_EJECTION};
 use super::transition;
 use crate::backend::{BackendState, Health};
 use crate::config::{HealthCheck, OnAllUnhealthy, Route};
@@ -80,13 +80,55 @@ fn route_with_passive(backends: usize, failures: u32, pct: u32) -> (Route, Vec<A
 fn passive_ejects_after_consecutive_failures_and_success_resets() {
     let (route, states) = route_with_passive(2, 3, 50);
     let m = Metrics::new();
-    assert!(!record_outcome(&route, &states, 0, Outcome::Failure, &m));
-    assert!(!record_outcome(&route, &states, 0, Outcome::Failure, &m));
-    assert!(!record_outcome(&route, &states, 0, Outcome::Success, &m));
-    assert!(!record_outcome(&route, &states, 0, Outcome::Failure, &m));
-    assert!(!record_outcome(&route, &states, 0, Outcome::Neutral, &m));
-    assert!(!record_outcome(&route, &states, 0, Outcome::Failure, &m));
-    assert!(record_outcome(&route, &states, 0, Outcome::Failure, &m));
+    assert!(!record_outcome(
+        &route,
+        &states,
+        0,
+        PassiveOutcome::Failure,
+        &m
+    ));
+    assert!(!record_outcome(
+        &route,
+        &states,
+        0,
+        PassiveOutcome::Failure,
+        &m
+    ));
+    assert!(!record_outcome(
+        &route,
+        &states,
+        0,
+        PassiveOutcome::Success,
+        &m
+    ));
+    assert!(!record_outcome(
+        &route,
+        &states,
+        0,
+        PassiveOutcome::Failure,
+        &m
+    ));
+    assert!(!record_outcome(
+        &route,
+        &states,
+        0,
+        PassiveOutcome::Neutral,
+        &m
+    ));
+    assert!(!record_outcome(
+        &route,
+        &states,
+        0,
+        PassiveOutcome::Failure,
+        &m
+    ));
+    assert!(record_outcome(
+        &route,
+        &states,
+        0,
+        PassiveOutcome::Failure,
+        &m
+    ));
     assert!(states[0].is_ejected());
     assert!(!states[0].is_eligible());
 }
@@ -95,13 +137,43 @@ fn passive_ejects_after_consecutive_failures_and_success_resets() {
 fn max_ejection_percent_caps_ejections() {
     let (route, states) = route_with_passive(2, 1, 50);
     let m = Metrics::new();
-    assert!(record_outcome(&route, &states, 0, Outcome::Failure, &m));
-    assert!(!record_outcome(&route, &states, 1, Outcome::Failure, &m));
+    assert!(record_outcome(
+        &route,
+        &states,
+        0,
+        PassiveOutcome::Failure,
+        &m
+    ));
+    assert!(!record_outcome(
+        &route,
+        &states,
+        1,
+        PassiveOutcome::Failure,
+        &m
+    ));
     assert!(!states[1].is_ejected());
     let (route, states) = route_with_passive(4, 1, 50);
-    assert!(record_outcome(&route, &states, 0, Outcome::Failure, &m));
-    assert!(record_outcome(&route, &states, 1, Outcome::Failure, &m));
-    assert!(!record_outcome(&route, &states, 2, Outcome::Failure, &m));
+    assert!(record_outcome(
+        &route,
+        &states,
+        0,
+        PassiveOutcome::Failure,
+        &m
+    ));
+    assert!(record_outcome(
+        &route,
+        &states,
+        1,
+        PassiveOutcome::Failure,
+        &m
+    ));
+    assert!(!record_outcome(
+        &route,
+        &states,
+        2,
+        PassiveOutcome::Failure,
+        &m
+    ));
 }
 
 #[test]

@@ -2,10 +2,14 @@
 //! Part of [`super::validate`].
 
 use super::raw::{self, Spanned};
-use super::{fields, Ctx};
+use super::{fields, Validator};
 use crate::config::*;
 
-pub(super) fn health_check(cx: &mut Ctx, h: &Spanned<raw::RawHealthCheck>, p: &str) -> HealthCheck {
+pub(super) fn health_check(
+    cx: &mut Validator,
+    h: &Spanned<raw::RawHealthCheck>,
+    p: &str,
+) -> HealthCheck {
     let at = h.referenced;
     let h = &h.value;
     let interval = cx.positive_duration(
@@ -126,7 +130,7 @@ pub(super) fn health_check(cx: &mut Ctx, h: &Spanned<raw::RawHealthCheck>, p: &s
     }
 }
 
-pub(super) fn drain(cx: &mut Ctx, raw: &Option<Spanned<raw::RawDrain>>, p: &str) -> Drain {
+pub(super) fn drain(cx: &mut Validator, raw: &Option<Spanned<raw::RawDrain>>, p: &str) -> Drain {
     let mut d = Drain {
         timeout: DEFAULT_DRAIN_TIMEOUT,
         spread: DEFAULT_DRAIN_SPREAD,
@@ -179,7 +183,7 @@ pub(super) fn drain(cx: &mut Ctx, raw: &Option<Spanned<raw::RawDrain>>, p: &str)
     d
 }
 
-pub(super) fn limits(cx: &mut Ctx, raw: &Option<Spanned<raw::RawLimits>>, p: &str) -> Limits {
+pub(super) fn limits(cx: &mut Validator, raw: &Option<Spanned<raw::RawLimits>>, p: &str) -> Limits {
     let mut l = Limits {
         handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
         connect_timeout: DEFAULT_CONNECT_TIMEOUT,

@@ -5,12 +5,12 @@ use std::collections::HashMap;
 
 use super::lifecycle::{drain, health_check, limits};
 use super::raw::{self, Location, Pairs, RawRoute, Spanned};
-use super::{fields, Ctx, START};
+use super::{fields, Validator, START};
 use crate::config::*;
 use crate::origin::OriginPattern;
 
 pub(super) fn routes(
-    cx: &mut Ctx,
+    cx: &mut Validator,
     raw: &raw::List<RawRoute>,
     listeners: &[Listener],
 ) -> Vec<Route> {
@@ -53,7 +53,7 @@ pub(super) fn routes(
 }
 
 fn route(
-    cx: &mut Ctx,
+    cx: &mut Validator,
     r: &Spanned<RawRoute>,
     p: &str,
     listeners: &[Listener],
@@ -188,7 +188,7 @@ fn route(
 }
 
 fn route_listener(
-    cx: &mut Ctx,
+    cx: &mut Validator,
     r: &RawRoute,
     at: &Location,
     p: &str,
@@ -226,7 +226,7 @@ fn route_listener(
     }
 }
 
-fn header_edits(cx: &mut Ctx, h: &raw::RawHeaderEdits, p: &str) -> HeaderEdits {
+fn header_edits(cx: &mut Validator, h: &raw::RawHeaderEdits, p: &str) -> HeaderEdits {
     let add = pairs(cx, &h.add, &format!("{p}.add"));
     for (k, _) in h.add.iter().flat_map(|x| x.0.iter()) {
         cx.check(k, &format!("{p}.add.{}", k.value), fields::managed_header);
@@ -243,7 +243,7 @@ fn header_edits(cx: &mut Ctx, h: &raw::RawHeaderEdits, p: &str) -> HeaderEdits {
 }
 
 pub(super) fn pairs(
-    cx: &mut Ctx,
+    cx: &mut Validator,
     raw: &Option<Pairs>,
     p: &str,
 ) -> Vec<(http::HeaderName, http::HeaderValue)> {
@@ -259,7 +259,7 @@ pub(super) fn pairs(
     out
 }
 
-fn affinity(cx: &mut Ctx, raw: &Option<Spanned<raw::RawAffinity>>, p: &str) -> Affinity {
+fn affinity(cx: &mut Validator, raw: &Option<Spanned<raw::RawAffinity>>, p: &str) -> Affinity {
     let mut a = Affinity {
         key: AffinityKey::ClientIp,
         fallback: AffinityKey::Random,
@@ -296,7 +296,7 @@ fn affinity(cx: &mut Ctx, raw: &Option<Spanned<raw::RawAffinity>>, p: &str) -> A
     a
 }
 
-fn balance(cx: &mut Ctx, raw: &Option<Spanned<raw::RawBalance>>, p: &str) -> Balance {
+fn balance(cx: &mut Validator, raw: &Option<Spanned<raw::RawBalance>>, p: &str) -> Balance {
     let mut b = Balance {
         load_factor: None,
         virtual_nodes: DEFAULT_VIRTUAL_NODES,
@@ -335,7 +335,7 @@ fn balance(cx: &mut Ctx, raw: &Option<Spanned<raw::RawBalance>>, p: &str) -> Bal
 }
 
 fn backends(
-    cx: &mut Ctx,
+    cx: &mut Validator,
     raw: &raw::List<raw::RawBackend>,
     route_at: &Location,
     p: &str,
