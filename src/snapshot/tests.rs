@@ -50,7 +50,7 @@ fn ring_fingerprint_changes_exactly_with_affinity_balance_and_backend_names_and_
         ("path_prefix: /", "path_prefix: /chat"),
         (
             "    backends:\n",
-            "    limits: {idle_timeout: 5s}\n    drain: {timeout: 3s}\n    backends:\n",
+            "    limits: {idle_timeout: 5s}\n    drain: {timeout: 30s, spread: 3s}\n    backends:\n",
         ),
     ];
     for (from, to) in keeps_ring {
