@@ -25,6 +25,9 @@ pub const DEFAULT_MAX_REQUEST_HEAD_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_HEADERS: usize = 100;
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Happy Eyeballs (RFC 8305 §5): the next address of a backend is tried this long after the
+/// previous attempt started, while that one may still answer.
+pub const DEFAULT_CONNECT_ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Payload bytes of one message. wsedge never buffers a message, so this protects backends,
 /// not wsedge's memory.
@@ -289,10 +292,16 @@ pub struct Drain {
 pub struct Limits {
     pub handshake_timeout: Duration,
     pub connect_timeout: Duration,
+    /// Between the starts of two connection attempts to one backend's addresses.
+    pub connect_attempt_delay: Duration,
     pub idle_timeout: Duration,
     pub max_message_bytes: u64,
     pub max_connections: usize,
     pub write_stall_timeout: Duration,
+    /// Linux TCP_USER_TIMEOUT on both sockets of a session: data unacknowledged this long
+    /// ends the connection, even while the send buffer still has room (a vanished peer).
+    /// Defaults to `write_stall_timeout`.
+    pub tcp_user_timeout: Duration,
     pub close_timeout: Duration,
     pub client_ping_interval: Option<Duration>,
     pub client_ping_timeout: Duration,

@@ -405,7 +405,7 @@ async fn dial_and_upgrade(
             Err(e) => return Err(rejected(&UpstreamError::Transport(e.clone()))),
         };
         let dial_started = Instant::now();
-        let e = match upstream::dial(&backend.url, transport, timeout).await {
+        let e = match upstream::dial(&backend.url, transport, &route.limits, timeout).await {
             Ok(stream) => {
                 let m = &ctx.shared.metrics;
                 if m.enabled {

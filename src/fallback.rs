@@ -31,10 +31,11 @@ pub async fn proxy(
         path: String::new(),
         original: target.to_string(),
     };
-    let stream = match crate::upstream::connect(&url, route.limits.connect_timeout).await {
-        Ok(s) => s,
-        Err(e) => return failure(StatusCode::BAD_GATEWAY, route, &e.to_string()),
-    };
+    let stream =
+        match crate::upstream::connect(&url, &route.limits, route.limits.connect_timeout).await {
+            Ok(s) => s,
+            Err(e) => return failure(StatusCode::BAD_GATEWAY, route, &e.to_string()),
+        };
     let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
     {
         Ok(pair) => pair,

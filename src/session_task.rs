@@ -70,6 +70,7 @@ async fn run(session: Session) {
             return;
         }
     };
+    crate::sockopt::set_user_timeout(client.0.tcp(), route.limits.tcp_user_timeout);
     let info = slot.info();
     let listener = info
         .as_ref()

@@ -22,6 +22,19 @@ pub fn tune_socket(stream: &TcpStream) {
     let _ = set_tuning(&socket2::SockRef::from(stream));
 }
 
+/// Linux TCP_USER_TIMEOUT: data left unacknowledged this long ends the connection (a vanished
+/// peer), even while the send buffer still has room for the writer. Set per session on both
+/// sockets once the route (and so `limits.tcp_user_timeout`) is known, not on the listening
+/// socket. Elsewhere a no-op.
+pub fn set_user_timeout(stream: &TcpStream, timeout: Duration) {
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(timeout)) {
+        tracing::debug!(error = %e, "TCP_USER_TIMEOUT not set");
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "fuchsia")))]
+    let _ = (stream, timeout);
+}
+
 pub fn set_tuning(sock: &socket2::SockRef<'_>) -> std::io::Result<()> {
     sock.set_tcp_nodelay(true)?;
     let keepalive = socket2::TcpKeepalive::new()

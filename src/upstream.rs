@@ -1,7 +1,9 @@
 //! The backend side of a session: dial the backend, send the upgrade, verify its 101.
 //!
-//! [`dial`] is the one way to reach a backend (TLS included). Dialing tries every address the backend's host resolves to, in turn, within the route's
-//! `connect_timeout`; the upgrade exchange runs on hyper's client connection and its answer is
+//! [`dial`] is the one way to reach a backend (TLS included). Dialing tries the addresses the
+//! backend's host resolves to in the Happy Eyeballs manner (`upstream/eyeballs.rs`), within the
+//! route's `connect_timeout`: a backend is reachable when any of its addresses is, so an address
+//! that fails while another answers is no failure of the backend. The upgrade exchange runs on hyper's client connection and its answer is
 //! checked as RFC 6455 §4.1 asks a client to (status, Upgrade/Connection, Accept, subprotocol
 //! and extensions within what was offered).
 
@@ -16,10 +18,12 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::config::BackendUrl;
+use crate::config::{BackendUrl, Limits};
 use crate::handshake::{accept_key, extension_names, header_has_token};
 use crate::tls::client::BackendTransport;
 use crate::tls::stream::{BackendStream, MaybeTls};
+
+pub mod eyeballs;
 
 /// The most of a backend's rejection body wsedge relays to the client.
 pub const MAX_RELAYED_BODY: usize = 64 * 1024;
@@ -61,25 +65,42 @@ pub enum UpstreamError {
     Rejected(Box<Response<Bytes>>),
 }
 
-/// Resolves `url`'s host and connects to each address in turn until one answers, all within
-/// `timeout`. Sockets get TCP_NODELAY and keep-alive.
-pub async fn connect(url: &BackendUrl, timeout: Duration) -> Result<TcpStream, UpstreamError> {
-    match tokio::time::timeout(timeout, connect_any(url)).await {
-        Ok(result) => result,
-        Err(_) => Err(UpstreamError::ConnectTimeout(timeout)),
-    }
+/// Resolves `url`'s host and connects to the first of its addresses to answer (Happy Eyeballs,
+/// one attempt every `limits.connect_attempt_delay`), all within `timeout`. Sockets get
+/// TCP_NODELAY, keep-alive and `limits.tcp_user_timeout`.
+pub async fn connect(
+    url: &BackendUrl,
+    limits: &Limits,
+    timeout: Duration,
+) -> Result<TcpStream, UpstreamError> {
+    let started = tokio::time::Instant::now();
+    // Resolution counts against the budget too (a hung resolver must not hang the upgrade).
+    let addrs = match tokio::time::timeout(timeout, resolve(url)).await {
+        Ok(addrs) => addrs?,
+        Err(_) => return Err(UpstreamError::ConnectTimeout(timeout)),
+    };
+    let memory = eyeballs::AddrMemory::global();
+    let plan = memory.plan(&url.host, url.port, &addrs);
+    let left = timeout.saturating_sub(started.elapsed());
+    let (stream, _addr) =
+        eyeballs::connect(&plan, limits.connect_attempt_delay, left, memory).await?;
+    crate::sockopt::tune_socket(&stream);
+    crate::sockopt::set_user_timeout(&stream, limits.tcp_user_timeout);
+    Ok(stream)
 }
 
-/// Dials a backend the way traffic does: TCP to each resolved address in turn, then the TLS
-/// handshake for `wss://` (SNI = the URL's host), all within `timeout` (the route's
-/// `connect_timeout`). Health probes use this too, so they see what sessions see.
+/// Dials a backend the way traffic does: TCP as [`connect`] does, then the TLS handshake for
+/// `wss://` (SNI = the URL's host), all within `timeout` (the route's `connect_timeout`, or
+/// what is left of the handshake's budget). Health probes use this too, so they see what
+/// sessions see.
 pub async fn dial(
     url: &BackendUrl,
     transport: &BackendTransport,
+    limits: &Limits,
     timeout: Duration,
 ) -> Result<BackendStream, UpstreamError> {
     let dial = async {
-        let tcp = connect_any(url).await?;
+        let tcp = connect(url, limits, timeout).await?;
         match transport {
             BackendTransport::Plain => Ok(MaybeTls::Plain(tcp)),
             BackendTransport::Tls(connector) => connector
@@ -98,32 +119,20 @@ pub async fn dial(
     }
 }
 
-async fn connect_any(url: &BackendUrl) -> Result<TcpStream, UpstreamError> {
+async fn resolve(url: &BackendUrl) -> Result<Vec<std::net::SocketAddr>, UpstreamError> {
     let addrs = crate::resolve::resolve(&url.host, url.port)
         .await
         .map_err(|source| UpstreamError::Resolve {
             host: url.host.clone(),
             source,
         })?;
-    let mut last = None;
-    for addr in addrs {
-        match TcpStream::connect(addr).await {
-            Ok(stream) => {
-                crate::sockopt::tune_socket(&stream);
-                return Ok(stream);
-            }
-            Err(source) => {
-                last = Some(UpstreamError::Connect {
-                    addr: addr.to_string(),
-                    source,
-                })
-            }
-        }
+    if addrs.is_empty() {
+        return Err(UpstreamError::Resolve {
+            host: url.host.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
+        });
     }
-    Err(last.unwrap_or_else(|| UpstreamError::Resolve {
-        host: url.host.clone(),
-        source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
-    }))
+    Ok(addrs)
 }
 
 /// A backend that switched protocols.

@@ -187,10 +187,12 @@ pub struct RawDrain {
 pub struct RawLimits {
     pub handshake_timeout: Str,
     pub connect_timeout: Str,
+    pub connect_attempt_delay: Str,
     pub idle_timeout: Str,
     pub max_message_bytes: Str,
     pub max_connections: Option<Spanned<u64>>,
     pub write_stall_timeout: Str,
+    pub tcp_user_timeout: Str,
     pub close_timeout: Str,
     pub client_ping_interval: Str,
     pub client_ping_timeout: Str,

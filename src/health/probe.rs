@@ -90,9 +90,14 @@ impl ProbeConn {
         hc: &HealthCheck,
     ) -> Result<ProbeConn, ProbeError> {
         let transport = transport.as_ref().map_err(|e| ProbeError::Tls(e.clone()))?;
-        let stream = upstream::dial(&backend.url, transport, route.limits.connect_timeout)
-            .await
-            .map_err(|e| ProbeError::Connect(Box::new(e)))?;
+        let stream = upstream::dial(
+            &backend.url,
+            transport,
+            &route.limits,
+            route.limits.connect_timeout,
+        )
+        .await
+        .map_err(|e| ProbeError::Connect(Box::new(e)))?;
         let key_bytes: [u8; 16] = rand::random();
         let key = base64::engine::general_purpose::STANDARD.encode(key_bytes);
         let key = HeaderValue::from_str(&key).expect("base64 is a valid header value");

@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use wsedge::config::Config;
 use wsedge::server::Server;
 
+pub mod netns;
 pub mod tls;
 
 pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;

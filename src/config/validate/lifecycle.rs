@@ -187,15 +187,19 @@ pub(super) fn limits(cx: &mut Validator, raw: &Option<Spanned<raw::RawLimits>>, 
     let mut l = Limits {
         handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
         connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        connect_attempt_delay: DEFAULT_CONNECT_ATTEMPT_DELAY,
         idle_timeout: DEFAULT_IDLE_TIMEOUT,
         max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         max_connections: DEFAULT_MAX_CONNECTIONS,
         write_stall_timeout: DEFAULT_WRITE_STALL_TIMEOUT,
+        tcp_user_timeout: DEFAULT_WRITE_STALL_TIMEOUT,
         close_timeout: DEFAULT_CLOSE_TIMEOUT,
         client_ping_interval: None,
         client_ping_timeout: DEFAULT_CLIENT_PING_TIMEOUT,
     };
     let Some(raw) = raw else { return l };
+    // Not written: follows write_stall_timeout (a peer that acknowledges nothing is a stalled
+    // consumer the kernel can see even while the send buffer has room).
     let r = &raw.value;
     let lp = format!("{p}.limits");
     l.handshake_timeout = cx.positive_duration(
@@ -217,6 +221,16 @@ pub(super) fn limits(cx: &mut Validator, raw: &Option<Spanned<raw::RawLimits>>, 
         &r.write_stall_timeout,
         &format!("{lp}.write_stall_timeout"),
         l.write_stall_timeout,
+    );
+    l.tcp_user_timeout = cx.positive_duration(
+        &r.tcp_user_timeout,
+        &format!("{lp}.tcp_user_timeout"),
+        l.write_stall_timeout,
+    );
+    l.connect_attempt_delay = cx.positive_duration(
+        &r.connect_attempt_delay,
+        &format!("{lp}.connect_attempt_delay"),
+        l.connect_attempt_delay,
     );
     l.close_timeout = cx.positive_duration(
         &r.close_timeout,

@@ -60,6 +60,11 @@ fn minimal_file_gets_every_default() {
     assert_eq!(r.path_prefix, "/");
     assert_eq!(r.limits.max_message_bytes, DEFAULT_MAX_MESSAGE_BYTES);
     assert_eq!(r.limits.idle_timeout, DEFAULT_IDLE_TIMEOUT);
+    assert_eq!(
+        r.limits.connect_attempt_delay,
+        DEFAULT_CONNECT_ATTEMPT_DELAY
+    );
+    assert_eq!(r.limits.tcp_user_timeout, DEFAULT_WRITE_STALL_TIMEOUT);
     assert_eq!(r.balance.virtual_nodes, DEFAULT_VIRTUAL_NODES);
     assert_eq!(r.drain.spread, DEFAULT_DRAIN_SPREAD);
     assert_eq!(
@@ -259,6 +264,30 @@ fn duration_unparsable() {
         "unknown duration unit",
     );
     assert_eq!((e.line, e.column), (9, 28));
+}
+
+#[test]
+fn tcp_user_timeout_follows_write_stall_timeout_unless_written() {
+    let c = ok(&with_route("    limits: {write_stall_timeout: 3s}\n"));
+    assert_eq!(c.routes[0].limits.tcp_user_timeout, Duration::from_secs(3));
+    let c = ok(&with_route(
+        "    limits: {write_stall_timeout: 3s, tcp_user_timeout: 7s, connect_attempt_delay: 100ms}\n",
+    ));
+    assert_eq!(c.routes[0].limits.tcp_user_timeout, Duration::from_secs(7));
+    assert_eq!(
+        c.routes[0].limits.connect_attempt_delay,
+        Duration::from_millis(100)
+    );
+    err(
+        &with_route("    limits: {tcp_user_timeout: 0s}\n"),
+        "routes[0].limits.tcp_user_timeout",
+        "more than 0",
+    );
+    err(
+        &with_route("    limits: {connect_attempt_delay: 0s}\n"),
+        "routes[0].limits.connect_attempt_delay",
+        "more than 0",
+    );
 }
 
 #[test]

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Cost of one ws:// upgrade through wsedge (TCP connect + upgrade + 1 echo + close handshake):
+#  - user-space instructions per upgrade, counted by callgrind (deterministic: the same binary and
+#    inputs give the same count whatever else the machine does), over COUNT upgrades after WARM;
+#  - CPU per upgrade (utime + stime, and stime alone) over CPU_COUNT upgrades without valgrind.
+# Usage: upgrade_cost.sh WSEDGE_BINARY LOADGEN_BINARY [label]
+# All traffic on loopback; every process started here is stopped on exit.
+set -euo pipefail
+WSEDGE=$1
+LOADGEN=$2
+LABEL=${3:-wsedge}
+COUNT=${COUNT:-200}
+WARM=${WARM:-50}
+CPU_COUNT=${CPU_COUNT:-3000}
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+ulimit -n "$(ulimit -Hn)"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+    for _ in $(seq 400); do
+        (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "port $1 never opened" >&2
+    return 1
+}
+
+BPORT=$(free_port)
+"$WSEDGE" echo --listen "127.0.0.1:$BPORT" --id b1 >"$WORK/echo.log" 2>&1 &
+PIDS+=($!)
+wait_port "$BPORT"
+
+routes() {
+    cat >"$WORK/routes-$1.yaml" <<EOF
+listeners:
+  - {name: edge, bind: "127.0.0.1:$1"}
+routes:
+  - name: bench
+    match: {host: "*", path_prefix: /}
+    affinity: {key: "query:room"}
+    backends:
+      - {name: b1, url: "ws://127.0.0.1:$BPORT"}
+EOF
+}
+
+# 1. Instructions (callgrind), one tokio worker like the benchmark's pinned proxy.
+PORT=$(free_port)
+routes "$PORT"
+RUST_LOG=warn TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p" \
+    "$WSEDGE" run --config "$WORK/routes-$PORT.yaml" >"$WORK/cg-run.log" 2>&1 &
+VPID=$!
+PIDS+=($VPID)
+wait_port "$PORT"
+URL="ws://127.0.0.1:$PORT/bench?room=r{i}"
+"$LOADGEN" --url "$URL" --source-ips 1 --deadline 300 upgrades --count "$WARM" --concurrency 1 >/dev/null
+callgrind_control -z "$VPID" >/dev/null
+"$LOADGEN" --url "$URL" --source-ips 1 --deadline 300 upgrades --count "$COUNT" --concurrency 1 >"$WORK/cg-load.json"
+callgrind_control -d "$VPID" >/dev/null
+sleep 1
+dump=$(ls -t "$WORK"/cg.* | head -1)
+total=$(grep -E '^(summary|totals):' "$dump" | head -1 | awk '{print $2}')
+ok=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ok"])' "$WORK/cg-load.json")
+kill "$VPID" 2>/dev/null || true
+
+# 2. CPU per upgrade, no valgrind.
+PORT=$(free_port)
+routes "$PORT"
+RUST_LOG=warn TOKIO_WORKER_THREADS=1 "$WSEDGE" run --config "$WORK/routes-$PORT.yaml" >"$WORK/run.log" 2>&1 &
+RPID=$!
+PIDS+=($RPID)
+wait_port "$PORT"
+URL="ws://127.0.0.1:$PORT/bench?room=r{i}"
+"$LOADGEN" --url "$URL" --deadline 60 upgrades --count 200 --concurrency 8 >/dev/null
+"$LOADGEN" --url "$URL" --pids "$RPID" --deadline 300 upgrades --count "$CPU_COUNT" --concurrency 8 >"$WORK/cpu.json"
+python3 - "$LABEL" "$total" "$ok" "$WORK/cpu.json" <<'PY'
+import json, sys
+label, total, ok, cpu = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.load(open(sys.argv[4]))
+print(json.dumps({
+    "label": label,
+    "instructions_per_upgrade": round(total / ok),
+    "callgrind_upgrades": ok,
+    "cpu_us_per_upgrade": round(cpu["cpu_us_per_upgrade"], 1),
+    "user_us_per_upgrade": round(cpu["cpu_us_per_upgrade"] - cpu["sys_us_per_upgrade"], 1),
+    "sys_us_per_upgrade": round(cpu["sys_us_per_upgrade"], 1),
+    "upgrades_per_s": round(cpu["upgrades_per_s"]),
+    "failed": cpu["failed"],
+}))
+PY
