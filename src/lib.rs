@@ -30,6 +30,32 @@
 //! - [`admin`], [`metrics`]: operations.
 //! - [`echo`]: the built-in echo backend; [`check`]: `wsedge check`.
 //! - [`loadtest`]: `wsedge loadtest`, failover scenarios and reports; [`demo`] runs one.
+//!
+//! # Layout
+//! Floors, top (entry points) to bottom (frame, config). A file imports from its own floor or
+//! below; `tests/layering.rs` checks that, that no two files import each other (directly or
+//! round a loop; a folder's own file over its children aside), and that no file passes 600
+//! lines. A new module goes on a floor here (the test names it until it does).
+//! 1. `main`
+//! 2. `demo`, `check`
+//! 3. `loadtest`
+//! 4. `server`
+//! 5. `admin`, `reload`, `status`
+//! 6. `listener`, `proxy_protocol`
+//! 7. `conn`, `fallback`, `head_error`
+//! 8. `session_task`, `classify`
+//! 9. `drain`, `shared`
+//! 10. `health`
+//! 11. `plan`, `snapshot`
+//! 12. `target`, `forward`, `upstream`, `handshake`, `reject`
+//! 13. `route`, `balance`, `backend`, `registry`
+//! 14. `tls`, `metrics`, `sockopt`, `resolve`
+//! 15. `splice`, `session`, `frame`, `body`, `echo`, `rlimit`
+//! 16. `config`, `origin`, `path`
+//!
+//! Imports that point up the floors, each with its reason (at most three):
+//! - up: `health` → `drain`: an unhealthy backend's sessions are drained on the drain schedule;
+//!   goes away when the unhealthy drain runs through the drain path instead of its own copy.
 #![forbid(unsafe_code)]
 
 pub mod admin;

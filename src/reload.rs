@@ -149,26 +149,32 @@ pub async fn apply(
         (to_bind, to_stop)
     };
     // TLS sides of listeners that are new, moved, or whose `tls` changed: certificates are
-    // loaded before anything changes, so a bad one refuses the reload.
-    let mut fresh_tls = std::collections::HashMap::new();
+    // loaded before anything changes, so a bad one refuses the reload. The others keep theirs.
+    // All of them are published in the new snapshot, with the config that describes them.
+    let mut listener_tls = std::collections::HashMap::new();
     let mut tls_changes = Vec::new();
     for l in &config.listeners {
         let rebound = to_bind.iter().any(|b| b.name == l.name);
         let changed = old.config.listener(&l.name).is_none_or(|o| o.tls != l.tls);
-        if rebound || changed {
-            let tls = load_tls(l).map_err(ReloadError::Tls)?;
-            if rebound {
-                fresh_tls.insert(l.name.clone(), tls);
-            } else {
-                tls_changes.push((l.name.clone(), tls));
+        let tls = if rebound || changed {
+            if !rebound {
+                tls_changes.push(l.name.clone());
             }
+            load_tls(l).map_err(ReloadError::Tls)?
+        } else {
+            old.listener_tls.get(&l.name).cloned()
+        };
+        if let Some(tls) = tls {
+            listener_tls.insert(l.name.clone(), tls);
         }
     }
     // A listener that moves frees its old address only after the swap; binding the new one
     // first is what keeps a failed reload side-effect free.
     let fresh = bind_all(&to_bind).map_err(ReloadError::Bind)?;
 
-    let new = Arc::new(Snapshot::build(config, old.generation + 1, Some(&old)));
+    let new =
+        Snapshot::build(config, old.generation + 1, Some(&old)).with_listener_tls(listener_tls);
+    let new = Arc::new(new);
     if let Some(e) = new.transport_error() {
         return Err(ReloadError::Tls(StartError::BackendTls(e)));
     }
@@ -186,11 +192,11 @@ pub async fn apply(
         }
     }
     for (cfg, tcp) in fresh {
-        let tls = fresh_tls.remove(&cfg.name).flatten();
+        let tls = new.listener_tls.get(&cfg.name).cloned();
         listener::serve(shared, &cfg, tcp, tls);
     }
-    for (name, tls) in tls_changes {
-        listener::set_tls(shared, &name, tls);
+    for name in tls_changes {
+        listener::rewatch_tls(shared, &name, new.listener_tls.get(&name).map(|t| &**t));
     }
     // Probes of removed routes stop before their series are forgotten.
     crate::health::reconcile(&shared.health, &old, &new);

@@ -55,7 +55,13 @@ impl Server {
             None => None,
         };
         let config_path = config.source.clone();
-        let snapshot = Snapshot::build(config, 1, None);
+        let listener_tls = config
+            .listeners
+            .iter()
+            .zip(&tls)
+            .filter_map(|(l, t)| Some((l.name.clone(), t.clone()?)))
+            .collect();
+        let snapshot = Snapshot::build(config, 1, None).with_listener_tls(listener_tls);
         if let Some(e) = snapshot.transport_error() {
             return Err(StartError::BackendTls(e));
         }

@@ -12,7 +12,7 @@ use crate::balance::Balancer;
 use crate::config::{Backend, Config, Route};
 use crate::route::RouteTable;
 use crate::tls::client::{BackendTransport, LoadedTransport};
-use crate::tls::TlsError;
+use crate::tls::{TlsError, TlsListener};
 
 pub use crate::backend::BackendIndex;
 
@@ -31,6 +31,11 @@ pub struct Snapshot {
     /// Every backend state by (route, backend name), with the backend's identity: the next
     /// generation carries over what did not change.
     pub backend_index: BackendIndex,
+    /// Each TLS listener's TLS side (certificates loaded), by listener name; a plain listener
+    /// has none. Published in the same swap as the config that describes the listener, so a
+    /// connection never pairs one generation's listener settings with another's TLS side.
+    /// (Certificates renewed on disk are swapped inside the side's resolver: same settings.)
+    pub listener_tls: HashMap<String, Arc<TlsListener>>,
 }
 
 /// One route of a generation, with everything a connection to it needs.
@@ -128,7 +133,15 @@ impl Snapshot {
             routes,
             by_name,
             backend_index,
+            listener_tls: HashMap::new(),
         }
+    }
+
+    /// Sets the listeners' TLS sides (loaded by [`crate::listener::load_tls`] before the
+    /// generation is published).
+    pub fn with_listener_tls(mut self, tls: HashMap<String, Arc<TlsListener>>) -> Self {
+        self.listener_tls = tls;
+        self
     }
 
     /// The route named `name`, if this generation has it.

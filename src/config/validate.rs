@@ -415,3 +415,23 @@ fn admin(cx: &mut Validator, a: &Spanned<raw::RawAdmin>) -> Option<Admin> {
         token_file,
     })
 }
+
+/// A header list from routes.yaml (`request_headers.add`, `health_check.headers`), each name
+/// and value checked. Here, above both users, so `route` and `lifecycle` need not import
+/// each other.
+fn pairs(
+    cx: &mut Validator,
+    raw: &Option<raw::Pairs>,
+    p: &str,
+) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    let mut out = Vec::new();
+    for (k, v) in raw.iter().flat_map(|x| x.0.iter()) {
+        let path = format!("{p}.{}", k.value);
+        let name = cx.check(k, &path, fields::header_name);
+        let value = cx.check(v, &path, fields::header_value);
+        if let (Some(n), Some(v)) = (name, value) {
+            out.push((n, v));
+        }
+    }
+    out
+}

@@ -119,7 +119,7 @@ pub(super) fn health_check(
         timeout,
         healthy_threshold,
         unhealthy_threshold,
-        headers: super::route::pairs(cx, &h.headers, &format!("{p}.headers")),
+        headers: super::pairs(cx, &h.headers, &format!("{p}.headers")),
         subprotocol: h
             .subprotocol
             .as_ref()

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use super::lifecycle::{drain, health_check, limits};
-use super::raw::{self, Location, Pairs, RawRoute, Spanned};
-use super::{fields, Validator, START};
+use super::raw::{self, Location, RawRoute, Spanned};
+use super::{fields, pairs, Validator, START};
 use crate::config::*;
 use crate::origin::OriginPattern;
 
@@ -240,23 +240,6 @@ fn header_edits(cx: &mut Validator, h: &raw::RawHeaderEdits, p: &str) -> HeaderE
         }
     }
     HeaderEdits { add, remove }
-}
-
-pub(super) fn pairs(
-    cx: &mut Validator,
-    raw: &Option<Pairs>,
-    p: &str,
-) -> Vec<(http::HeaderName, http::HeaderValue)> {
-    let mut out = Vec::new();
-    for (k, v) in raw.iter().flat_map(|x| x.0.iter()) {
-        let path = format!("{p}.{}", k.value);
-        let name = cx.check(k, &path, fields::header_name);
-        let value = cx.check(v, &path, fields::header_value);
-        if let (Some(n), Some(v)) = (name, value) {
-            out.push((n, v));
-        }
-    }
-    out
 }
 
 fn affinity(cx: &mut Validator, raw: &Option<Spanned<raw::RawAffinity>>, p: &str) -> Affinity {
