@@ -1,5 +1,8 @@
 # syntax=docker/dockerfile:1
 # wsedge container image: release build in rust:1-bookworm, run in debian:bookworm-slim.
+# The slim binary (`--no-default-features`): the router, `check`, `plan` and `healthcheck`,
+# without the load/demo/echo/certs tools and their crates (rcgen, indicatif, hdrhistogram,
+# tungstenite).
 #   docker build -t wsedge .
 #   docker run -p 8080:8080 -p 9901:9901 -v "$PWD/routes.yaml:/etc/wsedge/routes.yaml:ro" wsedge
 # The mounted routes.yaml must bind the listener and admin to 0.0.0.0 (ports 8080 and 9901) to be
@@ -7,18 +10,21 @@
 
 FROM rust:1-bookworm AS build
 WORKDIR /src
-# Manifest (and the bench targets it names) first: the dependency download is its own layer,
-# redone only when Cargo.toml, Cargo.lock or benches/ change.
+# Manifest (and the bench, test and example targets it names) first: the dependency download is
+# its own layer, redone only when Cargo.toml, Cargo.lock, benches/, tests/ or examples/ change.
 COPY Cargo.toml Cargo.lock ./
 COPY benches ./benches
+COPY tests ./tests
+COPY examples ./examples
 RUN mkdir -p src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && cargo fetch --locked \
     && rm -rf src
 COPY src ./src
 # The target cache survives between builds (BuildKit): only changed crates recompile.
 RUN --mount=type=cache,target=/src/target \
-    cargo build --release --locked --offline --bin wsedge \
-    && install -m 0755 -s target/release/wsedge /usr/local/bin/wsedge
+    cargo build --release --locked --offline --no-default-features --bin wsedge \
+    && install -m 0755 -s target/release/wsedge /usr/local/bin/wsedge \
+    && wsedge --version
 
 FROM debian:bookworm-slim
 RUN apt-get update \

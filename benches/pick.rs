@@ -2,43 +2,21 @@
 //! bounded-load path, and ring build time for 32 backends at the default virtual nodes.
 
 use std::hint::black_box;
-use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use wsedge::backend::{BackendState, Health};
+use wsedge::backend::Health;
 use wsedge::balance::key::hash_key;
 use wsedge::balance::ring::BackendRing;
 use wsedge::balance::{Balancer, PickKind};
-use wsedge::config::{Config, Route, DEFAULT_VIRTUAL_NODES};
-
-fn route(n: usize, balance: &str) -> Route {
-    let mut y = String::from(
-        "listeners:\n  - name: edge\n    bind: 127.0.0.1:0\nroutes:\n  - name: r\n    match: {host: \"*\", path_prefix: /}\n    backends:\n",
-    );
-    for i in 0..n {
-        y.push_str(&format!(
-            "      - {{name: backend-{i:02}, url: \"ws://127.0.0.1:{}\"}}\n",
-            9000 + i
-        ));
-    }
-    y.push_str(balance);
-    let (config, _) = Config::from_yaml(std::path::Path::new("bench.yaml"), &y).expect("valid");
-    (*config.routes[0]).clone()
-}
+use wsedge::config::DEFAULT_VIRTUAL_NODES;
+use wsedge::test_util;
 
 fn bench(c: &mut Criterion) {
     let keys: Vec<u64> = (0..1024u32).map(|i| hash_key(&i.to_le_bytes())).collect();
-    for (label, balance) in [
-        ("strict", ""),
-        ("bounded", "    balance: {load_factor: 1.25}\n"),
-    ] {
-        let r = route(16, balance);
+    for (label, balance) in [("strict", ""), ("bounded", "balance: {load_factor: 1.25}")] {
+        let r = test_util::route(16, balance);
         let b = Balancer::new(&r);
-        let states: Vec<Arc<BackendState>> = r
-            .backends
-            .iter()
-            .map(|x| Arc::new(BackendState::new("r", &x.name)))
-            .collect();
+        let states = test_util::backend_states(&r);
         states[3].set_health(Health::Unhealthy);
         states[11].set_health(Health::Unhealthy);
         // Keys whose preferred backend is healthy / unhealthy, to time each path on its own.

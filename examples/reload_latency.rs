@@ -13,7 +13,9 @@
 //! 20,000 (this sandbox refuses to raise it, even for root) the most is about 4,500 sessions;
 //! the router alone needs 2 per session.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpSocket;

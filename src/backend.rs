@@ -8,8 +8,10 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::config::{Backend, Config};
 
@@ -41,13 +43,6 @@ impl Health {
     }
 }
 
-/// Milliseconds since the process's first use of this clock (monotonic), so deadlines fit in
-/// an atomic.
-pub fn now_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
-
 #[derive(Debug)]
 pub struct BackendState {
     pub route: Arc<str>,
@@ -55,7 +50,11 @@ pub struct BackendState {
     health: AtomicU8,
     /// Set by the admin API (`POST /backends/{route}/{name}/drain`); survives reloads.
     manual_drain: AtomicBool,
-    /// Passive ejection: not picked until this `now_ms()`; 0 = not ejected.
+    /// The zero of `ejected_until_ms`: tokio's clock when this state was made. Deadlines as
+    /// milliseconds since it fit in an atomic (`pick` reads them without a lock), and tokio's
+    /// clock lets tests pause and advance time through an ejection.
+    epoch: Instant,
+    /// Passive ejection: not picked until `epoch` + this many milliseconds; 0 = not ejected.
     ejected_until_ms: AtomicU64,
     /// Consecutive passive failures (connect errors, 5xx, bad 101).
     pub passive_failures: AtomicU32,
@@ -78,6 +77,7 @@ impl BackendState {
             name: Arc::from(name),
             health: AtomicU8::new(Health::Unknown as u8),
             manual_drain: AtomicBool::new(false),
+            epoch: Instant::now(),
             ejected_until_ms: AtomicU64::new(0),
             passive_failures: AtomicU32::new(0),
             ejections_in_a_row: AtomicU32::new(0),
@@ -105,19 +105,33 @@ impl BackendState {
         self.manual_drain.store(drained, Ordering::Release);
     }
 
+    /// Milliseconds since `epoch` on tokio's clock.
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     pub fn is_ejected(&self) -> bool {
         let until = self.ejected_until_ms.load(Ordering::Acquire);
-        until != 0 && now_ms() < until
+        until != 0 && self.now_ms() < until
     }
 
     pub fn eject_for(&self, d: Duration) {
+        let d = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         self.ejected_until_ms
-            .store(now_ms() + d.as_millis() as u64, Ordering::Release);
+            .store(self.now_ms().saturating_add(d), Ordering::Release);
     }
 
-    /// The `now_ms()` at which the current (or last) ejection ends; 0 = never ejected.
-    pub fn ejected_until_ms(&self) -> u64 {
-        self.ejected_until_ms.load(Ordering::Acquire)
+    /// How long the current ejection still lasts (zero when not ejected).
+    pub fn ejection_remaining(&self) -> Duration {
+        let until = self.ejected_until_ms.load(Ordering::Acquire);
+        Duration::from_millis(until.saturating_sub(self.now_ms()))
+    }
+
+    /// How long ago the last ejection ended; `None` when never ejected or ejected now.
+    pub fn time_since_ejection(&self) -> Option<Duration> {
+        let until = self.ejected_until_ms.load(Ordering::Acquire);
+        let now = self.now_ms();
+        (until != 0 && now >= until).then(|| Duration::from_millis(now - until))
     }
 
     pub fn clear_ejection(&self) {

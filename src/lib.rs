@@ -28,8 +28,11 @@
 //! - [`fallback`]: `http_fallback` for plain HTTP; [`body`]: the body of wsedge's own answers.
 //! - [`reload`]: live reload; [`plan`]: which sessions a change concerns; [`drain`]: spread closes.
 //! - [`admin`], [`metrics`]: operations.
-//! - [`echo`]: the built-in echo backend; [`check`]: `wsedge check`.
-//! - [`loadtest`]: `wsedge loadtest`, failover scenarios and reports; [`demo`] runs one.
+//! - [`check`]: `wsedge check`.
+//! - Tools (cargo feature `tools`, on by default; an edge image builds without it): `echo`, the
+//!   built-in echo backend; `loadtest`, `wsedge loadtest` with failover scenarios and reports;
+//!   `demo`, which runs one.
+//! - `test_util` (feature `test-util`, on for every test and bench): shared fixtures.
 //!
 //! # Layout
 //! Floors, top (entry points) to bottom (frame, config). A file imports from its own floor or
@@ -37,7 +40,7 @@
 //! round a loop; a folder's own file over its children aside), and that no file passes 600
 //! lines. A new module goes on a floor here (the test names it until it does).
 //! 1. `main`
-//! 2. `demo`, `check`
+//! 2. `demo`, `check`, `test_util`
 //! 3. `loadtest`
 //! 4. `server`
 //! 5. `admin`, `reload`, `status`
@@ -57,6 +60,7 @@
 //! - up: `health` → `drain`: an unhealthy backend's sessions are drained on the drain schedule;
 //!   goes away when the unhealthy drain runs through the drain path instead of its own copy.
 #![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
 
 pub mod admin;
 pub mod backend;
@@ -66,8 +70,10 @@ pub mod check;
 pub mod classify;
 pub mod config;
 pub mod conn;
+#[cfg(feature = "tools")]
 pub mod demo;
 pub mod drain;
+#[cfg(feature = "tools")]
 pub mod echo;
 pub mod fallback;
 pub mod forward;
@@ -76,6 +82,7 @@ pub mod handshake;
 pub mod head_error;
 pub mod health;
 pub mod listener;
+#[cfg(feature = "tools")]
 pub mod loadtest;
 pub mod metrics;
 pub mod origin;
@@ -97,5 +104,7 @@ pub mod sockopt;
 pub mod splice;
 pub mod status;
 pub mod target;
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_util;
 pub mod tls;
 pub mod upstream;

@@ -1,6 +1,9 @@
 //! The `wsedge` command line: load and validate the config, run, and the tools around it.
 //! `anyhow` lives here only; the library speaks typed errors.
 
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -52,6 +55,7 @@ enum Command {
         config: PathBuf,
     },
     /// A built-in WebSocket echo backend (answers `whoami` with its id).
+    #[cfg(feature = "tools")]
     Echo {
         #[arg(long, default_value = "127.0.0.1:9001")]
         listen: std::net::SocketAddr,
@@ -60,6 +64,7 @@ enum Command {
     },
     /// Three echo backends and the router in front of them, under a failover load test
     /// (a backend crashes and restarts, another is drained); nothing to install.
+    #[cfg(feature = "tools")]
     Demo {
         /// Print the embedded routes template and scenario, and exit.
         #[arg(long)]
@@ -87,9 +92,11 @@ enum Command {
     },
     /// Load and failover test: N sessions that check every echo; JSON/HTML reports;
     /// `--scenario` for a pass/fail failover rehearsal.
+    #[cfg(feature = "tools")]
     Loadtest(wsedge::loadtest::LoadtestArgs),
     /// Write development certificates: a dev CA and a server certificate for
     /// localhost, 127.0.0.1 and ::1.
+    #[cfg(feature = "tools")]
     Certs {
         /// Development certificates (the only kind wsedge makes; production ones come from
         /// your CA or ACME).
@@ -120,7 +127,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The load tester prints its own report; the in-process router's per-session lines would
     // bury it, so only warnings show unless RUST_LOG asks for more.
+    #[cfg(feature = "tools")]
     let quiet = matches!(cli.command, Command::Loadtest(_) | Command::Demo { .. });
+    #[cfg(not(feature = "tools"))]
+    let quiet = false;
     init_logging(cli.log_format, if quiet { "warn" } else { "info" });
     let result = match cli.command {
         Command::Check { config } => {
@@ -131,9 +141,12 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             };
         }
+        #[cfg(feature = "tools")]
         Command::Loadtest(args) => return wsedge::loadtest::cli(args),
         Command::Run { config } => run(config),
+        #[cfg(feature = "tools")]
         Command::Echo { listen, id } => echo(listen, id),
+        #[cfg(feature = "tools")]
         Command::Demo {
             print_config: true, ..
         } => {
@@ -148,6 +161,7 @@ fn main() -> ExitCode {
             );
             Ok(())
         }
+        #[cfg(feature = "tools")]
         Command::Demo {
             listen,
             listen_tls,
@@ -158,6 +172,7 @@ fn main() -> ExitCode {
             html,
             ..
         } => return demo(listen, listen_tls, admin, duration, connections, exit, html),
+        #[cfg(feature = "tools")]
         Command::Certs { dev, out } => certs(dev, &out),
         Command::Healthcheck { url } => healthcheck(&url),
         Command::Plan { admin, new, token } => plan(&admin, &new, token),
@@ -272,6 +287,7 @@ async fn wait_for_signal() {
     }
 }
 
+#[cfg(feature = "tools")]
 fn echo(listen: std::net::SocketAddr, id: String) -> anyhow::Result<()> {
     raise_fd_limit();
     runtime()?.block_on(async move {
@@ -293,6 +309,7 @@ fn echo(listen: std::net::SocketAddr, id: String) -> anyhow::Result<()> {
 /// `wsedge demo`: the embedded failover scenario and its report, then (without `--exit`) the
 /// interactive ws:// + wss:// demo until Ctrl-C.
 /// Exit 1 when the scenario fails.
+#[cfg(feature = "tools")]
 fn demo(
     listen: std::net::SocketAddr,
     listen_tls: std::net::SocketAddr,
@@ -341,6 +358,7 @@ fn demo(
     }
 }
 
+#[cfg(feature = "tools")]
 fn certs(dev: bool, out: &std::path::Path) -> anyhow::Result<()> {
     anyhow::ensure!(
         dev,
@@ -373,6 +391,7 @@ fn certs(dev: bool, out: &std::path::Path) -> anyhow::Result<()> {
 
 /// The interactive demo: three echo backends and the router over ws:// and wss://, until
 /// Ctrl-C.
+#[cfg(feature = "tools")]
 fn serve_demo(
     listen: std::net::SocketAddr,
     listen_tls: std::net::SocketAddr,

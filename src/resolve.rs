@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// How long an answer is reused. Short enough to follow a service's address change quickly.
 pub const CACHE_TTL: Duration = Duration::from_secs(5);

@@ -30,6 +30,7 @@ use crate::config::{CertificatePair, Listener, TlsVersion};
 
 pub mod accept;
 pub mod client;
+#[cfg(any(feature = "tools", feature = "test-util"))]
 pub mod dev;
 pub mod inspect;
 pub mod resolver;

@@ -364,7 +364,7 @@ async fn a_proxy_header_that_never_arrives_is_cut_at_request_timeout() {
     let router = Router::start(&proxy_yaml(&backend, "v1")).await;
     let mut s = TcpStream::connect(router.addr).await.unwrap();
     s.write_all(b"PROXY TCP4 1.2.3.4").await.unwrap();
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let mut buf = [0u8; 16];
     let n = tokio::time::timeout(PATIENCE, s.read(&mut buf))
         .await

@@ -3,9 +3,10 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::*;
+use tokio::time::Instant;
 use wsedge::backend::Health;
 
 fn open_fds() -> usize {

@@ -84,6 +84,8 @@ fn free_port() -> u16 {
 }
 
 /// Starts `wsedge run` with one route to `backend_port`, affinity on `?room=`.
+// Sync code waiting for a child process to listen: polls it every 50 ms.
+#[allow(clippy::disallowed_methods)]
 fn start_wsedge(backend_port: u16) -> (Proc, u16, PathBuf) {
     let port = free_port();
     let cfg = std::env::temp_dir().join(format!(
@@ -109,7 +111,7 @@ fn start_wsedge(backend_port: u16) -> (Proc, u16, PathBuf) {
         .spawn()
         .expect("spawn wsedge");
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let start = std::time::Instant::now();
+    let start = tokio::time::Instant::now();
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             panic!("wsedge run exited before listening: {status}");

@@ -147,7 +147,7 @@ fn unmet_expectation_exits_non_zero() {
             .replace("reconnect_p99: 3s", "reconnect_p99: 0s"),
     );
     let json = dir.0.join("out.json");
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let out = Command::new(BIN)
         .args([
             "loadtest",

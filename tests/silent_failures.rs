@@ -87,7 +87,7 @@ async fn tcp_user_timeout_is_set_on_both_sockets_of_a_session() {
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -442,7 +442,7 @@ fn blackholed_backend_is_marked_down_its_sessions_fail_over_and_return_after_rec
             .await;
         let detected = down_at - t0;
         // Every drained session has had its Close and reconnected by then.
-        tokio::time::sleep_until((down_at + SPREAD + Duration::from_millis(1500)).into()).await;
+        tokio::time::sleep_until(down_at + SPREAD + Duration::from_millis(1500)).await;
         churn_stop.cancel();
         let churned = churn.await.unwrap();
 
@@ -637,6 +637,8 @@ fn count(results: &[(String, f64)], result: &str) -> f64 {
 /// b2's echo server restarted and closed the probe socket, which must reopen it.
 #[test]
 #[ignore = "root + netns: run by .ci/run"]
+// A sync test polling another process's /metrics: nothing to await, so it sleeps between polls.
+#[allow(clippy::disallowed_methods)]
 fn half_a_second_of_latency_ejects_nothing_even_when_the_probe_socket_reopens() {
     let _serial = serial();
     const LATENCY: Duration = Duration::from_millis(500);
@@ -775,6 +777,8 @@ async fn reporting_backend(stop: CancellationToken, ended: std::sync::mpsc::Send
 /// Either way the backend gets 1001.
 #[test]
 #[ignore = "root + netns: run by .ci/run"]
+// A sync test: "heartbeats flow for a while" is a span of real time with nothing to await.
+#[allow(clippy::disallowed_methods)]
 fn a_blackholed_client_is_found_by_heartbeats_or_tcp_user_timeout_and_its_backend_gets_1001() {
     let _serial = serial();
     const PING_INTERVAL: Duration = Duration::from_millis(500);

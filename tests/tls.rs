@@ -4,7 +4,6 @@
 //! Reload: tests/tls_reload.rs; wss:// backends and `wsedge check`/`certs`: tests/tls_backend.rs.
 mod support;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -393,10 +392,10 @@ async fn a_client_hello_on_a_plain_port_is_closed_and_counted() {
     backend.stop().await;
 }
 
-/// A plain listener, one route to a `wss://` backend with `backend_extra` fields.
+#[cfg(feature = "tools")]
 #[tokio::test]
 async fn the_demo_serves_wss_with_its_ca_written_out() {
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
     let demo = wsedge::demo::Demo::start(any, any, any).await.unwrap();
     let ca = std::fs::read_to_string(&demo.ca_cert).unwrap();
     assert!(ca.contains("BEGIN CERTIFICATE") && !ca.contains("PRIVATE KEY"));

@@ -162,6 +162,7 @@ fn check_verifies_every_certificate() {
     assert!(err.contains("missing.pem: cannot read"), "{err}");
 }
 
+#[cfg(feature = "tools")]
 #[test]
 fn certs_dev_writes_a_ca_and_a_localhost_certificate_that_check_accepts() {
     use std::os::unix::fs::PermissionsExt;

@@ -205,7 +205,7 @@ async fn a_config_reload_that_changes_tls_swaps_it_without_a_rebind_and_refuses_
                 &shared,
                 config,
                 wsedge::reload::Wait::Queue,
-                std::time::Instant::now(),
+                tokio::time::Instant::now(),
             )
             .await
         }

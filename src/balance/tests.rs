@@ -6,29 +6,15 @@ use std::sync::Arc;
 use super::*;
 use crate::backend::{BackendState, Health};
 use crate::balance::key::hash_key;
+use crate::test_util;
 
 fn route(n: usize, load_factor: Option<f64>) -> Route {
-    let mut yaml = String::from(
-        "listeners:\n  - name: edge\n    bind: 127.0.0.1:0\nroutes:\n  - name: r\n    match: {host: \"*\", path_prefix: /}\n    backends:\n",
-    );
-    for i in 0..n {
-        yaml.push_str(&format!(
-            "      - {{name: b{i}, url: \"ws://127.0.0.1:{}\"}}\n",
-            9000 + i
-        ));
-    }
-    if let Some(c) = load_factor {
-        yaml.push_str(&format!("    balance: {{load_factor: {c}}}\n"));
-    }
-    let (config, _) = crate::config::Config::from_yaml(std::path::Path::new("t.yaml"), &yaml)
-        .expect("valid test config");
-    (*config.routes[0]).clone()
+    let extra = load_factor.map_or(String::new(), |c| format!("balance: {{load_factor: {c}}}"));
+    test_util::route(n, &extra)
 }
 
 fn states(n: usize) -> Vec<Arc<BackendState>> {
-    (0..n)
-        .map(|i| Arc::new(BackendState::new("r", &format!("b{i}"))))
-        .collect()
+    test_util::backend_states(&route(n, None))
 }
 
 #[test]

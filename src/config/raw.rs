@@ -208,7 +208,7 @@ impl<'de> Deserialize<'de> for Pairs {
         struct PairsVisitor;
         impl<'de> Visitor<'de> for PairsVisitor {
             type Value = Pairs;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a mapping of names to string values")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Pairs, A::Error> {

@@ -210,7 +210,7 @@ impl<'a> Validator<'a> {
     }
 }
 
-fn listeners(cx: &mut Validator, raw: &raw::List<RawListener>) -> Vec<Listener> {
+fn listeners(cx: &mut Validator<'_>, raw: &raw::List<RawListener>) -> Vec<Listener> {
     let Some(list) = raw else {
         cx.error(&START, "listeners", "at least one listener is required");
         return Vec::new();
@@ -291,7 +291,7 @@ fn listeners(cx: &mut Validator, raw: &raw::List<RawListener>) -> Vec<Listener> 
 }
 
 fn listener_tls(
-    cx: &mut Validator,
+    cx: &mut Validator<'_>,
     t: &Spanned<raw::RawListenerTls>,
     p: &str,
 ) -> Option<ListenerTls> {
@@ -405,7 +405,7 @@ fn listener_tls(
     })
 }
 
-fn admin(cx: &mut Validator, a: &Spanned<raw::RawAdmin>) -> Option<Admin> {
+fn admin(cx: &mut Validator<'_>, a: &Spanned<raw::RawAdmin>) -> Option<Admin> {
     let at = a.referenced;
     let bind = cx.required(&a.value.bind, &at, "admin.bind").cloned()?;
     let bind = cx.check(&bind, "admin.bind", fields::bind);
@@ -420,7 +420,7 @@ fn admin(cx: &mut Validator, a: &Spanned<raw::RawAdmin>) -> Option<Admin> {
 /// and value checked. Here, above both users, so `route` and `lifecycle` need not import
 /// each other.
 fn pairs(
-    cx: &mut Validator,
+    cx: &mut Validator<'_>,
     raw: &Option<raw::Pairs>,
     p: &str,
 ) -> Vec<(http::HeaderName, http::HeaderValue)> {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tracing::warn;
 
-use crate::backend::{now_ms, StateRef};
+use crate::backend::StateRef;
 use crate::config::{PassiveHealth, Route};
 use crate::metrics::Metrics;
 
@@ -49,9 +49,8 @@ pub fn record_outcome(
             state.passive_failures.store(0, Ordering::Release);
             // Back for a whole base ejection without trouble: the next ejection is short again.
             if let Some(passive) = passive {
-                let until = state.ejected_until_ms();
-                let calm = passive.ejection.as_millis() as u64;
-                if until != 0 && now_ms() >= until.saturating_add(calm) {
+                let calm = state.time_since_ejection();
+                if calm.is_some_and(|calm| calm >= passive.ejection) {
                     state.ejections_in_a_row.store(0, Ordering::Relaxed);
                 }
             }

@@ -56,23 +56,13 @@ fn healthy_again_after_threshold_successes_in_a_row() {
 }
 
 fn route_with_passive(backends: usize, failures: u32, pct: u32) -> (Route, Vec<Arc<BackendState>>) {
-    let mut yaml = String::from(
-        "listeners: [{name: e, bind: 127.0.0.1:0}]\nroutes:\n  - name: r\n    match: {host: \"*\", path_prefix: /}\n    backends:\n",
+    let route = crate::test_util::route(
+        backends,
+        &format!(
+            "health_check: {{passive: {{consecutive_failures: {failures}, ejection: 1s, max_ejection_percent: {pct}}}}}"
+        ),
     );
-    for i in 0..backends {
-        yaml.push_str(&format!(
-            "      - {{name: b{i}, url: \"ws://127.0.0.1:{}\"}}\n",
-            9000 + i
-        ));
-    }
-    yaml.push_str(&format!(
-        "    health_check: {{passive: {{consecutive_failures: {failures}, ejection: 1s, max_ejection_percent: {pct}}}}}\n"
-    ));
-    let (config, _) = crate::config::Config::from_yaml("t.yaml".as_ref(), &yaml).unwrap();
-    let route = (*config.routes[0]).clone();
-    let states = (0..backends)
-        .map(|i| Arc::new(BackendState::new("r", &format!("b{i}"))))
-        .collect();
+    let states = crate::test_util::backend_states(&route);
     (route, states)
 }
 
@@ -184,4 +174,79 @@ fn ejection_doubles_up_to_five_minutes() {
     assert_eq!(ejection_time(base, 3), Duration::from_secs(240));
     assert_eq!(ejection_time(base, 4), MAX_EJECTION);
     assert_eq!(ejection_time(base, 200), MAX_EJECTION);
+}
+
+/// On tokio's paused clock: an ejection ends exactly with its timer, an ejection right after
+/// lasts twice as long, and only a whole base ejection without trouble makes the next one short
+/// again.
+#[tokio::test(start_paused = true)]
+async fn passive_ejection_follows_tokios_clock_doubles_and_calms_down() {
+    let (route, states) = route_with_passive(2, 1, 50); // ejection: 1s
+    let m = Metrics::new();
+    let s = &states[0];
+    let step = |ms| tokio::time::advance(Duration::from_millis(ms));
+
+    assert!(record_outcome(
+        &route,
+        &states,
+        0,
+        PassiveOutcome::Failure,
+        &m
+    ));
+    assert_eq!(s.ejection_remaining(), Duration::from_secs(1));
+    step(999).await;
+    assert!(s.is_ejected() && !s.is_eligible());
+    step(1).await;
+    assert!(!s.is_ejected() && s.is_eligible());
+    assert_eq!(s.time_since_ejection(), Some(Duration::ZERO));
+
+    // Failing again at once: twice as long.
+    assert!(record_outcome(
+        &route,
+        &states,
+        0,
+        PassiveOutcome::Failure,
+        &m
+    ));
+    assert_eq!(s.ejection_remaining(), Duration::from_secs(2));
+    assert_eq!(s.time_since_ejection(), None, "ejected now");
+    step(2000).await;
+    assert!(!s.is_ejected());
+
+    // A success half a base ejection later keeps the doubling...
+    step(500).await;
+    assert!(!record_outcome(
+        &route,
+        &states,
+        0,
+        PassiveOutcome::Success,
+        &m
+    ));
+    assert_eq!(
+        s.ejections_in_a_row
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    // ...one a whole base ejection after the end resets it: the next ejection is short again.
+    step(500).await;
+    assert!(!record_outcome(
+        &route,
+        &states,
+        0,
+        PassiveOutcome::Success,
+        &m
+    ));
+    assert_eq!(
+        s.ejections_in_a_row
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert!(record_outcome(
+        &route,
+        &states,
+        0,
+        PassiveOutcome::Failure,
+        &m
+    ));
+    assert_eq!(s.ejection_remaining(), Duration::from_secs(1));
 }

@@ -17,7 +17,9 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Mutex, OnceLock};
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::net::TcpStream;
 use tracing::debug;

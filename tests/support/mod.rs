@@ -138,21 +138,9 @@ impl Drop for Router {
     }
 }
 
-/// One listener on 127.0.0.1:0 and one catch-all route to `backends` (name, addr), with extra
-/// route fields (YAML, indented for the route mapping) and extra top-level YAML.
-pub fn single_route_yaml(backends: &[(&str, SocketAddr)], route_extra: &str) -> String {
-    let mut y = String::from("listeners:\n  - name: edge\n    bind: 127.0.0.1:0\nroutes:\n  - name: r\n    match: {host: \"*\", path_prefix: /}\n");
-    y.push_str("    backends:\n");
-    for (name, addr) in backends {
-        y.push_str(&format!("      - {{name: {name}, url: \"ws://{addr}\"}}\n"));
-    }
-    for line in route_extra.lines() {
-        y.push_str("    ");
-        y.push_str(line);
-        y.push('\n');
-    }
-    y
-}
+// Not every test binary builds a single-route config.
+#[allow(unused_imports)]
+pub use wsedge::test_util::single_route_yaml;
 
 /// What a [`Backend`] does with a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -777,13 +765,18 @@ impl Process {
     }
 
     /// Waits (bounded) for the process to exit.
+    // `std::process::Child` has no wait with a timeout: poll it from sync code, 20 ms at a time.
+    #[allow(clippy::disallowed_methods)]
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = std::time::Instant::now() + PATIENCE;
+        let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(std::time::Instant::now() < deadline, "wsedge did not exit");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "wsedge did not exit"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -17,7 +17,9 @@ use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -273,6 +275,8 @@ impl Rig {
     }
 
     /// Stops the `i`-th process spawned (SIGTERM: a graceful stop) and waits for it.
+    // `std::process::Child` has no wait with a timeout: poll it from sync code, 20 ms at a time.
+    #[allow(clippy::disallowed_methods)]
     pub fn sigterm(&mut self, logs: &Logs) {
         let i = self
             .procs

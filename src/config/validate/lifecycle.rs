@@ -6,7 +6,7 @@ use super::{fields, Validator};
 use crate::config::*;
 
 pub(super) fn health_check(
-    cx: &mut Validator,
+    cx: &mut Validator<'_>,
     h: &Spanned<raw::RawHealthCheck>,
     p: &str,
 ) -> HealthCheck {
@@ -130,7 +130,11 @@ pub(super) fn health_check(
     }
 }
 
-pub(super) fn drain(cx: &mut Validator, raw: &Option<Spanned<raw::RawDrain>>, p: &str) -> Drain {
+pub(super) fn drain(
+    cx: &mut Validator<'_>,
+    raw: &Option<Spanned<raw::RawDrain>>,
+    p: &str,
+) -> Drain {
     let mut d = Drain {
         timeout: DEFAULT_DRAIN_TIMEOUT,
         spread: DEFAULT_DRAIN_SPREAD,
@@ -183,7 +187,11 @@ pub(super) fn drain(cx: &mut Validator, raw: &Option<Spanned<raw::RawDrain>>, p:
     d
 }
 
-pub(super) fn limits(cx: &mut Validator, raw: &Option<Spanned<raw::RawLimits>>, p: &str) -> Limits {
+pub(super) fn limits(
+    cx: &mut Validator<'_>,
+    raw: &Option<Spanned<raw::RawLimits>>,
+    p: &str,
+) -> Limits {
     let mut l = Limits {
         handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
         connect_timeout: DEFAULT_CONNECT_TIMEOUT,

@@ -61,7 +61,7 @@ impl<'de> Deserialize<'de> for Node {
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = Node;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("any YAML node")
             }
             fn visit_bool<E>(self, _: bool) -> Result<Node, E> {

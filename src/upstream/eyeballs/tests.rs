@@ -1,7 +1,9 @@
 //! The address order (pure) and the dialer on real loopback sockets, one of them "dark".
 
 use std::net::{SocketAddr, TcpStream as StdStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::*;
 
@@ -19,7 +21,7 @@ fn order_rotates_alternates_families_and_puts_failed_last() {
     let none = |_: &SocketAddr| false;
     // (addresses, rotation start, failed lately, expected order)
     type Case<'a> = (&'a [SocketAddr], usize, &'a [SocketAddr], &'a [SocketAddr]);
-    let cases: &[Case] = &[
+    let cases: &[Case<'_>] = &[
         (&[], 3, &[], &[]),
         (&[v4a], 7, &[], &[v4a]),
         // Families alternate from the first address's family.
