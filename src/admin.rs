@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 
 use crate::body::{full, Body};
 use crate::config::Config;
-use crate::plan::DrainReason;
+use crate::drain::DrainReason;
 use crate::reload::{ReloadError, Wait};
 use crate::shared::Shared;
 
@@ -211,7 +211,8 @@ fn manual_drain(shared: &Arc<Shared>, route: &str, name: &str, drain: bool) -> R
             .collect();
         drained = entries.len();
         let cfg = entry.route.drain.clone();
-        crate::drain::run(shared, crate::drain::schedule(entries, |_| cfg.clone()));
+        let schedule = crate::drain::schedule(entries, |_| cfg.clone());
+        crate::drain::run(&shared.registry, &shared.metrics, &shared.tasks, schedule);
     }
     tracing::info!(
         route,

@@ -1,22 +1,76 @@
-//! Spread draining: each drained session gets its Close 1001 at a moment drawn uniformly at
-//! random over the route's effective spread, so clients reconnect as a ramp, not a herd.
+//! Draining, the one path: every close with a deadline (reload diff, manual drain, unhealthy
+//! backend, shutdown, a handshake that finished after a swap) goes through [`close`], and
+//! every batch through [`run`] or [`run_until`].
 //!
-//! Effective spread = max(`drain.spread`, sessions ÷ `drain.max_rate`). `drain.timeout` runs
-//! from each session's Close (the splice closes TCP hard after it). One task per drain batch
-//! sleeps from one close to the next; issuing a close never blocks on a socket (it only
-//! records the request and wakes the session's own task).
+//! Spread: each drained session gets its Close 1001 at a moment drawn uniformly at random
+//! over the route's effective spread, so clients reconnect as a ramp, not a herd. Effective
+//! spread = max(`drain.spread`, sessions ÷ `drain.max_rate`). `drain.timeout` runs from each
+//! session's Close (the splice closes TCP hard after it). One task per drain batch sleeps from
+//! one close to the next; issuing a close never blocks on a socket (it only records the
+//! request and wakes the session's own task).
+//!
+//! Accounting: the registry slot owns the `draining` flag and with it
+//! `wsedge_sessions_draining` (raised by the first close request with a timeout, lowered when
+//! the slot drops, whether or not it ever became a session); `wsedge_drains_total` counts a
+//! slot once, here.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rand::RngExt;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::info;
 
 use crate::config::Drain;
-use crate::plan::DrainReason;
-use crate::registry::SessionInfo;
-use crate::shared::Shared;
+use crate::metrics::Metrics;
+use crate::registry::{Registry, SessionInfo};
+
+/// Why a session is drained (closed set: Close reason text and metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DrainReason {
+    RouteRemoved,
+    /// The route's `match` or `listener` changed and the session no longer matches it.
+    RouteChanged,
+    ListenerRemoved,
+    /// Removed, or its URL/TLS changed under the same name.
+    BackendRemoved,
+    Rebalance,
+    BackendUnhealthy,
+    Manual,
+    Shutdown,
+}
+
+impl DrainReason {
+    /// Sent as the Close reason to both sides.
+    pub fn text(self) -> &'static str {
+        match self {
+            DrainReason::RouteRemoved => "route removed",
+            DrainReason::RouteChanged => "route changed",
+            DrainReason::ListenerRemoved => "listener removed",
+            DrainReason::BackendRemoved => "backend removed",
+            DrainReason::Rebalance => "rebalance",
+            DrainReason::BackendUnhealthy => "backend unhealthy",
+            DrainReason::Manual => "manual",
+            DrainReason::Shutdown => "shutdown",
+        }
+    }
+
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            DrainReason::RouteRemoved => "route_removed",
+            DrainReason::RouteChanged => "route_changed",
+            DrainReason::ListenerRemoved => "listener_removed",
+            DrainReason::BackendRemoved => "backend_removed",
+            DrainReason::Rebalance => "rebalance",
+            DrainReason::BackendUnhealthy => "backend_unhealthy",
+            DrainReason::Manual => "manual",
+            DrainReason::Shutdown => "shutdown",
+        }
+    }
+}
 
 /// One session to close, and when.
 #[derive(Debug, Clone)]
@@ -70,8 +124,33 @@ pub fn schedule(
     out
 }
 
-/// Runs a schedule on the shared task tracker. Returns at once.
-pub fn run(shared: &Arc<Shared>, schedule: Vec<Scheduled>) {
+/// Runs a schedule on `tasks`. Returns at once.
+pub fn run(
+    registry: &Arc<Registry>,
+    metrics: &Metrics,
+    tasks: &TaskTracker,
+    schedule: Vec<Scheduled>,
+) {
+    run_until(
+        registry,
+        metrics,
+        tasks,
+        schedule,
+        CancellationToken::new(),
+        || true,
+    );
+}
+
+/// Like [`run`], but the batch stops when `cancel` is cancelled or, before each close, when
+/// `still_wanted()` turns false (a backend that recovered keeps its remaining sessions).
+pub fn run_until(
+    registry: &Arc<Registry>,
+    metrics: &Metrics,
+    tasks: &TaskTracker,
+    schedule: Vec<Scheduled>,
+    cancel: CancellationToken,
+    still_wanted: impl Fn() -> bool + Send + 'static,
+) {
     if schedule.is_empty() {
         return;
     }
@@ -80,33 +159,40 @@ pub fn run(shared: &Arc<Shared>, schedule: Vec<Scheduled>) {
         last_at_ms = schedule.last().map(|s| s.at.as_millis() as u64),
         "draining"
     );
-    let shared2 = shared.clone();
-    shared.tasks.spawn(async move {
+    let (registry, metrics) = (registry.clone(), metrics.clone());
+    tasks.spawn(async move {
         let start = tokio::time::Instant::now();
         for s in schedule {
-            tokio::time::sleep_until(start + s.at).await;
-            close(&shared2, &s.session, s.reason, s.timeout);
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep_until(start + s.at) => {}
+            }
+            if !still_wanted() {
+                return;
+            }
+            close(&registry, &metrics, &s.session, s.reason, s.timeout);
         }
     });
 }
 
-/// Asks one session to close now with 1001 and the reason. A session that is already closing
-/// (ended by its peer, or drained by an earlier change) is left alone.
-pub fn close(shared: &Shared, session: &SessionInfo, reason: DrainReason, timeout: Duration) {
-    if session
-        .handle
-        .close_gracefully_within(1001, reason.text(), timeout)
-        .is_ok()
-    {
-        let m = &shared.metrics;
-        m.drains_total
+/// Asks one session to close now with 1001 and the reason, the close handshake bounded by
+/// `timeout`. A slot that is gone, or already closing (ended by its peer, drained by an earlier
+/// change, shut down), is left alone and counted nowhere. Returns whether this call drained it.
+pub fn close(
+    registry: &Registry,
+    metrics: &Metrics,
+    session: &SessionInfo,
+    reason: DrainReason,
+    timeout: Duration,
+) -> bool {
+    let drained = registry.drain(session.id, 1001, reason.text(), timeout);
+    if drained {
+        metrics
+            .drains_total
             .with_label_values(&[&session.route, reason.label()])
             .inc();
-        // Decremented by the session's task when it ends (it sees a request with a timeout).
-        m.sessions_draining
-            .with_label_values(&[&session.route])
-            .inc();
     }
+    drained
 }
 
 #[cfg(test)]

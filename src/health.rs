@@ -25,8 +25,8 @@ use tracing::{debug, info, warn};
 
 use crate::backend::{BackendState, Health};
 use crate::config::{HealthCheck, Route};
+use crate::drain::DrainReason;
 use crate::metrics::Metrics;
-use crate::plan::DrainReason;
 use crate::registry::Registry;
 use crate::snapshot::{RouteEntry, Snapshot};
 use crate::tls::client::LoadedTransport;
@@ -293,30 +293,15 @@ fn drain_backend(env: &Arc<ProbeEnv>, state: &Arc<BackendState>) {
     }
     let schedule = crate::drain::schedule(victims, |_| env.route.drain.clone());
     info!(route = %state.route, backend = %state.name, sessions = schedule.len(), "draining unhealthy backend");
-    let (cancel, state, metrics) = (env.cancel.clone(), state.clone(), env.metrics.clone());
-    env.tasks.spawn(async move {
-        let start = Instant::now();
-        for s in schedule {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep_until(start + s.at) => {}
-            }
-            if state.health() != Health::Unhealthy {
-                return;
-            }
-            let reason = DrainReason::BackendUnhealthy;
-            if s.session
-                .handle
-                .close_gracefully_within(1001, reason.text(), s.timeout)
-                .is_ok()
-            {
-                metrics
-                    .drains_total
-                    .with_label_values(&[&s.session.route, reason.label()])
-                    .inc();
-            }
-        }
-    });
+    let state = state.clone();
+    crate::drain::run_until(
+        &env.registry,
+        &env.metrics,
+        &env.tasks,
+        schedule,
+        env.cancel.clone(),
+        move || state.health() == Health::Unhealthy,
+    );
 }
 
 /// After a reload swapped `old` for `new`: restarts the probes of every route whose

@@ -27,7 +27,7 @@
 //! - [`tls`]: rustls on both sides: listener handshakes, certificate reload, `wss://` backends.
 //! - [`fallback`]: `http_fallback` for plain HTTP; [`body`]: the body of wsedge's own answers.
 //! - [`reload`]: live reload; [`plan`]: which sessions a change concerns; [`drain`]: spread closes.
-//! - [`admin`], [`metrics`]: operations.
+//! - [`admin`], [`metrics`]: operations; [`admin_client`]: the one HTTP client of the CLI and tools.
 //! - [`check`]: `wsedge check`.
 //! - Tools (cargo feature `tools`, on by default; an edge image builds without it): `echo`, the
 //!   built-in echo backend; `loadtest`, `wsedge loadtest` with failover scenarios and reports;
@@ -47,22 +47,22 @@
 //! 6. `listener`, `proxy_protocol`
 //! 7. `conn`, `fallback`, `head_error`
 //! 8. `session_task`, `classify`
-//! 9. `drain`, `shared`
+//! 9. `shared`
 //! 10. `health`
-//! 11. `plan`, `snapshot`
+//! 11. `plan`, `snapshot`, `drain`
 //! 12. `target`, `forward`, `upstream`, `handshake`, `reject`
 //! 13. `route`, `balance`, `backend`, `registry`
 //! 14. `tls`, `metrics`, `sockopt`, `resolve`
-//! 15. `splice`, `session`, `frame`, `body`, `echo`, `rlimit`
+//! 15. `splice`, `session`, `frame`, `body`, `admin_client`, `echo`, `rlimit`
 //! 16. `config`, `origin`, `path`
 //!
-//! Imports that point up the floors, each with its reason (at most three):
-//! - up: `health` → `drain`: an unhealthy backend's sessions are drained on the drain schedule;
-//!   goes away when the unhealthy drain runs through the drain path instead of its own copy.
+//! Imports that point up the floors, each as `- up: \`from\` → \`to\`: reason` (at most
+//! three): none today.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
 pub mod admin;
+pub mod admin_client;
 pub mod backend;
 pub mod balance;
 pub mod body;

@@ -260,22 +260,30 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
 
 /// `wsedge plan`: asks a running router what a new file would drain (changes nothing).
 fn plan(admin: &str, new: &std::path::Path, token: Option<String>) -> anyhow::Result<()> {
-    let body = std::fs::read_to_string(new).with_context(|| format!("read {}", new.display()))?;
-    let url = url::Url::parse(admin).context("admin URL")?;
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let (status, text) = http_request(
-        &url,
-        "POST",
-        "/reload?dry_run=true",
-        &format!("{auth}Content-Type: application/yaml\r\n"),
-        body.as_bytes(),
+    use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+    let body = std::fs::read(new).with_context(|| format!("read {}", new.display()))?;
+    let url = url::Url::parse(admin)
+        .and_then(|u| u.join("/reload?dry_run=true"))
+        .context("admin URL")?;
+    let mut headers = vec![(CONTENT_TYPE, HeaderValue::from_static("application/yaml"))];
+    if let Some(t) = token {
+        let value = HeaderValue::from_str(&format!("Bearer {t}")).context("admin token")?;
+        headers.push((AUTHORIZATION, value));
+    }
+    let reply = wsedge::admin_client::blocking(
+        http::Method::POST,
+        url.as_str(),
+        &headers,
+        body.into(),
+        ADMIN_TIMEOUT,
     )?;
-    println!("{text}");
-    anyhow::ensure!(status == 200, "the router answered {status}");
+    println!("{}", reply.body);
+    anyhow::ensure!(reply.status == 200, "the router answered {}", reply.status);
     Ok(())
 }
+
+/// How long `plan` and `healthcheck` wait for the admin API's whole answer.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
@@ -431,45 +439,13 @@ fn serve_demo(
 
 /// Exit 0 when `/healthz` answers 200.
 fn healthcheck(url: &str) -> anyhow::Result<()> {
-    let url = url::Url::parse(url).context("healthcheck URL")?;
-    let (status, _) = http_request(&url, "GET", url.path(), "", b"")?;
-    anyhow::ensure!(status == 200, "{url} answered {status}");
-    Ok(())
-}
-
-/// A minimal blocking HTTP/1.1 exchange (no client crate needed in a slim image).
-fn http_request(
-    url: &url::Url,
-    method: &str,
-    target: &str,
-    headers: &str,
-    body: &[u8],
-) -> anyhow::Result<(u16, String)> {
-    use std::io::{Read, Write};
-    let host = url.host_str().context("URL has no host")?;
-    let port = url.port_or_known_default().unwrap_or(80);
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))?
-        .next()
-        .context("cannot resolve")?;
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "{method} {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n",
-        body.len()
+    let reply = wsedge::admin_client::blocking(
+        http::Method::GET,
+        url,
+        &[],
+        bytes::Bytes::new(),
+        ADMIN_TIMEOUT,
     )?;
-    stream.write_all(body)?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("not an HTTP response")?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
+    anyhow::ensure!(reply.status == 200, "{url} answered {}", reply.status);
+    Ok(())
 }

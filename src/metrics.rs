@@ -63,7 +63,7 @@ pub struct Metrics {
     pub slow_consumer_closes_total: IntCounterVec,
     pub reloads_total: IntCounterVec,
     pub config_generation: IntGauge,
-    /// `reason`: a `DrainReason` label.
+    /// `reason`: a `DrainReason` label (`drain.rs`); a slot counts once.
     pub drains_total: IntCounterVec,
     pub sessions_draining: IntGaugeVec,
     /// 1 while a backend is healthy or unknown (routable), 0 while unhealthy (active probes).

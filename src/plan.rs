@@ -8,53 +8,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::drain::DrainReason;
 use crate::registry::SessionInfo;
 use crate::snapshot::Snapshot;
-
-/// Why a session is drained (closed set: Close reason text and metric label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum DrainReason {
-    RouteRemoved,
-    /// The route's `match` or `listener` changed and the session no longer matches it.
-    RouteChanged,
-    ListenerRemoved,
-    /// Removed, or its URL/TLS changed under the same name.
-    BackendRemoved,
-    Rebalance,
-    BackendUnhealthy,
-    Manual,
-    Shutdown,
-}
-
-impl DrainReason {
-    /// Sent as the Close reason to both sides.
-    pub fn text(self) -> &'static str {
-        match self {
-            DrainReason::RouteRemoved => "route removed",
-            DrainReason::RouteChanged => "route changed",
-            DrainReason::ListenerRemoved => "listener removed",
-            DrainReason::BackendRemoved => "backend removed",
-            DrainReason::Rebalance => "rebalance",
-            DrainReason::BackendUnhealthy => "backend unhealthy",
-            DrainReason::Manual => "manual",
-            DrainReason::Shutdown => "shutdown",
-        }
-    }
-
-    /// Metric label.
-    pub fn label(self) -> &'static str {
-        match self {
-            DrainReason::RouteRemoved => "route_removed",
-            DrainReason::RouteChanged => "route_changed",
-            DrainReason::ListenerRemoved => "listener_removed",
-            DrainReason::BackendRemoved => "backend_removed",
-            DrainReason::Rebalance => "rebalance",
-            DrainReason::BackendUnhealthy => "backend_unhealthy",
-            DrainReason::Manual => "manual",
-            DrainReason::Shutdown => "shutdown",
-        }
-    }
-}
 
 /// Whether the change to `new` concerns `session`, and why. A session whose backend is not
 /// chosen yet is not judged here: it checks itself once upgraded.

@@ -4,10 +4,18 @@
 //! backend handshakes are in flight) and released when the session ends. Drains, shutdown,
 //! reload diffs, `/status` and the per-route caps all read from here. The lock is taken once
 //! per session start and end (and per reload or status snapshot), never per message.
+//!
+//! A slot also owns its `draining` flag, and so `wsedge_sessions_draining`: the first close
+//! request with a timeout ([`Registry::drain`]) sets the flag and raises the gauge, and the
+//! slot's release lowers it. Both happen under the registry lock, so a drain racing the end
+//! of its session can neither raise the gauge for a slot already gone nor miss the lowering.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use prometheus::{IntGaugeVec, Opts};
 
 use crate::backend::{BackendState, LiveGuard};
 use crate::session::SessionHandle;
@@ -51,19 +59,46 @@ pub struct SessionMeta {
     pub generation: u64,
 }
 
+#[derive(Debug)]
+struct Entry {
+    info: SessionInfo,
+    /// A close with a timeout was requested: counted in `draining` until the slot drops.
+    draining: bool,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
-    sessions: HashMap<u64, SessionInfo>,
+    sessions: HashMap<u64, Entry>,
     per_route: HashMap<Arc<str>, usize>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Registry {
     inner: Mutex<Inner>,
     next_id: AtomicU64,
+    /// `wsedge_sessions_draining` by route; only this file touches it.
+    draining: IntGaugeVec,
+}
+
+impl Default for Registry {
+    /// A registry whose draining gauge is registered nowhere (unit tests).
+    fn default() -> Self {
+        let gauge = IntGaugeVec::new(Opts::new("sessions_draining", "unregistered"), &["route"])
+            .expect("valid metric");
+        Registry::new(gauge)
+    }
 }
 
 impl Registry {
+    /// `draining`: the `wsedge_sessions_draining` gauge (label `route`).
+    pub fn new(draining: IntGaugeVec) -> Self {
+        Registry {
+            inner: Mutex::default(),
+            next_id: AtomicU64::new(0),
+            draining,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding this lock leaves plain maps in a consistent state.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
@@ -79,22 +114,21 @@ impl Registry {
         *count += 1;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let handle = SessionHandle::new();
-        inner.sessions.insert(
+        let info = SessionInfo {
             id,
-            SessionInfo {
-                id,
-                listener: meta.listener,
-                route: meta.route,
-                host: meta.host,
-                path: meta.path,
-                generation: meta.generation,
-                handle: handle.clone(),
-                backend: None,
-                key_hash: 0,
-                key_random: false,
-                ring_fingerprint: 0,
-            },
-        );
+            listener: meta.listener,
+            route: meta.route,
+            host: meta.host,
+            path: meta.path,
+            generation: meta.generation,
+            handle: handle.clone(),
+            backend: None,
+            key_hash: 0,
+            key_random: false,
+            ring_fingerprint: 0,
+        };
+        let draining = false;
+        inner.sessions.insert(id, Entry { info, draining });
         Some(Slot {
             registry: self.clone(),
             id,
@@ -113,15 +147,42 @@ impl Registry {
 
     /// Every live session (reload diffs, shutdown, status).
     pub fn all(&self) -> Vec<SessionInfo> {
-        self.lock().sessions.values().cloned().collect()
+        self.lock()
+            .sessions
+            .values()
+            .map(|e| e.info.clone())
+            .collect()
     }
 
     pub fn get(&self, id: u64) -> Option<SessionInfo> {
-        self.lock().sessions.get(&id).cloned()
+        self.lock().sessions.get(&id).map(|e| e.info.clone())
+    }
+
+    /// Asks slot `id` to close with `code` and `reason`, the close handshake bounded by
+    /// `timeout`, and marks it draining. False (and nothing counted) when the slot is gone or
+    /// its session is already closing: a slot drains once.
+    pub fn drain(&self, id: u64, code: u16, reason: &str, timeout: Duration) -> bool {
+        let mut inner = self.lock();
+        let Some(entry) = inner.sessions.get_mut(&id) else {
+            return false;
+        };
+        if entry
+            .info
+            .handle
+            .close_gracefully_within(code, reason, timeout)
+            .is_err()
+        {
+            return false;
+        }
+        if !entry.draining {
+            entry.draining = true;
+            self.draining.with_label_values(&[&entry.info.route]).inc();
+        }
+        true
     }
 
     fn bind_backend(&self, id: u64, backend: Arc<BackendState>, placement: Placement) {
-        if let Some(s) = self.lock().sessions.get_mut(&id) {
+        if let Some(Entry { info: s, .. }) = self.lock().sessions.get_mut(&id) {
             s.backend = Some(backend);
             s.key_hash = placement.key_hash;
             s.key_random = placement.key_random;
@@ -131,7 +192,10 @@ impl Registry {
 
     fn release(&self, id: u64) {
         let mut inner = self.lock();
-        if let Some(s) = inner.sessions.remove(&id) {
+        if let Some(Entry { info: s, draining }) = inner.sessions.remove(&id) {
+            if draining {
+                self.draining.with_label_values(&[&s.route]).dec();
+            }
             if let Some(c) = inner.per_route.get_mut(&s.route) {
                 *c -= 1;
                 if *c == 0 {
@@ -222,5 +286,31 @@ mod tests {
         drop(b);
         assert_eq!(state.live.load(Ordering::Relaxed), 0);
         assert_eq!(reg.live(), 0);
+    }
+
+    #[test]
+    fn a_slot_drains_once_and_its_drop_lowers_the_gauge() {
+        let reg = Arc::new(Registry::default());
+        let gauge = || reg.draining.with_label_values(&["chat"]).get();
+        let a = reg.try_reserve(meta("chat"), 9).unwrap();
+        let b = reg.try_reserve(meta("chat"), 9).unwrap();
+        let t = Duration::from_secs(1);
+        assert!(reg.drain(a.id, 1001, "manual", t));
+        assert_eq!(gauge(), 1);
+        // A second request (another drain, shutdown) neither drains nor counts again.
+        assert!(!reg.drain(a.id, 1001, "shutdown", t));
+        assert_eq!(a.handle.close_request().unwrap().reason, "manual");
+        assert_eq!(gauge(), 1);
+        // A slot closing for another reason is not draining.
+        b.handle.close_gracefully(1000, "").unwrap();
+        assert!(!reg.drain(b.id, 1001, "manual", t));
+        assert_eq!(gauge(), 1);
+        let id = a.id;
+        drop(a);
+        assert_eq!(gauge(), 0);
+        // A slot that is gone is left alone.
+        assert!(!reg.drain(id, 1001, "manual", t));
+        drop(b);
+        assert_eq!(gauge(), 0);
     }
 }

@@ -212,7 +212,7 @@ pub async fn apply(
             .map(|e| e.route.drain.clone())
             .unwrap_or_else(default_drain)
     });
-    crate::drain::run(shared, schedule);
+    crate::drain::run(&shared.registry, &shared.metrics, &shared.tasks, schedule);
     Ok(Reloaded {
         generation: new.generation,
         elapsed,

@@ -65,7 +65,7 @@ impl Server {
         if let Some(e) = snapshot.transport_error() {
             return Err(StartError::BackendTls(e));
         }
-        let registry = Arc::new(Registry::default());
+        let registry = Arc::new(Registry::new(metrics.sessions_draining.clone()));
         let health = HealthChecker::new(metrics.clone(), registry.clone());
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -168,7 +168,7 @@ impl Server {
         let bound = drain_bound(&snapshot, sessions.len());
         let entries = sessions
             .into_iter()
-            .map(|s| (s, crate::plan::DrainReason::Shutdown))
+            .map(|s| (s, crate::drain::DrainReason::Shutdown))
             .collect();
         let schedule = crate::drain::schedule(entries, |route| {
             snapshot
@@ -181,7 +181,7 @@ impl Server {
                     rebalance: false,
                 })
         });
-        crate::drain::run(&shared, schedule);
+        crate::drain::run(&shared.registry, &shared.metrics, &shared.tasks, schedule);
         self.finish(bound, false).await
     }
 

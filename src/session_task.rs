@@ -96,7 +96,7 @@ async fn run(session: Session) {
                 let drain = current
                     .route(&route.name)
                     .map_or(route.drain.timeout, |e| e.route.drain.timeout);
-                crate::drain::close(&shared, info, reason, drain);
+                crate::drain::close(&shared.registry, &shared.metrics, info, reason, drain);
             }
         }
     }
@@ -142,14 +142,6 @@ async fn run(session: Session) {
     })
     .await;
     shared.metrics.flush_session(&route.name, handle.stats());
-    if handle.close_request().is_some_and(|r| r.timeout.is_some()) {
-        // Only drains set a timeout on their close request (drain.rs increments this).
-        shared
-            .metrics
-            .sessions_draining
-            .with_label_values(&[&route.name])
-            .dec();
-    }
     let (code, initiator) = describe(&outcome.end);
     if let Some(g) = &active {
         g.dec();

@@ -562,13 +562,9 @@ struct Findings {
 }
 
 /// Import cycles known and being removed by other work, each with what removes it. A cycle
-/// listed here that no longer exists fails the test too, so the list only shrinks.
-// TODO: remove once the unhealthy drain runs through drain.rs's one drain path (then health
-// no longer imports drain, and drain no longer needs all of Shared).
-const KNOWN_CYCLES: &[(&[&str], &str)] = &[(
-    &["drain", "health", "shared"],
-    "health.rs drains unhealthy backends with drain::schedule; drain.rs takes &Shared, which holds the HealthChecker",
-)];
+/// listed here that no longer exists fails the test too, so the list only shrinks. Empty: the
+/// last one (drain ↔ health ↔ shared) went with the one drain path.
+const KNOWN_CYCLES: &[(&[&str], &str)] = &[];
 
 fn check(files: &BTreeMap<Module, SourceFile>, layout: &Layout) -> Findings {
     let g = graph(files);

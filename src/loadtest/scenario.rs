@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use super::stats::Stats;
@@ -383,22 +382,15 @@ impl World {
 
 /// A bare `POST` to the loopback admin API; returns the status.
 async fn post(admin: SocketAddr, path: &str) -> anyhow::Result<u16> {
-    let io = async {
-        let mut s = tokio::net::TcpStream::connect(admin).await?;
-        s.write_all(format!("POST {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").as_bytes())
-            .await?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await?;
-        Ok::<_, std::io::Error>(buf)
-    };
-    let buf = tokio::time::timeout(Duration::from_secs(5), io)
-        .await
-        .context("admin timed out")??;
-    let text = String::from_utf8_lossy(&buf);
-    text.split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("admin: not an HTTP response")
+    let reply = crate::admin_client::request(
+        http::Method::POST,
+        &format!("http://{admin}{path}"),
+        &[],
+        bytes::Bytes::new(),
+        Duration::from_secs(5),
+    )
+    .await?;
+    Ok(reply.status)
 }
 
 /// Fills a template's placeholders.
