@@ -227,10 +227,10 @@ async fn dry_run_reload(req: Request<Incoming>, shared: &Arc<Shared>) -> Respons
 
 fn manual_drain(shared: &Arc<Shared>, route: &str, name: &str, drain: bool) -> Response<Body> {
     let snapshot = shared.snapshot.load();
-    let Some(idx) = snapshot.config.routes.iter().position(|r| r.name == route) else {
+    let Some(entry) = snapshot.route(route) else {
         return text(StatusCode::NOT_FOUND, "no such route\n");
     };
-    let Some(state) = snapshot.backends[idx].iter().find(|b| &*b.name == name) else {
+    let Some(state) = entry.backend(name).map(|b| &b.state) else {
         return text(StatusCode::NOT_FOUND, "no such backend\n");
     };
     state.set_manual_drain(drain);
@@ -244,7 +244,7 @@ fn manual_drain(shared: &Arc<Shared>, route: &str, name: &str, drain: bool) -> R
             .map(|s| (s, DrainReason::Manual))
             .collect();
         drained = entries.len();
-        let cfg = snapshot.config.routes[idx].drain.clone();
+        let cfg = entry.route.drain.clone();
         let schedule = crate::drain::schedule(entries, |_| cfg.clone());
         crate::drain::run(&shared.registry, &shared.metrics, &shared.tasks, schedule);
     }

@@ -149,6 +149,18 @@ impl BackendState {
     }
 }
 
+/// Anything holding a backend's live state: the balancer and passive ejection take a slice of
+/// these, so they read the snapshot's backend entries directly (and bare states in tests).
+pub trait StateRef {
+    fn state(&self) -> &Arc<BackendState>;
+}
+
+impl StateRef for Arc<BackendState> {
+    fn state(&self) -> &Arc<BackendState> {
+        self
+    }
+}
+
 /// One session counted in a backend's `live`, from the moment the balancer picked it (so
 /// concurrent handshakes see each other's reservations against the bounded-load cap) until
 /// the guard is dropped: a failed upgrade or the session's end releases it, however it ends.

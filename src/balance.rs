@@ -17,7 +17,7 @@ pub mod ring;
 
 use std::sync::{Arc, Mutex};
 
-use crate::backend::{BackendState, LiveGuard};
+use crate::backend::{LiveGuard, StateRef};
 use crate::config::{OnAllUnhealthy, Route};
 
 pub use key::{KeySource, SessionKey};
@@ -101,7 +101,7 @@ impl Balancer {
     pub fn pick(
         &self,
         key: u64,
-        states: &[Arc<BackendState>],
+        states: &[impl StateRef],
         exclude: Option<usize>,
     ) -> Option<Picked> {
         match self.load_factor {
@@ -118,10 +118,11 @@ impl Balancer {
     fn pick_strict(
         &self,
         key: u64,
-        states: &[Arc<BackendState>],
+        states: &[impl StateRef],
         exclude: Option<usize>,
     ) -> Option<Picked> {
-        let ok = |i: usize| Some(i) != exclude && states.get(i).is_some_and(|s| s.is_eligible());
+        let ok =
+            |i: usize| Some(i) != exclude && states.get(i).is_some_and(|s| s.state().is_eligible());
         let (index, kind) = match self.ring.preferred(key)? {
             p if ok(p) => (p, PickKind::Preferred),
             _ => (
@@ -132,7 +133,7 @@ impl Balancer {
         Some(Picked {
             index,
             kind,
-            guard: LiveGuard::acquire(&states[index]),
+            guard: LiveGuard::acquire(states[index].state()),
         })
     }
 
@@ -140,18 +141,18 @@ impl Balancer {
     fn pick_bounded(
         &self,
         key: u64,
-        states: &[Arc<BackendState>],
+        states: &[impl StateRef],
         exclude: Option<usize>,
         c: f64,
     ) -> Option<Picked> {
         let eligible =
-            |i: usize| Some(i) != exclude && states.get(i).is_some_and(|s| s.is_eligible());
+            |i: usize| Some(i) != exclude && states.get(i).is_some_and(|s| s.state().is_eligible());
         let mut total_weight = 0u64;
         let mut live_total = 0usize;
         for (i, s) in states.iter().enumerate() {
             // Sessions on ineligible backends still count: they are the route's load, and
             // they will reconnect somewhere.
-            live_total += s.live.load(std::sync::atomic::Ordering::Acquire);
+            live_total += s.state().live.load(std::sync::atomic::Ordering::Acquire);
             if eligible(i) {
                 total_weight += u64::from(self.weight(i));
             }
@@ -162,7 +163,7 @@ impl Balancer {
         let cap = |i: usize| bounded_cap(c, live_total, self.weight(i), total_weight);
         let take = |i: usize| {
             if eligible(i) {
-                LiveGuard::try_acquire(&states[i], cap(i))
+                LiveGuard::try_acquire(states[i].state(), cap(i))
             } else {
                 None
             }
@@ -189,7 +190,10 @@ impl Balancer {
             .filter(|&i| eligible(i))
             .min_by(|&a, &b| {
                 let load = |i: usize| {
-                    states[i].live.load(std::sync::atomic::Ordering::Acquire) as f64
+                    states[i]
+                        .state()
+                        .live
+                        .load(std::sync::atomic::Ordering::Acquire) as f64
                         / f64::from(self.weight(i))
                 };
                 load(a).total_cmp(&load(b))
@@ -197,7 +201,7 @@ impl Balancer {
         Some(Picked {
             index,
             kind: PickKind::Overflow,
-            guard: LiveGuard::acquire(&states[index]),
+            guard: LiveGuard::acquire(states[index].state()),
         })
     }
 
@@ -217,7 +221,7 @@ impl Balancer {
 pub fn pick_first(
     route: &Route,
     balancer: &Balancer,
-    states: &[Arc<BackendState>],
+    states: &[impl StateRef],
     key: u64,
 ) -> Option<Picked> {
     balancer.pick(key, states, None).or_else(|| {
@@ -229,7 +233,7 @@ pub fn pick_first(
         Some(Picked {
             index,
             kind: PickKind::Preferred,
-            guard: LiveGuard::acquire(states.get(index)?),
+            guard: LiveGuard::acquire(states.get(index)?.state()),
         })
     })
 }

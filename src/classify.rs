@@ -10,7 +10,7 @@
 
 use http::StatusCode;
 
-use crate::health::Outcome as PassiveOutcome;
+use crate::health::PassiveOutcome;
 use crate::reject::{RejectReason, Side};
 use crate::upstream::UpstreamError;
 

@@ -185,7 +185,7 @@ pub struct Affinity {
     pub fallback: AffinityKey,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum AffinityKey {
     Header(HeaderName),
     Cookie(String),

@@ -20,7 +20,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use crate::tls::accept::Outcome;
+use crate::tls::accept::TlsOutcome;
 use crate::tls::stream::ClientStream;
 use crate::tls::TlsListener;
 use tracing::{debug, info};
@@ -31,7 +31,7 @@ use crate::classify::classify;
 use crate::config::{Listener, Route};
 use crate::forward::{self, ForwardedCert, Peer};
 use crate::handshake::{self, UpgradeRequest};
-use crate::health::{self, Outcome as BackendOutcome};
+use crate::health::{self, PassiveOutcome};
 use crate::registry::{Placement, SessionMeta};
 use crate::reject::{RejectReason, SIDE_NONE};
 use crate::shared::Shared;
@@ -49,7 +49,7 @@ pub async fn serve(
     shared: Arc<Shared>,
 ) {
     let deadline = tokio::time::Instant::now() + listener.request_timeout;
-    let count = |outcome: Outcome| {
+    let count = |outcome: TlsOutcome| {
         shared
             .metrics
             .tls_handshakes_total
@@ -59,7 +59,7 @@ pub async fn serve(
     let (io, client_cert) = match &tls {
         Some(tls) => match crate::tls::accept::accept(tls, stream, peer, deadline).await {
             Ok(accepted) => {
-                count(Outcome::Ok);
+                count(TlsOutcome::Ok);
                 let client_cert = tls.forward_client_cert.clone().map(|header| ForwardedCert {
                     header,
                     subject: accepted.client_subject,
@@ -78,7 +78,7 @@ pub async fn serve(
                 Ok(false) => {}
                 Ok(true) => {
                     debug!(%peer, listener = %listener.name, "TLS ClientHello on a plain port");
-                    count(Outcome::TlsOnPlainPort);
+                    count(TlsOutcome::TlsOnPlainPort);
                     return;
                 }
                 Err(_) => return,
@@ -271,7 +271,7 @@ async fn route_request(
         .try_reserve(
             SessionMeta {
                 listener: Arc::from(ctx.listener.name.as_str()),
-                route: snapshot.route_names[route_idx].clone(),
+                route: snapshot.routes[route_idx].name.clone(),
                 host: Arc::from(host),
                 path: Arc::from(req.uri().path()),
                 generation: snapshot.generation,
@@ -317,7 +317,7 @@ async fn route_request(
         Placement {
             key_hash: session_key.hash,
             key_random: session_key.source == key::KeySource::Random,
-            ring_fingerprint: snapshot.ring_fingerprints[route_idx],
+            ring_fingerprint: snapshot.routes[route_idx].ring_fingerprint,
         },
     );
 
@@ -376,19 +376,17 @@ async fn dial_and_upgrade(
     key_hash: u64,
     deadline: tokio::time::Instant,
 ) -> Result<(Picked, UpgradedBackend, HeaderValue), (BackendFailure, String)> {
-    let route = &snapshot.config.routes[route_idx];
-    let route_name = &*snapshot.route_names[route_idx];
-    let balancer = &snapshot.balancers[route_idx];
-    let transports = &snapshot.transports[route_idx];
-    let states = &snapshot.backends[route_idx];
+    let entry = &snapshot.routes[route_idx];
+    let route = &*entry.route;
+    let (route_name, balancer, backends) = (&*entry.name, &entry.balancer, &entry.backends[..]);
     let metrics = &ctx.shared.metrics;
     let mut picked =
-        crate::balance::pick_first(route, balancer, states, key_hash).ok_or_else(|| {
+        crate::balance::pick_first(route, balancer, backends, key_hash).ok_or_else(|| {
             let reason = BackendFailure::Reject(RejectReason::NoHealthyBackend);
             (reason, "no healthy backend".to_owned())
         })?;
-    let outcome = |idx: usize, o: BackendOutcome| {
-        health::record_outcome(route, states, idx, o, metrics);
+    let outcome = |idx: usize, o: PassiveOutcome| {
+        health::record_outcome(route, backends, idx, o, metrics);
     };
     let first = picked.index;
     let mut retried = false;
@@ -402,7 +400,7 @@ async fn dial_and_upgrade(
         let backend = &route.backends[picked.index];
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let timeout = route.limits.connect_timeout.min(remaining);
-        let transport = match &transports[picked.index] {
+        let transport = match &backends[picked.index].transport {
             Ok(t) => t,
             Err(e) => return Err(rejected(&UpstreamError::Transport(e.clone()))),
         };
@@ -423,7 +421,7 @@ async fn dial_and_upgrade(
         let next = if retried || tokio::time::Instant::now() >= deadline {
             None
         } else {
-            balancer.pick(key_hash, states, Some(first))
+            balancer.pick(key_hash, backends, Some(first))
         };
         match next {
             Some(next) => {
@@ -466,7 +464,7 @@ async fn dial_and_upgrade(
     };
     match result {
         Ok(up) => {
-            outcome(chosen, BackendOutcome::Success);
+            outcome(chosen, PassiveOutcome::Success);
             Ok((picked, up, request_id))
         }
         Err(e) => {

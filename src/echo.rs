@@ -158,15 +158,15 @@ async fn session(
             abrupt(ws.get_ref());
             return;
         }
-        _ = shutdown.cancelled() => Outcome::Shutdown,
+        _ = shutdown.cancelled() => EchoEnd::Shutdown,
         outcome = echo_loop(&mut ws, &id) => outcome,
     };
-    if let Outcome::Shutdown = outcome {
+    if let EchoEnd::Shutdown = outcome {
         close_going_away(&mut ws).await;
     }
 }
 
-enum Outcome {
+enum EchoEnd {
     /// The peer closed (cleanly or not), or the stream failed.
     Ended,
     /// Our shutdown fired while the session was live.
@@ -175,10 +175,10 @@ enum Outcome {
 
 /// Echo until the stream ends. Replies are `feed`-queued and flushed once per batch: every
 /// message already decodable without waiting is answered before the single flush.
-async fn echo_loop(ws: &mut WebSocketStream<TcpStream>, id: &str) -> Outcome {
+async fn echo_loop(ws: &mut WebSocketStream<TcpStream>, id: &str) -> EchoEnd {
     loop {
         let Some(first) = ws.next().await else {
-            return Outcome::Ended;
+            return EchoEnd::Ended;
         };
         let mut item = first;
         let mut batch = 0;
@@ -187,12 +187,12 @@ async fn echo_loop(ws: &mut WebSocketStream<TcpStream>, id: &str) -> Outcome {
                 Ok(msg) => {
                     if let Some(reply) = reply_to(msg, id) {
                         if ws.feed(reply).await.is_err() {
-                            return Outcome::Ended;
+                            return EchoEnd::Ended;
                         }
                     }
                 }
                 // Closed by the peer (our Close reply is already written) or a protocol error.
-                Err(WsError::ConnectionClosed) | Err(_) => return Outcome::Ended,
+                Err(WsError::ConnectionClosed) | Err(_) => return EchoEnd::Ended,
             }
             batch += 1;
             if batch >= MAX_BATCH {
@@ -203,14 +203,14 @@ async fn echo_loop(ws: &mut WebSocketStream<TcpStream>, id: &str) -> Outcome {
                 Some(Some(next)) => item = next,
                 Some(None) => {
                     let _ = ws.flush().await;
-                    return Outcome::Ended;
+                    return EchoEnd::Ended;
                 }
                 None => break,
             }
         }
         // Also writes any pong or close reply tungstenite queued itself.
         if ws.flush().await.is_err() {
-            return Outcome::Ended;
+            return EchoEnd::Ended;
         }
     }
 }

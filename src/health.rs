@@ -28,13 +28,10 @@ use crate::config::{HealthCheck, Route};
 use crate::drain::DrainReason;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
-use crate::snapshot::Snapshot;
-use crate::tls::client::BackendTransport;
+use crate::snapshot::{RouteEntry, Snapshot};
+use crate::tls::client::LoadedTransport;
 
-/// A backend's dialer as the snapshot holds it (its TLS settings may have failed to load).
-pub type Transport = Result<BackendTransport, Arc<crate::tls::TlsError>>;
-
-pub use passive::{record_outcome, Outcome};
+pub use passive::{record_outcome, PassiveOutcome};
 use probe::{ProbeConn, ProbeResult};
 
 /// Runs and stops the probes. A reload calls [`HealthChecker::start_route`] again
@@ -73,16 +70,11 @@ impl HealthChecker {
         }
     }
 
-    /// Starts (or restarts) the probes of `route`, one per backend, against `states`
-    /// (index-aligned with `route.backends`). Does nothing for a route without
-    /// `health_check`, beyond stopping probes it had.
-    /// `transports`: each backend's dialer (plain or TLS), as traffic uses it.
-    pub fn start_route(
-        &self,
-        route: &Route,
-        states: &[Arc<BackendState>],
-        transports: &[Transport],
-    ) -> FirstRound {
+    /// Starts (or restarts) the probes of a route, one per backend, against each backend's
+    /// live state and with its transport (plain or TLS), as traffic dials it. Does nothing for
+    /// a route without `health_check`, beyond stopping probes it had.
+    pub fn start_route(&self, entry: &RouteEntry) -> FirstRound {
+        let route = &entry.route;
         self.stop_route(&route.name);
         let Some(hc) = route.health_check.clone() else {
             return FirstRound(Vec::new());
@@ -91,15 +83,15 @@ impl HealthChecker {
         self.lock().insert(route.name.clone(), token.clone());
         let env = Arc::new(ProbeEnv {
             hc,
-            route: route.clone(),
-            transports: transports.to_vec(),
+            route: (**route).clone(),
+            transports: entry.backends.iter().map(|b| b.transport.clone()).collect(),
             metrics: self.metrics.clone(),
             registry: self.registry.clone(),
             tasks: self.tasks.clone(),
             cancel: token.clone(),
         });
         let mut first = Vec::new();
-        for (idx, state) in states.iter().enumerate() {
+        for (idx, state) in entry.backends.iter().map(|b| &b.state).enumerate() {
             let (tx, rx) = oneshot::channel();
             first.push(rx);
             env.metrics
@@ -141,7 +133,7 @@ struct ProbeEnv {
     hc: HealthCheck,
     route: Route,
     /// Index-aligned with `route.backends`.
-    transports: Vec<Transport>,
+    transports: Vec<LoadedTransport>,
     metrics: Metrics,
     registry: Arc<Registry>,
     tasks: TaskTracker,
@@ -316,41 +308,34 @@ fn drain_backend(env: &Arc<ProbeEnv>, state: &Arc<BackendState>) {
 /// `health_check`, backends or backend states changed, and stops those of removed routes.
 /// Unchanged routes keep probing without a gap.
 pub fn reconcile(checker: &HealthChecker, old: &Snapshot, new: &Snapshot) {
-    for old_route in &old.config.routes {
-        if !new.config.routes.iter().any(|r| r.name == old_route.name) {
+    for old_route in &old.routes {
+        if new.route(&old_route.name).is_none() {
             checker.stop_route(&old_route.name);
         }
     }
-    for ((route, states), transports) in new
-        .config
-        .routes
-        .iter()
-        .zip(&new.backends)
-        .zip(&new.transports)
-    {
-        let before = old
-            .config
-            .routes
-            .iter()
-            .zip(&old.backends)
-            .find(|(r, _)| r.name == route.name);
-        let same = before.is_some_and(|(r, s)| {
-            r.health_check == route.health_check
-                && r.backends == route.backends
-                && r.limits.connect_timeout == route.limits.connect_timeout
-                && s.len() == states.len()
-                && s.iter().zip(states).all(|(a, b)| Arc::ptr_eq(a, b))
+    for entry in &new.routes {
+        let route = &entry.route;
+        let before = old.route(&entry.name);
+        let same = before.is_some_and(|b| {
+            b.route.health_check == route.health_check
+                && b.route.backends == route.backends
+                && b.route.limits.connect_timeout == route.limits.connect_timeout
+                && b.backends.len() == entry.backends.len()
+                && b.backends
+                    .iter()
+                    .zip(&entry.backends)
+                    .all(|(a, b)| Arc::ptr_eq(&a.state, &b.state))
         });
-        if let Some((old_route, _)) = before {
-            for b in &old_route.backends {
-                if !route.backends.iter().any(|n| n.name == b.name) {
+        if let Some(before) = before {
+            for b in &before.route.backends {
+                if entry.backend(&b.name).is_none() {
                     checker.metrics.forget_backend(&route.name, &b.name);
                 }
             }
         }
         if !same {
             // Dropped FirstRound: a reload does not wait for the new probes' first round.
-            let _ = checker.start_route(route, states, transports);
+            let _ = checker.start_route(entry);
         }
     }
 }

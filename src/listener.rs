@@ -10,8 +10,6 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use arc_swap::ArcSwapOption;
-
 use crate::config::Listener;
 use crate::shared::{BoundListener, Shared};
 use crate::sockopt;
@@ -95,7 +93,6 @@ pub fn serve(
     let local = listener.local_addr().expect("bound socket has an address");
     let stop = shared.stop_accepting.child_token();
     info!(listener = %config.name, addr = %local, tls = config.tls.is_some(), "listening");
-    let tls_side = Arc::new(ArcSwapOption::from(tls.clone()));
     let tls_watch = watch_certificates(shared, &config.name, tls.as_deref(), &stop);
     shared.listeners().insert(
         config.name.clone(),
@@ -103,29 +100,27 @@ pub fn serve(
             bind: config.bind,
             local,
             stop: stop.clone(),
-            tls: tls_side.clone(),
             tls_watch,
         },
     );
     shared.tasks.spawn(accept_loop(
         listener,
         config.name.clone(),
-        tls_side,
         stop,
         shared.clone(),
     ));
 }
 
-/// Replaces a bound listener's TLS side (a reload changed its `tls`): new connections
-/// handshake with `tls`, connections and sessions already running keep theirs.
-pub fn set_tls(shared: &Arc<Shared>, name: &str, tls: Option<Arc<TlsListener>>) {
+/// Restarts a bound listener's certificate watcher on its new TLS side (a reload changed its
+/// `tls`; the side itself is published in the new snapshot): new connections handshake with
+/// it, connections and sessions already running keep theirs.
+pub fn rewatch_tls(shared: &Arc<Shared>, name: &str, tls: Option<&TlsListener>) {
     let mut listeners = shared.listeners();
     let Some(bound) = listeners.get_mut(name) else {
         return;
     };
     bound.tls_watch.cancel();
-    bound.tls_watch = watch_certificates(shared, name, tls.as_deref(), &bound.stop);
-    bound.tls.store(tls);
+    bound.tls_watch = watch_certificates(shared, name, tls, &bound.stop);
     info!(listener = name, "listener TLS settings replaced");
 }
 
@@ -157,12 +152,11 @@ fn watch_certificates(
 /// Accepts until `stop` (shutdown, or a reload that removed this listener). Errors such as
 /// EMFILE back off (doubling up to a second) instead of spinning on a full process. Each
 /// connection reads the listener's settings from the snapshot current when it arrives, so a
-/// reload's new `request_timeout` or `trusted_proxies` apply to new connections. `tls` is the
-/// listener's TLS side (certificates reload on their own, see `tls::watch`).
+/// reload's new `request_timeout` or `trusted_proxies` apply to new connections; its TLS side
+/// comes from the same snapshot (certificates reload on their own, see `tls::watch`).
 pub async fn accept_loop(
     listener: TcpListener,
     name: String,
-    tls: Arc<ArcSwapOption<TlsListener>>,
     stop: CancellationToken,
     shared: Arc<Shared>,
 ) {
@@ -175,12 +169,14 @@ pub async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
-                let Some(config) = shared.snapshot.load().config.listener(&name).cloned() else {
+                let snapshot = shared.snapshot.load();
+                let Some(config) = snapshot.config.listener(&name).cloned() else {
                     continue; // removed by a reload a moment ago
                 };
+                let tls = snapshot.listener_tls.get(&name).cloned();
+                drop(snapshot);
                 sockopt::tune_accepted(&stream);
                 let shared2 = shared.clone();
-                let tls = tls.load_full();
                 shared.connections.spawn(async move {
                     // The PROXY header comes first on the wire: before TLS and HTTP.
                     let mut stream = stream;

@@ -91,7 +91,7 @@ pub struct LoadtestArgs {
 
 /// What the sessions need, validated.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub struct LoadPlan {
     pub url: url::Url,
     pub connections: usize,
     pub ramp: Duration,
@@ -190,8 +190,8 @@ pub fn parse_backoff(text: &str) -> Result<(Duration, Duration), String> {
     Ok((a, b))
 }
 
-impl Plan {
-    pub fn from_args(a: &LoadtestArgs) -> Result<Plan, LoadtestError> {
+impl LoadPlan {
+    pub fn from_args(a: &LoadtestArgs) -> Result<LoadPlan, LoadtestError> {
         let url = url::Url::parse(&a.url).map_err(|e| LoadtestError::Url(e.to_string()))?;
         let tls = match url.scheme() {
             "ws" => None,
@@ -215,7 +215,7 @@ impl Plan {
         if duration.is_zero() {
             return Err(LoadtestError::Invalid("--duration must be positive".into()));
         }
-        Ok(Plan {
+        Ok(LoadPlan {
             url,
             connections,
             ramp: a.ramp.min(duration),
@@ -256,8 +256,8 @@ impl Alive {
 }
 
 /// What every session shares.
-pub struct Ctx {
-    pub plan: Plan,
+pub struct LoadRun {
+    pub plan: LoadPlan,
     pub stats: Arc<Stats>,
     pub deadline: Instant,
     pub target: SocketAddr,
@@ -265,7 +265,7 @@ pub struct Ctx {
     pub alive: Option<Arc<Alive>>,
 }
 
-impl Ctx {
+impl LoadRun {
     fn session_url(&self, id: usize) -> String {
         let mut url = self.plan.url.clone();
         if self.plan.keys > 0 {
@@ -283,7 +283,7 @@ impl Ctx {
 /// Runs the sessions to the deadline and builds the report. `stats` may be shared with a
 /// scenario that marks its events on it.
 pub async fn run(
-    plan: Plan,
+    plan: LoadPlan,
     stats: Arc<Stats>,
     alive: Option<Arc<Alive>>,
     progress: bool,
@@ -303,7 +303,7 @@ pub async fn run(
         .and_then(|mut a| a.find(SocketAddr::is_ipv4))
         .ok_or_else(|| LoadtestError::Url(format!("cannot resolve {host} to an IPv4 address")))?;
     let started = Instant::now();
-    let ctx = Arc::new(Ctx {
+    let ctx = Arc::new(LoadRun {
         deadline: started + plan.duration,
         plan,
         stats: stats.clone(),
@@ -363,7 +363,7 @@ pub fn cli(args: LoadtestArgs) -> std::process::ExitCode {
                 Ok::<_, anyhow::Error>(report)
             }
             None => {
-                let plan = Plan::from_args(&args)?;
+                let plan = LoadPlan::from_args(&args)?;
                 Ok(run(plan, Arc::new(Stats::default()), None, progress).await?)
             }
         }
@@ -399,7 +399,7 @@ pub fn write_outputs(r: &Report, args: &LoadtestArgs) -> anyhow::Result<()> {
 }
 
 /// One timeline point each second, and the live progress line when stderr is a terminal.
-async fn sample_loop(ctx: Arc<Ctx>, progress: bool) {
+async fn sample_loop(ctx: Arc<LoadRun>, progress: bool) {
     let bar = progress.then(|| {
         let b = indicatif::ProgressBar::new(ctx.plan.duration.as_secs().max(1));
         b.set_style(

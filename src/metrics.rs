@@ -51,7 +51,7 @@ pub struct Metrics {
     pub handshake_retries_total: IntCounterVec,
     /// Connections closed for a malformed or missing PROXY protocol header, by listener.
     pub proxy_protocol_errors_total: IntCounterVec,
-    /// `result`: a `tls::accept::Outcome` label; plain listeners count only `tls_on_plain_port`.
+    /// `result`: a `tls::accept::TlsOutcome` label; plain listeners count only `tls_on_plain_port`.
     pub tls_handshakes_total: IntCounterVec,
     /// `reason`: a `head_error::HeadError` label (hyper refused the head before any service).
     pub request_head_errors_total: IntCounterVec,

@@ -113,7 +113,7 @@ fn valid_host(h: &str) -> bool {
     if let Some(inner) = h.strip_prefix('[').and_then(|x| x.strip_suffix(']')) {
         return inner.parse::<std::net::Ipv6Addr>().is_ok();
     }
-    crate::config::validate::fields::is_dns_name(h)
+    crate::config::units::is_dns_name(h)
 }
 
 #[cfg(test)]

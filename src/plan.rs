@@ -18,12 +18,7 @@ pub fn concerns(session: &SessionInfo, new: &Snapshot) -> Option<DrainReason> {
     if new.config.listener(&session.listener).is_none() {
         return Some(DrainReason::ListenerRemoved);
     }
-    let Some(idx) = new
-        .config
-        .routes
-        .iter()
-        .position(|r| *r.name == *session.route)
-    else {
+    let Some(idx) = new.route_index(&session.route) else {
         return Some(DrainReason::RouteRemoved);
     };
     if new
@@ -35,16 +30,20 @@ pub fn concerns(session: &SessionInfo, new: &Snapshot) -> Option<DrainReason> {
     }
     let backend = session.backend.as_ref()?;
     // An unchanged backend keeps its state object across generations (see backend.rs).
-    if !new.backends[idx].iter().any(|b| Arc::ptr_eq(b, backend)) {
+    let entry = &new.routes[idx];
+    if !entry
+        .backends
+        .iter()
+        .any(|b| Arc::ptr_eq(&b.state, backend))
+    {
         return Some(DrainReason::BackendRemoved);
     }
-    let route = &new.config.routes[idx];
-    if route.drain.rebalance
+    if entry.route.drain.rebalance
         && !session.key_random
-        && session.ring_fingerprint != new.ring_fingerprints[idx]
+        && session.ring_fingerprint != entry.ring_fingerprint
     {
-        let preferred = new.balancers[idx].preferred(session.key_hash);
-        let preferred_name = preferred.map(|i| route.backends[i].name.as_str());
+        let preferred = entry.balancer.preferred(session.key_hash);
+        let preferred_name = preferred.map(|i| entry.backends[i].config.name.as_str());
         if preferred_name != Some(&*backend.name) {
             return Some(DrainReason::Rebalance);
         }
@@ -54,19 +53,19 @@ pub fn concerns(session: &SessionInfo, new: &Snapshot) -> Option<DrainReason> {
 
 /// The sessions a change to `new` drains.
 #[derive(Debug, Default, Clone)]
-pub struct Plan {
+pub struct DrainPlan {
     pub entries: Vec<(SessionInfo, DrainReason)>,
 }
 
-impl Plan {
+impl DrainPlan {
     /// Judges every session accepted by an older generation.
-    pub fn compute(sessions: Vec<SessionInfo>, new: &Snapshot) -> Plan {
+    pub fn compute(sessions: Vec<SessionInfo>, new: &Snapshot) -> DrainPlan {
         let entries = sessions
             .into_iter()
             .filter(|s| s.generation < new.generation)
             .filter_map(|s| concerns(&s, new).map(|r| (s, r)))
             .collect();
-        Plan { entries }
+        DrainPlan { entries }
     }
 
     /// `{"total": N, "routes": {route: {backend: {reason: count}}}}` (deterministic order).

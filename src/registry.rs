@@ -39,7 +39,7 @@ pub struct SessionInfo {
     pub key_hash: u64,
     /// The key was random (no key, no fallback): a rebalance never moves such a session.
     pub key_random: bool,
-    /// The route's ring inputs when the backend was picked (see `Snapshot::ring_fingerprints`).
+    /// The route's ring inputs when the backend was picked (see `snapshot::ring_fingerprint`).
     pub ring_fingerprint: u64,
 }
 

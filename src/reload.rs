@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use crate::config::{Config, ConfigErrors};
 use crate::listener::{self, bind_all, load_tls, StartError};
-use crate::plan::Plan;
+use crate::plan::DrainPlan;
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
 
@@ -160,26 +160,32 @@ pub async fn apply(
         (to_bind, to_stop)
     };
     // TLS sides of listeners that are new, moved, or whose `tls` changed: certificates are
-    // loaded before anything changes, so a bad one refuses the reload.
-    let mut fresh_tls = std::collections::HashMap::new();
+    // loaded before anything changes, so a bad one refuses the reload. The others keep theirs.
+    // All of them are published in the new snapshot, with the config that describes them.
+    let mut listener_tls = std::collections::HashMap::new();
     let mut tls_changes = Vec::new();
     for l in &config.listeners {
         let rebound = to_bind.iter().any(|b| b.name == l.name);
         let changed = old.config.listener(&l.name).is_none_or(|o| o.tls != l.tls);
-        if rebound || changed {
-            let tls = load_tls(l).map_err(ReloadError::Tls)?;
-            if rebound {
-                fresh_tls.insert(l.name.clone(), tls);
-            } else {
-                tls_changes.push((l.name.clone(), tls));
+        let tls = if rebound || changed {
+            if !rebound {
+                tls_changes.push(l.name.clone());
             }
+            load_tls(l).map_err(ReloadError::Tls)?
+        } else {
+            old.listener_tls.get(&l.name).cloned()
+        };
+        if let Some(tls) = tls {
+            listener_tls.insert(l.name.clone(), tls);
         }
     }
     // A listener that moves frees its old address only after the swap; binding the new one
     // first is what keeps a failed reload side-effect free.
     let fresh = bind_all(&to_bind).map_err(ReloadError::Bind)?;
 
-    let new = Arc::new(Snapshot::build(config, old.generation + 1, Some(&old)));
+    let new =
+        Snapshot::build(config, old.generation + 1, Some(&old)).with_listener_tls(listener_tls);
+    let new = Arc::new(new);
     if let Some(e) = new.transport_error() {
         return Err(ReloadError::Tls(StartError::BackendTls(e)));
     }
@@ -197,25 +203,22 @@ pub async fn apply(
         }
     }
     for (cfg, tcp) in fresh {
-        let tls = fresh_tls.remove(&cfg.name).flatten();
+        let tls = new.listener_tls.get(&cfg.name).cloned();
         listener::serve(shared, &cfg, tcp, tls);
     }
-    for (name, tls) in tls_changes {
-        listener::set_tls(shared, &name, tls);
+    for name in tls_changes {
+        listener::rewatch_tls(shared, &name, new.listener_tls.get(&name).map(|t| &**t));
     }
     // Probes of removed routes stop before their series are forgotten.
     crate::health::reconcile(&shared.health, &old, &new);
     forget_removed_series(shared, &old, &new);
 
-    let plan = Plan::compute(shared.registry.all(), &new);
+    let plan = DrainPlan::compute(shared.registry.all(), &new);
     let summary = plan.summary();
     let schedule = crate::drain::schedule(plan.entries, |route| {
-        new.config
-            .routes
-            .iter()
-            .chain(old.config.routes.iter())
-            .find(|r| r.name == route)
-            .map(|r| r.drain.clone())
+        new.route(route)
+            .or_else(|| old.route(route))
+            .map(|e| e.route.drain.clone())
             .unwrap_or_else(default_drain)
     });
     crate::drain::run(&shared.registry, &shared.metrics, &shared.tasks, schedule);
@@ -230,7 +233,7 @@ pub async fn apply(
 pub fn dry_run(shared: &Shared, config: Config) -> serde_json::Value {
     let old = shared.snapshot.load_full();
     let candidate = Snapshot::build(config, old.generation + 1, Some(&old));
-    Plan::compute(shared.registry.all(), &candidate).summary()
+    DrainPlan::compute(shared.registry.all(), &candidate).summary()
 }
 
 fn default_drain() -> crate::config::Drain {
@@ -244,8 +247,8 @@ fn default_drain() -> crate::config::Drain {
 
 /// Series of routes that no longer exist would linger forever: delete them.
 fn forget_removed_series(shared: &Shared, old: &Snapshot, new: &Snapshot) {
-    for route in &old.config.routes {
-        if new.config.routes.iter().all(|r| r.name != route.name) {
+    for route in &old.routes {
+        if new.route(&route.name).is_none() {
             shared.metrics.forget_route(&route.name);
         }
     }

@@ -51,7 +51,13 @@ impl Server {
             None => None,
         };
         let config_path = config.source.clone();
-        let snapshot = Snapshot::build(config, 1, None);
+        let listener_tls = config
+            .listeners
+            .iter()
+            .zip(&tls)
+            .filter_map(|(l, t)| Some((l.name.clone(), t.clone()?)))
+            .collect();
+        let snapshot = Snapshot::build(config, 1, None).with_listener_tls(listener_tls);
         if let Some(e) = snapshot.transport_error() {
             return Err(StartError::BackendTls(e));
         }
@@ -96,12 +102,11 @@ impl Server {
         let snapshot = shared.snapshot.load_full();
         let mut first_rounds = Vec::new();
         let mut bound = Duration::ZERO;
-        let routes = snapshot.config.routes.iter().zip(&snapshot.backends);
-        for ((route, states), transports) in routes.zip(&snapshot.transports) {
-            if let Some(hc) = &route.health_check {
+        for entry in &snapshot.routes {
+            if let Some(hc) = &entry.route.health_check {
                 bound = bound.max(hc.timeout);
             }
-            first_rounds.push(shared.health.start_route(route, states, transports));
+            first_rounds.push(shared.health.start_route(entry));
         }
         let all_first = async {
             for f in first_rounds {
@@ -163,11 +168,8 @@ impl Server {
             .collect();
         let schedule = crate::drain::schedule(entries, |route| {
             snapshot
-                .config
-                .routes
-                .iter()
-                .find(|r| r.name == route)
-                .map(|r| r.drain.clone())
+                .route(route)
+                .map(|e| e.route.drain.clone())
                 .unwrap_or(crate::config::Drain {
                     timeout: crate::config::DEFAULT_DRAIN_TIMEOUT,
                     spread: Duration::ZERO,

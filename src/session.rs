@@ -47,7 +47,7 @@ pub struct SessionStats {
 }
 
 #[derive(Debug, Default)]
-struct Shared {
+struct HandleState {
     close: OnceLock<CloseRequest>,
     wake: Notify,
     stats: SessionStats,
@@ -56,7 +56,7 @@ struct Shared {
 /// Cheap to clone; one per live session.
 #[derive(Debug, Clone, Default)]
 pub struct SessionHandle {
-    shared: Arc<Shared>,
+    shared: Arc<HandleState>,
 }
 
 impl SessionHandle {

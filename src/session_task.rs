@@ -94,11 +94,8 @@ async fn run(session: Session) {
         if current.generation != info.generation {
             if let Some(reason) = crate::plan::concerns(info, &current) {
                 let drain = current
-                    .config
-                    .routes
-                    .iter()
-                    .find(|r| r.name == route.name)
-                    .map_or(route.drain.timeout, |r| r.drain.timeout);
+                    .route(&route.name)
+                    .map_or(route.drain.timeout, |e| e.route.drain.timeout);
                 crate::drain::close(&shared.registry, &shared.metrics, info, reason, drain);
             }
         }

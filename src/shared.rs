@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -17,7 +17,6 @@ use crate::health::HealthChecker;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::snapshot::Snapshot;
-use crate::tls::TlsListener;
 
 /// A bound traffic listener, stopped on its own when a reload removes it.
 #[derive(Debug)]
@@ -27,9 +26,6 @@ pub struct BoundListener {
     /// The actual address (port 0 resolved).
     pub local: SocketAddr,
     pub stop: CancellationToken,
-    /// The listener's TLS side, read by the accept loop per connection: a reload that changes
-    /// `tls` swaps it in place (no rebind). `None` for a plain listener.
-    pub tls: Arc<ArcSwapOption<TlsListener>>,
     /// Stops the certificate watcher of the TLS side now serving (a child of `stop`).
     pub tls_watch: CancellationToken,
 }

@@ -1,15 +1,20 @@
 //! One config generation as every connection sees it: the validated config, the route table,
-//! and per route its balancer and backends. Built whole, then published behind the one
-//! `ArcSwap` in [`crate::shared::Shared`], so a connection never sees half of a reload.
+//! and per route one [`RouteEntry`] (its balancer, ring fingerprint and backends). Built whole,
+//! then published behind the one `ArcSwap` in [`crate::shared::Shared`], so a connection never
+//! sees half of a reload.
 
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
-use crate::backend::BackendState;
+use crate::backend::{BackendState, StateRef};
 use crate::balance::Balancer;
-use crate::config::Config;
+use crate::config::{Backend, Config, Route};
 use crate::route::RouteTable;
-use crate::tls::client::BackendTransport;
-use crate::tls::TlsError;
+use crate::tls::client::{BackendTransport, LoadedTransport};
+use crate::tls::{TlsError, TlsListener};
+
+pub use crate::backend::BackendIndex;
 
 /// Everything a connection needs for one config generation, published as one unit so that a
 /// connection never sees half of a reload.
@@ -17,87 +22,153 @@ use crate::tls::TlsError;
 pub struct Snapshot {
     pub generation: u64,
     pub config: Arc<Config>,
+    /// (listener, host, path) → index into `routes`.
     pub table: RouteTable,
-    /// Index-aligned with `config.routes`.
-    pub balancers: Vec<Balancer>,
-    pub route_names: Vec<Arc<str>>,
-    /// `[route][backend]`, index-aligned with `config.routes[r].backends`: how each backend is
-    /// dialed (TLS configs are built once per generation, not per dial). An `Err` is a `ca` or
-    /// client certificate that could not be loaded; dialing that backend fails.
-    pub transports: Vec<Vec<Result<BackendTransport, Arc<TlsError>>>>,
-    /// Live state per route, per backend (index-aligned with each route's `backends`).
-    pub backends: Vec<Vec<Arc<BackendState>>>,
-    /// The same states by (route, backend name), with each backend's identity: the next
+    /// One entry per route, in `config.routes` order (the indices the table answers with).
+    pub routes: Vec<RouteEntry>,
+    /// Route name → index into `routes`: look-ups by name (admin, reload, plan) without a scan.
+    by_name: HashMap<Arc<str>, usize>,
+    /// Every backend state by (route, backend name), with the backend's identity: the next
     /// generation carries over what did not change.
     pub backend_index: BackendIndex,
-    /// Per route: a hash of what places keys on backends (affinity, balance, backend names
-    /// and weights). A rebalance only concerns routes whose fingerprint changed.
-    pub ring_fingerprints: Vec<u64>,
+    /// Each TLS listener's TLS side (certificates loaded), by listener name; a plain listener
+    /// has none. Published in the same swap as the config that describes the listener, so a
+    /// connection never pairs one generation's listener settings with another's TLS side.
+    /// (Certificates renewed on disk are swapped inside the side's resolver: same settings.)
+    pub listener_tls: HashMap<String, Arc<TlsListener>>,
 }
 
-/// What decides where a key lands on a route's ring.
-fn ring_fingerprint(route: &crate::config::Route) -> u64 {
-    let mut text = format!("{:?}|{:?}|", route.affinity, route.balance);
-    for b in &route.backends {
-        text.push_str(&format!("{}:{};", b.name, b.weight));
+/// One route of a generation, with everything a connection to it needs.
+#[derive(Debug)]
+pub struct RouteEntry {
+    /// The route's name, shared by every session's registry entry and metric label.
+    pub name: Arc<str>,
+    pub route: Arc<Route>,
+    pub balancer: Balancer,
+    /// A hash of what places keys on backends (affinity, balance, backend names and weights,
+    /// see [`ring_fingerprint`]): a rebalance only concerns routes whose fingerprint changed.
+    pub ring_fingerprint: u64,
+    /// In `route.backends` order (the indices the balancer picks).
+    pub backends: Vec<BackendEntry>,
+}
+
+/// One backend of a route in one generation.
+#[derive(Debug)]
+pub struct BackendEntry {
+    pub config: Backend,
+    /// Live state; the same object as the previous generation's when the backend is
+    /// unchanged (see [`crate::backend::carry_over`]).
+    pub state: Arc<BackendState>,
+    /// How the backend is dialed, built once per generation rather than per dial. An `Err` is
+    /// a `ca` or client certificate that could not be loaded: dialing that backend fails.
+    pub transport: LoadedTransport,
+}
+
+/// The balancer and passive ejection read backend states straight from the entries.
+impl StateRef for BackendEntry {
+    fn state(&self) -> &Arc<BackendState> {
+        &self.state
     }
-    crate::balance::key::hash_key(text.as_bytes())
 }
 
-pub use crate::backend::BackendIndex;
+/// What decides where a key lands on a route's ring: the affinity key and its fallback, the
+/// balance settings, and each backend's name and weight in order. Hashed from the fields
+/// themselves; anything else about a route (limits, URLs, health checks) leaves it unchanged.
+pub fn ring_fingerprint(route: &Route) -> u64 {
+    let mut h = DefaultHasher::new();
+    route.affinity.key.hash(&mut h);
+    route.affinity.fallback.hash(&mut h);
+    route.balance.load_factor.map(f64::to_bits).hash(&mut h);
+    route.balance.virtual_nodes.hash(&mut h);
+    route.backends.len().hash(&mut h);
+    for b in &route.backends {
+        b.name.hash(&mut h);
+        b.weight.hash(&mut h);
+    }
+    h.finish()
+}
 
 impl Snapshot {
-    /// Builds a generation; `previous` lends its backend states to unchanged backends.
+    /// Builds a generation; `previous` lends its rings and backend states to what is unchanged.
     pub fn build(config: Config, generation: u64, previous: Option<&Snapshot>) -> Self {
         let table = RouteTable::new(&config);
-        // Rings are quadratic to build: reuse the previous generation's where nothing changed.
-        let balancers = config
-            .routes
-            .iter()
-            .map(|route| {
-                let old = previous.and_then(|p| {
-                    let i = p.config.routes.iter().position(|r| r.name == route.name)?;
-                    p.balancers.get(i)
-                });
-                Balancer::reusing(route, old)
-            })
-            .collect();
-        let route_names = config
-            .routes
-            .iter()
-            .map(|r| Arc::from(r.name.as_str()))
-            .collect();
-        let transports = config
-            .routes
-            .iter()
-            .map(|r| {
-                r.backends
-                    .iter()
-                    .map(|b| BackendTransport::for_backend(b).map_err(Arc::new))
-                    .collect()
-            })
-            .collect();
-        let (backends, backend_index) =
+        let (states, backend_index) =
             crate::backend::carry_over(&config, previous.map(|p| &p.backend_index));
-        let ring_fingerprints = config.routes.iter().map(|r| ring_fingerprint(r)).collect();
+        let routes: Vec<RouteEntry> = config
+            .routes
+            .iter()
+            .zip(states)
+            .map(|(route, states)| {
+                // Rings are quadratic to build: reuse the previous generation's where nothing
+                // changed.
+                let old = previous.and_then(|p| p.route(&route.name));
+                let backends = route
+                    .backends
+                    .iter()
+                    .zip(states)
+                    .map(|(b, state)| BackendEntry {
+                        config: b.clone(),
+                        state,
+                        transport: BackendTransport::for_backend(b).map_err(Arc::new),
+                    })
+                    .collect();
+                RouteEntry {
+                    name: Arc::from(route.name.as_str()),
+                    route: route.clone(),
+                    balancer: Balancer::reusing(route, old.map(|e| &e.balancer)),
+                    ring_fingerprint: ring_fingerprint(route),
+                    backends,
+                }
+            })
+            .collect();
+        let by_name = routes
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.name.clone(), i))
+            .collect();
         Snapshot {
-            transports,
-            ring_fingerprints,
             generation,
             config: Arc::new(config),
             table,
-            balancers,
-            route_names,
-            backends,
+            routes,
+            by_name,
             backend_index,
+            listener_tls: HashMap::new(),
         }
+    }
+
+    /// Sets the listeners' TLS sides (loaded by [`crate::listener::load_tls`] before the
+    /// generation is published).
+    pub fn with_listener_tls(mut self, tls: HashMap<String, Arc<TlsListener>>) -> Self {
+        self.listener_tls = tls;
+        self
+    }
+
+    /// The route named `name`, if this generation has it.
+    pub fn route(&self, name: &str) -> Option<&RouteEntry> {
+        self.routes.get(*self.by_name.get(name)?)
+    }
+
+    /// The index of the route named `name` (the index [`Snapshot::table`] answers with).
+    pub fn route_index(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
     }
 
     /// The first backend TLS setting that could not be loaded, if any.
     pub fn transport_error(&self) -> Option<Arc<TlsError>> {
-        self.transports
+        self.routes
             .iter()
-            .flatten()
-            .find_map(|t| t.as_ref().err().cloned())
+            .flat_map(|r| &r.backends)
+            .find_map(|b| b.transport.as_ref().err().cloned())
     }
 }
+
+impl RouteEntry {
+    /// The backend named `name` on this route.
+    pub fn backend(&self, name: &str) -> Option<&BackendEntry> {
+        self.backends.iter().find(|b| b.config.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -23,15 +23,14 @@ pub fn status(shared: &Shared) -> Value {
         .map(|(name, l)| json!({ "name": name, "bind": l.bind.to_string(), "addr": l.local.to_string() }))
         .collect();
     let routes: Vec<Value> = snapshot
-        .config
         .routes
         .iter()
-        .zip(&snapshot.backends)
-        .map(|(route, states)| {
-            let backends: Vec<Value> = route
+        .map(|entry| {
+            let route = &entry.route;
+            let backends: Vec<Value> = entry
                 .backends
                 .iter()
-                .zip(states)
+                .map(|b| (&b.config, &b.state))
                 .map(|(b, s)| {
                     let rtt = s.last_rtt_us.load(Ordering::Relaxed);
                     json!({

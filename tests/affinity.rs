@@ -176,7 +176,7 @@ async fn bounded_loads_hold_the_cap_under_200_concurrent_handshakes_with_a_hot_k
     );
     // The balancer's own counts agree with what the clients saw.
     let snap = router.server().shared().snapshot.load_full();
-    for st in &snap.backends[0] {
+    for st in snap.routes[0].backends.iter().map(|b| &b.state) {
         let live = st.live.load(Ordering::Acquire);
         assert_eq!(live, per_backend.get(&*st.name).copied().unwrap_or(0));
     }
@@ -199,11 +199,7 @@ async fn an_unhealthy_backend_is_skipped_and_its_keys_return_when_it_recovers() 
     let url = router.url("/?k=sticky");
     let (_ws, home) = open(&url, &[]).await;
     let snap = router.server().shared().snapshot.load_full();
-    let state = snap.backends[0]
-        .iter()
-        .find(|s| *s.name == home)
-        .unwrap()
-        .clone();
+    let state = snap.routes[0].backend(&home).unwrap().state.clone();
     state.set_health(Health::Unhealthy);
     let (_ws2, away) = open(&url, &[]).await;
     assert_ne!(away, home);
@@ -237,10 +233,19 @@ async fn a_refused_connect_is_retried_once_charged_and_counted() {
         .with_label_values(&["r"])
         .get();
     let snap = shared.snapshot.load_full();
-    let charged = snap.backends[0][0].passive_failures.load(Ordering::Acquire);
+    let charged = snap.routes[0].backends[0]
+        .state
+        .passive_failures
+        .load(Ordering::Acquire);
     assert!(retries > 0, "some keys prefer the dead backend");
     assert_eq!(u64::from(charged), retries);
-    assert_eq!(snap.backends[0][0].live.load(Ordering::Acquire), 0);
+    assert_eq!(
+        snap.routes[0].backends[0]
+            .state
+            .live
+            .load(Ordering::Acquire),
+        0
+    );
     stop_all(router, vec![live]).await;
 }
 

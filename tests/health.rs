@@ -16,7 +16,9 @@ const FAST_HC: &str =
     "health_check: {interval: 200ms, timeout: 100ms, healthy_threshold: 2, unhealthy_threshold: 2}";
 
 fn state(router: &Router, backend: usize) -> Arc<BackendState> {
-    router.server().shared().snapshot.load().backends[0][backend].clone()
+    router.server().shared().snapshot.load().routes[0].backends[backend]
+        .state
+        .clone()
 }
 
 /// Polls `cond` every 5 ms; returns how long it took, panics after `within`.

@@ -27,7 +27,9 @@ async fn fifty_flaps_leak_no_probe_socket_or_task() {
         "health_check: {interval: 50ms, timeout: 25ms, healthy_threshold: 1, unhealthy_threshold: 1, on_all_unhealthy: route_anyway}",
     );
     let router = Router::start(&yaml).await;
-    let s = router.server().shared().snapshot.load().backends[0][0].clone();
+    let s = router.server().shared().snapshot.load().routes[0].backends[0]
+        .state
+        .clone();
     let wait = |want: Health| {
         let s = s.clone();
         async move {
@@ -65,11 +67,7 @@ async fn fifty_flaps_leak_no_probe_socket_or_task() {
     let shared = router.server().shared().clone();
     let snap = shared.snapshot.load_full();
     for _ in 0..50 {
-        let _ = shared.health.start_route(
-            &snap.config.routes[0],
-            &snap.backends[0],
-            &snap.transports[0],
-        );
+        let _ = shared.health.start_route(&snap.routes[0]);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     wait(Health::Healthy).await;

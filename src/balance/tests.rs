@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::*;
-use crate::backend::Health;
+use crate::backend::{BackendState, Health};
 use crate::balance::key::hash_key;
 use crate::test_util;
 

@@ -120,6 +120,19 @@ fn split_number(t: &str) -> (&str, &str) {
     (&t[..end], t[end..].trim_start())
 }
 
+/// RFC 1123 labels: 1–63 letters, digits or `-` (not at either end), at most 253 in all.
+pub fn is_dns_name(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

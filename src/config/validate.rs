@@ -27,7 +27,7 @@ pub fn validate(path: &Path, text: &str) -> Result<(Config, Vec<Warning>), Confi
         Ok(raw) => raw,
         Err(e) => return Err(ConfigErrors(vec![parse_error::convert(path, text, &e)])),
     };
-    let mut cx = Ctx::new(path);
+    let mut cx = Validator::new(path);
     let listeners = listeners(&mut cx, &raw.listeners);
     let admin = raw.admin.as_ref().and_then(|a| admin(&mut cx, a));
     if let Some(a) = &admin {
@@ -75,21 +75,21 @@ pub fn validate(path: &Path, text: &str) -> Result<(Config, Vec<Warning>), Confi
 const START: Location = Location::UNKNOWN;
 
 /// Collects errors and warnings while the validated types are built.
-pub(crate) struct Ctx<'a> {
+pub(crate) struct Validator<'a> {
     file: &'a Path,
     dir: PathBuf,
     pub errors: Vec<ConfigError>,
     pub warnings: Vec<Warning>,
 }
 
-impl<'a> Ctx<'a> {
+impl<'a> Validator<'a> {
     fn new(file: &'a Path) -> Self {
         let dir = match file.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
         let dir = std::path::absolute(&dir).unwrap_or(dir);
-        Ctx {
+        Validator {
             file,
             dir,
             errors: Vec::new(),
@@ -210,7 +210,7 @@ impl<'a> Ctx<'a> {
     }
 }
 
-fn listeners(cx: &mut Ctx<'_>, raw: &raw::List<RawListener>) -> Vec<Listener> {
+fn listeners(cx: &mut Validator<'_>, raw: &raw::List<RawListener>) -> Vec<Listener> {
     let Some(list) = raw else {
         cx.error(&START, "listeners", "at least one listener is required");
         return Vec::new();
@@ -291,7 +291,7 @@ fn listeners(cx: &mut Ctx<'_>, raw: &raw::List<RawListener>) -> Vec<Listener> {
 }
 
 fn listener_tls(
-    cx: &mut Ctx<'_>,
+    cx: &mut Validator<'_>,
     t: &Spanned<raw::RawListenerTls>,
     p: &str,
 ) -> Option<ListenerTls> {
@@ -405,7 +405,7 @@ fn listener_tls(
     })
 }
 
-fn admin(cx: &mut Ctx<'_>, a: &Spanned<raw::RawAdmin>) -> Option<Admin> {
+fn admin(cx: &mut Validator<'_>, a: &Spanned<raw::RawAdmin>) -> Option<Admin> {
     let at = a.referenced;
     let bind = cx.required(&a.value.bind, &at, "admin.bind").cloned()?;
     let bind = cx.check(&bind, "admin.bind", fields::bind);
@@ -415,4 +415,24 @@ fn admin(cx: &mut Ctx<'_>, a: &Spanned<raw::RawAdmin>) -> Option<Admin> {
         token_file,
         protect_metrics: a.value.protect_metrics.unwrap_or(false),
     })
+}
+
+/// A header list from routes.yaml (`request_headers.add`, `health_check.headers`), each name
+/// and value checked. Here, above both users, so `route` and `lifecycle` need not import
+/// each other.
+fn pairs(
+    cx: &mut Validator<'_>,
+    raw: &Option<raw::Pairs>,
+    p: &str,
+) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    let mut out = Vec::new();
+    for (k, v) in raw.iter().flat_map(|x| x.0.iter()) {
+        let path = format!("{p}.{}", k.value);
+        let name = cx.check(k, &path, fields::header_name);
+        let value = cx.check(v, &path, fields::header_value);
+        if let (Some(n), Some(v)) = (name, value) {
+            out.push((n, v));
+        }
+    }
+    out
 }

@@ -7,12 +7,11 @@
 //! `max_ejection_percent` caps how many of a route's backends are ejected at once.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::warn;
 
-use crate::backend::BackendState;
+use crate::backend::StateRef;
 use crate::config::{PassiveHealth, Route};
 use crate::metrics::Metrics;
 
@@ -21,7 +20,7 @@ pub const MAX_EJECTION: Duration = Duration::from_secs(300);
 
 /// What one real upgrade attempt said about its backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum PassiveOutcome {
     /// 101 verified: the count resets.
     Success,
     /// Connect failure or timeout, no answer in time, reset, 5xx, malformed or bad-Accept 101.
@@ -35,18 +34,18 @@ pub enum Outcome {
 /// needs `health_check.passive`.
 pub fn record_outcome(
     route: &Route,
-    states: &[Arc<BackendState>],
+    states: &[impl StateRef],
     idx: usize,
-    outcome: Outcome,
+    outcome: PassiveOutcome,
     metrics: &Metrics,
 ) -> bool {
-    let Some(state) = states.get(idx) else {
+    let Some(state) = states.get(idx).map(StateRef::state) else {
         return false;
     };
     let passive = route.health_check.as_ref().and_then(|h| h.passive.as_ref());
     match outcome {
-        Outcome::Neutral => false,
-        Outcome::Success => {
+        PassiveOutcome::Neutral => false,
+        PassiveOutcome::Success => {
             state.passive_failures.store(0, Ordering::Release);
             // Back for a whole base ejection without trouble: the next ejection is short again.
             if let Some(passive) = passive {
@@ -57,7 +56,7 @@ pub fn record_outcome(
             }
             false
         }
-        Outcome::Failure => {
+        PassiveOutcome::Failure => {
             let n = state.passive_failures.fetch_add(1, Ordering::AcqRel) + 1;
             let Some(passive) = passive else {
                 return false;
@@ -90,11 +89,11 @@ pub fn ejection_time(base: Duration, repeat: u32) -> Duration {
 
 /// One more ejection keeps the route within `max_ejection_percent` (rounded down, but at
 /// least one backend may be ejected when the percentage is not 0, as Envoy does).
-fn may_eject(passive: &PassiveHealth, states: &[Arc<BackendState>]) -> bool {
+fn may_eject(passive: &PassiveHealth, states: &[impl StateRef]) -> bool {
     if passive.max_ejection_percent == 0 {
         return false;
     }
     let cap = (states.len() * passive.max_ejection_percent as usize / 100).max(1);
-    let ejected = states.iter().filter(|s| s.is_ejected()).count();
+    let ejected = states.iter().filter(|s| s.state().is_ejected()).count();
     ejected < cap
 }

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use crate::config::{Backend, HealthCheck, Route};
 use crate::frame::control::{self, encode_control_into, MAX_CONTROL_FRAME};
 use crate::frame::{OP_CLOSE, OP_PING, OP_PONG};
-use crate::tls::client::BackendTransport;
+use crate::tls::client::LoadedTransport;
 use crate::tls::TlsError;
 use crate::upstream::{self, UpgradedBackend, UpstreamError};
 
@@ -85,7 +85,7 @@ impl ProbeConn {
     /// for traffic), with `health_check.headers` and `subprotocol`.
     pub async fn open(
         backend: &Backend,
-        transport: &Result<BackendTransport, Arc<TlsError>>,
+        transport: &LoadedTransport,
         route: &Route,
         hc: &HealthCheck,
     ) -> Result<ProbeConn, ProbeError> {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::passive::{ejection_time, record_outcome, Outcome, MAX_EJECTION};
+use super::passive::{ejection_time, record_outcome, PassiveOutcome, MAX_EJECTION};
 use super::transition;
 use crate::backend::{BackendState, Health};
 use crate::config::{HealthCheck, OnAllUnhealthy, Route};
@@ -70,13 +70,55 @@ fn route_with_passive(backends: usize, failures: u32, pct: u32) -> (Route, Vec<A
 fn passive_ejects_after_consecutive_failures_and_success_resets() {
     let (route, states) = route_with_passive(2, 3, 50);
     let m = Metrics::new();
-    assert!(!record_outcome(&route, &states, 0, Outcome::Failure, &m));
-    assert!(!record_outcome(&route, &states, 0, Outcome::Failure, &m));
-    assert!(!record_outcome(&route, &states, 0, Outcome::Success, &m));
-    assert!(!record_outcome(&route, &states, 0, Outcome::Failure, &m));
-    assert!(!record_outcome(&route, &states, 0, Outcome::Neutral, &m));
-    assert!(!record_outcome(&route, &states, 0, Outcome::Failure, &m));
-    assert!(record_outcome(&route, &states, 0, Outcome::Failure, &m));
+    assert!(!record_outcome(
+        &route,
+        &states,
+        0,
+        PassiveOutcome::Failure,
+        &m
+    ));
+    assert!(!record_outcome(
+        &route,
+        &states,
+        0,
+        PassiveOutcome::Failure,
+        &m
+    ));
+    assert!(!record_outcome(
+        &route,
+        &states,
+        0,
+        PassiveOutcome::Success,
+        &m
+    ));
+    assert!(!record_outcome(
+        &route,
+        &states,
+        0,
+        PassiveOutcome::Failure,
+        &m
+    ));
+    assert!(!record_outcome(
+        &route,
+        &states,
+        0,
+        PassiveOutcome::Neutral,
+        &m
+    ));
+    assert!(!record_outcome(
+        &route,
+        &states,
+        0,
+        PassiveOutcome::Failure,
+        &m
+    ));
+    assert!(record_outcome(
+        &route,
+        &states,
+        0,
+        PassiveOutcome::Failure,
+        &m
+    ));
     assert!(states[0].is_ejected());
     assert!(!states[0].is_eligible());
 }
@@ -85,13 +127,43 @@ fn passive_ejects_after_consecutive_failures_and_success_resets() {
 fn max_ejection_percent_caps_ejections() {
     let (route, states) = route_with_passive(2, 1, 50);
     let m = Metrics::new();
-    assert!(record_outcome(&route, &states, 0, Outcome::Failure, &m));
-    assert!(!record_outcome(&route, &states, 1, Outcome::Failure, &m));
+    assert!(record_outcome(
+        &route,
+        &states,
+        0,
+        PassiveOutcome::Failure,
+        &m
+    ));
+    assert!(!record_outcome(
+        &route,
+        &states,
+        1,
+        PassiveOutcome::Failure,
+        &m
+    ));
     assert!(!states[1].is_ejected());
     let (route, states) = route_with_passive(4, 1, 50);
-    assert!(record_outcome(&route, &states, 0, Outcome::Failure, &m));
-    assert!(record_outcome(&route, &states, 1, Outcome::Failure, &m));
-    assert!(!record_outcome(&route, &states, 2, Outcome::Failure, &m));
+    assert!(record_outcome(
+        &route,
+        &states,
+        0,
+        PassiveOutcome::Failure,
+        &m
+    ));
+    assert!(record_outcome(
+        &route,
+        &states,
+        1,
+        PassiveOutcome::Failure,
+        &m
+    ));
+    assert!(!record_outcome(
+        &route,
+        &states,
+        2,
+        PassiveOutcome::Failure,
+        &m
+    ));
 }
 
 #[test]
@@ -114,7 +186,13 @@ async fn passive_ejection_follows_tokios_clock_doubles_and_calms_down() {
     let s = &states[0];
     let step = |ms| tokio::time::advance(Duration::from_millis(ms));
 
-    assert!(record_outcome(&route, &states, 0, Outcome::Failure, &m));
+    assert!(record_outcome(
+        &route,
+        &states,
+        0,
+        PassiveOutcome::Failure,
+        &m
+    ));
     assert_eq!(s.ejection_remaining(), Duration::from_secs(1));
     step(999).await;
     assert!(s.is_ejected() && !s.is_eligible());
@@ -123,7 +201,13 @@ async fn passive_ejection_follows_tokios_clock_doubles_and_calms_down() {
     assert_eq!(s.time_since_ejection(), Some(Duration::ZERO));
 
     // Failing again at once: twice as long.
-    assert!(record_outcome(&route, &states, 0, Outcome::Failure, &m));
+    assert!(record_outcome(
+        &route,
+        &states,
+        0,
+        PassiveOutcome::Failure,
+        &m
+    ));
     assert_eq!(s.ejection_remaining(), Duration::from_secs(2));
     assert_eq!(s.time_since_ejection(), None, "ejected now");
     step(2000).await;
@@ -131,7 +215,13 @@ async fn passive_ejection_follows_tokios_clock_doubles_and_calms_down() {
 
     // A success half a base ejection later keeps the doubling...
     step(500).await;
-    assert!(!record_outcome(&route, &states, 0, Outcome::Success, &m));
+    assert!(!record_outcome(
+        &route,
+        &states,
+        0,
+        PassiveOutcome::Success,
+        &m
+    ));
     assert_eq!(
         s.ejections_in_a_row
             .load(std::sync::atomic::Ordering::Relaxed),
@@ -139,12 +229,24 @@ async fn passive_ejection_follows_tokios_clock_doubles_and_calms_down() {
     );
     // ...one a whole base ejection after the end resets it: the next ejection is short again.
     step(500).await;
-    assert!(!record_outcome(&route, &states, 0, Outcome::Success, &m));
+    assert!(!record_outcome(
+        &route,
+        &states,
+        0,
+        PassiveOutcome::Success,
+        &m
+    ));
     assert_eq!(
         s.ejections_in_a_row
             .load(std::sync::atomic::Ordering::Relaxed),
         0
     );
-    assert!(record_outcome(&route, &states, 0, Outcome::Failure, &m));
+    assert!(record_outcome(
+        &route,
+        &states,
+        0,
+        PassiveOutcome::Failure,
+        &m
+    ));
     assert_eq!(s.ejection_remaining(), Duration::from_secs(1));
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::stats::{Event, Percentiles, Sample, SessionSummary, Stats};
-use super::{Mode, Plan};
+use super::{LoadPlan, Mode};
 
 /// Everything one run measured. Field names are the JSON keys (see docs/LOADTEST.md).
 #[derive(Debug, Clone, Serialize)]
@@ -85,7 +85,7 @@ pub struct Verdict {
 }
 
 impl Report {
-    pub fn build(plan: &Plan, stats: &Stats, elapsed: Duration) -> Report {
+    pub fn build(plan: &LoadPlan, stats: &Stats, elapsed: Duration) -> Report {
         let secs = elapsed.as_secs_f64().max(1e-3);
         let echoed = stats.echoed.load(Relaxed);
         let by_status = stats.handshakes();

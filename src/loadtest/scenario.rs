@@ -15,7 +15,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use super::stats::Stats;
-use super::{Alive, LoadtestArgs, Mode, Plan, Report};
+use super::{Alive, LoadPlan, LoadtestArgs, Mode, Report};
 use crate::config::units::{parse_duration, parse_size};
 use crate::config::Config;
 use crate::server::Server;
@@ -173,7 +173,7 @@ impl Scenario {
     }
 
     /// The load plan against `router`, from the `load:` section, defaults and overrides.
-    fn plan(&self, router: SocketAddr, o: &Overrides) -> anyhow::Result<Plan> {
+    fn plan(&self, router: SocketAddr, o: &Overrides) -> anyhow::Result<LoadPlan> {
         let l = &self.load;
         let d = |v: &Option<String>, def: &str| parse_duration(v.as_deref().unwrap_or(def));
         let args = LoadtestArgs {
@@ -199,7 +199,7 @@ impl Scenario {
             backend_header: None,
             scenario: None,
         };
-        Ok(Plan::from_args(&args)?)
+        Ok(LoadPlan::from_args(&args)?)
     }
 
     fn scale(&self, o: &Overrides) -> f64 {

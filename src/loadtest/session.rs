@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use super::stats::{SessionSummary, MAX_BACKENDS_PER_SESSION};
-use super::{Ctx, Mode};
+use super::{LoadRun, Mode};
 
 /// Plain TCP or TLS, behind one type so the session loop is written once.
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
@@ -54,7 +54,7 @@ struct End {
 }
 
 /// Runs session `id` until the deadline; returns what it saw.
-pub(super) async fn run(id: usize, ctx: Arc<Ctx>) -> SessionSummary {
+pub(super) async fn run(id: usize, ctx: Arc<LoadRun>) -> SessionSummary {
     let mut summary = SessionSummary {
         id,
         ..Default::default()
@@ -124,7 +124,7 @@ pub(super) async fn run(id: usize, ctx: Arc<Ctx>) -> SessionSummary {
 
 /// TCP connect (from a spread loopback source address when the target is loopback) and the
 /// upgrade. `Err` carries the handshake label: the HTTP status, or `connect`/`timeout`/`error`.
-async fn connect(id: usize, ctx: &Ctx) -> Result<(Ws, Option<String>), String> {
+async fn connect(id: usize, ctx: &LoadRun) -> Result<(Ws, Option<String>), String> {
     let attempt = async {
         let socket = TcpSocket::new_v4().map_err(|_| "socket".to_owned())?;
         if ctx.target.ip().is_loopback() {
@@ -204,7 +204,7 @@ fn parse_seq(text: &str) -> Option<u64> {
 }
 
 /// Sends and checks messages on one connection until it ends or the deadline comes.
-async fn drive(ws: &mut Ws, ctx: &Ctx, seq: &mut u64) -> End {
+async fn drive(ws: &mut Ws, ctx: &LoadRun, seq: &mut u64) -> End {
     let plan = &ctx.plan;
     let window = match plan.mode {
         Mode::Echo => 1,
@@ -263,7 +263,7 @@ fn ended(close_code: &mut Option<String>, outstanding: usize) -> End {
 }
 
 /// Checks one echo against the outstanding numbers.
-fn check(ctx: &Ctx, outstanding: &mut BTreeMap<u64, Instant>, text: &str) {
+fn check(ctx: &LoadRun, outstanding: &mut BTreeMap<u64, Instant>, text: &str) {
     use std::sync::atomic::Ordering::Relaxed;
     let Some(n) = parse_seq(text) else {
         return; // not ours (e.g. a late whoami reply)
@@ -283,7 +283,7 @@ fn check(ctx: &Ctx, outstanding: &mut BTreeMap<u64, Instant>, text: &str) {
 }
 
 /// The deadline: wait (bounded) for outstanding echoes, then close with 1000.
-async fn finish(ws: &mut Ws, ctx: &Ctx, outstanding: &mut BTreeMap<u64, Instant>) -> End {
+async fn finish(ws: &mut Ws, ctx: &LoadRun, outstanding: &mut BTreeMap<u64, Instant>) -> End {
     let grace = Instant::now() + FINISH_GRACE;
     while !outstanding.is_empty() {
         match tokio::time::timeout_at(grace, ws.next()).await {

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::ReadBuf;
 use tokio::time::Instant;
 
 use super::state::SpliceState;
@@ -589,20 +589,4 @@ impl Dir {
         m.fetch_add(msgs - self.flushed_msgs, Relaxed);
         (self.flushed_bytes, self.flushed_msgs) = (bytes, msgs);
     }
-}
-
-/// Reads and discards until EOF (the backend's end after the handshake), keeping no buffer
-/// between polls... except while parked on types without readiness.
-pub(super) fn poll_drain_eof<R: AsyncRead + Unpin>(src: &mut R, cx: &mut Context<'_>) -> Poll<()> {
-    let mut buf = take_buf();
-    let res = loop {
-        let mut rb = ReadBuf::new(&mut buf);
-        match Pin::new(&mut *src).poll_read(cx, &mut rb) {
-            Poll::Ready(Ok(())) if !rb.filled().is_empty() => continue,
-            Poll::Ready(_) => break Poll::Ready(()),
-            Poll::Pending => break Poll::Pending,
-        }
-    };
-    give_buf(buf);
-    res
 }

@@ -10,9 +10,10 @@ use bytes::Bytes;
 use tokio::time::{Instant, Sleep};
 
 use super::clock::after;
-use super::dir::{poll_drain_eof, Dir};
+use super::dir::Dir;
 use super::heartbeat::Tick;
 use super::state::{SpliceState, FIN_BOUND};
+use super::transport::poll_drain_eof;
 use super::transport::Transport;
 use super::{DirectionStats, SessionEnd, Side, SpliceConfig, SpliceOutcome};
 use crate::session::{CloseRequest, SessionHandle};

@@ -3,9 +3,10 @@
 
 use std::cell::RefCell;
 use std::io;
+use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// A byte stream the splice can relay.
 ///
@@ -110,4 +111,20 @@ pub fn give_buf(buf: Box<[u8]>) {
             p.push(buf);
         }
     });
+}
+
+/// Reads and discards until EOF (the backend's end after the handshake), keeping no buffer
+/// between polls... except while parked on types without readiness.
+pub(super) fn poll_drain_eof<R: AsyncRead + Unpin>(src: &mut R, cx: &mut Context<'_>) -> Poll<()> {
+    let mut buf = take_buf();
+    let res = loop {
+        let mut rb = ReadBuf::new(&mut buf);
+        match Pin::new(&mut *src).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) if !rb.filled().is_empty() => continue,
+            Poll::Ready(_) => break Poll::Ready(()),
+            Poll::Pending => break Poll::Pending,
+        }
+    };
+    give_buf(buf);
+    res
 }

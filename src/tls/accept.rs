@@ -2,7 +2,7 @@
 //! certificate, handshake — all before hyper sees a byte, and all inside the deadline the
 //! listener's `request_timeout` sets for handshake plus request headers.
 //!
-//! Every way a handshake can end is one [`Outcome`], the `result` label of
+//! Every way a handshake can end is one [`TlsOutcome`], the `result` label of
 //! `wsedge_tls_handshakes_total`. A failed handshake just closes the socket: the task ends, no
 //! panic, nothing held.
 
@@ -23,7 +23,7 @@ const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// How a handshake ended. Closed set: these are metric labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum TlsOutcome {
     Ok,
     /// Plain HTTP (or anything not TLS) on a TLS port: answered 400 and closed.
     Plaintext,
@@ -41,17 +41,17 @@ pub enum Outcome {
     Failed,
 }
 
-impl Outcome {
+impl TlsOutcome {
     pub fn label(self) -> &'static str {
         match self {
-            Outcome::Ok => "ok",
-            Outcome::Plaintext => "plaintext",
-            Outcome::TlsOnPlainPort => "tls_on_plain_port",
-            Outcome::NoCertificate => "no_certificate",
-            Outcome::ClientCertificate => "client_certificate",
-            Outcome::Timeout => "timeout",
-            Outcome::Truncated => "truncated",
-            Outcome::Failed => "failed",
+            TlsOutcome::Ok => "ok",
+            TlsOutcome::Plaintext => "plaintext",
+            TlsOutcome::TlsOnPlainPort => "tls_on_plain_port",
+            TlsOutcome::NoCertificate => "no_certificate",
+            TlsOutcome::ClientCertificate => "client_certificate",
+            TlsOutcome::Timeout => "timeout",
+            TlsOutcome::Truncated => "truncated",
+            TlsOutcome::Failed => "failed",
         }
     }
 }
@@ -79,12 +79,12 @@ pub async fn accept(
     tcp: TcpStream,
     peer: SocketAddr,
     deadline: Instant,
-) -> Result<Accepted, Outcome> {
+) -> Result<Accepted, TlsOutcome> {
     match tokio::time::timeout_at(deadline, handshake(tls, tcp, peer)).await {
         Ok(result) => result,
         Err(_) => {
             debug!(%peer, listener = %tls.name, "TLS handshake timed out");
-            Err(Outcome::Timeout)
+            Err(TlsOutcome::Timeout)
         }
     }
 }
@@ -93,16 +93,16 @@ async fn handshake(
     tls: &TlsListener,
     mut tcp: TcpStream,
     peer: SocketAddr,
-) -> Result<Accepted, Outcome> {
+) -> Result<Accepted, TlsOutcome> {
     match first_byte(&tcp).await {
-        None => return Err(Outcome::Truncated),
+        None => return Err(TlsOutcome::Truncated),
         Some(TLS_HANDSHAKE_RECORD) => {}
         Some(_) => {
             // nginx-style courtesy: a browser pointed at http:// sees why. Best effort.
             let _ = tcp.write_all(plaintext_answer().as_bytes()).await;
             let _ = tcp.shutdown().await;
             debug!(%peer, listener = %tls.name, "plaintext on a TLS port");
-            return Err(Outcome::Plaintext);
+            return Err(TlsOutcome::Plaintext);
         }
     }
     let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
@@ -117,7 +117,7 @@ async fn handshake(
         );
         // Let rustls answer with an alert rather than dropping the socket silently.
         let _ = start.into_stream(tls.config.clone()).await;
-        return Err(Outcome::NoCertificate);
+        return Err(TlsOutcome::NoCertificate);
     }
     let stream = start
         .into_stream(tls.config.clone())
@@ -158,23 +158,23 @@ pub async fn is_client_hello(tcp: &TcpStream) -> bool {
     first_byte(tcp).await == Some(TLS_HANDSHAKE_RECORD)
 }
 
-fn classify(e: &std::io::Error) -> Outcome {
+fn classify(e: &std::io::Error) -> TlsOutcome {
     if e.kind() == std::io::ErrorKind::UnexpectedEof {
-        return Outcome::Truncated;
+        return TlsOutcome::Truncated;
     }
     match e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
     {
         Some(rustls::Error::NoCertificatesPresented)
-        | Some(rustls::Error::InvalidCertificate(_)) => Outcome::ClientCertificate,
-        Some(_) => Outcome::Failed,
+        | Some(rustls::Error::InvalidCertificate(_)) => TlsOutcome::ClientCertificate,
+        Some(_) => TlsOutcome::Failed,
         // Reset or closed mid-handshake.
         None => match e.kind() {
             std::io::ErrorKind::ConnectionReset
             | std::io::ErrorKind::BrokenPipe
-            | std::io::ErrorKind::ConnectionAborted => Outcome::Truncated,
-            _ => Outcome::Failed,
+            | std::io::ErrorKind::ConnectionAborted => TlsOutcome::Truncated,
+            _ => TlsOutcome::Failed,
         },
     }
 }

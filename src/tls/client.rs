@@ -20,6 +20,10 @@ use tokio_rustls::TlsConnector;
 use super::{provider, TlsError, ALPN_HTTP11};
 use crate::config::{Backend, CertificatePair};
 
+/// A backend's transport as one config generation loaded it: `Err` when its `ca` or client
+/// certificate could not be loaded (dialing that backend then fails with this error).
+pub type LoadedTransport = Result<BackendTransport, Arc<TlsError>>;
+
 /// How a backend is reached: plain TCP or TLS with a ready config.
 #[derive(Clone, Debug)]
 pub enum BackendTransport {

@@ -1,7 +1,7 @@
 //! A listener's edge-security settings: path normalisation and request-head limits.
 
 use super::raw::{RawListener, RawPathNormalization, Spanned};
-use super::{units, Ctx};
+use super::{units, Validator};
 use crate::config::{DEFAULT_MAX_HEADERS, DEFAULT_MAX_REQUEST_HEAD_BYTES};
 use crate::path::{Action, EscapedSlashes, Options, PathParams};
 
@@ -16,7 +16,7 @@ pub(super) struct Edge {
     pub max_headers: usize,
 }
 
-pub(super) fn edge(cx: &mut Ctx<'_>, l: &RawListener, p: &str) -> Edge {
+pub(super) fn edge(cx: &mut Validator<'_>, l: &RawListener, p: &str) -> Edge {
     let path_normalization = l
         .path_normalization
         .as_ref()
@@ -60,7 +60,11 @@ pub(super) fn edge(cx: &mut Ctx<'_>, l: &RawListener, p: &str) -> Edge {
     }
 }
 
-fn path_normalization(cx: &mut Ctx<'_>, n: &Spanned<RawPathNormalization>, p: &str) -> Options {
+fn path_normalization(
+    cx: &mut Validator<'_>,
+    n: &Spanned<RawPathNormalization>,
+    p: &str,
+) -> Options {
     let n = &n.value;
     let mut o = Options {
         enabled: n.enabled.unwrap_or(true),

@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use http::{HeaderName, HeaderValue};
 
+pub use crate::config::units::is_dns_name;
 use crate::config::{AffinityKey, BackendUrl, HostMatch, ProxyProtocol, TlsVersion};
 
 /// Names of listeners, routes and backends end up in metric labels and admin URLs.
@@ -67,19 +68,6 @@ pub fn bind(s: &str) -> Result<SocketAddr, String> {
     s.trim().parse::<SocketAddr>().map_err(|_| {
         format!("`{s}` is not an IP:PORT address (e.g. 127.0.0.1:8080, 0.0.0.0:443, [::]:8080)")
     })
-}
-
-/// RFC 1123 labels: 1–63 letters, digits or `-` (not at either end), at most 253 in all.
-pub fn is_dns_name(h: &str) -> bool {
-    !h.is_empty()
-        && h.len() <= 253
-        && h.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        })
 }
 
 /// A DNS name (letters, digits, `-`, dots) or an IP literal; returned lower-cased.

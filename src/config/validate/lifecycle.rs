@@ -2,11 +2,11 @@
 //! Part of [`super::validate`].
 
 use super::raw::{self, Spanned};
-use super::{fields, Ctx};
+use super::{fields, Validator};
 use crate::config::*;
 
 pub(super) fn health_check(
-    cx: &mut Ctx<'_>,
+    cx: &mut Validator<'_>,
     h: &Spanned<raw::RawHealthCheck>,
     p: &str,
 ) -> HealthCheck {
@@ -119,7 +119,7 @@ pub(super) fn health_check(
         timeout,
         healthy_threshold,
         unhealthy_threshold,
-        headers: super::route::pairs(cx, &h.headers, &format!("{p}.headers")),
+        headers: super::pairs(cx, &h.headers, &format!("{p}.headers")),
         subprotocol: h
             .subprotocol
             .as_ref()
@@ -130,7 +130,11 @@ pub(super) fn health_check(
     }
 }
 
-pub(super) fn drain(cx: &mut Ctx<'_>, raw: &Option<Spanned<raw::RawDrain>>, p: &str) -> Drain {
+pub(super) fn drain(
+    cx: &mut Validator<'_>,
+    raw: &Option<Spanned<raw::RawDrain>>,
+    p: &str,
+) -> Drain {
     let mut d = Drain {
         timeout: DEFAULT_DRAIN_TIMEOUT,
         spread: DEFAULT_DRAIN_SPREAD,
@@ -183,7 +187,11 @@ pub(super) fn drain(cx: &mut Ctx<'_>, raw: &Option<Spanned<raw::RawDrain>>, p: &
     d
 }
 
-pub(super) fn limits(cx: &mut Ctx<'_>, raw: &Option<Spanned<raw::RawLimits>>, p: &str) -> Limits {
+pub(super) fn limits(
+    cx: &mut Validator<'_>,
+    raw: &Option<Spanned<raw::RawLimits>>,
+    p: &str,
+) -> Limits {
     let mut l = Limits {
         handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
         connect_timeout: DEFAULT_CONNECT_TIMEOUT,

@@ -4,13 +4,13 @@
 use std::collections::HashMap;
 
 use super::lifecycle::{drain, health_check, limits};
-use super::raw::{self, Location, Pairs, RawRoute, Spanned};
-use super::{fields, Ctx, START};
+use super::raw::{self, Location, RawRoute, Spanned};
+use super::{fields, pairs, Validator, START};
 use crate::config::*;
 use crate::origin::OriginPattern;
 
 pub(super) fn routes(
-    cx: &mut Ctx<'_>,
+    cx: &mut Validator<'_>,
     raw: &raw::List<RawRoute>,
     listeners: &[Listener],
 ) -> Vec<Route> {
@@ -53,7 +53,7 @@ pub(super) fn routes(
 }
 
 fn route(
-    cx: &mut Ctx<'_>,
+    cx: &mut Validator<'_>,
     r: &Spanned<RawRoute>,
     p: &str,
     listeners: &[Listener],
@@ -188,7 +188,7 @@ fn route(
 }
 
 fn route_listener(
-    cx: &mut Ctx<'_>,
+    cx: &mut Validator<'_>,
     r: &RawRoute,
     at: &Location,
     p: &str,
@@ -226,7 +226,7 @@ fn route_listener(
     }
 }
 
-fn header_edits(cx: &mut Ctx<'_>, h: &raw::RawHeaderEdits, p: &str) -> HeaderEdits {
+fn header_edits(cx: &mut Validator<'_>, h: &raw::RawHeaderEdits, p: &str) -> HeaderEdits {
     let add = pairs(cx, &h.add, &format!("{p}.add"));
     for (k, _) in h.add.iter().flat_map(|x| x.0.iter()) {
         cx.check(k, &format!("{p}.add.{}", k.value), fields::managed_header);
@@ -242,24 +242,7 @@ fn header_edits(cx: &mut Ctx<'_>, h: &raw::RawHeaderEdits, p: &str) -> HeaderEdi
     HeaderEdits { add, remove }
 }
 
-pub(super) fn pairs(
-    cx: &mut Ctx<'_>,
-    raw: &Option<Pairs>,
-    p: &str,
-) -> Vec<(http::HeaderName, http::HeaderValue)> {
-    let mut out = Vec::new();
-    for (k, v) in raw.iter().flat_map(|x| x.0.iter()) {
-        let path = format!("{p}.{}", k.value);
-        let name = cx.check(k, &path, fields::header_name);
-        let value = cx.check(v, &path, fields::header_value);
-        if let (Some(n), Some(v)) = (name, value) {
-            out.push((n, v));
-        }
-    }
-    out
-}
-
-fn affinity(cx: &mut Ctx<'_>, raw: &Option<Spanned<raw::RawAffinity>>, p: &str) -> Affinity {
+fn affinity(cx: &mut Validator<'_>, raw: &Option<Spanned<raw::RawAffinity>>, p: &str) -> Affinity {
     let mut a = Affinity {
         key: AffinityKey::ClientIp,
         fallback: AffinityKey::Random,
@@ -296,7 +279,7 @@ fn affinity(cx: &mut Ctx<'_>, raw: &Option<Spanned<raw::RawAffinity>>, p: &str) 
     a
 }
 
-fn balance(cx: &mut Ctx<'_>, raw: &Option<Spanned<raw::RawBalance>>, p: &str) -> Balance {
+fn balance(cx: &mut Validator<'_>, raw: &Option<Spanned<raw::RawBalance>>, p: &str) -> Balance {
     let mut b = Balance {
         load_factor: None,
         virtual_nodes: DEFAULT_VIRTUAL_NODES,
@@ -335,7 +318,7 @@ fn balance(cx: &mut Ctx<'_>, raw: &Option<Spanned<raw::RawBalance>>, p: &str) ->
 }
 
 fn backends(
-    cx: &mut Ctx<'_>,
+    cx: &mut Validator<'_>,
     raw: &raw::List<raw::RawBackend>,
     route_at: &Location,
     p: &str,
