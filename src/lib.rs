@@ -56,8 +56,8 @@
 //! 15. `splice`, `session`, `frame`, `body`, `admin_client`, `echo`, `rlimit`
 //! 16. `config`, `origin`, `path`
 //!
-//! Imports that point up the floors, each as `- up: \`from\` → \`to\`: reason` (at most
-//! three): none today.
+//! Imports that point up the floors (at most three), one line each in the form
+//! "- up: `from` → `to`: reason": none today.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
