@@ -574,8 +574,13 @@ impl PingBackend {
                     _ = stop2.cancelled() => break,
                     a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
                 };
-                let (stop, answer, pongs, pings, id) =
-                    (stop2.clone(), answer2.clone(), pongs2.clone(), pings2.clone(), id2.clone());
+                let (stop, answer, pongs, pings, id) = (
+                    stop2.clone(),
+                    answer2.clone(),
+                    pongs2.clone(),
+                    pings2.clone(),
+                    id2.clone(),
+                );
                 let hung = hung2.clone();
                 tasks2.spawn(async move {
                     let mut buf = Vec::new();
@@ -597,13 +602,7 @@ impl PingBackend {
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
                     let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                    let key = head
-                        .lines()
-                        .find(|l| l.to_ascii_lowercase().starts_with("sec-websocket-key:"))
-                        .map(|l| l.split_once(':').unwrap().1.trim().to_owned())
-                        .unwrap_or_default();
-                    let accept = wsedge::handshake::accept_key(key.as_bytes());
-                    let resp = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n");
+                    let resp = switching_protocols(&head);
                     if s.write_all(resp.as_bytes()).await.is_err() {
                         return;
                     }
@@ -619,16 +618,25 @@ impl PingBackend {
                                 let reply = match op {
                                     0x9 => {
                                         pings.fetch_add(1, Ordering::SeqCst);
-                                        answer.load(Ordering::SeqCst).then(|| server_frame(0xA, &payload))
+                                        answer
+                                            .load(Ordering::SeqCst)
+                                            .then(|| server_frame(0xA, &payload))
                                     }
                                     0xA => {
                                         pongs.fetch_add(1, Ordering::SeqCst);
                                         None
                                     }
-                                    0x1 if payload == b"whoami" => Some(server_frame(0x1, id.as_bytes())),
+                                    0x1 if payload == b"whoami" => {
+                                        Some(server_frame(0x1, id.as_bytes()))
+                                    }
                                     0x1 | 0x2 => Some(server_frame(op, &payload)),
                                     0x8 => {
-                                        let _ = s.write_all(&server_frame(0x8, &payload[..payload.len().min(2)])).await;
+                                        let _ = s
+                                            .write_all(&server_frame(
+                                                0x8,
+                                                &payload[..payload.len().min(2)],
+                                            ))
+                                            .await;
                                         return;
                                     }
                                     _ => None,
@@ -788,4 +796,15 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A backend's 101 answering the `Sec-WebSocket-Key` of a raw request head.
+pub fn switching_protocols(head: &str) -> String {
+    let key = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("sec-websocket-key:"))
+        .map(|l| l.split_once(':').unwrap().1.trim().to_owned())
+        .unwrap_or_default();
+    let accept = wsedge::handshake::accept_key(key.as_bytes());
+    format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n")
 }

@@ -84,13 +84,7 @@ async fn serve(mut s: TcpStream, style: Style) {
     let Some((head, mut buf)) = read_head(&mut s).await else {
         return;
     };
-    let key = head
-        .lines()
-        .find(|l| l.to_ascii_lowercase().starts_with("sec-websocket-key:"))
-        .map(|l| l.split_once(':').unwrap().1.trim().to_owned())
-        .unwrap_or_default();
-    let accept = wsedge::handshake::accept_key(key.as_bytes());
-    let resp = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n");
+    let resp = super::switching_protocols(&head);
     if s.write_all(resp.as_bytes()).await.is_err() {
         return;
     }
