@@ -224,15 +224,25 @@ mod tests {
         let s3 = a.admit();
         assert!(a.try_pending(&s1, one, 2));
         assert!(a.try_pending(&s2, one, 2));
-        assert!(!a.try_pending(&s3, one, 2), "third pending from one address");
+        assert!(
+            !a.try_pending(&s3, one, 2),
+            "third pending from one address"
+        );
         assert!(a.try_pending(&s3, two, 2), "another address is not limited");
         s1.upgraded();
         let s4 = a.admit();
-        assert!(a.try_pending(&s4, one, 2), "an upgrade frees its pending place");
+        assert!(
+            a.try_pending(&s4, one, 2),
+            "an upgrade frees its pending place"
+        );
         assert_eq!(a.live(), 4);
         drop((s1, s2, s3, s4));
         assert_eq!(a.live(), 0);
-        assert_eq!(a.pending_addresses(), 0, "no entry outlives its connections");
+        assert_eq!(
+            a.pending_addresses(),
+            0,
+            "no entry outlives its connections"
+        );
         let s = a.admit();
         assert!(a.try_pending(&s, one, 0), "0: no limit");
     }

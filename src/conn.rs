@@ -25,8 +25,8 @@ use crate::tls::stream::ClientStream;
 use crate::tls::TlsListener;
 use tracing::{debug, info};
 
-use crate::answer::{reject_response, relayed, switching_protocols};
 use crate::admission::ConnSlot;
+use crate::answer::{reject_response, relayed, switching_protocols};
 use crate::balance::{key, PickKind, Picked};
 use crate::body::Body;
 use crate::classify::{classify, Policy};

@@ -168,7 +168,10 @@ pub async fn accept_loop(
     shared: Arc<Shared>,
 ) {
     let mut backoff = Duration::from_millis(5);
-    let gauge = shared.metrics.listener_connections.with_label_values(&[&name]);
+    let gauge = shared
+        .metrics
+        .listener_connections
+        .with_label_values(&[&name]);
     let admission = ListenerAdmission::new(gauge);
     loop {
         let limit = shared

@@ -88,8 +88,12 @@ mod tests {
         assert_eq!(r.held(), 2);
         r.refill();
         assert_eq!(r.held(), 3);
-        assert!(super::is_fd_exhaustion(&std::io::Error::from_raw_os_error(24)));
-        assert!(!super::is_fd_exhaustion(&std::io::Error::from_raw_os_error(104)));
+        assert!(super::is_fd_exhaustion(&std::io::Error::from_raw_os_error(
+            24
+        )));
+        assert!(!super::is_fd_exhaustion(
+            &std::io::Error::from_raw_os_error(104)
+        ));
     }
 
     #[test]

@@ -194,15 +194,15 @@ async fn an_oversized_backend_refusal_is_relayed_cut_short_with_its_own_length()
 /// 127/8 address is local on Linux), so per-address limits can be seen to pick one address.
 async fn connect_from(from: &str, addr: SocketAddr) -> TcpStream {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket
-        .bind(format!("{from}:0").parse().unwrap())
-        .unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
     socket.connect(addr).await.unwrap()
 }
 
 /// Upgrades on `s` and returns the status line's code (the connection stays usable).
 async fn upgrade_on(s: &mut TcpStream) -> u16 {
-    s.write_all(upgrade_request("/", "").as_bytes()).await.unwrap();
+    s.write_all(upgrade_request("/", "").as_bytes())
+        .await
+        .unwrap();
     status_of(s).await
 }
 
@@ -215,7 +215,11 @@ async fn status_of(s: &mut TcpStream) -> u16 {
             .await
             .expect("an answer")
             .unwrap();
-        assert!(n > 0, "closed before answering: {:?}", String::from_utf8_lossy(&head));
+        assert!(
+            n > 0,
+            "closed before answering: {:?}",
+            String::from_utf8_lossy(&head)
+        );
         head.push(byte[0]);
     }
     String::from_utf8_lossy(&head)[9..12].parse().unwrap()

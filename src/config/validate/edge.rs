@@ -61,7 +61,11 @@ pub(super) fn edge(cx: &mut Validator<'_>, l: &RawListener, p: &str) -> Edge {
     }
     let max_connections = match &l.max_connections {
         Some(v) if v.value == 0 => {
-            cx.error(&v.referenced, &format!("{p}.max_connections"), "must be at least 1");
+            cx.error(
+                &v.referenced,
+                &format!("{p}.max_connections"),
+                "must be at least 1",
+            );
             None
         }
         Some(v) => Some(usize::try_from(v.value).unwrap_or(usize::MAX)),
