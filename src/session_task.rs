@@ -177,6 +177,14 @@ async fn run(session: Session) {
         "session closed"
     );
     drop(slot);
+    // The sessions of a route a reload removed re-create some of its series while they drain
+    // (closes, drains, bytes, durations): the last one to end deletes them again.
+    if m.enabled
+        && shared.snapshot.load().route(&route.name).is_none()
+        && shared.registry.live_on_route(&route.name) == 0
+    {
+        m.forget_route(&route.name);
+    }
 }
 
 /// The close-code bucket and the initiator label for an ending.
