@@ -60,10 +60,13 @@ pub enum RejectReason {
     BackendBadResponse,
     /// Every backend of the route is unhealthy and `on_all_unhealthy: refuse`.
     NoHealthyBackend,
+    /// The head completed after a graceful shutdown stopped the listeners: no backend is
+    /// dialled, the client is told to come back (to another instance) and the connection closes.
+    ShuttingDown,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 18] = [
+    pub const ALL: [RejectReason; 19] = [
         RejectReason::HttpVersion,
         RejectReason::BadHost,
         RejectReason::BadPath,
@@ -82,6 +85,7 @@ impl RejectReason {
         RejectReason::BackendRejected,
         RejectReason::BackendBadResponse,
         RejectReason::NoHealthyBackend,
+        RejectReason::ShuttingDown,
     ];
 
     /// The metric label and log reason. Dashboards depend on these exact strings.
@@ -105,6 +109,7 @@ impl RejectReason {
             RejectReason::BackendRejected => "backend_rejected",
             RejectReason::BackendBadResponse => "backend_bad_response",
             RejectReason::NoHealthyBackend => "no_healthy_backend",
+            RejectReason::ShuttingDown => "shutting_down",
         }
     }
 
@@ -129,8 +134,9 @@ impl RejectReason {
             | RejectReason::BackendRejected
             | RejectReason::BackendBadResponse
             | RejectReason::NoHealthyBackend => Side::Backend,
-            // The route's own `max_connections`: wsedge's limit, not the client's fault.
-            RejectReason::OverCapacity => Side::Internal,
+            // The route's own `max_connections`, or this instance going away: wsedge's own
+            // doing, not the client's.
+            RejectReason::OverCapacity | RejectReason::ShuttingDown => Side::Internal,
         }
     }
 
@@ -148,9 +154,9 @@ impl RejectReason {
             RejectReason::NotUpgrade | RejectReason::BadVersion => StatusCode::UPGRADE_REQUIRED,
             RejectReason::BadMethod => StatusCode::METHOD_NOT_ALLOWED,
             RejectReason::OriginDenied => StatusCode::FORBIDDEN,
-            RejectReason::OverCapacity | RejectReason::NoHealthyBackend => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            RejectReason::OverCapacity
+            | RejectReason::NoHealthyBackend
+            | RejectReason::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             RejectReason::BackendUnreachable
             | RejectReason::BackendBadResponse
             | RejectReason::BackendRejected => StatusCode::BAD_GATEWAY,
@@ -165,6 +171,8 @@ impl RejectReason {
             RejectReason::BadMethod => &[("allow", "GET")],
             RejectReason::BadVersion => &[("sec-websocket-version", "13")],
             RejectReason::OverCapacity | RejectReason::NoHealthyBackend => &[("retry-after", "1")],
+            // The connection ends with this answer: the retry goes to a fresh connection.
+            RejectReason::ShuttingDown => &[("retry-after", "1"), ("connection", "close")],
             _ => &[],
         }
     }
