@@ -60,13 +60,19 @@ pub enum RejectReason {
     BackendBadResponse,
     /// Every backend of the route is unhealthy and `on_all_unhealthy: refuse`.
     NoHealthyBackend,
+    /// wsedge itself ran out of descriptors, buffers or source ports dialing the backend.
+    LocalResources,
+    /// The client address is over a route's `max_sessions_per_ip`.
+    PerIpSessions,
+    /// The client address is over a route's `upgrade_rate_per_ip`.
+    PerIpRate,
     /// The head completed after a graceful shutdown stopped the listeners: no backend is
     /// dialled, the client is told to come back (to another instance) and the connection closes.
     ShuttingDown,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 19] = [
+    pub const ALL: [RejectReason; 22] = [
         RejectReason::HttpVersion,
         RejectReason::BadHost,
         RejectReason::BadPath,
@@ -85,6 +91,9 @@ impl RejectReason {
         RejectReason::BackendRejected,
         RejectReason::BackendBadResponse,
         RejectReason::NoHealthyBackend,
+        RejectReason::LocalResources,
+        RejectReason::PerIpSessions,
+        RejectReason::PerIpRate,
         RejectReason::ShuttingDown,
     ];
 
@@ -109,6 +118,9 @@ impl RejectReason {
             RejectReason::BackendRejected => "backend_rejected",
             RejectReason::BackendBadResponse => "backend_bad_response",
             RejectReason::NoHealthyBackend => "no_healthy_backend",
+            RejectReason::LocalResources => "local_resources",
+            RejectReason::PerIpSessions => "per_ip_sessions",
+            RejectReason::PerIpRate => "per_ip_rate",
             RejectReason::ShuttingDown => "shutting_down",
         }
     }
@@ -128,15 +140,19 @@ impl RejectReason {
             | RejectReason::BadVersion
             | RejectReason::BadKey
             | RejectReason::OriginDenied
-            | RejectReason::SubprotocolRequired => Side::Client,
+            | RejectReason::SubprotocolRequired
+            | RejectReason::PerIpSessions
+            | RejectReason::PerIpRate => Side::Client,
             RejectReason::BackendUnreachable
             | RejectReason::BackendTimeout
             | RejectReason::BackendRejected
             | RejectReason::BackendBadResponse
             | RejectReason::NoHealthyBackend => Side::Backend,
-            // The route's own `max_connections`, or this instance going away: wsedge's own
-            // doing, not the client's.
-            RejectReason::OverCapacity | RejectReason::ShuttingDown => Side::Internal,
+            // The route's own `max_connections`, wsedge's own resources, or this instance going
+            // away: wsedge's doing, not the client's.
+            RejectReason::OverCapacity
+            | RejectReason::LocalResources
+            | RejectReason::ShuttingDown => Side::Internal,
         }
     }
 
@@ -156,7 +172,9 @@ impl RejectReason {
             RejectReason::OriginDenied => StatusCode::FORBIDDEN,
             RejectReason::OverCapacity
             | RejectReason::NoHealthyBackend
+            | RejectReason::LocalResources
             | RejectReason::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            RejectReason::PerIpSessions | RejectReason::PerIpRate => StatusCode::TOO_MANY_REQUESTS,
             RejectReason::BackendUnreachable
             | RejectReason::BackendBadResponse
             | RejectReason::BackendRejected => StatusCode::BAD_GATEWAY,
@@ -170,7 +188,10 @@ impl RejectReason {
             RejectReason::NotUpgrade => &[("upgrade", "websocket"), ("connection", "upgrade")],
             RejectReason::BadMethod => &[("allow", "GET")],
             RejectReason::BadVersion => &[("sec-websocket-version", "13")],
-            RejectReason::OverCapacity | RejectReason::NoHealthyBackend => &[("retry-after", "1")],
+            RejectReason::OverCapacity
+            | RejectReason::NoHealthyBackend
+            | RejectReason::LocalResources
+            | RejectReason::PerIpSessions => &[("retry-after", "1")],
             // The connection ends with this answer: the retry goes to a fresh connection.
             RejectReason::ShuttingDown => &[("retry-after", "1"), ("connection", "close")],
             _ => &[],
