@@ -125,12 +125,13 @@ impl RejectReason {
         }
     }
 
-    /// Decided before a route matched (the request line, the target, the route look-up):
-    /// counted under `route=""`.
+    /// Decided before a route matched (shutting down, the request line, the target, the
+    /// route look-up): counted under `route=""`.
     pub fn before_routing(self) -> bool {
         matches!(
             self,
-            RejectReason::HttpVersion
+            RejectReason::ShuttingDown
+                | RejectReason::HttpVersion
                 | RejectReason::BadHost
                 | RejectReason::BadPath
                 | RejectReason::NoRoute
