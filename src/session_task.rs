@@ -243,8 +243,10 @@ mod tests {
     #[tokio::test]
     async fn client_gone_before_its_101_gets_the_backend_a_masked_1001() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (dialed, accepted) =
-            tokio::join!(tokio::net::TcpStream::connect(l.local_addr().unwrap()), l.accept());
+        let (dialed, accepted) = tokio::join!(
+            tokio::net::TcpStream::connect(l.local_addr().unwrap()),
+            l.accept()
+        );
         let mut peer = accepted.unwrap().0;
         let backend = UpgradedBackend {
             io: MaybeTls::Plain(dialed.unwrap()),
@@ -257,11 +259,18 @@ mod tests {
             .await
             .is_none());
         let mut got = Vec::new();
-        tokio::time::timeout(std::time::Duration::from_secs(10), peer.read_to_end(&mut got))
-            .await
-            .expect("EOF after the Close")
-            .unwrap();
-        assert_eq!(got.len(), 2 + 4 + 2, "one masked Close with a code: {got:?}");
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            peer.read_to_end(&mut got),
+        )
+        .await
+        .expect("EOF after the Close")
+        .unwrap();
+        assert_eq!(
+            got.len(),
+            2 + 4 + 2,
+            "one masked Close with a code: {got:?}"
+        );
         assert_eq!(got[..2], [0x88, 0x80 | 2], "FIN|Close, masked, 2 bytes");
         let code = [got[6] ^ got[2], got[7] ^ got[3]];
         assert_eq!(u16::from_be_bytes(code), 1001);

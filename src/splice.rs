@@ -28,7 +28,9 @@ mod tests;
 mod transport;
 
 pub use relay::SLOW_CLOSE_GRACE;
-pub use transport::{discard_read, give_buf, set_abortive_tcp, take_buf, NoReadiness, Transport, CHUNK};
+pub use transport::{
+    discard_read, give_buf, set_abortive_tcp, take_buf, NoReadiness, Transport, CHUNK,
+};
 
 /// Per-session settings, from the route's `limits` and the negotiated extensions.
 #[derive(Debug, Clone)]

@@ -79,7 +79,12 @@ async fn oversized_upload_gets_1009_and_eof_never_a_reset_twenty_runs() {
             Err(e) => Some(format!("run {i}: {e}")),
         })
         .collect();
-    assert!(bad.is_empty(), "{} of 20 runs failed:\n{}", bad.len(), bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "{} of 20 runs failed:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
     router.stop().await;
     backend.stop().await;
 }

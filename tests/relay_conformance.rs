@@ -377,10 +377,25 @@ async fn relay_conformance_table() {
 #[tokio::test]
 #[ignore = "needs Python websockets; run by .ci/run"]
 async fn relay_conformance_table_against_python_websockets() {
+    // websockets does not check §5.2's minimal length encoding (a sender's MUST), so directly
+    // it echoes such a frame; wsedge refuses it with 1002 in both directions (issue 13). That
+    // one case is a difference by design: asserted to be exactly it, and counted in the output.
+    const BY_DESIGN: &str = "Strict / framing / non-minimal length";
     let backend = python::Backend::start();
     let (violations, differ) = run_table(Style::Strict, backend.addr).await;
+    let (known, violations): (Vec<String>, Vec<String>) = violations
+        .into_iter()
+        .partition(|v| v.starts_with(&format!("{BY_DESIGN} (direct)")));
+    let (known_differ, differ): (Vec<String>, Vec<String>) =
+        differ.into_iter().partition(|d| d.starts_with(BY_DESIGN));
+    assert_eq!(
+        (known.len(), known_differ.len()),
+        (1, 1),
+        "websockets accepts a non-minimal length directly and wsedge refuses it: {known:?} {known_differ:?}"
+    );
+    println!("by design: {}", known_differ[0]);
     report(
-        "relay conformance against Python websockets",
+        "relay conformance against Python websockets (1 more differs by design: non-minimal length)",
         cases().len(),
         &violations,
         &differ,

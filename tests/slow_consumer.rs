@@ -122,7 +122,10 @@ async fn given_up_slow_consumer_is_reset_and_discarded_bytes_are_not_counted() {
         slow.send(Message::text("big 1048576")).await.unwrap();
     }
     let server = router.server();
-    wait_for("slow session ended", PATIENCE, || server.live_sessions() == 0).await;
+    wait_for("slow session ended", PATIENCE, || {
+        server.live_sessions() == 0
+    })
+    .await;
     let left = tcp_sockets(router.addr, client_addr);
     assert!(
         left.is_empty(),
@@ -148,7 +151,10 @@ async fn given_up_slow_consumer_is_reset_and_discarded_bytes_are_not_counted() {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no backend_to_client bytes_total:\n{m}"));
     println!("slow consumer: {relayed} bytes counted, bound {bound}, backend sent ~{SENT}");
-    assert!(relayed <= bound, "{relayed} bytes counted as relayed, more than {bound} can have been written");
+    assert!(
+        relayed <= bound,
+        "{relayed} bytes counted as relayed, more than {bound} can have been written"
+    );
     drop(slow);
     router.stop().await;
     backend.stop().await;
@@ -158,7 +164,10 @@ async fn given_up_slow_consumer_is_reset_and_discarded_bytes_are_not_counted() {
 async fn wait_for(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + within;
     while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {within:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {within:?}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
