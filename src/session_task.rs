@@ -90,6 +90,18 @@ async fn run(session: Session) {
                 crate::drain::close(&shared.registry, &shared.metrics, info, reason, drain);
             }
         }
+        // Upgraded after a shutdown scheduled its drain: whatever moment the schedule drew for
+        // this slot (if it saw it at all: a reservation may follow the registry's snapshot),
+        // the session is already late; it closes now.
+        if shared.shutting_down() {
+            crate::drain::close(
+                &shared.registry,
+                &shared.metrics,
+                info,
+                crate::drain::DrainReason::Shutdown,
+                route.drain.timeout,
+            );
+        }
     }
     let cfg = SpliceConfig {
         max_message_bytes: route.limits.max_message_bytes,
