@@ -289,7 +289,7 @@ async fn route_request(
         handshake::validate_upgrade(req, route).map_err(|r| Rejection::new(r, Some(route_idx)))?;
     let client_ip = key::client_ip(ctx.peer.ip(), req.headers(), &ctx.listener.trusted_proxies);
     let per_ip = per_ip_admit(ctx, &snapshot.routes[route_idx].name, route, client_ip)
-        .map_err(|r| r.with_route(route_idx))?;
+        .map_err(|over| per_ip_rejection(over).with_route(route_idx))?;
     let mut slot = ctx
         .shared
         .registry
@@ -389,13 +389,13 @@ async fn route_request(
 }
 
 /// The route's per-client-address limits (the address after PROXY and trusted
-/// `X-Forwarded-For`): 429, with `Retry-After` for the rate.
+/// `X-Forwarded-For`).
 fn per_ip_admit(
     ctx: &ConnContext,
     route_name: &Arc<str>,
     route: &Route,
     client_ip: std::net::IpAddr,
-) -> Result<Option<crate::per_ip::SessionGuard>, Rejection> {
+) -> Result<Option<crate::per_ip::SessionGuard>, crate::per_ip::Over> {
     let (max, rate) = (
         route.limits.max_sessions_per_ip,
         route.limits.upgrade_rate_per_ip,
@@ -404,20 +404,22 @@ fn per_ip_admit(
         return Ok(None);
     }
     let key = crate::admission::ClientKey::new(client_ip, ctx.listener.client_ipv6_prefix);
-    ctx.shared
-        .per_ip
-        .admit(route_name, key, max, rate)
-        .map_err(|over| match over {
-            crate::per_ip::Over::Sessions => Rejection::new(RejectReason::PerIpSessions, None),
-            crate::per_ip::Over::Rate(wait) => {
-                let mut r = Rejection::new(RejectReason::PerIpRate, None);
-                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                r.response
-                    .headers_mut()
-                    .insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
-                r
-            }
-        })
+    ctx.shared.per_ip.admit(route_name, key, max, rate)
+}
+
+/// 429, with `Retry-After` (whole seconds until the next token) for the rate.
+fn per_ip_rejection(over: crate::per_ip::Over) -> Rejection {
+    match over {
+        crate::per_ip::Over::Sessions => Rejection::new(RejectReason::PerIpSessions, None),
+        crate::per_ip::Over::Rate(wait) => {
+            let mut r = Rejection::new(RejectReason::PerIpRate, None);
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            r.response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            r
+        }
+    }
 }
 
 enum BackendFailure {

@@ -33,10 +33,13 @@ pub enum Over {
     Rate(Duration),
 }
 
+/// Live sessions per (route, address).
+type SessionTable = Arc<Mutex<HashMap<(Arc<str>, ClientKey), u32>>>;
+
 /// Every route's per-address state.
 #[derive(Default)]
 pub struct PerIpLimits {
-    sessions: Arc<Mutex<HashMap<(Arc<str>, ClientKey), u32>>>,
+    sessions: SessionTable,
     rates: Mutex<HashMap<Arc<str>, RouteRate>>,
 }
 
@@ -47,7 +50,7 @@ struct RouteRate {
 
 /// One session counted against its address until dropped.
 pub struct SessionGuard {
-    sessions: Arc<Mutex<HashMap<(Arc<str>, ClientKey), u32>>>,
+    sessions: SessionTable,
     key: (Arc<str>, ClientKey),
 }
 
