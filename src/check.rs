@@ -56,8 +56,17 @@ fn summary(c: &Config, out: &mut dyn Write) -> io::Result<()> {
             }
         };
         write!(out, "  {} {} ({tls}", l.name, l.bind)?;
-        if let Some(p) = l.proxy_protocol {
-            write!(out, ", PROXY {p:?}")?;
+        if let Some(p) = &l.proxy_protocol {
+            let from = match &p.from {
+                None => "any peer".to_owned(),
+                Some(nets) => nets
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            };
+            let required = if p.required { "required" } else { "optional" };
+            write!(out, ", PROXY {:?} {required} from {from}", p.version)?;
         }
         writeln!(
             out,

@@ -95,12 +95,34 @@ pub struct Listener {
     pub client_ipv6_prefix: u8,
 }
 
+/// `listeners[].proxy_protocol`: which header, whether it must come, and from whom it is
+/// believed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyProtocol {
+    pub version: ProxyVersion,
+    /// A connection (from a peer in `from`) without a header is closed. A peer outside `from`
+    /// sending no header is served as itself unless this is set.
+    pub required: bool,
+    /// Peers whose header is believed; a header from any other peer closes the connection.
+    /// `None`: any peer (the scalar shorthands; `wsedge check` warns).
+    pub from: Option<Vec<ipnet::IpNet>>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProxyProtocol {
+pub enum ProxyVersion {
     V1,
     V2,
-    /// Accept v1, v2 or no header at all.
-    Optional,
+    Any,
+}
+
+impl ProxyProtocol {
+    /// Whether a header from `peer` is believed.
+    pub fn trusts(&self, peer: std::net::IpAddr) -> bool {
+        let ip = peer.to_canonical();
+        self.from
+            .as_ref()
+            .is_none_or(|nets| nets.iter().any(|n| n.contains(&ip)))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

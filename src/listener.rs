@@ -279,22 +279,32 @@ fn admit_pending(
     false
 }
 
-/// The client address for everything downstream (logs, `X-Forwarded-For`, `client_ip`): the
-/// PROXY protocol header's source when the listener expects one, else the socket peer. `None`:
-/// the header was missing, malformed or late (within `request_timeout`) — the connection is
-/// closed and counted.
+/// The client address for everything downstream (logs, `X-Forwarded-For`, `client_ip`, the
+/// `trusted_proxies` check): the PROXY protocol header's source when the listener expects one
+/// and believes `peer` (`proxy_protocol.from`), else the socket peer. `None`: the header was
+/// missing (where required), malformed, late (within `request_timeout`) or from a peer outside
+/// `from` — the connection is closed and counted.
 async fn proxy_header(
     stream: &mut TcpStream,
     peer: SocketAddr,
     config: &Listener,
     shared: &Shared,
 ) -> Option<SocketAddr> {
-    let Some(mode) = config.proxy_protocol else {
+    let Some(pp) = &config.proxy_protocol else {
         return Some(peer);
     };
-    let read = crate::proxy_protocol::read_header(stream, mode);
+    let read = crate::proxy_protocol::read_header(stream, pp, peer.ip());
     let error = match tokio::time::timeout(config.request_timeout, read).await {
         Ok(Ok(addr)) => return Some(addr.unwrap_or(peer)),
+        Ok(Err(crate::proxy_protocol::ProxyError::Untrusted)) => {
+            shared
+                .metrics
+                .connections_refused_total
+                .with_label_values(&[&config.name, Refusal::UntrustedSource.label()])
+                .inc();
+            info!(listener = %config.name, %peer, "PROXY protocol header from a peer outside `from`; closing");
+            return None;
+        }
         Ok(Err(e)) => e.to_string(),
         Err(_) => format!("no PROXY header within {:?}", config.request_timeout),
     };

@@ -2,19 +2,22 @@
 //! sees a byte, so that behind a network load balancer the client address is the real one —
 //! for logs, `X-Forwarded-For` and the `client_ip` affinity key alike.
 //!
-//! Hand-written rather than a crate: the parse is ~150 lines of the spec, and the read must
-//! consume *exactly* the header's bytes from the `TcpStream` (peek to detect, then
-//! `read_exact`), so the stream hyper gets stays a plain `TcpStream` (the session task downcasts
-//! hyper's upgraded I/O to that type) and no prefix buffer has to be carried along. A crate
-//! parsing from a buffer would leave us that bookkeeping anyway.
+//! Hand-written rather than a crate: the parse is ~150 lines of the spec ([`parse`], pure, the
+//! fuzz target's entry), and the read must consume *exactly* the header's bytes from the
+//! `TcpStream` (peek to detect, then `read_exact`), so the stream hyper gets stays a plain
+//! `TcpStream` (the session task downcasts hyper's upgraded I/O to that type) and no prefix
+//! buffer has to be carried along.
+//!
+//! Trust: a header is believed only from a peer in `proxy_protocol.from`; from anyone else it
+//! closes the connection (`untrusted_source`), in every mode.
 
+use std::mem::MaybeUninit;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, Interest};
 use tokio::net::TcpStream;
 
-use crate::config::ProxyProtocol;
+use crate::config::{ProxyProtocol, ProxyVersion};
 
 /// The v2 signature: `\r\n\r\n\0\r\nQUIT\n`.
 pub const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
@@ -23,8 +26,6 @@ const V1_PREFIX: &[u8] = b"PROXY ";
 const V1_MAX: usize = 107;
 /// Addresses plus a generous TLV allowance (cloud load balancers add a few); more is refused.
 const V2_MAX_BODY: usize = 2048;
-/// Between peeks while a header arrives in pieces (rare: load balancers send it in one segment).
-const PEEK_PAUSE: Duration = Duration::from_millis(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -32,6 +33,8 @@ pub enum ProxyError {
     Missing,
     #[error("PROXY protocol {0} header where the listener expects the other version")]
     WrongVersion(&'static str),
+    #[error("PROXY protocol header from a peer outside `proxy_protocol.from`")]
+    Untrusted,
     #[error("malformed PROXY protocol header: {0}")]
     Malformed(&'static str),
     #[error("connection closed before the PROXY protocol header was complete")]
@@ -71,12 +74,70 @@ pub fn detect(prefix: &[u8]) -> Detect {
     }
 }
 
-/// Reads the header `mode` asks for and returns the client address it carries. `Ok(None)`:
-/// keep the socket peer (no header under `optional`, a v2 `LOCAL` health check, v1 `UNKNOWN`,
-/// or a non-IP family). The caller bounds this with the listener's `request_timeout`.
+/// What the start of a connection holds, as far as the PROXY protocol is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parsed {
+    /// Too few bytes to tell, or a header not complete yet.
+    Incomplete,
+    /// Not a PROXY header (the HTTP request or TLS ClientHello starts here).
+    NotProxy,
+    /// A complete header of `len` bytes; `source` is `None` for v2 `LOCAL`, v1 `UNKNOWN` or a
+    /// non-IP family (keep the socket peer).
+    Header {
+        len: usize,
+        source: Option<SocketAddr>,
+    },
+}
+
+/// The pure parser: what `buf`, the first bytes of a connection, holds. Never reads past the
+/// header, never allocates; the fuzz target calls this.
+pub fn parse(buf: &[u8]) -> Result<Parsed, ProxyError> {
+    match detect(buf) {
+        Detect::NeedMore => Ok(Parsed::Incomplete),
+        Detect::NotProxy => Ok(Parsed::NotProxy),
+        Detect::V1 => {
+            let window = &buf[..buf.len().min(V1_MAX)];
+            match window.windows(2).position(|w| w == b"\r\n") {
+                Some(p) => Ok(Parsed::Header {
+                    len: p + 2,
+                    source: parse_v1(&buf[..p + 2])?,
+                }),
+                None if buf.len() >= V1_MAX => {
+                    Err(ProxyError::Malformed("v1 line longer than 107 bytes"))
+                }
+                None => Ok(Parsed::Incomplete),
+            }
+        }
+        Detect::V2 => {
+            let Some(head) = buf.get(..16) else {
+                return Ok(Parsed::Incomplete);
+            };
+            let head: &[u8; 16] = head.try_into().expect("16 bytes");
+            let len = usize::from(u16::from_be_bytes([head[14], head[15]]));
+            if len > V2_MAX_BODY {
+                return Err(ProxyError::Malformed("v2 header too long"));
+            }
+            match buf.get(16..16 + len) {
+                Some(body) => Ok(Parsed::Header {
+                    len: 16 + len,
+                    source: parse_v2(head, body)?,
+                }),
+                None => Ok(Parsed::Incomplete),
+            }
+        }
+    }
+}
+
+/// Reads the header `pp` asks for from `peer` and returns the client address it carries.
+/// `Ok(None)`: keep the socket peer (no header where none is required, a v2 `LOCAL` health
+/// check, v1 `UNKNOWN`, or a non-IP family). A header from a peer outside `pp.from` is
+/// [`ProxyError::Untrusted`], whatever the mode. Exactly the header's bytes are consumed.
+/// A header arriving in pieces is waited for on socket readiness, never polled. The caller
+/// bounds this with the listener's `request_timeout`.
 pub async fn read_header(
     stream: &mut TcpStream,
-    mode: ProxyProtocol,
+    pp: &ProxyProtocol,
+    peer: IpAddr,
 ) -> Result<Option<SocketAddr>, ProxyError> {
     let mut buf = [0u8; V1_MAX];
     let kind = loop {
@@ -85,41 +146,74 @@ pub async fn read_header(
             return Err(ProxyError::Eof);
         }
         match detect(&buf[..n]) {
-            Detect::NeedMore => tokio::time::sleep(PEEK_PAUSE).await,
+            Detect::NeedMore => wait_for_more(stream, n).await?,
             d => break d,
         }
     };
-    match (kind, mode) {
-        (Detect::NotProxy, ProxyProtocol::Optional) => Ok(None),
-        (Detect::NotProxy, _) => Err(ProxyError::Missing),
-        (Detect::V1, ProxyProtocol::V2) => Err(ProxyError::WrongVersion("v1")),
-        (Detect::V2, ProxyProtocol::V1) => Err(ProxyError::WrongVersion("v2")),
-        (Detect::V1, _) => {
-            let len = loop {
-                let n = stream.peek(&mut buf).await?;
-                if let Some(p) = buf[..n].windows(2).position(|w| w == b"\r\n") {
-                    break p + 2;
-                }
-                if n >= V1_MAX {
-                    return Err(ProxyError::Malformed("v1 line longer than 107 bytes"));
-                }
-                tokio::time::sleep(PEEK_PAUSE).await;
-            };
-            stream.read_exact(&mut buf[..len]).await.map_err(eof)?;
-            parse_v1(&buf[..len])
+    if kind == Detect::NotProxy {
+        return if pp.required {
+            Err(ProxyError::Missing)
+        } else {
+            Ok(None)
+        };
+    }
+    if !pp.trusts(peer) {
+        return Err(ProxyError::Untrusted);
+    }
+    match (kind, pp.version) {
+        (Detect::V1, ProxyVersion::V2) => return Err(ProxyError::WrongVersion("v1")),
+        (Detect::V2, ProxyVersion::V1) => return Err(ProxyError::WrongVersion("v2")),
+        _ => {}
+    }
+    if kind == Detect::V2 {
+        let mut head = [0u8; 16];
+        stream.read_exact(&mut head).await.map_err(eof)?;
+        let len = usize::from(u16::from_be_bytes([head[14], head[15]]));
+        if len > V2_MAX_BODY {
+            return Err(ProxyError::Malformed("v2 header too long"));
         }
-        (Detect::V2, _) => {
-            let mut head = [0u8; 16];
-            stream.read_exact(&mut head).await.map_err(eof)?;
-            let len = usize::from(u16::from_be_bytes([head[14], head[15]]));
-            if len > V2_MAX_BODY {
-                return Err(ProxyError::Malformed("v2 header too long"));
+        let mut body = vec![0u8; len];
+        stream.read_exact(&mut body).await.map_err(eof)?;
+        return parse_v2(&head, &body);
+    }
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Err(ProxyError::Eof);
+        }
+        match parse(&buf[..n])? {
+            Parsed::Header { len, source } => {
+                stream.read_exact(&mut buf[..len]).await.map_err(eof)?;
+                return Ok(source);
             }
-            let mut body = vec![0u8; len];
-            stream.read_exact(&mut body).await.map_err(eof)?;
-            parse_v2(&head, &body)
+            Parsed::Incomplete => wait_for_more(stream, n).await?,
+            Parsed::NotProxy => unreachable!("detected as v1 above"),
         }
-        (Detect::NeedMore, _) => unreachable!("the loop above only ends on a decision"),
+    }
+}
+
+/// Returns once the socket holds more than `have` unread bytes (or its peer has closed it).
+/// The peek that decides runs inside `try_io`: when nothing new has come it clears the read
+/// readiness observed *before* it peeked, so a segment arriving meanwhile still wakes us, and
+/// a stalled prefix costs no wake-up until the peer sends again.
+async fn wait_for_more(stream: &TcpStream, have: usize) -> std::io::Result<()> {
+    let mut scratch = [MaybeUninit::<u8>::uninit(); V1_MAX + 1];
+    loop {
+        stream.readable().await?;
+        let more = stream.try_io(Interest::READABLE, || {
+            // Only the count is used; the bytes are peeked again by the caller.
+            let n = socket2::SockRef::from(stream).peek(&mut scratch)?;
+            if n > have || n == 0 {
+                Ok(())
+            } else {
+                Err(std::io::ErrorKind::WouldBlock.into())
+            }
+        });
+        match more {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -254,6 +348,44 @@ mod tests {
         assert_eq!(detect(b"PROXY TCP4"), Detect::V1);
         assert_eq!(detect(b"\r\n\r\n"), Detect::NeedMore);
         assert_eq!(detect(&V2_SIGNATURE), Detect::V2);
+    }
+
+    #[test]
+    fn parse_tells_incomplete_from_complete_and_garbage() {
+        assert_eq!(parse(b"").unwrap(), Parsed::Incomplete);
+        assert_eq!(parse(b"PRO").unwrap(), Parsed::Incomplete);
+        assert_eq!(parse(b"PROXY TCP4 1.2.3.4").unwrap(), Parsed::Incomplete);
+        assert_eq!(parse(b"GET / HTTP/1.1\r\n").unwrap(), Parsed::NotProxy);
+        let line = b"PROXY TCP4 203.0.113.9 10.0.0.1 51000 443\r\nGET /";
+        assert_eq!(
+            parse(line).unwrap(),
+            Parsed::Header {
+                len: line.len() - 5,
+                source: Some("203.0.113.9:51000".parse().unwrap())
+            }
+        );
+        assert!(parse(&[b'P', b'R', b'O', b'X', b'Y', b' ', b'x'].repeat(20)).is_err());
+        let h = encode_v2(
+            "198.51.100.4:1".parse().unwrap(),
+            "10.0.0.1:2".parse().unwrap(),
+        );
+        for cut in 0..h.len() {
+            assert_eq!(
+                parse(&h[..cut]).unwrap(),
+                Parsed::Incomplete,
+                "cut at {cut}"
+            );
+        }
+        assert_eq!(
+            parse(&h).unwrap(),
+            Parsed::Header {
+                len: h.len(),
+                source: Some("198.51.100.4:1".parse().unwrap())
+            }
+        );
+        let mut long = h.clone();
+        long[14] = 0xff;
+        assert!(parse(&long).is_err(), "v2 body over the cap");
     }
 
     #[test]

@@ -105,7 +105,11 @@ pub fn config(config: &Config) -> Value {
                 "bind": l.bind.to_string(),
                 "request_timeout_ms": l.request_timeout.as_millis() as u64,
                 "trusted_proxies": l.trusted_proxies.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
-                "proxy_protocol": l.proxy_protocol.map(|p| format!("{p:?}").to_lowercase()),
+                "proxy_protocol": l.proxy_protocol.as_ref().map(|p| json!({
+                    "version": format!("{:?}", p.version).to_lowercase(),
+                    "required": p.required,
+                    "from": p.from.as_ref().map(|n| n.iter().map(|n| n.to_string()).collect::<Vec<_>>()),
+                })),
                 "tls": l.tls.as_ref().map(|t| json!({
                     "certificates": t.certificates.iter().map(|c| json!({
                         "server_names": c.server_names, "cert": c.cert, "key": c.key,

@@ -33,7 +33,7 @@ pub struct RawListener {
     pub bind: Str,
     pub request_timeout: Str,
     pub trusted_proxies: List<String>,
-    pub proxy_protocol: Str,
+    pub proxy_protocol: Option<Spanned<RawProxyProtocol>>,
     pub tls: Option<Spanned<RawListenerTls>>,
     pub path_normalization: Option<Spanned<RawPathNormalization>>,
     pub max_request_head_bytes: Str,
@@ -212,6 +212,56 @@ pub struct RawLimits {
 pub struct RawRate {
     pub rate: Option<Spanned<f64>>,
     pub burst: Option<Spanned<u32>>,
+}
+
+/// `proxy_protocol`: a scalar shorthand (`v1`, `v2`, `optional`) or a mapping
+/// `{version, required, from}`. Hand-written rather than an untagged enum, which would lose
+/// positions.
+#[derive(Debug)]
+pub enum RawProxyProtocol {
+    Short(String),
+    Full {
+        version: Option<String>,
+        required: Option<bool>,
+        from: Option<Vec<String>>,
+    },
+}
+
+impl<'de> Deserialize<'de> for RawProxyProtocol {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawProxyProtocol;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`v1`, `v2`, `optional` or a mapping {version, required, from}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RawProxyProtocol::Short(v.to_owned()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let (mut version, mut required, mut from) = (None, None, None);
+                while let Some(k) = map.next_key::<String>()? {
+                    match k.as_str() {
+                        "version" => version = Some(map.next_value()?),
+                        "required" => required = Some(map.next_value()?),
+                        "from" => from = Some(map.next_value()?),
+                        other => {
+                            return Err(serde::de::Error::unknown_field(
+                                other,
+                                &["version", "required", "from"],
+                            ))
+                        }
+                    }
+                }
+                Ok(RawProxyProtocol::Full {
+                    version,
+                    required,
+                    from,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A YAML mapping of strings kept in file order, each key and value with its position

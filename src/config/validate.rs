@@ -267,7 +267,7 @@ fn listeners(cx: &mut Validator<'_>, raw: &raw::List<RawListener>) -> Vec<Listen
         let proxy_protocol = l
             .proxy_protocol
             .as_ref()
-            .and_then(|v| cx.check(v, &format!("{p}.proxy_protocol"), fields::proxy_protocol));
+            .and_then(|v| edge::proxy_protocol(cx, v, &format!("{p}.proxy_protocol")));
         let tls = l
             .tls
             .as_ref()

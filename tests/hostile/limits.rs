@@ -534,3 +534,150 @@ async fn the_upgrade_rate_per_client_address_is_a_token_bucket_with_retry_after(
     router.stop().await;
     app.stop().await;
 }
+
+/// A router whose listener takes PROXY headers as `pp` (a YAML flow value), in front of an
+/// echo backend that records what it saw.
+async fn proxy_router(pp: &str) -> (Router, Backend) {
+    let backend = Backend::echo("b").await;
+    let router = Router::start(&listener_yaml(
+        backend.addr,
+        &format!("proxy_protocol: {pp}\n    request_timeout: 5s"),
+        "",
+    ))
+    .await;
+    (router, backend)
+}
+
+fn forwarded_for(b: &Backend) -> String {
+    let seen = b.seen.lock().unwrap();
+    let (_, headers) = seen.last().expect("the backend saw an upgrade");
+    headers
+        .iter()
+        .find(|(k, _)| k == "x-forwarded-for")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default()
+}
+
+/// Sends `prefix` and an upgrade from `from`; the status, or `None` when wsedge closed.
+async fn upgrade_with_prefix(from: &str, addr: SocketAddr, prefix: &[u8]) -> Option<u16> {
+    let mut s = connect_from(from, addr).await;
+    s.write_all(prefix).await.unwrap();
+    let _ = s.write_all(upgrade_request("/", "").as_bytes()).await;
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(PATIENCE, s.peek(&mut first)).await {
+        Ok(Ok(1)) => Some(read_response(&mut s).await.0),
+        _ => None,
+    }
+}
+
+const UNTRUSTED: &str =
+    "wsedge_connections_refused_total{listener=\"edge\",reason=\"untrusted_source\"}";
+
+#[tokio::test]
+async fn a_proxy_header_is_believed_only_from_the_listed_peers() {
+    let line = b"PROXY TCP4 203.0.113.9 127.0.0.1 51000 80\r\n";
+    let (router, backend) = proxy_router("{version: v1, from: [127.0.0.2/32]}").await;
+    // The listed balancer: its header's source is the client.
+    assert_eq!(
+        upgrade_with_prefix("127.0.0.2", router.addr, line).await,
+        Some(101)
+    );
+    assert_eq!(forwarded_for(&backend), "203.0.113.9");
+    // Anyone else claiming an address: closed, counted as untrusted_source.
+    assert_eq!(
+        upgrade_with_prefix("127.0.0.3", router.addr, line).await,
+        None
+    );
+    assert_eq!(metric(&router.metrics(), UNTRUSTED), 1);
+    // Required (the default): no header at all is refused too.
+    assert_eq!(
+        upgrade_with_prefix("127.0.0.3", router.addr, b"").await,
+        None
+    );
+    router.stop().await;
+    backend.stop().await;
+
+    // Not required: a peer outside `from` with no header is served as itself, and a header
+    // from it is still refused.
+    let (router, backend) =
+        proxy_router("{version: any, required: false, from: [127.0.0.2/32]}").await;
+    assert_eq!(
+        upgrade_with_prefix("127.0.0.3", router.addr, b"").await,
+        Some(101)
+    );
+    assert_eq!(forwarded_for(&backend), "127.0.0.3");
+    let v2 = wsedge::proxy_protocol::encode_v2("198.51.100.4:40000".parse().unwrap(), router.addr);
+    assert_eq!(
+        upgrade_with_prefix("127.0.0.3", router.addr, &v2).await,
+        None
+    );
+    assert_eq!(metric(&router.metrics(), UNTRUSTED), 1);
+    assert_eq!(
+        upgrade_with_prefix("127.0.0.2", router.addr, &v2).await,
+        Some(101)
+    );
+    assert_eq!(forwarded_for(&backend), "198.51.100.4");
+    router.stop().await;
+    backend.stop().await;
+}
+
+/// Voluntary context switches of every thread of process `pid` so far.
+fn context_switches(pid: u32) -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let status =
+            std::fs::read_to_string(task.unwrap().path().join("status")).unwrap_or_default();
+        total += status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    total
+}
+
+#[tokio::test]
+async fn a_stalled_proxy_prefix_causes_no_periodic_wake_ups() {
+    let app = PathBackend::start().await;
+    let dir = TempDir::new("proxy-stall");
+    let yaml = listener_yaml(
+        app.addr,
+        "proxy_protocol: {from: [127.0.0.0/8]}\n    request_timeout: 30s",
+        "",
+    );
+    let wsedge = LimitedProcess::run(&dir.write("routes.yaml", &yaml), 4096);
+    let addr = wsedge.addr("listening");
+    let pid = wsedge.child.id();
+    let window = Duration::from_secs(1);
+    // Idle, for comparison (the runtime's own timers, the config watcher).
+    let before = context_switches(pid);
+    tokio::time::sleep(window).await;
+    let idle = context_switches(pid) - before;
+    // A prefix that could be a v1 header, then nothing: the old 2 ms re-peek loop woke
+    // ~500 times a second for each such socket.
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    stalled.write_all(b"PRO").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await; // the first peek has happened
+    let before = context_switches(pid);
+    tokio::time::sleep(window).await;
+    let during = context_switches(pid) - before;
+    eprintln!(
+        "voluntary context switches in {window:?}: idle {idle}, stalled PROXY prefix {during}"
+    );
+    assert!(
+        during <= idle + 20,
+        "a stalled prefix woke wsedge {during} times in {window:?} (idle: {idle})"
+    );
+    // It still completes the header when the rest comes.
+    stalled
+        .write_all(b"XY TCP4 203.0.113.9 127.0.0.1 51000 80\r\n")
+        .await
+        .unwrap();
+    stalled
+        .write_all(upgrade_request("/", "").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(status_of(&mut stalled).await, 101);
+    drop(wsedge);
+    app.stop().await;
+}

@@ -1,8 +1,10 @@
 //! A listener's edge-security settings: path normalisation, request-head and connection limits.
 
-use super::raw::{RawLimits, RawListener, RawPathNormalization, Spanned};
+use super::fields;
+use super::raw::{RawLimits, RawListener, RawPathNormalization, RawProxyProtocol, Spanned};
 use super::{units, Validator};
 use crate::config::PerIpRate;
+use crate::config::ProxyProtocol;
 use crate::config::{
     DEFAULT_CLIENT_IPV6_PREFIX, DEFAULT_MAX_HEADERS, DEFAULT_MAX_PENDING_PER_IP,
     DEFAULT_MAX_REQUEST_HEAD_BYTES,
@@ -181,4 +183,69 @@ pub(super) fn per_ip(
         })
     });
     (sessions, rate)
+}
+
+/// `proxy_protocol`: the scalar shorthands (any peer believed: warned) or the mapping
+/// `{version: v1|v2|any (any), required: bool (true), from: [CIDR…] (any peer, warned)}`.
+pub(super) fn proxy_protocol(
+    cx: &mut Validator<'_>,
+    v: &Spanned<RawProxyProtocol>,
+    p: &str,
+) -> Option<ProxyProtocol> {
+    let at = v.referenced;
+    let warn_any = |cx: &mut Validator<'_>| {
+        cx.warn(
+            &at,
+            p,
+            "believes a PROXY header from any peer: anyone who can reach this port can claim any \
+             client address; list the load balancers in `from`",
+        )
+    };
+    match &v.value {
+        RawProxyProtocol::Short(s) => match fields::proxy_protocol(s) {
+            Ok(pp) => {
+                warn_any(cx);
+                Some(pp)
+            }
+            Err(m) => {
+                cx.error(&at, p, m);
+                None
+            }
+        },
+        RawProxyProtocol::Full {
+            version,
+            required,
+            from,
+        } => {
+            let version = match version.as_deref().map(fields::proxy_version) {
+                None => crate::config::ProxyVersion::Any,
+                Some(Ok(v)) => v,
+                Some(Err(m)) => {
+                    cx.error(&at, &format!("{p}.version"), m);
+                    return None;
+                }
+            };
+            let from = match from {
+                None => {
+                    warn_any(cx);
+                    None
+                }
+                Some(list) => {
+                    let mut nets = Vec::new();
+                    for (i, c) in list.iter().enumerate() {
+                        match fields::cidr(c) {
+                            Ok(n) => nets.push(n),
+                            Err(m) => cx.error(&at, &format!("{p}.from[{i}]"), m),
+                        }
+                    }
+                    Some(nets)
+                }
+            };
+            Some(ProxyProtocol {
+                version,
+                required: required.unwrap_or(true),
+                from,
+            })
+        }
+    }
 }

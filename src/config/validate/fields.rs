@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use http::{HeaderName, HeaderValue};
 
 pub use crate::config::units::is_dns_name;
-use crate::config::{AffinityKey, BackendUrl, HostMatch, ProxyProtocol, TlsVersion};
+use crate::config::{AffinityKey, BackendUrl, HostMatch, ProxyProtocol, ProxyVersion, TlsVersion};
 
 /// Names of listeners, routes and backends end up in metric labels and admin URLs.
 pub fn name(s: &str) -> Result<String, String> {
@@ -252,12 +252,32 @@ pub fn cidr(s: &str) -> Result<ipnet::IpNet, String> {
     Ok(net)
 }
 
+/// The scalar shorthands: `v1` and `v2` require that version, `optional` takes either or none;
+/// all believe any peer.
 pub fn proxy_protocol(s: &str) -> Result<ProxyProtocol, String> {
+    let (version, required) = match s {
+        "v1" => (ProxyVersion::V1, true),
+        "v2" => (ProxyVersion::V2, true),
+        "optional" => (ProxyVersion::Any, false),
+        _ => {
+            return Err(format!(
+                "`{s}` is not one of v1, v2, optional (or a mapping)"
+            ))
+        }
+    };
+    Ok(ProxyProtocol {
+        version,
+        required,
+        from: None,
+    })
+}
+
+pub fn proxy_version(s: &str) -> Result<ProxyVersion, String> {
     match s {
-        "v1" => Ok(ProxyProtocol::V1),
-        "v2" => Ok(ProxyProtocol::V2),
-        "optional" => Ok(ProxyProtocol::Optional),
-        _ => Err(format!("`{s}` is not one of v1, v2, optional")),
+        "v1" => Ok(ProxyVersion::V1),
+        "v2" => Ok(ProxyVersion::V2),
+        "any" => Ok(ProxyVersion::Any),
+        _ => Err(format!("`{s}` is not one of v1, v2, any")),
     }
 }
 

@@ -97,8 +97,46 @@ fn proxy_protocol_value() {
         "listeners[0].proxy_protocol",
         "v1, v2, optional",
     );
-    let c = ok(&with_listener("    proxy_protocol: optional\n"));
-    assert_eq!(c.listeners[0].proxy_protocol, Some(ProxyProtocol::Optional));
+    let (c, warnings) = load(&with_listener("    proxy_protocol: optional\n")).unwrap();
+    let pp = c.listeners[0].proxy_protocol.clone().unwrap();
+    assert_eq!(pp.version, crate::config::ProxyVersion::Any);
+    assert!(!pp.required && pp.from.is_none());
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.0.path == "listeners[0].proxy_protocol"),
+        "the shorthand believes any peer: warned"
+    );
+}
+
+#[test]
+fn proxy_protocol_mapping() {
+    let (c, warnings) = load(&with_listener(
+        "    proxy_protocol: {version: v2, required: false, from: [10.0.0.0/8, 192.0.2.7]}\n",
+    ))
+    .unwrap();
+    let pp = c.listeners[0].proxy_protocol.clone().unwrap();
+    assert_eq!(pp.version, crate::config::ProxyVersion::V2);
+    assert!(!pp.required);
+    assert_eq!(pp.from.as_ref().unwrap().len(), 2);
+    assert!(pp.trusts("10.1.2.3".parse().unwrap()));
+    assert!(pp.trusts("::ffff:192.0.2.7".parse().unwrap()));
+    assert!(!pp.trusts("192.0.2.8".parse().unwrap()));
+    assert!(!warnings.iter().any(|w| w.0.path.contains("proxy_protocol")));
+    let c = ok(&with_listener("    proxy_protocol: {from: [10.0.0.0/8]}\n"));
+    let pp = c.listeners[0].proxy_protocol.clone().unwrap();
+    assert!(pp.required, "required by default");
+    assert_eq!(pp.version, crate::config::ProxyVersion::Any);
+    err(
+        &with_listener("    proxy_protocol: {version: v3, from: []}\n"),
+        "listeners[0].proxy_protocol.version",
+        "v1, v2, any",
+    );
+    err(
+        &with_listener("    proxy_protocol: {from: [10.0.0.5/8]}\n"),
+        "listeners[0].proxy_protocol.from[0]",
+        "",
+    );
 }
 
 #[test]
