@@ -61,6 +61,7 @@ impl Server {
         if let Some(e) = snapshot.transport_error() {
             return Err(StartError::BackendTls(e));
         }
+        crate::reload::init_new_series(&metrics, None, &snapshot);
         let registry = Arc::new(Registry::new(metrics.sessions_draining.clone()));
         let health = HealthChecker::new(metrics.clone(), registry.clone());
         let shared = Arc::new(Shared {
@@ -79,16 +80,18 @@ impl Server {
             config_path,
             loaded_at: Mutex::new(std::time::SystemTime::now()),
         });
+        // Before traffic accepts anything: descriptors held back for the admin endpoint.
+        let admin_reserve = admin_listener.as_ref().map(|_| crate::admin::reserve());
         for ((cfg, tcp), tls) in bound.into_iter().zip(tls) {
             listener::serve(&shared, &cfg, tcp, tls);
         }
-        let admin = match admin_listener {
-            Some(admin_tcp) => {
+        let admin = match admin_listener.zip(admin_reserve) {
+            Some((admin_tcp, reserve)) => {
                 let addr = admin_tcp.local_addr().expect("bound socket has an address");
                 info!(%addr, "admin listening");
                 shared
                     .tasks
-                    .spawn(crate::admin::serve(admin_tcp, shared.clone()));
+                    .spawn(crate::admin::serve(admin_tcp, shared.clone(), reserve));
                 Some(addr)
             }
             None => None,

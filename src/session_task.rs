@@ -181,6 +181,14 @@ async fn run(session: Session) {
         "session closed"
     );
     drop(slot);
+    // The sessions of a route a reload removed re-create some of its series while they drain
+    // (closes, drains, bytes, durations): the last one to end deletes them again.
+    if m.enabled
+        && shared.snapshot.load().route(&route.name).is_none()
+        && shared.registry.live_on_route(&route.name) == 0
+    {
+        m.forget_route(&route.name);
+    }
 }
 
 /// Waits for hyper to hand over the client's socket (after its 101 is written). A client gone
