@@ -385,3 +385,26 @@ proptest! {
         prop_assert_eq!((chunked.bytes, chunked.messages), (whole.bytes, whole.messages));
     }
 }
+
+#[test]
+fn held_bytes_belong_to_the_frame_just_reported() {
+    let text = build(FIN | OP_TEXT, b"Hello", M);
+    let close = build(FIN | OP_CLOSE, &1000u16.to_be_bytes(), M);
+    let mut s = client();
+    assert_eq!(s.scan(&text[..1], false), Scan::Held(1));
+    let rest = [&text[1..], &close[..]].concat();
+    match s.scan(&rest, false) {
+        Scan::Frame { held: 1, .. } => assert_eq!(s.held_bytes(), &text[..1]),
+        other => panic!("{other:?}"),
+    }
+    // The payload, then the Close, whose header came whole: nothing of it was held.
+    // `Frame { n: 5 }` took the rest of the text header; its payload, then the Close.
+    assert_eq!(s.scan(&rest[5..], false), Scan::Pass(5));
+    match s.scan(&rest[10..], false) {
+        Scan::Frame { held: 0, head, .. } => {
+            assert_eq!(head.opcode, OP_CLOSE);
+            assert!(s.held_bytes().is_empty(), "{:?}", s.held_bytes());
+        }
+        other => panic!("{other:?}"),
+    }
+}
