@@ -125,6 +125,19 @@ impl RejectReason {
         }
     }
 
+    /// Decided before a route matched (shutting down, the request line, the target, the
+    /// route look-up): counted under `route=""`.
+    pub fn before_routing(self) -> bool {
+        matches!(
+            self,
+            RejectReason::ShuttingDown
+                | RejectReason::HttpVersion
+                | RejectReason::BadHost
+                | RejectReason::BadPath
+                | RejectReason::NoRoute
+        )
+    }
+
     /// The side charged with this refusal. A function of the reason alone, so the `side`
     /// label of `wsedge_upgrades_total` adds no series.
     pub fn side(self) -> Side {

@@ -61,6 +61,7 @@ impl Server {
         if let Some(e) = snapshot.transport_error() {
             return Err(StartError::BackendTls(e));
         }
+        crate::reload::init_new_series(&metrics, None, &snapshot);
         let registry = Arc::new(Registry::new(metrics.sessions_draining.clone()));
         let health = HealthChecker::new(metrics.clone(), registry.clone());
         let shared = Arc::new(Shared {

@@ -247,6 +247,24 @@ fn on_peer_abort_values() {
 }
 
 #[test]
+fn lingering_timeout_defaults_to_two_seconds_and_must_be_positive() {
+    assert_eq!(
+        ok(&with_route("")).routes[0].limits.lingering_timeout,
+        std::time::Duration::from_secs(2)
+    );
+    let c = ok(&with_route("    limits: {lingering_timeout: 500ms}\n"));
+    assert_eq!(
+        c.routes[0].limits.lingering_timeout,
+        std::time::Duration::from_millis(500)
+    );
+    err(
+        &with_route("    limits: {lingering_timeout: 0s}\n"),
+        "routes[0].limits.lingering_timeout",
+        "must be more than 0",
+    );
+}
+
+#[test]
 fn tcp_user_timeout_follows_write_stall_timeout_unless_written() {
     let c = ok(&with_route("    limits: {write_stall_timeout: 3s}\n"));
     assert_eq!(c.routes[0].limits.tcp_user_timeout, Duration::from_secs(3));
