@@ -18,6 +18,7 @@
 //! - [`handshake`]: RFC 6455 §4.2.1 validation, Origin, subprotocols, extensions.
 //! - [`route`]: the immutable route table.
 //! - [`balance`]: consistent-hash ring and affinity keys; [`backend`]: live per-backend state.
+//! - [`discovery`]: backends expanded from DNS (A/AAAA, SRV); [`resolve`]: plain hosts.
 //! - [`health`]: ping/pong probes with hysteresis, passive ejection, unhealthy drains.
 //! - [`forward`]: header forwarding (hop-by-hop, X-Forwarded-*, request id, traceparent).
 //! - [`upstream`]: dial the backend (Happy Eyeballs across its addresses: `upstream/eyeballs.rs`),
@@ -51,7 +52,7 @@
 //! 10. `health`
 //! 11. `plan`, `snapshot`, `drain`
 //! 12. `target`, `forward`, `upstream`, `handshake`, `reject`
-//! 13. `route`, `balance`, `backend`, `registry`
+//! 13. `route`, `balance`, `backend`, `registry`, `discovery`
 //! 14. `tls`, `metrics`, `sockopt`, `resolve`
 //! 15. `splice`, `session`, `frame`, `body`, `admin_client`, `echo`, `rlimit`
 //! 16. `config`, `origin`, `path`
@@ -72,6 +73,7 @@ pub mod config;
 pub mod conn;
 #[cfg(feature = "tools")]
 pub mod demo;
+pub mod discovery;
 pub mod drain;
 #[cfg(feature = "tools")]
 pub mod echo;

@@ -391,12 +391,16 @@ fn backends(
                 cx.error(&at, &bp, "TLS settings (ca, client_cert, client_key, insecure_skip_verify) need a wss:// url");
             }
         }
+        let (discover, tls_server_name) = super::discovery::backend(cx, b, &bp, url.as_ref());
         if let (Some(name), Some(url)) = (name, url) {
             out.push(Backend {
                 name,
                 url,
                 weight,
                 tls,
+                discover,
+                tls_server_name,
+                discovered: None,
             });
         }
     }
