@@ -5,8 +5,11 @@
 # tungstenite).
 #   docker build -t wsedge .
 #   docker run -p 8080:8080 -p 9901:9901 -v "$PWD/routes.yaml:/etc/wsedge/routes.yaml:ro" wsedge
-# The mounted routes.yaml must bind the listener and admin to 0.0.0.0 (ports 8080 and 9901) to be
-# reachable from outside the container; HEALTHCHECK asks the admin listener's /healthz.
+# The mounted routes.yaml must bind the listener to 0.0.0.0:8080 to be reachable from outside the
+# container. An admin listener on 0.0.0.0:9901 also needs a token (at least 16 bytes) from
+# `admin.token_file` (mount it, e.g. a Kubernetes Secret) or WSEDGE_ADMIN_TOKEN: without one a
+# non-loopback admin bind refuses to start. HEALTHCHECK asks the admin listener's /healthz, so
+# with a loopback-only admin (127.0.0.1:9901) it still works inside the container.
 
 FROM rust:1-bookworm AS build
 WORKDIR /src

@@ -349,6 +349,9 @@ pub struct PassiveHealth {
     pub consecutive_failures: u32,
     pub ejection: Duration,
     pub max_ejection_percent: u32,
+    /// 5xx answers other than 502/503/504 count as failures too (off: an application's own
+    /// 500 to a request a client chose must not eject the backend).
+    pub count_5xx: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

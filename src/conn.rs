@@ -12,8 +12,8 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::header::HeaderValue;
+use http::{Request, Response};
 use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -25,9 +25,10 @@ use crate::tls::stream::ClientStream;
 use crate::tls::TlsListener;
 use tracing::{debug, info};
 
+use crate::answer::{reject_response, relayed, switching_protocols};
 use crate::balance::{key, PickKind, Picked};
-use crate::body::{empty, full, Body};
-use crate::classify::classify;
+use crate::body::Body;
+use crate::classify::{classify, Policy};
 use crate::config::{Listener, Route};
 use crate::forward::{self, ForwardedCert, Peer};
 use crate::handshake::{self, UpgradeRequest};
@@ -380,6 +381,7 @@ async fn dial_and_upgrade(
     let route = &*entry.route;
     let (route_name, balancer, backends) = (&*entry.name, &entry.balancer, &entry.backends[..]);
     let metrics = &ctx.shared.metrics;
+    let policy = Policy::for_attempt(route, upgrade);
     let mut picked =
         crate::balance::pick_first(route, balancer, backends, key_hash).ok_or_else(|| {
             let reason = BackendFailure::Reject(RejectReason::NoHealthyBackend);
@@ -402,7 +404,7 @@ async fn dial_and_upgrade(
         let timeout = route.limits.connect_timeout.min(remaining);
         let transport = match &backends[picked.index].transport {
             Ok(t) => t,
-            Err(e) => return Err(rejected(&UpstreamError::Transport(e.clone()))),
+            Err(e) => return Err(rejected(&UpstreamError::Transport(e.clone()), &policy)),
         };
         let dial_started = Instant::now();
         let e = match upstream::dial(&backend.url, transport, &route.limits, timeout).await {
@@ -417,7 +419,7 @@ async fn dial_and_upgrade(
             }
             Err(e) => e,
         };
-        outcome(picked.index, classify(&e).outcome);
+        outcome(picked.index, classify(&e, &policy).outcome);
         let next = if retried || tokio::time::Instant::now() >= deadline {
             None
         } else {
@@ -434,7 +436,7 @@ async fn dial_and_upgrade(
                 // Assigning drops the failed backend's reservation.
                 picked = next;
             }
-            None => return Err(rejected(&e)),
+            None => return Err(rejected(&e, &policy)),
         }
     };
     let chosen = picked.index;
@@ -468,21 +470,25 @@ async fn dial_and_upgrade(
             Ok((picked, up, request_id))
         }
         Err(e) => {
-            outcome(chosen, classify(&e).outcome);
+            outcome(chosen, classify(&e, &policy).outcome);
             match e {
-                UpstreamError::Rejected(response) => {
-                    let detail = format!("backend {} answered {}", backend.name, response.status());
-                    Err((BackendFailure::Relay(relayed(*response)), detail))
+                UpstreamError::Rejected(refusal) => {
+                    let status = refusal.response.status();
+                    let detail = format!("backend {} answered {status}", backend.name);
+                    Err((BackendFailure::Relay(relayed(*refusal)), detail))
                 }
-                e => Err(rejected(&e)),
+                e => Err(rejected(&e, &policy)),
             }
         }
     }
 }
 
 /// An upstream error as a refusal (its reason from [`classify`]) and its log detail.
-fn rejected(e: &UpstreamError) -> (BackendFailure, String) {
-    (BackendFailure::Reject(classify(e).reason), e.to_string())
+fn rejected(e: &UpstreamError, policy: &Policy) -> (BackendFailure, String) {
+    (
+        BackendFailure::Reject(classify(e, policy).reason),
+        e.to_string(),
+    )
 }
 
 fn peer_of(ctx: &ConnContext, snapshot: &Snapshot) -> Peer {
@@ -515,70 +521,4 @@ pub fn backend_path(route: &Route, backend_prefix: &str, uri: &http::Uri) -> Str
         out.push_str(q);
     }
     out
-}
-
-/// The 101 for the client: the same Accept (the key was forwarded unchanged), the backend's
-/// subprotocol and extensions, and the backend's other end-to-end headers (e.g. Set-Cookie).
-fn switching_protocols(
-    upgrade: &UpgradeRequest,
-    backend: &UpgradedBackend,
-    route: &Route,
-    backend_name: &str,
-    request_id: &HeaderValue,
-) -> Response<Body> {
-    let mut headers = backend.headers.clone();
-    forward::strip_hop_by_hop(&mut headers);
-    headers.remove(header::CONTENT_LENGTH);
-    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    if let Ok(accept) = HeaderValue::from_str(&handshake::accept_key(upgrade.key.as_bytes())) {
-        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
-    }
-    if !headers.contains_key(&forward::X_REQUEST_ID) {
-        headers.insert(forward::X_REQUEST_ID.clone(), request_id.clone());
-    }
-    if let Some(name) = &route.expose_backend_header {
-        if let Ok(v) = HeaderValue::from_str(backend_name) {
-            headers.insert(name.clone(), v);
-        }
-    }
-    let mut response = Response::new(empty());
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    *response.headers_mut() = headers;
-    response
-}
-
-/// A backend's own refusal, relayed with its status, end-to-end headers and body.
-fn relayed(response: Response<Bytes>) -> Response<Body> {
-    let (mut parts, body) = response.into_parts();
-    forward::strip_hop_by_hop(&mut parts.headers);
-    parts.headers.remove(header::CONTENT_LENGTH);
-    Response::from_parts(parts, full(body))
-}
-
-fn reject_response(reason: RejectReason) -> Response<Body> {
-    let status = reason.status();
-    let text = format!(
-        "{} {}: {}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or(""),
-        reason.label()
-    );
-    let mut response = Response::new(full(Bytes::from(text)));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    for (name, value) in reason.extra_headers() {
-        headers.insert(*name, HeaderValue::from_static(value));
-    }
-    if matches!(
-        reason,
-        RejectReason::HttpVersion | RejectReason::BadHost | RejectReason::BodyOnUpgrade
-    ) {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    response
 }

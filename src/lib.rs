@@ -26,6 +26,7 @@
 //! - [`session_task`]: the task owning a session; [`splice`] relays it; [`frame`] scans it.
 //! - [`session`]: the handle every live session registers; [`registry`] holds them.
 //! - [`tls`]: rustls on both sides: listener handshakes, certificate reload, `wss://` backends.
+//! - [`answer`]: wsedge's own responses (the 101, relayed refusals, rejections).
 //! - [`fallback`]: `http_fallback` for plain HTTP; [`body`]: the body of wsedge's own answers.
 //! - [`reload`]: live reload; [`plan`]: which sessions a change concerns; [`drain`]: spread closes.
 //! - [`admin`], [`metrics`]: operations; [`admin_client`]: the one HTTP client of the CLI and tools.
@@ -51,7 +52,7 @@
 //! 9. `shared`
 //! 10. `health`
 //! 11. `plan`, `snapshot`, `drain`
-//! 12. `target`, `forward`, `upstream`, `handshake`, `reject`
+//! 12. `target`, `forward`, `upstream`, `handshake`, `reject`, `answer`
 //! 13. `route`, `balance`, `backend`, `registry`, `discovery`
 //! 14. `tls`, `metrics`, `sockopt`, `resolve`
 //! 15. `splice`, `session`, `frame`, `body`, `admin_client`, `echo`, `rlimit`
@@ -64,6 +65,7 @@
 
 pub mod admin;
 pub mod admin_client;
+pub mod answer;
 pub mod backend;
 pub mod balance;
 pub mod body;

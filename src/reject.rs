@@ -60,10 +60,16 @@ pub enum RejectReason {
     BackendBadResponse,
     /// Every backend of the route is unhealthy and `on_all_unhealthy: refuse`.
     NoHealthyBackend,
+    /// wsedge itself ran out of descriptors, buffers or source ports dialing the backend.
+    LocalResources,
+    /// The client address is over a route's `max_sessions_per_ip`.
+    PerIpSessions,
+    /// The client address is over a route's `upgrade_rate_per_ip`.
+    PerIpRate,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 18] = [
+    pub const ALL: [RejectReason; 21] = [
         RejectReason::HttpVersion,
         RejectReason::BadHost,
         RejectReason::BadPath,
@@ -82,6 +88,9 @@ impl RejectReason {
         RejectReason::BackendRejected,
         RejectReason::BackendBadResponse,
         RejectReason::NoHealthyBackend,
+        RejectReason::LocalResources,
+        RejectReason::PerIpSessions,
+        RejectReason::PerIpRate,
     ];
 
     /// The metric label and log reason. Dashboards depend on these exact strings.
@@ -105,6 +114,9 @@ impl RejectReason {
             RejectReason::BackendRejected => "backend_rejected",
             RejectReason::BackendBadResponse => "backend_bad_response",
             RejectReason::NoHealthyBackend => "no_healthy_backend",
+            RejectReason::LocalResources => "local_resources",
+            RejectReason::PerIpSessions => "per_ip_sessions",
+            RejectReason::PerIpRate => "per_ip_rate",
         }
     }
 
@@ -123,14 +135,16 @@ impl RejectReason {
             | RejectReason::BadVersion
             | RejectReason::BadKey
             | RejectReason::OriginDenied
-            | RejectReason::SubprotocolRequired => Side::Client,
+            | RejectReason::SubprotocolRequired
+            | RejectReason::PerIpSessions
+            | RejectReason::PerIpRate => Side::Client,
             RejectReason::BackendUnreachable
             | RejectReason::BackendTimeout
             | RejectReason::BackendRejected
             | RejectReason::BackendBadResponse
             | RejectReason::NoHealthyBackend => Side::Backend,
             // The route's own `max_connections`: wsedge's limit, not the client's fault.
-            RejectReason::OverCapacity => Side::Internal,
+            RejectReason::OverCapacity | RejectReason::LocalResources => Side::Internal,
         }
     }
 
@@ -148,9 +162,10 @@ impl RejectReason {
             RejectReason::NotUpgrade | RejectReason::BadVersion => StatusCode::UPGRADE_REQUIRED,
             RejectReason::BadMethod => StatusCode::METHOD_NOT_ALLOWED,
             RejectReason::OriginDenied => StatusCode::FORBIDDEN,
-            RejectReason::OverCapacity | RejectReason::NoHealthyBackend => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            RejectReason::OverCapacity
+            | RejectReason::NoHealthyBackend
+            | RejectReason::LocalResources => StatusCode::SERVICE_UNAVAILABLE,
+            RejectReason::PerIpSessions | RejectReason::PerIpRate => StatusCode::TOO_MANY_REQUESTS,
             RejectReason::BackendUnreachable
             | RejectReason::BackendBadResponse
             | RejectReason::BackendRejected => StatusCode::BAD_GATEWAY,
@@ -164,7 +179,10 @@ impl RejectReason {
             RejectReason::NotUpgrade => &[("upgrade", "websocket"), ("connection", "upgrade")],
             RejectReason::BadMethod => &[("allow", "GET")],
             RejectReason::BadVersion => &[("sec-websocket-version", "13")],
-            RejectReason::OverCapacity | RejectReason::NoHealthyBackend => &[("retry-after", "1")],
+            RejectReason::OverCapacity
+            | RejectReason::NoHealthyBackend
+            | RejectReason::LocalResources
+            | RejectReason::PerIpSessions => &[("retry-after", "1")],
             _ => &[],
         }
     }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -61,8 +61,18 @@ pub enum UpstreamError {
     #[error("malformed response to the upgrade: {0}")]
     Malformed(String),
     /// A well-formed answer other than 101: relayed to the client as is.
-    #[error("backend answered {}", .0.status())]
-    Rejected(Box<Response<Bytes>>),
+    #[error("backend answered {}", .0.response.status())]
+    Rejected(Box<BackendRefusal>),
+}
+
+/// A backend's non-101 answer, read for relaying: its status, headers and at most
+/// [`MAX_RELAYED_BODY`] bytes of its body.
+#[derive(Debug)]
+pub struct BackendRefusal {
+    pub response: Response<Bytes>,
+    /// The body was longer than [`MAX_RELAYED_BODY`], or ended early: what is relayed is a
+    /// prefix, framed by its own length, and the client connection closes after it.
+    pub truncated: bool,
 }
 
 /// Resolves `url`'s host and connects to the first of its addresses to answer (Happy Eyeballs,
@@ -283,11 +293,29 @@ fn verify_switch(
 }
 
 async fn relay_rejection(response: Response<hyper::body::Incoming>) -> UpstreamError {
-    let (parts, body) = response.into_parts();
-    match Limited::new(body, MAX_RELAYED_BODY).collect().await {
-        Ok(collected) => {
-            UpstreamError::Rejected(Box::new(Response::from_parts(parts, collected.to_bytes())))
+    let (parts, mut body) = response.into_parts();
+    let mut collected = bytes::BytesMut::new();
+    let mut truncated = false;
+    // Read frame by frame (not `Limited`, which throws the prefix away): an oversized or
+    // broken body is still the backend's well-formed answer, relayed cut short.
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            truncated = true;
+            break;
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        let room = MAX_RELAYED_BODY - collected.len();
+        if data.len() > room {
+            collected.extend_from_slice(&data[..room]);
+            truncated = true;
+            break;
         }
-        Err(e) => UpstreamError::Malformed(format!("rejection body: {e}")),
+        collected.extend_from_slice(&data);
     }
+    UpstreamError::Rejected(Box::new(BackendRefusal {
+        response: Response::from_parts(parts, collected.freeze()),
+        truncated,
+    }))
 }

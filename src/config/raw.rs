@@ -185,6 +185,7 @@ pub struct RawPassive {
     pub consecutive_failures: Option<Spanned<u32>>,
     pub ejection: Str,
     pub max_ejection_percent: Option<Spanned<u32>>,
+    pub count_5xx: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

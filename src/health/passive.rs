@@ -1,6 +1,7 @@
-//! Passive ejection: real upgrades count against their backend. Connect failures and
-//! timeouts, 5xx answers and a 101 with a bad Accept are failures; a 4xx is the application's
-//! own answer (anonymous clients must not be able to eject backends) and counts for nothing.
+//! Passive ejection: real upgrades count against their backend. What counts as a failure is
+//! decided in `classify.rs` alone: only failures a client cannot choose (connect failures and
+//! timeouts, 502/503/504, a bad 101 to an allowed offer); a 4xx is the application's own
+//! answer (anonymous clients must not be able to eject backends) and counts for nothing.
 //!
 //! `consecutive_failures` in a row eject the backend from picking for `ejection`, doubling on
 //! each repeated ejection up to [`MAX_EJECTION`]; an ejection ends when its timer does.
@@ -23,9 +24,11 @@ pub const MAX_EJECTION: Duration = Duration::from_secs(300);
 pub enum PassiveOutcome {
     /// 101 verified: the count resets.
     Success,
-    /// Connect failure or timeout, no answer in time, reset, 5xx, malformed or bad-Accept 101.
+    /// Connect failure or timeout, no answer in time, reset, 502/503/504, a bad 101 to an
+    /// allowed offer (see `classify.rs`).
     Failure,
-    /// The application's own refusal (4xx): neither a failure nor a success.
+    /// The application's own refusal (4xx), or anything a client could have chosen: neither a
+    /// failure nor a success.
     Neutral,
 }
 

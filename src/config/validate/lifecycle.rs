@@ -111,6 +111,7 @@ pub(super) fn health_check(
                 DEFAULT_PASSIVE_EJECTION,
             ),
             max_ejection_percent,
+            count_5xx: ps.value.count_5xx.unwrap_or(false),
         }
     });
     HealthCheck {
