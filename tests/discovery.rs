@@ -349,3 +349,165 @@ async fn an_endpoint_added_to_a_probed_route_is_probed_before_it_takes_traffic()
     b0.stop().await;
     b1.stop().await;
 }
+
+/// A listener whose accept queue is full (backlog 0, one connection parked and never accepted):
+/// Linux drops every further SYN, so `connect` hangs — a silent address, without root.
+struct Dark {
+    _listener: socket2::Socket,
+    _parked: std::net::TcpStream,
+}
+
+impl Dark {
+    fn at(addr: SocketAddr) -> Dark {
+        let listener = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .unwrap();
+        listener.bind(&addr.into()).unwrap();
+        listener.listen(0).unwrap();
+        let parked = std::net::TcpStream::connect(addr).unwrap();
+        Dark {
+            _listener: listener,
+            _parked: parked,
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_srv_target_with_a_silent_and_a_live_address_is_never_ejected_and_sessions_land_on_the_live_one(
+) {
+    let live = Backend::echo("live").await;
+    let port = live.addr.port();
+    let _dark = Dark::at(SocketAddr::new("127.0.0.2".parse().unwrap(), port));
+    let mut zone = srv_zone(&[("pod-0", 10, 1, port)]);
+    zone.addrs
+        .push(("pod-0.chat.test.".into(), "127.0.0.2".parse().unwrap()));
+    let dns = DnsServer::start(zone).await;
+    let backend = "{name: chat, url: \"ws://_ws._tcp.chat.test/ws\", discover: srv}";
+    let extra = "    health_check: {path: /ws, interval: 200ms, timeout: 150ms, passive: {consecutive_failures: 2}}\n    \
+                 limits: {connect_timeout: 1s, connect_attempt_delay: 50ms}\n";
+    let r = Router::start(&yaml(dns.addr, backend, extra)).await;
+    until("one endpoint", || endpoints(&r).len() == 1).await;
+    let state = {
+        let s = r.server().shared().snapshot.load();
+        let e = s.route("chat").unwrap();
+        assert_eq!(
+            e.backends[0].config.url.addrs.len(),
+            2,
+            "both addresses dialed"
+        );
+        e.backends[0].state.clone()
+    };
+    for room in 0..20 {
+        let mut ws = connect(&r.url(&format!("/?room={room}"))).await;
+        assert_eq!(roundtrip(&mut ws, "whoami").await, "live");
+        assert!(
+            !state.is_ejected() && state.health() != Health::Unhealthy,
+            "room {room}"
+        );
+    }
+    // Its probes pass too (they dial the same way): healthy, never marked down.
+    until("probes pass", || state.health() == Health::Healthy).await;
+    assert!(!state.is_ejected());
+    assert!(
+        !r.metrics().contains("wsedge_backend_ejections_total{"),
+        "nothing ejected"
+    );
+    r.stop().await;
+    dns.stop().await;
+    live.stop().await;
+}
+
+/// dnsmasq, killed when dropped.
+struct Dnsmasq(std::process::Child);
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Against a real DNS server from a Debian package (`dnsmasq-base`, installed by .ci/run):
+/// a hosts file served with TTL 1, re-read on SIGHUP; wsedge follows the change.
+#[tokio::test]
+#[ignore = "needs dnsmasq (Debian dnsmasq-base); .ci/run installs it and runs --ignored"]
+async fn dnsmasq_interop_a_hosts_file_change_after_sighup_is_followed() {
+    let dnsmasq = std::process::Command::new("dnsmasq")
+        .arg("--version")
+        .output();
+    assert!(
+        dnsmasq.as_ref().is_ok_and(|o| o.status.success()),
+        "dnsmasq is missing: install the Debian package dnsmasq-base (as .ci/run does): {:?}",
+        dnsmasq.err()
+    );
+    let dir = TempDir::new("dnsmasq");
+    let hosts = dir.write("hosts", "127.0.0.2 chat.test\n");
+    let probe = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let port = probe.local_addr().unwrap().port();
+    drop(probe);
+    let b2 = Backend::echo_at("b2", SocketAddr::new("127.0.0.2".parse().unwrap(), port)).await;
+    let b3 = Backend::echo_at("b3", SocketAddr::new("127.0.0.3".parse().unwrap(), port)).await;
+    // A port free on UDP (dnsmasq takes TCP too; a clash makes it exit, seen below).
+    let dns_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new("dnsmasq")
+        .args([
+            "--no-daemon",
+            &format!("--port={dns_port}"),
+            "--listen-address=127.0.0.1",
+            "--bind-interfaces",
+            "--no-resolv",
+            "--no-hosts",
+            &format!("--addn-hosts={}", hosts.display()),
+            "--local-ttl=1",
+            &format!("--pid-file={}", dir.0.join("dnsmasq.pid").display()),
+            "--user=root",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("dnsmasq starts");
+    let mut dnsmasq = Dnsmasq(child);
+    let dns: SocketAddr = format!("127.0.0.1:{dns_port}").parse().unwrap();
+    let backend = format!("{{name: chat, url: \"ws://chat.test:{port}/ws\", discover: dns}}");
+    let r = Router::start(&yaml(dns, &backend, "")).await;
+    until("the first answer", || {
+        assert!(
+            dnsmasq.0.try_wait().unwrap().is_none(),
+            "dnsmasq exited (port {dns_port} taken?)"
+        );
+        endpoints(&r).len() == 1
+    })
+    .await;
+    assert_eq!(endpoints(&r), [format!("chat-127-0-0-2-{port}")]);
+
+    std::fs::write(&hosts, "127.0.0.2 chat.test\n127.0.0.3 chat.test\n").unwrap();
+    // SIGHUP: dnsmasq re-reads its --addn-hosts file.
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &dnsmasq.0.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(hup.success(), "SIGHUP sent");
+    let started = tokio::time::Instant::now();
+    until("the second address", || endpoints(&r).len() == 2).await;
+    println!(
+        "dnsmasq SIGHUP: endpoint applied after {:?}",
+        started.elapsed()
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for room in 0..32 {
+        let mut ws = connect(&r.url(&format!("/?room={room}"))).await;
+        seen.insert(roundtrip(&mut ws, "whoami").await);
+    }
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["b2", "b3"]);
+    r.stop().await;
+    b2.stop().await;
+    b3.stop().await;
+    drop(dnsmasq);
+}

@@ -131,10 +131,21 @@ pub struct DnsServer {
 
 impl DnsServer {
     pub async fn start(zone: Zone) -> DnsServer {
-        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = udp.local_addr().unwrap();
-        // The same port on TCP (truncated answers retry there).
-        let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
+        // UDP on a free port, then TCP on the same one (truncated answers retry there); that
+        // TCP port may be another test's: try again on a new one.
+        let mut tries = 0;
+        let (udp, tcp, addr) = loop {
+            let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let addr = udp.local_addr().unwrap();
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(tcp) => break (udp, tcp, addr),
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    let _ = e;
+                }
+                Err(e) => panic!("no port free on both UDP and TCP: {e}"),
+            }
+        };
         let zone = Arc::new(Mutex::new(zone));
         let queries = Arc::new(Mutex::new(0));
         let mut server = hickory_server::Server::new(Handler {
