@@ -22,7 +22,12 @@ COPY examples ./examples
 RUN mkdir -p src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && cargo fetch --locked \
     && rm -rf src
+COPY build.rs ./
 COPY src ./src
+# No .git in the build context: pass the commit for `--version` and wsedge_build_info
+# (docker build --build-arg WSEDGE_COMMIT=$(git rev-parse --short=12 HEAD) .).
+ARG WSEDGE_COMMIT=unknown
+ENV WSEDGE_COMMIT=$WSEDGE_COMMIT
 # The target cache survives between builds (BuildKit): only changed crates recompile.
 RUN --mount=type=cache,target=/src/target \
     cargo build --release --locked --offline --no-default-features --bin wsedge \

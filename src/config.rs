@@ -36,6 +36,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 pub const DEFAULT_WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_CLIENT_PING_TIMEOUT: Duration = Duration::from_secs(10);
+/// Lingering close toward a client (nginx's `lingering_close`): the total; half of it is the
+/// bound without a byte.
+pub const DEFAULT_LINGERING_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_VIRTUAL_NODES: u32 = 160;
 pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
@@ -383,6 +386,10 @@ pub struct Limits {
     pub client_ping_interval: Option<Duration>,
     pub client_ping_timeout: Duration,
     pub on_peer_abort: OnPeerAbort,
+    /// After wsedge's last Close to a client it will not read again, the client's upload is
+    /// read and discarded (its write side shut) for at most this long in total, half of it
+    /// without a byte, so the kernel sends no RST that would abort the client's writes.
+    pub lingering_timeout: Duration,
 }
 
 /// What the other side is told when one side's TCP ends without a Close.

@@ -97,23 +97,12 @@ pub async fn serve(
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(handle(req, ctx).await) }
     });
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        // What the handshake left of `request_timeout` (hyper applies the same value to
-        // later keep-alive requests, which only makes those stricter).
-        .header_read_timeout(
-            deadline
-                .saturating_duration_since(tokio::time::Instant::now())
-                .max(MIN_HEADER_TIME),
-        )
-        .max_header_size(listener.max_request_head_bytes)
-        .keep_alive(true);
-    // Only when changed: any explicit value moves hyper's header array to the heap.
-    if listener.max_headers != crate::config::DEFAULT_MAX_HEADERS {
-        builder.max_headers(listener.max_headers);
-    }
-    let conn = builder
+    // What the handshake left of `request_timeout` (hyper applies the same value to later
+    // keep-alive requests, which only makes those stricter).
+    let header_time = deadline
+        .saturating_duration_since(tokio::time::Instant::now())
+        .max(MIN_HEADER_TIME);
+    let conn = http1_builder(&listener, header_time)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(conn);
@@ -130,6 +119,25 @@ pub async fn serve(
             let _ = conn.await;
         }
     }
+}
+
+/// hyper's HTTP/1.1 server as a listener configures it (the handshake fuzz target parses
+/// with the same).
+pub fn http1_builder(
+    listener: &Listener,
+    header_time: std::time::Duration,
+) -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_time)
+        .max_header_size(listener.max_request_head_bytes)
+        .keep_alive(true);
+    // Only when changed: any explicit value moves hyper's header array to the heap.
+    if listener.max_headers != crate::config::DEFAULT_MAX_HEADERS {
+        builder.max_headers(listener.max_headers);
+    }
+    builder
 }
 
 /// A head hyper refused (it answered 400/414/431 itself) or that never came: counted and
@@ -247,6 +255,9 @@ async fn route_request(
     snapshot: &Arc<Snapshot>,
     started: Instant,
 ) -> Result<Routed, Rejection> {
+    if ctx.shared.shutting_down() {
+        return Err(Rejection::new(RejectReason::ShuttingDown, None));
+    }
     handshake::check_request_line(req).map_err(|r| Rejection::new(r, None))?;
     // From here on the request's URI holds the normalised path.
     let target = crate::target::resolve(req, &ctx.listener.path_normalization)

@@ -1,5 +1,6 @@
 //! Draining, the one path: every close with a deadline (reload diff, manual drain, unhealthy
-//! backend, shutdown, a handshake that finished after a swap) goes through [`close`], and
+//! backend, shutdown, a handshake that finished after a swap or after a shutdown began) goes
+//! through [`close`], and
 //! every batch through [`run`] or [`run_until`].
 //!
 //! Spread: each drained session gets its Close 1001 at a moment drawn uniformly at random

@@ -21,7 +21,11 @@ use wsedge::server::Server;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "wsedge", version, about = "A WebSocket edge router")]
+#[command(
+    name = "wsedge",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("WSEDGE_COMMIT"), ")"),
+    about = "A WebSocket edge router"
+)]
 struct Cli {
     /// Log format.
     #[arg(

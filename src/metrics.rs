@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 use crate::session::SessionStats;
@@ -28,6 +28,24 @@ pub const HEALTH_CHECK_RESULTS: [&str; 8] = [
     "reset",
     "protocol_error",
 ];
+
+/// Every `result` label of `wsedge_reloads_total` (`reload::ReloadError::label` and `ok`),
+/// created at 0 at start so an alert on `increase()` sees the first failure.
+pub const RELOAD_RESULTS: [&str; 6] = [
+    "ok",
+    "busy",
+    "invalid",
+    "bind_failed",
+    "tls_failed",
+    "admin_token",
+];
+
+/// Every `result` label of `wsedge_tls_certificate_reloads_total`.
+pub const CERTIFICATE_RELOAD_RESULTS: [&str; 2] = ["ok", "broken"];
+
+/// The commit wsedge was built from (`build.rs`: `WSEDGE_COMMIT`, else `git rev-parse`, else
+/// `unknown`).
+pub const BUILD_COMMIT: &str = env!("WSEDGE_COMMIT");
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -65,6 +83,11 @@ pub struct Metrics {
     pub slow_consumer_closes_total: IntCounterVec,
     pub reloads_total: IntCounterVec,
     pub config_generation: IntGauge,
+    /// 0 from a refused reload until the next one succeeds: the refused file is still on
+    /// disk (the watcher skips identical bytes, so nothing retries it).
+    pub config_last_reload_successful: IntGauge,
+    /// Unix time of the start or the last successful reload.
+    pub config_last_reload_success_timestamp_seconds: Gauge,
     /// `reason`: a `DrainReason` label (`drain.rs`); a slot counts once.
     pub drains_total: IntCounterVec,
     pub sessions_draining: IntGaugeVec,
@@ -99,6 +122,20 @@ fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> In
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
     register(registry, g.clone());
     g
+}
+
+fn float_gauge(registry: &Registry, name: &str, help: &str) -> Gauge {
+    let g = Gauge::new(name, help).expect("valid metric");
+    register(registry, g.clone());
+    g
+}
+
+/// Seconds since the Unix epoch (wall clock: this is a timestamp for dashboards, not a
+/// duration).
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
@@ -250,6 +287,16 @@ impl Metrics {
                 "wsedge_config_generation",
                 "Generation of the active config",
             ),
+            config_last_reload_successful: gauge(
+                &r,
+                "wsedge_config_last_reload_successful",
+                "1 when the last reload (or the start) succeeded, 0 after a refused reload",
+            ),
+            config_last_reload_success_timestamp_seconds: float_gauge(
+                &r,
+                "wsedge_config_last_reload_success_timestamp_seconds",
+                "Unix time of the start or of the last successful reload",
+            ),
             drains_total: counter(
                 &r,
                 "wsedge_drains_total",
@@ -316,6 +363,21 @@ impl Metrics {
             },
             registry: r,
         };
+        let build_info = gauge_vec(
+            &m.registry,
+            "wsedge_build_info",
+            "Always 1; the version and commit wsedge was built from",
+            &["version", "commit"],
+        );
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), BUILD_COMMIT])
+            .set(1);
+        for result in RELOAD_RESULTS {
+            m.reloads_total.with_label_values(&[result]);
+        }
+        m.config_last_reload_successful.set(1);
+        m.config_last_reload_success_timestamp_seconds
+            .set(unix_now());
         #[cfg(target_os = "linux")]
         register(
             &m.registry,
@@ -394,25 +456,28 @@ impl Metrics {
             &self.handshake_retries_total,
             &self.discovery_lookups_total,
         ] {
-            remove_matching(vec, "route", route);
+            remove_matching(vec, &[("route", route)]);
         }
-        remove_matching(&self.discovery_endpoints, "route", route);
-        remove_matching(&self.backend_up, "route", route);
-        remove_matching(&self.health_check_rtt_seconds, "route", route);
-        remove_matching(&self.backend_connect_duration_seconds, "route", route);
+        remove_matching(&self.discovery_endpoints, &[("route", route)]);
+        remove_matching(&self.backend_up, &[("route", route)]);
+        remove_matching(&self.health_check_rtt_seconds, &[("route", route)]);
+        remove_matching(&self.backend_connect_duration_seconds, &[("route", route)]);
         let _ = self
             .handshake_duration_seconds
             .remove_label_values(&[route]);
         let _ = self.session_duration_seconds.remove_label_values(&[route]);
         let _ = self.sessions_draining.remove_label_values(&[route]);
-        remove_matching(&self.connections_active, "route", route);
+        remove_matching(&self.connections_active, &[("route", route)]);
     }
 
     /// Deletes the TLS series of a listener a reload removed.
     pub fn forget_listener(&self, listener: &str) {
-        remove_matching(&self.tls_handshakes_total, "listener", listener);
-        remove_matching(&self.request_head_errors_total, "listener", listener);
-        remove_matching(&self.tls_certificate_reloads_total, "listener", listener);
+        remove_matching(&self.tls_handshakes_total, &[("listener", listener)]);
+        remove_matching(&self.request_head_errors_total, &[("listener", listener)]);
+        remove_matching(
+            &self.tls_certificate_reloads_total,
+            &[("listener", listener)],
+        );
     }
 
     /// Deletes the series of one backend of a route.
@@ -420,7 +485,11 @@ impl Metrics {
         let _ = self
             .backend_connect_duration_seconds
             .remove_label_values(&[route, backend]);
-        remove_matching(&self.connections_active, "backend", backend);
+        // Route and backend together: route B's backend `a` is not route A's.
+        remove_matching(
+            &self.connections_active,
+            &[("route", route), ("backend", backend)],
+        );
         let _ = self.backend_up.remove_label_values(&[route, backend]);
         let _ = self
             .health_check_rtt_seconds
@@ -436,8 +505,8 @@ impl Metrics {
     }
 }
 
-/// Removes every series of `vec` whose `label` equals `value`.
-fn remove_matching<P: MetricVecBuilder>(vec: &MetricVec<P>, label: &str, value: &str) {
+/// Removes every series of `vec` whose labels have all the `(name, value)` pairs of `want`.
+fn remove_matching<P: MetricVecBuilder>(vec: &MetricVec<P>, want: &[(&str, &str)]) {
     for family in vec.collect() {
         for m in family.get_metric() {
             let labels: HashMap<&str, &str> = m
@@ -445,7 +514,7 @@ fn remove_matching<P: MetricVecBuilder>(vec: &MetricVec<P>, label: &str, value: 
                 .iter()
                 .map(|l| (l.name(), l.value()))
                 .collect();
-            if labels.get(label) == Some(&value) {
+            if want.iter().all(|(k, v)| labels.get(k) == Some(v)) {
                 let _ = vec.remove(&labels);
             }
         }

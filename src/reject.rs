@@ -66,10 +66,13 @@ pub enum RejectReason {
     PerIpSessions,
     /// The client address is over a route's `upgrade_rate_per_ip`.
     PerIpRate,
+    /// The head completed after a graceful shutdown stopped the listeners: no backend is
+    /// dialled, the client is told to come back (to another instance) and the connection closes.
+    ShuttingDown,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 21] = [
+    pub const ALL: [RejectReason; 22] = [
         RejectReason::HttpVersion,
         RejectReason::BadHost,
         RejectReason::BadPath,
@@ -91,6 +94,7 @@ impl RejectReason {
         RejectReason::LocalResources,
         RejectReason::PerIpSessions,
         RejectReason::PerIpRate,
+        RejectReason::ShuttingDown,
     ];
 
     /// The metric label and log reason. Dashboards depend on these exact strings.
@@ -117,7 +121,21 @@ impl RejectReason {
             RejectReason::LocalResources => "local_resources",
             RejectReason::PerIpSessions => "per_ip_sessions",
             RejectReason::PerIpRate => "per_ip_rate",
+            RejectReason::ShuttingDown => "shutting_down",
         }
+    }
+
+    /// Decided before a route matched (shutting down, the request line, the target, the
+    /// route look-up): counted under `route=""`.
+    pub fn before_routing(self) -> bool {
+        matches!(
+            self,
+            RejectReason::ShuttingDown
+                | RejectReason::HttpVersion
+                | RejectReason::BadHost
+                | RejectReason::BadPath
+                | RejectReason::NoRoute
+        )
     }
 
     /// The side charged with this refusal. A function of the reason alone, so the `side`
@@ -143,8 +161,11 @@ impl RejectReason {
             | RejectReason::BackendRejected
             | RejectReason::BackendBadResponse
             | RejectReason::NoHealthyBackend => Side::Backend,
-            // The route's own `max_connections`: wsedge's limit, not the client's fault.
-            RejectReason::OverCapacity | RejectReason::LocalResources => Side::Internal,
+            // The route's own `max_connections`, wsedge's own resources, or this instance going
+            // away: wsedge's doing, not the client's.
+            RejectReason::OverCapacity
+            | RejectReason::LocalResources
+            | RejectReason::ShuttingDown => Side::Internal,
         }
     }
 
@@ -164,7 +185,8 @@ impl RejectReason {
             RejectReason::OriginDenied => StatusCode::FORBIDDEN,
             RejectReason::OverCapacity
             | RejectReason::NoHealthyBackend
-            | RejectReason::LocalResources => StatusCode::SERVICE_UNAVAILABLE,
+            | RejectReason::LocalResources
+            | RejectReason::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             RejectReason::PerIpSessions | RejectReason::PerIpRate => StatusCode::TOO_MANY_REQUESTS,
             RejectReason::BackendUnreachable
             | RejectReason::BackendBadResponse
@@ -183,6 +205,8 @@ impl RejectReason {
             | RejectReason::NoHealthyBackend
             | RejectReason::LocalResources
             | RejectReason::PerIpSessions => &[("retry-after", "1")],
+            // The connection ends with this answer: the retry goes to a fresh connection.
+            RejectReason::ShuttingDown => &[("retry-after", "1"), ("connection", "close")],
             _ => &[],
         }
     }

@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use crate::config::{Config, ConfigErrors};
 use crate::listener::{self, bind_all, load_tls, StartError};
+use crate::metrics::Metrics;
 use crate::plan::DrainPlan;
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
@@ -95,11 +96,11 @@ pub async fn reload_file(
 fn record(shared: &Shared, trigger: &str, result: &Result<Reloaded, ReloadError>) {
     match result {
         Ok(r) => {
-            shared
-                .metrics
-                .reloads_total
-                .with_label_values(&["ok"])
-                .inc();
+            let m = &shared.metrics;
+            m.reloads_total.with_label_values(&["ok"]).inc();
+            m.config_last_reload_successful.set(1);
+            m.config_last_reload_success_timestamp_seconds
+                .set(crate::metrics::unix_now());
             info!(
                 trigger,
                 generation = r.generation,
@@ -109,11 +110,9 @@ fn record(shared: &Shared, trigger: &str, result: &Result<Reloaded, ReloadError>
             );
         }
         Err(e) => {
-            shared
-                .metrics
-                .reloads_total
-                .with_label_values(&[e.label()])
-                .inc();
+            let m = &shared.metrics;
+            m.reloads_total.with_label_values(&[e.label()]).inc();
+            m.config_last_reload_successful.set(0);
             match e {
                 ReloadError::Invalid(errors) => {
                     for line in &errors.0 {
@@ -232,6 +231,7 @@ fn after_swap(shared: &Arc<Shared>, old: &Snapshot, new: &Arc<Snapshot>) -> serd
     // Probes of removed routes stop before their series are forgotten.
     crate::health::reconcile(&shared.health, old, new);
     forget_removed_series(shared, old, new);
+    init_new_series(&shared.metrics, Some(old), new);
 
     let plan = DrainPlan::compute(shared.registry.all(), new);
     let summary = plan.summary();
@@ -267,6 +267,58 @@ fn forget_removed_series(shared: &Shared, old: &Snapshot, new: &Snapshot) {
     for route in &old.routes {
         if new.route(&route.name).is_none() {
             shared.metrics.forget_route(&route.name);
+        }
+    }
+}
+
+/// Creates at 0 the series an alert compares against before anything happened on them, for
+/// the routes and listeners that `old` did not have (all of them at start): every upgrade
+/// result of a route (each with its fixed side), and a TLS listener's handshake and
+/// certificate-reload results. A reason decided before routing is counted under `route=""`.
+pub fn init_new_series(metrics: &Metrics, old: Option<&Snapshot>, new: &Snapshot) {
+    use crate::reject::RejectReason;
+    if !metrics.enabled {
+        return;
+    }
+    if old.is_none() {
+        for reason in RejectReason::ALL.into_iter().filter(|r| r.before_routing()) {
+            metrics
+                .upgrades_total
+                .with_label_values(&["", reason.label(), reason.side().label()]);
+        }
+    }
+    for entry in &new.routes {
+        let route = entry.route.name.as_str();
+        if old.is_some_and(|o| o.route(route).is_some()) {
+            continue;
+        }
+        metrics
+            .upgrades_total
+            .with_label_values(&[route, "ok", "none"]);
+        for reason in RejectReason::ALL
+            .into_iter()
+            .filter(|r| !r.before_routing())
+        {
+            metrics.upgrades_total.with_label_values(&[
+                route,
+                reason.label(),
+                reason.side().label(),
+            ]);
+        }
+    }
+    for listener in new.config.listeners.iter().filter(|l| l.tls.is_some()) {
+        if old.is_some_and(|o| o.config.listener(&listener.name).is_some()) {
+            continue;
+        }
+        for outcome in crate::tls::accept::TlsOutcome::ALL {
+            metrics
+                .tls_handshakes_total
+                .with_label_values(&[&listener.name, outcome.label()]);
+        }
+        for result in crate::metrics::CERTIFICATE_RELOAD_RESULTS {
+            metrics
+                .tls_certificate_reloads_total
+                .with_label_values(&[&listener.name, result]);
         }
     }
 }
@@ -351,4 +403,31 @@ fn file_hash(path: &Path) -> Option<u64> {
     std::fs::read(path)
         .ok()
         .map(|b| crate::balance::key::hash_key(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reload_result_is_created_at_start() {
+        let bind = || StartError::Bind {
+            name: "edge".into(),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            source: std::io::ErrorKind::AddrInUse.into(),
+        };
+        let errors = [
+            ReloadError::Busy,
+            ReloadError::Invalid(ConfigErrors(Vec::new())),
+            ReloadError::Bind(bind()),
+            ReloadError::Tls(bind()),
+            ReloadError::AdminToken(String::new()),
+        ];
+        let mut labels: Vec<&str> = errors.iter().map(|e| e.label()).collect();
+        labels.push("ok");
+        labels.sort_unstable();
+        let mut declared = crate::metrics::RELOAD_RESULTS.to_vec();
+        declared.sort_unstable();
+        assert_eq!(labels, declared);
+    }
 }

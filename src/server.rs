@@ -67,6 +67,7 @@ impl Server {
         if let Some(e) = snapshot.transport_error() {
             return Err(StartError::BackendTls(e));
         }
+        crate::reload::init_new_series(&metrics, None, &snapshot);
         let registry = Arc::new(Registry::new(metrics.sessions_draining.clone()));
         let health = HealthChecker::new(metrics.clone(), registry.clone());
         let shared = Arc::new(Shared {
@@ -156,7 +157,10 @@ impl Server {
     /// The SIGTERM path: `/readyz` turns 503 at once; listeners keep accepting for
     /// `shutdown.delay` (load balancers deregister meanwhile), then stop; every session
     /// drains with its route's spread and timeout; returns when the last session is gone or at
-    /// the bound (delay + the largest effective spread + timeout + 1 s).
+    /// the bound (delay + the largest effective spread + timeout + 1 s). Connections still in
+    /// their TLS handshake or request head when accepting stops are not in the registry's
+    /// snapshot: a head that completes later is refused (503 `shutting_down`, in `conn.rs`),
+    /// and a session whose 101 goes out after this point closes at once (`session_task.rs`).
     pub async fn shutdown_gracefully(self) -> bool {
         let shared = self.shared.clone();
         shared.ready.store(false, Ordering::SeqCst);
@@ -167,6 +171,8 @@ impl Server {
             "shutting down: not ready; draining after the delay"
         );
         tokio::time::sleep(delay).await;
+        // Before the registry is read: a slot reserved after this read sees the cancel
+        // (`Shared::shutting_down`) when its session starts.
         shared.stop_accepting.cancel();
         let sessions = shared.registry.all();
         let bound = drain_bound(&snapshot, sessions.len());
@@ -185,17 +191,34 @@ impl Server {
                     rebalance: false,
                 })
         });
-        crate::drain::run(&shared.registry, &shared.metrics, &shared.tasks, schedule);
-        self.finish(bound, false).await
+        // The schedule's task ends with the last session, not at its last moment: sessions
+        // that ended on their own (or closed at once, late) leave nothing to wait for.
+        let schedule_done = CancellationToken::new();
+        crate::drain::run_until(
+            &shared.registry,
+            &shared.metrics,
+            &shared.tasks,
+            schedule,
+            schedule_done.clone(),
+            || true,
+        );
+        self.finish(bound, false, schedule_done).await
     }
 
     /// Stops accepting, asks every session to close with 1001 and waits up to `grace` for
     /// them to finish. Returns whether everything finished in time.
     pub async fn shutdown(self, grace: Duration) -> bool {
-        self.finish(grace, true).await
+        self.finish(grace, true, CancellationToken::new()).await
     }
 
-    async fn finish(self, grace: Duration, close_now: bool) -> bool {
+    /// `schedule_done` is cancelled once no connection or session is left (it stops a drain
+    /// schedule that has nobody left to close).
+    async fn finish(
+        self,
+        grace: Duration,
+        close_now: bool,
+        schedule_done: CancellationToken,
+    ) -> bool {
         let shared = &self.shared;
         shared.ready.store(false, Ordering::SeqCst);
         shared.stop_accepting.cancel();
@@ -208,10 +231,11 @@ impl Server {
         shared.discovery.shutdown();
         shared.tasks.close();
         let all = async {
-            shared.tasks.wait().await;
-            shared.health.wait().await;
             shared.connections.wait().await;
             shared.sessions.wait().await;
+            schedule_done.cancel();
+            shared.tasks.wait().await;
+            shared.health.wait().await;
         };
         let done = tokio::time::timeout(grace, all).await.is_ok();
         info!(

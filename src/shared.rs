@@ -64,6 +64,14 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// A shutdown has stopped the listeners (and, if graceful, scheduled its drain in the same
+    /// step): a request head that completes now is refused with 503 `shutting_down`, and a
+    /// session whose 101 goes out now is closed with 1001 at once
+    /// ([`crate::session_task`]). Reloads stop listeners through child tokens, never this one.
+    pub fn shutting_down(&self) -> bool {
+        self.stop_accepting.is_cancelled()
+    }
+
     pub fn listeners(&self) -> MutexGuard<'_, HashMap<String, BoundListener>> {
         self.listeners.lock().unwrap_or_else(|e| e.into_inner())
     }

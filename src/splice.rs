@@ -28,7 +28,9 @@ mod tests;
 mod transport;
 
 pub use relay::SLOW_CLOSE_GRACE;
-pub use transport::{give_buf, take_buf, NoReadiness, Transport, CHUNK};
+pub use transport::{
+    discard_read, give_buf, set_abortive_tcp, take_buf, NoReadiness, Transport, CHUNK,
+};
 
 /// Per-session settings, from the route's `limits` and the negotiated extensions.
 #[derive(Debug, Clone)]
@@ -46,6 +48,9 @@ pub struct SpliceConfig {
     /// A side's TCP ended without a Close: end the other side's TCP without a Close too
     /// (`limits.on_peer_abort: mirror`) instead of sending it 1001.
     pub mirror_abort: bool,
+    /// Lingering close toward the client (`limits.lingering_timeout`): the total; half of it
+    /// without a byte ends it too.
+    pub lingering_timeout: Duration,
 }
 
 /// Which end of the session.
@@ -89,7 +94,9 @@ pub enum SessionEnd {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DirectionStats {
-    /// Bytes read from this direction's source (wire bytes, including frames wsedge dropped).
+    /// Bytes read from this direction's source (wire bytes, including frames wsedge dropped),
+    /// except those read once nothing more goes to the destination (read only to find the
+    /// source's Close after a slow consumer, a write error): those are discarded, not relayed.
     pub bytes: u64,
     /// Complete text/binary messages (counted on their final frame).
     pub messages: u64,

@@ -2,8 +2,11 @@
 //! Rust crate we use speaks). `#[ignore]`d so `cargo test` needs only the Rust toolchain; `.ci/run`
 //! installs `websockets` and runs them with `cargo test --test interop -- --ignored`.
 //! The Python interpreter is `$WSEDGE_PYTHON` or `python3`.
+mod support;
+
+use support::{Process, TempDir};
+
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -37,7 +40,7 @@ fn require_websockets() {
     );
 }
 
-/// A child process killed when dropped, so a failing assertion leaves nothing behind.
+/// A Python peer process killed when dropped, so a failing assertion leaves nothing behind.
 struct Proc(Child);
 
 impl Drop for Proc {
@@ -76,53 +79,19 @@ fn start_python_backend() -> (Proc, u16) {
     (proc, port)
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// Starts `wsedge run` with one route to `backend_port`, affinity on `?room=`.
-// Sync code waiting for a child process to listen: polls it every 50 ms.
-#[allow(clippy::disallowed_methods)]
-fn start_wsedge(backend_port: u16) -> (Proc, u16, PathBuf) {
-    let port = free_port();
-    let cfg = std::env::temp_dir().join(format!(
-        "wsedge-interop-{}-{backend_port}.yaml",
-        std::process::id()
-    ));
-    std::fs::write(
-        &cfg,
-        format!(
-            "listeners:\n  - {{name: edge, bind: \"127.0.0.1:{port}\"}}\n\
+/// Starts `wsedge run` (listener on port 0: the child reports the port it got) with one route
+/// to `backend_port`, affinity on `?room=`. The config lives in `dir`.
+fn start_wsedge(dir: &TempDir, backend_port: u16) -> Process {
+    let cfg = dir.write(
+        "routes.yaml",
+        &format!(
+            "listeners:\n  - {{name: edge, bind: \"127.0.0.1:0\"}}\n\
              routes:\n  - name: interop\n    match: {{host: \"*\", path_prefix: /}}\n    \
              affinity: {{key: \"query:room\"}}\n    backends:\n      \
              - {{name: py, url: \"ws://127.0.0.1:{backend_port}\"}}\n"
         ),
-    )
-    .expect("write config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wsedge"))
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .stdin(Stdio::null())
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn wsedge");
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let start = tokio::time::Instant::now();
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("wsedge run exited before listening: {status}");
-        }
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            break;
-        }
-        assert!(start.elapsed() < STARTUP, "wsedge did not listen on {addr}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (Proc(child), port, cfg)
+    );
+    Process::run(&cfg)
 }
 
 /// Runs `deflate_client.py` against `url`; returns its JSON summary line.
@@ -160,9 +129,9 @@ fn python_peers_negotiate_deflate_directly() {
 fn permessage_deflate_end_to_end_through_wsedge() {
     require_websockets();
     let (_backend, backend_port) = start_python_backend();
-    let (_wsedge, port, cfg) = start_wsedge(backend_port);
-    let summary = run_python_client(&format!("ws://127.0.0.1:{port}/chat?room=interop"));
-    let _ = std::fs::remove_file(cfg);
+    let dir = TempDir::new("interop");
+    let wsedge = start_wsedge(&dir, backend_port);
+    let summary = run_python_client(&format!("ws://{}/chat?room=interop", wsedge.addr));
     assert!(summary.contains("\"ok\": true"), "{summary}");
     assert!(summary.contains("permessage-deflate"), "{summary}");
 }

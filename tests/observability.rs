@@ -301,3 +301,144 @@ fn json_logs_parse_and_carry_the_session_fields() {
     wsedge.wait_exit();
     rt.block_on(backend.stop());
 }
+
+/// Two routes whose backends share a name, `ra` and `rb` both with `a`, each listed backend at
+/// its own address; `ra_backend` names `ra`'s backend.
+fn two_route_yaml(a1: std::net::SocketAddr, a2: std::net::SocketAddr, ra_backend: &str) -> String {
+    format!(
+        "listeners:\n  - {{name: edge, bind: 127.0.0.1:0}}\nroutes:\n\
+         \x20 - name: ra\n    match: {{host: \"*\", path_prefix: /ra}}\n    drain: {{spread: 0s}}\n\
+         \x20   backends:\n      - {{name: {ra_backend}, url: \"ws://{a1}\"}}\n\
+         \x20 - name: rb\n    match: {{host: \"*\", path_prefix: /rb}}\n    drain: {{spread: 0s}}\n\
+         \x20   backends:\n      - {{name: a, url: \"ws://{a2}\"}}\n"
+    )
+}
+
+async fn wait_live(router: &Router, want: usize) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while router.server().live_sessions() != want {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "live sessions stay at {} (want {want})",
+            router.server().live_sessions()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn series_exist_before_traffic_and_follow_reloads_exactly() {
+    use wsedge::reload::{reload_file, Wait};
+    let (b1, b2) = (Backend::echo("1").await, Backend::echo("2").await);
+    let yaml = two_route_yaml(b1.addr, b2.addr, "a");
+    let router = Router::start(&yaml).await;
+    let shared = router.server().shared().clone();
+
+    // Before any traffic or reload: what alerts compare against exists, at 0.
+    let m = router.metrics();
+    let version = env!("CARGO_PKG_VERSION");
+    let build = m
+        .lines()
+        .find(|l| l.starts_with("wsedge_build_info{"))
+        .unwrap_or_else(|| panic!("no build info:\n{m}"));
+    assert!(
+        build.contains(&format!("version=\"{version}\"")) && build.ends_with(" 1"),
+        "{build}"
+    );
+    assert!(!build.contains("commit=\"\""), "{build}");
+    for series in [
+        "wsedge_reloads_total{result=\"ok\"}",
+        "wsedge_reloads_total{result=\"invalid\"}",
+        "wsedge_upgrades_total{result=\"ok\",route=\"ra\",side=\"none\"}",
+        "wsedge_upgrades_total{result=\"backend_unreachable\",route=\"rb\",side=\"backend\"}",
+        "wsedge_upgrades_total{result=\"no_route\",route=\"\",side=\"client\"}",
+    ] {
+        assert_eq!(metric(&m, series), Some(0.0), "{series}\n{m}");
+    }
+    assert_eq!(
+        metric(
+            &m,
+            "wsedge_upgrades_total{result=\"no_route\",route=\"ra\",side=\"client\"}"
+        ),
+        None,
+        "a reason decided before routing has no route"
+    );
+    assert_eq!(
+        metric(&m, "wsedge_config_last_reload_successful"),
+        Some(1.0)
+    );
+    let started_at = metric(&m, "wsedge_config_last_reload_success_timestamp_seconds").unwrap();
+    assert!(started_at > 1.7e9, "{started_at}");
+
+    // One session on each route, both on a backend named `a`.
+    let mut on_ra = connect(&router.url("/ra")).await;
+    let mut on_rb = connect(&router.url("/rb")).await;
+    assert_eq!(roundtrip(&mut on_ra, "x").await, "x");
+    assert_eq!(roundtrip(&mut on_rb, "y").await, "y");
+    let rb_gauge = "wsedge_connections_active{backend=\"a\",listener=\"edge\",route=\"rb\"}";
+    assert_eq!(metric(&router.metrics(), rb_gauge), Some(1.0));
+
+    // Route ra replaces its `a` with `c`: only ra's `a` series go; rb's `a` keeps its gauge.
+    std::fs::write(&router.config_path, two_route_yaml(b1.addr, b2.addr, "c")).unwrap();
+    reload_file(&shared, "test", Wait::Queue).await.unwrap();
+    assert_eq!(
+        close_code(&mut on_ra).await,
+        Some(1001),
+        "ra's `a` session drains"
+    );
+    wait_live(&router, 1).await;
+    let m = router.metrics();
+    assert_eq!(
+        metric(&m, rb_gauge),
+        Some(1.0),
+        "route rb lost its gauge:\n{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "wsedge_upgrades_total{result=\"ok\",route=\"ra\",side=\"none\"}"
+        ),
+        Some(1.0),
+        "route ra stays (only its backend changed)"
+    );
+
+    // A refused reload: the flag stays 0 until a reload succeeds.
+    std::fs::write(&router.config_path, "routes: [").unwrap();
+    assert!(reload_file(&shared, "test", Wait::Queue).await.is_err());
+    let m = router.metrics();
+    assert_eq!(
+        metric(&m, "wsedge_config_last_reload_successful"),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&m, "wsedge_reloads_total{result=\"invalid\"}"),
+        Some(1.0)
+    );
+
+    // Route rb removed while its session lives: the session drains, and once it has ended no
+    // series of rb is left (its drain and close re-created some while it drained).
+    let only_ra = yaml
+        .split("  - name: rb\n")
+        .next()
+        .unwrap()
+        .replace("name: a,", "name: c,");
+    std::fs::write(&router.config_path, &only_ra).unwrap();
+    reload_file(&shared, "test", Wait::Queue).await.unwrap();
+    assert_eq!(close_code(&mut on_rb).await, Some(1001));
+    wait_live(&router, 0).await;
+    let m = router.metrics();
+    assert!(
+        !m.contains("route=\"rb\""),
+        "series of the removed route rb linger:\n{m}"
+    );
+    assert_eq!(
+        metric(&m, "wsedge_config_last_reload_successful"),
+        Some(1.0)
+    );
+    let reloaded_at = metric(&m, "wsedge_config_last_reload_success_timestamp_seconds").unwrap();
+    assert!(reloaded_at >= started_at, "{reloaded_at} < {started_at}");
+
+    router.stop().await;
+    b1.stop().await;
+    b2.stop().await;
+}

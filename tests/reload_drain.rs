@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -630,4 +631,207 @@ fn sigterm_turns_readyz_503_first_keeps_accepting_for_the_delay_then_drains() {
     });
     assert_eq!(wsedge.wait_exit().code(), Some(0));
     rt.block_on(backend.stop());
+}
+
+/// Waits (bounded) until the router has read everything `client` sent: the server side of the
+/// connection (found in /proc/net/tcp by its address pair) has an empty receive queue. A head
+/// still in the kernel when shutdown starts counts as a connection that never sent anything.
+async fn wait_until_router_read(client: &tokio::net::TcpStream) {
+    let hex = |a: std::net::SocketAddr| match a {
+        std::net::SocketAddr::V4(v4) => {
+            format!(
+                "{:08X}:{:04X}",
+                u32::from_le_bytes(v4.ip().octets()),
+                v4.port()
+            )
+        }
+        v6 => panic!("IPv4 loopback expected, got {v6}"),
+    };
+    let (server_side, client_side) = (
+        hex(client.peer_addr().unwrap()),
+        hex(client.local_addr().unwrap()),
+    );
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        let rx_queue = table.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 4 && f[1] == server_side && f[2] == client_side)
+                .then(|| u64::from_str_radix(f[4].split(':').nth(1).unwrap(), 16).unwrap())
+        });
+        if rx_queue == Some(0) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the router never read the head (rx_queue {rx_queue:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Graceful shutdown with `shutdown.delay: 0s` while a request head is half sent: once the
+/// listeners stop, the head completes and gets 503 + `Retry-After: 1` + `Connection: close`
+/// (`shutting_down`, side internal); the backend never hears of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_completed_after_shutdown_began_gets_503_and_never_reaches_a_backend() {
+    let backend = Backend::echo("b1").await;
+    let mut router = Router::start(
+        &(single_route_yaml(&[("b1", backend.addr)], "drain: {spread: 0s, timeout: 1s}")
+            + "shutdown:\n  delay: 0s\n"),
+    )
+    .await;
+    let request = upgrade_request("/", "");
+    let (first, rest) = request.split_at(request.len() / 2);
+    let mut client = tokio::net::TcpStream::connect(router.addr).await.unwrap();
+    client.write_all(first.as_bytes()).await.unwrap();
+    wait_until_router_read(&client).await;
+
+    let server = router.server.take().unwrap();
+    let shared = server.shared().clone();
+    let shutdown = tokio::spawn(server.shutdown_gracefully());
+    tokio::time::timeout(PATIENCE, shared.stop_accepting.cancelled())
+        .await
+        .expect("listeners stop");
+    client.write_all(rest.as_bytes()).await.unwrap();
+    let (status, headers, body) = read_response(&mut client).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(header(&headers, "retry-after"), Some("1"));
+    assert_eq!(header(&headers, "connection"), Some("close"));
+    assert!(body.contains("shutting_down"), "{body}");
+    // The connection ends with the answer.
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(PATIENCE, client.read_to_end(&mut rest))
+        .await
+        .expect("EOF in time")
+        .unwrap();
+    assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(&rest));
+    assert!(
+        backend.seen.lock().unwrap().is_empty(),
+        "a backend was dialled"
+    );
+    let metrics = shared.metrics.render();
+    assert!(
+        metrics.contains(
+            "wsedge_upgrades_total{result=\"shutting_down\",route=\"\",side=\"internal\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(tokio::time::timeout(PATIENCE, shutdown)
+        .await
+        .unwrap()
+        .unwrap());
+    backend.stop().await;
+}
+
+/// The backend answers the upgrade only after a graceful shutdown scheduled its drain (the
+/// slot was in the schedule, at a moment drawn from a 300 s spread): the session gets its Close
+/// 1001 `shutdown` as soon as its 101 went out, not at that moment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_101_went_out_after_the_drain_was_scheduled_closes_at_once() {
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut router = Router::start(
+        &(single_route_yaml(
+            &[("late", backend.local_addr().unwrap())],
+            "drain: {spread: 300s, timeout: 300s}",
+        ) + "shutdown:\n  delay: 0s\n"),
+    )
+    .await;
+    let mut client = tokio::net::TcpStream::connect(router.addr).await.unwrap();
+    client
+        .write_all(upgrade_request("/", "").as_bytes())
+        .await
+        .unwrap();
+    // The upgrade reaches the backend, which holds its answer.
+    let (mut up, _) = tokio::time::timeout(PATIENCE, backend.accept())
+        .await
+        .expect("wsedge dials")
+        .unwrap();
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(PATIENCE, up.read(&mut chunk))
+            .await
+            .expect("head in time")
+            .unwrap();
+        assert!(n > 0, "wsedge closed the backend connection");
+        head.extend_from_slice(&chunk[..n]);
+    }
+
+    let server = router.server.take().unwrap();
+    let shared = server.shared().clone();
+    assert_eq!(shared.registry.live(), 1, "the slot is reserved");
+    let shutdown = tokio::spawn(server.shutdown_gracefully());
+    tokio::time::timeout(PATIENCE, shared.stop_accepting.cancelled())
+        .await
+        .expect("listeners stop");
+    let answer = switching_protocols(&String::from_utf8_lossy(&head));
+    up.write_all(answer.as_bytes()).await.unwrap();
+
+    // The 101 and the Close may arrive in one read: keep what follows the head.
+    let mut from_client_side = Vec::new();
+    let head_end = loop {
+        if let Some(p) = from_client_side.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        let n = tokio::time::timeout(PATIENCE, client.read(&mut chunk))
+            .await
+            .expect("the 101 in time")
+            .unwrap();
+        assert!(n > 0, "closed before the 101");
+        from_client_side.extend_from_slice(&chunk[..n]);
+    };
+    assert!(from_client_side.starts_with(b"HTTP/1.1 101 "));
+    from_client_side.drain(..head_end);
+    // wsedge closes the backend side first (what it still sends reaches the client), then the
+    // client: both with 1001 "shutdown", long before the spread's moment.
+    let (opcode, payload) = read_frame(&mut up, Vec::new()).await;
+    assert_eq!(opcode, 0x88);
+    assert_eq!(&payload[..], &close_payload(1001, "shutdown")[..]);
+    up.write_all(&server_frame(0x8, &1001u16.to_be_bytes()))
+        .await
+        .unwrap();
+    let (opcode, payload) = read_frame(&mut client, from_client_side).await;
+    assert_eq!(opcode, 0x88);
+    assert_eq!(&payload[..], &close_payload(1001, "shutdown")[..]);
+    let mut reply = Vec::new();
+    wsedge::frame::control::encode_frame(
+        &mut reply,
+        0x88,
+        &1001u16.to_be_bytes(),
+        Some([1, 2, 3, 4]),
+    );
+    client.write_all(&reply).await.unwrap();
+    assert!(tokio::time::timeout(PATIENCE, shutdown)
+        .await
+        .unwrap()
+        .unwrap());
+    let metrics = shared.metrics.render();
+    assert!(
+        metrics.contains("wsedge_drains_total{reason=\"shutdown\",route=\"r\"} 1"),
+        "{metrics}"
+    );
+}
+
+fn close_payload(code: u16, reason: &str) -> Vec<u8> {
+    let mut p = code.to_be_bytes().to_vec();
+    p.extend_from_slice(reason.as_bytes());
+    p
+}
+
+/// The next frame on a raw socket (unmasked payload), within [`PATIENCE`]; `buf` holds what
+/// was read already.
+async fn read_frame(s: &mut tokio::net::TcpStream, mut buf: Vec<u8>) -> (u8, Vec<u8>) {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(frame) = take_frame(&mut buf) {
+            return frame;
+        }
+        let n = tokio::time::timeout(PATIENCE, s.read(&mut chunk))
+            .await
+            .expect("a frame in time")
+            .unwrap();
+        assert!(n > 0, "closed without a frame");
+        buf.extend_from_slice(&chunk[..n]);
+    }
 }

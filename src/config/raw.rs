@@ -212,6 +212,7 @@ pub struct RawLimits {
     pub client_ping_interval: Str,
     pub client_ping_timeout: Str,
     pub on_peer_abort: Str,
+    pub lingering_timeout: Str,
 }
 
 /// A YAML mapping of strings kept in file order, each key and value with its position

@@ -543,7 +543,11 @@ impl Dir {
                     return self.src_ended(ctx, None);
                 }
                 self.filled = n;
-                self.read_bytes += n as u64;
+                if !ctx.peer(self.to).gone_out() {
+                    // Read only to find this side's Close once nothing goes to the other:
+                    // not relayed, not counted.
+                    self.read_bytes += n as u64;
+                }
                 if self.from == Side::Client {
                     ctx.hb.seen(ctx.now); // any byte from the client proves it alive
                 }

@@ -30,6 +30,19 @@ enum Fin {
     AwaitBackend,
 }
 
+/// Lingering close toward the client (nginx's `lingering_close`): its write side is shut,
+/// and what it still sends is read and discarded until EOF or the bounds, so that dropping
+/// the socket with its upload unread sends no RST (which would abort the client's pending
+/// writes and lose wsedge's Close). Boxed: allocated only while a session lingers.
+#[derive(Debug)]
+struct Linger {
+    /// `lingering_timeout` after the shutdown.
+    until: Instant,
+    /// Half of it after the last byte.
+    quiet_until: Instant,
+    done: bool,
+}
+
 pub(super) struct Relay<C, B> {
     client: C,
     backend: B,
@@ -38,6 +51,7 @@ pub(super) struct Relay<C, B> {
     ctx: SpliceState,
     fin: Option<Fin>,
     fin_deadline: Instant,
+    linger: Option<Box<Linger>>,
     /// The deadline the one `Sleep` is set to. Moving a deadline later (the idle timer on
     /// every chunk) does not reset the timer: it fires early and is re-armed then.
     armed: Instant,
@@ -67,6 +81,7 @@ impl<C: Transport, B: Transport> Relay<C, B> {
             b2c: Dir::new(Side::Backend, backend_pending, deflate, max),
             fin: None,
             fin_deadline: armed,
+            linger: None,
             armed,
             ctx,
             request_seen: false,
@@ -96,10 +111,20 @@ impl<C: Transport, B: Transport> Relay<C, B> {
         for _ in 0..32 {
             self.ctx.now = Instant::now();
             if self.fin.is_some() {
-                if self.poll_fin(cx).is_ready() || self.ctx.now >= self.fin_deadline {
+                let fin_over = self.poll_fin(cx).is_ready() || self.ctx.now >= self.fin_deadline;
+                let lingering = self.poll_linger(cx);
+                let linger_next = self.linger_deadline();
+                if fin_over && linger_next.is_none() {
                     return Poll::Ready(self.outcome());
                 }
-                self.arm(sleep.as_mut(), self.fin_deadline);
+                if lingering {
+                    continue;
+                }
+                let mut next = linger_next.unwrap_or(self.fin_deadline);
+                if !fin_over {
+                    next = next.min(self.fin_deadline);
+                }
+                self.arm(sleep.as_mut(), next);
                 if sleep.as_mut().poll(cx).is_ready() {
                     continue;
                 }
@@ -125,6 +150,7 @@ impl<C: Transport, B: Transport> Relay<C, B> {
             progress |= self.slow_shutdowns(cx);
             progress |= self.ctx.release_deferred();
             progress |= self.shut_answered_client(cx);
+            progress |= self.poll_linger(cx);
             if self.ctx.handshake_done() {
                 self.start_fin();
                 continue;
@@ -174,7 +200,59 @@ impl<C: Transport, B: Transport> Relay<C, B> {
         if let Some(d) = ctx.close_deadline {
             next = next.min(d);
         }
+        if let Some(d) = self.linger_deadline() {
+            next = next.min(d);
+        }
         next
+    }
+
+    /// The client's write side was just shut: linger if it may still be sending (no Close
+    /// from it, its TCP not ended, and not a client given up on as not reading).
+    fn client_shut(&mut self) {
+        let p = self.ctx.peer_mut(Side::Client);
+        p.shut = true;
+        if p.got_close || p.ended || p.slow_until.is_some() || self.linger.is_some() {
+            return;
+        }
+        let now = self.ctx.now;
+        let total = self.ctx.cfg.lingering_timeout;
+        self.linger = Some(Box::new(Linger {
+            until: after(now, total),
+            quiet_until: after(now, total / 2),
+            done: false,
+        }));
+    }
+
+    /// When lingering ends at the latest; `None` when not lingering (or done).
+    fn linger_deadline(&self) -> Option<Instant> {
+        let l = self.linger.as_ref().filter(|l| !l.done)?;
+        Some(l.until.min(l.quiet_until))
+    }
+
+    /// Reads and discards from a lingering client; true if it made progress.
+    fn poll_linger(&mut self, cx: &mut Context<'_>) -> bool {
+        let now = self.ctx.now;
+        let quiet = self.ctx.cfg.lingering_timeout / 2;
+        let Some(l) = self.linger.as_mut().filter(|l| !l.done) else {
+            return false;
+        };
+        if now >= l.until || now >= l.quiet_until {
+            l.done = true;
+            return true;
+        }
+        // Bounded like a direction's pump: a client streaming fast cannot starve the rest.
+        for _ in 0..64 {
+            match self.client.poll_discard(cx) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                    l.done = true;
+                    return true;
+                }
+                Poll::Ready(Ok(_)) => l.quiet_until = after(now, quiet).min(l.until),
+                Poll::Pending => return false,
+            }
+        }
+        cx.waker().wake_by_ref();
+        true
     }
 
     fn timers(&mut self) {
@@ -204,7 +282,9 @@ impl<C: Transport, B: Transport> Relay<C, B> {
             let stalled = since.is_some_and(|s| now >= after(s, stall));
             if stalled && self.ctx.peer(to).slow_until.is_none() {
                 self.ctx.set_end(SessionEnd::SlowConsumer { side: to });
-                self.ctx.peer_mut(to).slow_until = Some(after(now, SLOW_CLOSE_GRACE));
+                let p = self.ctx.peer_mut(to);
+                p.slow_until = Some(after(now, SLOW_CLOSE_GRACE));
+                p.abortive = true;
                 self.ctx.inject(to, 1008, "");
                 self.ctx.inject(to.other(), 1001, "");
             }
@@ -239,6 +319,17 @@ impl<C: Transport, B: Transport> Relay<C, B> {
                 p.want_shut = true;
                 p.read_done = true; // its Close reply is not awaited
                 progress = true;
+                if p.abortive && !p.close_written && !p.abandon {
+                    // Given up on: it reads nothing. No FIN queued behind the unsent data
+                    // (FIN-WAIT-1 for as long as it keeps its window shut): an RST when the
+                    // session drops the socket.
+                    p.shut = true;
+                    match side {
+                        Side::Client => self.client.set_abortive(),
+                        Side::Backend => self.backend.set_abortive(),
+                    }
+                    continue;
+                }
             }
             if p.want_shut && !p.shut {
                 let res = match side {
@@ -278,7 +369,7 @@ impl<C: Transport, B: Transport> Relay<C, B> {
         }
         // An error means the socket is gone already: just as good.
         if Pin::new(&mut self.client).poll_shutdown(cx).is_ready() {
-            self.ctx.peer_mut(Side::Client).shut = true;
+            self.client_shut();
             return true;
         }
         false
@@ -292,7 +383,7 @@ impl<C: Transport, B: Transport> Relay<C, B> {
                     if !self.ctx.peer(Side::Client).shut {
                         // An error means the socket is gone already: just as good.
                         let _ = std::task::ready!(Pin::new(&mut self.client).poll_shutdown(cx));
-                        self.ctx.peer_mut(Side::Client).shut = true;
+                        self.client_shut();
                     }
                     self.fin = Some(Fin::Backend);
                 }

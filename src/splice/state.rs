@@ -33,6 +33,8 @@ pub(super) struct Peer {
     pub read_done: bool,
     /// Writing to this side failed.
     pub write_dead: bool,
+    /// Its TCP ended (read EOF or error, write error): nothing is left to linger for.
+    pub ended: bool,
     /// No Close can or will be written to this side: its TCP is just closed.
     pub abandon: bool,
     /// Shut down now rather than at the end (slow consumer) / done.
@@ -40,6 +42,9 @@ pub(super) struct Peer {
     pub shut: bool,
     /// Slow consumer: the 1008 attempt ends here.
     pub slow_until: Option<Instant>,
+    /// A slow consumer: if its grace ends with the 1008 unwritten, it does not read, and its
+    /// TCP ends with an RST (`SO_LINGER 0`) so the kernel frees the unsent data at once.
+    pub abortive: bool,
     /// The other side's TCP ended without a Close and `mirror_abort` is on: this side gets no
     /// Close either; once what was relayed is written (`close_written`), its TCP is ended.
     pub fin_only: bool,
@@ -253,6 +258,7 @@ impl SpliceState {
     pub fn read_ended(&mut self, side: Side) {
         let p = self.peer_mut(side);
         p.read_done = true;
+        p.ended = true;
         if p.got_close {
             return;
         }
@@ -269,6 +275,7 @@ impl SpliceState {
     pub fn side_lost(&mut self, side: Side) {
         let p = self.peer_mut(side);
         p.write_dead = true;
+        p.ended = true;
         let was_done = p.read_done;
         p.read_done = true;
         if !was_done && !p.got_close && !p.we_closed {

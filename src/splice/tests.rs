@@ -43,6 +43,7 @@ fn cfg() -> SpliceConfig {
         client_ping_interval: None,
         client_ping_timeout: Duration::from_secs(10),
         mirror_abort: true,
+        lingering_timeout: Duration::from_secs(2),
     }
 }
 

@@ -25,6 +25,37 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     fn poll_read_ready(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
+
+    /// Lingering close: reads and discards what the peer still sends, at the lowest layer
+    /// (for TLS the TCP socket: the bytes are not decrypted, wsedge's close_notify is out
+    /// already). `Ok(0)`: EOF.
+    fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        discard_read(self, cx)
+    }
+
+    /// The peer is given up on (it does not read): dropping the stream sends an RST
+    /// (`SO_LINGER 0`), so the kernel frees the unsent data at once instead of keeping the
+    /// socket in FIN-WAIT-1 for as long as the peer keeps its window shut.
+    fn set_abortive(&self) {}
+}
+
+/// One read into a pooled buffer, discarded.
+pub fn discard_read<R: AsyncRead + Unpin + ?Sized>(
+    src: &mut R,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    let mut buf = take_buf();
+    let mut rb = ReadBuf::new(&mut buf);
+    let res = Pin::new(&mut *src)
+        .poll_read(cx, &mut rb)
+        .map_ok(|()| rb.filled().len());
+    give_buf(buf);
+    res
+}
+
+/// `SO_LINGER 0` on a TCP socket (an error only means the socket is gone already).
+pub fn set_abortive_tcp(s: &tokio::net::TcpStream) {
+    let _ = socket2::SockRef::from(s).set_linger(Some(std::time::Duration::ZERO));
 }
 
 impl Transport for tokio::net::TcpStream {
@@ -34,6 +65,10 @@ impl Transport for tokio::net::TcpStream {
 
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         tokio::net::TcpStream::poll_read_ready(self, cx)
+    }
+
+    fn set_abortive(&self) {
+        set_abortive_tcp(self);
     }
 }
 

@@ -42,6 +42,17 @@ pub enum TlsOutcome {
 }
 
 impl TlsOutcome {
+    pub const ALL: [TlsOutcome; 8] = [
+        TlsOutcome::Ok,
+        TlsOutcome::Plaintext,
+        TlsOutcome::TlsOnPlainPort,
+        TlsOutcome::NoCertificate,
+        TlsOutcome::ClientCertificate,
+        TlsOutcome::Timeout,
+        TlsOutcome::Truncated,
+        TlsOutcome::Failed,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             TlsOutcome::Ok => "ok",

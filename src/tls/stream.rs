@@ -56,6 +56,20 @@ impl Transport for ClientStream {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.tcp().poll_read_ready(cx)
     }
+
+    /// Lingering close over TLS discards at the TCP layer: once wsedge's close_notify is out,
+    /// nothing the client sends matters, so it is neither decrypted nor checked (a client
+    /// record rustls had buffered is dropped with the stream).
+    fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        match self {
+            MaybeTls::Plain(s) => crate::splice::discard_read(s, cx),
+            MaybeTls::Tls(s) => crate::splice::discard_read(s.get_mut().0, cx),
+        }
+    }
+
+    fn set_abortive(&self) {
+        crate::splice::set_abortive_tcp(self.tcp());
+    }
 }
 
 impl Transport for BackendStream {
@@ -65,6 +79,10 @@ impl Transport for BackendStream {
 
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.tcp().poll_read_ready(cx)
+    }
+
+    fn set_abortive(&self) {
+        crate::splice::set_abortive_tcp(self.tcp());
     }
 }
 

@@ -717,8 +717,11 @@ pub fn server_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     f
 }
 
-/// A `wsedge run --log-format json` process, killed on drop. Every stderr line is parsed as
-/// JSON by a reader thread (a line that is not JSON fails the test that reads it).
+/// A `wsedge run --log-format json` process, killed on drop: the one way tests run the binary
+/// as a server. Configs bind port 0 and the child reports what it got: each listener's
+/// `listening` log line carries `listener` and `addr`, the admin's `admin listening` its `addr`
+/// (no test picks a port and hopes it stays free). Every stderr line is parsed as JSON by a
+/// reader thread (a line that is not JSON fails the test that reads it).
 pub struct Process {
     pub child: std::process::Child,
     /// The first traffic listener's address, from its `listening` log line.

@@ -206,6 +206,7 @@ pub(super) fn limits(
         client_ping_interval: None,
         client_ping_timeout: DEFAULT_CLIENT_PING_TIMEOUT,
         on_peer_abort: OnPeerAbort::default(),
+        lingering_timeout: DEFAULT_LINGERING_TIMEOUT,
     };
     let Some(raw) = raw else { return l };
     // Not written: follows write_stall_timeout (a peer that acknowledges nothing is a stalled
@@ -251,6 +252,11 @@ pub(super) fn limits(
         &r.client_ping_timeout,
         &format!("{lp}.client_ping_timeout"),
         l.client_ping_timeout,
+    );
+    l.lingering_timeout = cx.positive_duration(
+        &r.lingering_timeout,
+        &format!("{lp}.lingering_timeout"),
+        l.lingering_timeout,
     );
     if let Some(v) = &r.on_peer_abort {
         match v.value.as_str() {

@@ -1,10 +1,15 @@
-//! One test per validation rule, named after it.
+//! One test per validation rule, named after it. Here: the file as a whole (defaults, syntax,
+//! unknown and missing fields, error order), routes and their backends, health, drain and limits;
+//! listeners in `tests/listeners.rs`, matching and forwarding in `tests/matching.rs`, TLS in
+//! `tests/tls.rs`.
 
 use std::path::Path;
 use std::time::Duration;
 
 use crate::config::*;
 
+mod listeners;
+mod matching;
 mod tls;
 
 const LISTENER: &str = "listeners:\n  - name: edge\n    bind: 127.0.0.1:8080\n";
@@ -91,31 +96,6 @@ fn repo_routes_yaml_is_valid() {
 }
 
 #[test]
-fn duplicate_listener_name() {
-    let t = format!("{LISTENER}  - name: edge\n    bind: 127.0.0.1:8081\nroutes:\n  - {{name: r, listener: edge, origins: [], backends: [{{name: a, url: \"ws://h:1\"}}]}}\n");
-    let e = err(&t, "listeners[1].name", "duplicate listener name `edge`");
-    assert_eq!((e.line, e.column), (4, 11));
-}
-
-#[test]
-fn duplicate_listener_bind() {
-    let t = format!("{LISTENER}  - name: other\n    bind: 127.0.0.1:8080\nroutes:\n  - {{name: r, listener: edge, origins: [], backends: [{{name: a, url: \"ws://h:1\"}}]}}\n");
-    err(&t, "listeners[1].bind", "overlaps listener `edge`");
-}
-
-#[test]
-fn port_zero_binds_never_overlap() {
-    assert!(!crate::config::validate::fields::binds_overlap(
-        "127.0.0.1:0".parse().unwrap(),
-        "127.0.0.1:0".parse().unwrap()
-    ));
-    assert!(crate::config::validate::fields::binds_overlap(
-        "0.0.0.0:9901".parse().unwrap(),
-        "127.0.0.1:9901".parse().unwrap()
-    ));
-}
-
-#[test]
 fn duplicate_route_name() {
     let t = with_route("  - {name: chat, origins: [], match: {path_prefix: /x}, backends: [{name: a, url: \"ws://h:1\"}]}\n");
     err(&t, "routes[1].name", "duplicate route name `chat`");
@@ -149,12 +129,6 @@ fn unknown_listener() {
 }
 
 #[test]
-fn listener_required_with_several_listeners() {
-    let t = format!("{LISTENER}  - name: other\n    bind: 127.0.0.1:8081\nroutes:\n  - {{name: r, origins: [], backends: [{{name: a, url: \"ws://h:1\"}}]}}\n");
-    err(&t, "routes[0].listener", "more than one listener");
-}
-
-#[test]
 fn backend_url_not_a_url() {
     err(
         &with_route("      - {name: b, url: \"not a url\"}\n"),
@@ -183,15 +157,6 @@ fn http_fallback_scheme() {
         &with_route("    http_fallback: \"http://h:1/x\"\n"),
         "routes[0].http_fallback",
         "no path",
-    );
-}
-
-#[test]
-fn bind_not_an_address() {
-    err(
-        &with_listener("    request_timeout: 1s\n").replace("127.0.0.1:8080", "localhost:8080"),
-        "listeners[0].bind",
-        "not an IP:PORT",
     );
 }
 
@@ -282,6 +247,24 @@ fn on_peer_abort_values() {
 }
 
 #[test]
+fn lingering_timeout_defaults_to_two_seconds_and_must_be_positive() {
+    assert_eq!(
+        ok(&with_route("")).routes[0].limits.lingering_timeout,
+        std::time::Duration::from_secs(2)
+    );
+    let c = ok(&with_route("    limits: {lingering_timeout: 500ms}\n"));
+    assert_eq!(
+        c.routes[0].limits.lingering_timeout,
+        std::time::Duration::from_millis(500)
+    );
+    err(
+        &with_route("    limits: {lingering_timeout: 0s}\n"),
+        "routes[0].limits.lingering_timeout",
+        "must be more than 0",
+    );
+}
+
+#[test]
 fn tcp_user_timeout_follows_write_stall_timeout_unless_written() {
     let c = ok(&with_route("    limits: {write_stall_timeout: 3s}\n"));
     assert_eq!(c.routes[0].limits.tcp_user_timeout, Duration::from_secs(3));
@@ -315,241 +298,11 @@ fn size_unparsable() {
 }
 
 #[test]
-fn path_prefix_without_slash() {
-    err(
-        &with_route("    match: {path_prefix: chat}\n"),
-        "routes[0].match.path_prefix",
-        "start with `/`",
-    );
-}
-
-#[test]
-fn path_prefix_normalised() {
-    let c = ok(&with_route("    match: {path_prefix: /chat/}\n"));
-    assert_eq!(c.routes[0].path_prefix, "/chat");
-}
-
-#[test]
-fn path_prefix_must_be_in_normal_form() {
-    for prefix in ["/a/../admin", "//admin", "/%61dmin", "/admin;x"] {
-        err(
-            &with_route(&format!("    match: {{path_prefix: \"{prefix}\"}}\n")),
-            "routes[0].match.path_prefix",
-            "not a normal path",
-        );
-    }
-    err(
-        &with_route("    match: {path_prefix: \"/a%2Fb\"}\n"),
-        "routes[0].match.path_prefix",
-        "encoded slash",
-    );
-}
-
-#[test]
-fn listener_path_normalization_and_head_limits() {
-    let c = ok(&with_route(""));
-    let l = &c.listeners[0];
-    assert_eq!(l.path_normalization, crate::path::Options::default());
-    assert_eq!(l.max_request_head_bytes, 64 * 1024);
-    assert_eq!(l.max_headers, 100);
-    let c = ok(&with_listener(
-        "    path_normalization: {escaped_slashes: keep, merge_slashes: false, path_params: reject, action: reject}\n    \
-         max_request_head_bytes: 16KiB\n    max_headers: 50\n",
-    ));
-    let l = &c.listeners[0];
-    use crate::path::*;
-    assert_eq!(
-        l.path_normalization,
-        Options {
-            enabled: true,
-            escaped_slashes: EscapedSlashes::Keep,
-            merge_slashes: false,
-            path_params: PathParams::Reject,
-            action: Action::Reject,
-        }
-    );
-    assert_eq!((l.max_request_head_bytes, l.max_headers), (16 * 1024, 50));
-    err(
-        &with_listener("    path_normalization: {escaped_slashes: decode}\n"),
-        "listeners[0].path_normalization.escaped_slashes",
-        "expected `reject` or `keep`",
-    );
-    err(
-        &with_listener("    max_request_head_bytes: 10\n"),
-        "listeners[0].max_request_head_bytes",
-        "between",
-    );
-    err(
-        &with_listener("    max_headers: 0\n"),
-        "listeners[0].max_headers",
-        "between",
-    );
-}
-
-#[test]
-fn host_pattern() {
-    err(
-        &with_route("    match: {host: \"a.*.com\"}\n"),
-        "routes[0].match.host",
-        "leftmost label",
-    );
-    let c = ok(&with_route("    match: {host: \"*.Example.COM\"}\n"));
-    assert_eq!(c.routes[0].host, HostMatch::Suffix("example.com".into()));
-}
-
-#[test]
-fn origin_pattern() {
-    err(
-        &with_route("    origins: [\"https://a.*.example.com\"]\n")
-            .replace("    origins: [\"https://a.example.com\"]\n", ""),
-        "routes[0].origins[0]",
-        "leftmost label",
-    );
-}
-
-#[test]
-fn subprotocol_token() {
-    err(
-        &with_route("    subprotocols: [\"chat v2\"]\n"),
-        "routes[0].subprotocols[0]",
-        "not a valid token",
-    );
-}
-
-#[test]
-fn header_name_and_value() {
-    let t = with_route("    request_headers: {add: {\"Bad Name\": x, X-Ok: \"bad\\u0001value\"}, remove: [\"a:b\"]}\n");
-    err(
-        &t,
-        "routes[0].request_headers.add.Bad Name",
-        "not a valid header name",
-    );
-    err(
-        &t,
-        "routes[0].request_headers.add.X-Ok",
-        "not a valid header value",
-    );
-    err(
-        &t,
-        "routes[0].request_headers.remove[0]",
-        "not a valid header name",
-    );
-}
-
-#[test]
-fn managed_header_not_editable() {
-    let t =
-        with_route("    request_headers: {add: {Upgrade: x}, remove: [Sec-WebSocket-Protocol]}\n");
-    err(
-        &t,
-        "routes[0].request_headers.add.Upgrade",
-        "managed by wsedge",
-    );
-    err(
-        &t,
-        "routes[0].request_headers.remove[0]",
-        "managed by wsedge",
-    );
-    // Probes may set Host (virtual hosts behind the backend).
-    ok(&with_route(
-        "    health_check: {headers: {Host: chat.example.com}}\n",
-    ));
-}
-
-#[test]
-fn listener_binds_overlap() {
-    let t = format!("{LISTENER}  - name: all\n    bind: 0.0.0.0:8080\nroutes:\n  - {{name: r, listener: edge, origins: [], backends: [{{name: a, url: \"ws://h:1\"}}]}}\n");
-    err(&t, "listeners[1].bind", "overlaps listener `edge`");
-}
-
-#[test]
-fn require_subprotocol_with_empty_list() {
-    err(
-        &with_route("    require_subprotocol: true\n"),
-        "routes[0].require_subprotocol",
-        "`subprotocols` is empty",
-    );
-}
-
-#[test]
-fn proxy_protocol_value() {
-    err(
-        &with_listener("    proxy_protocol: v3\n"),
-        "listeners[0].proxy_protocol",
-        "v1, v2, optional",
-    );
-    let c = ok(&with_listener("    proxy_protocol: optional\n"));
-    assert_eq!(c.listeners[0].proxy_protocol, Some(ProxyProtocol::Optional));
-}
-
-#[test]
-fn trusted_proxies_cidr() {
-    let t = with_listener("    trusted_proxies: [10.0.0.0/8, 192.168.1.1, nope, 10.1.0.0/8]\n");
-    err(&t, "listeners[0].trusted_proxies[2]", "not a CIDR");
-    err(&t, "listeners[0].trusted_proxies[3]", "host bits");
-    let c = ok(&with_listener(
-        "    trusted_proxies: [10.0.0.0/8, 192.168.1.1]\n",
-    ));
-    assert_eq!(c.listeners[0].trusted_proxies.len(), 2);
-}
-
-#[test]
-fn affinity_key_syntax() {
-    err(
-        &with_route("    affinity: {key: \"room\"}\n"),
-        "routes[0].affinity.key",
-        "expected header:NAME",
-    );
-    err(
-        &with_route("    affinity: {key: random}\n"),
-        "routes[0].affinity.key",
-        "only a fallback",
-    );
-    err(
-        &with_route("    affinity: {key: \"query:room\", fallback: \"query:room\"}\n"),
-        "routes[0].affinity.fallback",
-        "same as `key`",
-    );
-    let c = ok(&with_route(
-        "    affinity: {key: \"cookie:sid\", fallback: random}\n",
-    ));
-    assert_eq!(c.routes[0].affinity.fallback, AffinityKey::Random);
-    let c = ok(&with_route("    affinity: {key: \"query:room\"}\n"));
-    assert_eq!(c.routes[0].affinity.fallback, AffinityKey::ClientIp);
-}
-
-#[test]
 fn max_ejection_percent_over_100() {
     err(
         &with_route("    health_check: {passive: {max_ejection_percent: 101}}\n"),
         "routes[0].health_check.passive.max_ejection_percent",
         "more than 100",
-    );
-}
-
-#[test]
-fn admin_bind_not_an_address() {
-    let t = format!("{}admin: {{bind: \"localhost:9901\"}}\n", with_route(""));
-    err(&t, "admin.bind", "not an IP:PORT");
-    let c = ok(&format!(
-        "{}admin: {{bind: \"0.0.0.0:9901\", token_file: tok}}\n",
-        with_route("")
-    ));
-    let a = c.admin.unwrap();
-    assert_eq!(a.token_file.as_deref(), Some(Path::new("/etc/wsedge/tok")));
-}
-
-#[test]
-fn admin_shares_port_with_listener() {
-    err(
-        &format!("{}admin: {{bind: \"0.0.0.0:8080\"}}\n", with_route("")),
-        "admin.bind",
-        "never shares a port",
-    );
-    err(
-        &format!("{}admin: {{bind: \"127.0.0.1:8080\"}}\n", with_route("")),
-        "admin.bind",
-        "never shares a port",
     );
 }
 
