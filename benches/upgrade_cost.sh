@@ -40,7 +40,7 @@ wait_port "$BPORT"
 routes() {
     cat >"$WORK/routes-$1.yaml" <<EOF
 listeners:
-  - {name: edge, bind: "127.0.0.1:$1"}
+  - {name: edge, bind: "127.0.0.1:$1", max_pending_per_ip: 0}
 routes:
   - name: bench
     match: {host: "*", path_prefix: /}

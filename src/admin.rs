@@ -26,27 +26,49 @@ use auth::{Access, Denied};
 
 pub mod auth;
 
+/// Descriptors kept in hand for admin connections when traffic has used every other one.
+const ADMIN_RESERVED_FDS: usize = 4;
+
+/// The admin endpoint's descriptor reserve: open it before traffic listeners start accepting.
+pub fn reserve() -> crate::rlimit::FdReserve {
+    crate::rlimit::FdReserve::new(ADMIN_RESERVED_FDS)
+}
 /// A dry-run body larger than this is refused (a routes file is a few KiB).
 const MAX_BODY: usize = 1 << 20;
 /// A dry-run body must arrive within this (a stalled upload must not hold a connection).
 const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+/// Serves the admin endpoint. `reserve` ([`reserve`]) was opened before any traffic listener
+/// accepted, so it holds its descriptors whatever traffic does.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, reserve: crate::rlimit::FdReserve) {
+    let reserve = Arc::new(std::sync::Mutex::new(reserve));
     loop {
-        let (stream, _) = tokio::select! {
+        let accepted = tokio::select! {
             _ = shared.stop_accepting.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(_) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) if crate::rlimit::is_fd_exhaustion(&e) => {
+                match accept_with_reserve(&listener, &reserve) {
+                    Ok(Some(stream)) => stream,
+                    Ok(None) => continue,
+                    Err(()) => {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
                 }
-            },
+            }
+            Err(_) => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let Ok(local) = stream.local_addr() else {
             continue;
         };
         let shared = shared.clone();
+        let reserve = reserve.clone();
         shared.clone().connections.spawn(async move {
             let service = service_fn(move |req| {
                 let shared = shared.clone();
@@ -58,8 +80,47 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
+            // The socket is closed: its descriptor is the likeliest to be free right now.
+            lock(&reserve).refill();
         });
     }
+}
+
+/// The process is out of descriptors (traffic holds them all). Linux reports EMFILE before it
+/// looks at the queue, so a connection may or may not be waiting: close a reserved descriptor
+/// and try once more, at once. A connection gets it (probes still get an answer); none
+/// waiting (the try clears readiness, so the next accept waits for a real one) takes the
+/// descriptor back into the reserve. `Err`: still failing (back off).
+fn accept_with_reserve(
+    listener: &TcpListener,
+    reserve: &std::sync::Mutex<crate::rlimit::FdReserve>,
+) -> Result<Option<tokio::net::TcpStream>, ()> {
+    let mut reserve = lock(reserve);
+    if !reserve.release_one() {
+        drop(reserve);
+        tracing::warn!("admin accept: out of descriptors and the reserve is used up");
+        return Err(());
+    }
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    match listener.poll_accept(&mut cx) {
+        std::task::Poll::Ready(Ok((stream, _))) => {
+            tracing::warn!("admin accept: out of descriptors; answered on a reserved one");
+            Ok(Some(stream))
+        }
+        std::task::Poll::Pending => {
+            reserve.refill();
+            Ok(None)
+        }
+        std::task::Poll::Ready(Err(_)) => {
+            reserve.refill();
+            Err(())
+        }
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 async fn route(req: Request<Incoming>, local: SocketAddr, shared: &Arc<Shared>) -> Response<Body> {

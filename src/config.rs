@@ -23,6 +23,10 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_REQUEST_HEAD_BYTES: usize = 64 * 1024;
 /// Listener: header fields per request; hyper's own default, kept on its stack.
 pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Listener: connections from one client address that have not upgraded yet.
+pub const DEFAULT_MAX_PENDING_PER_IP: u32 = 64;
+/// Listener: IPv6 clients within one /64 are one client for per-address limits.
+pub const DEFAULT_CLIENT_IPV6_PREFIX: u8 = 64;
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Happy Eyeballs (RFC 8305 §5): the next address of a backend is tried this long after the
@@ -143,6 +147,14 @@ pub struct Listener {
     pub max_request_head_bytes: usize,
     /// Header fields per request (hyper answers 431 beyond it).
     pub max_headers: usize,
+    /// TCP connections held at once, from accept to close (sessions included). `None`: the
+    /// default, from the open-file limit ([`crate::rlimit::default_max_connections`]).
+    pub max_connections: Option<usize>,
+    /// Connections from one client address not yet upgraded; beyond it a new one is closed at
+    /// accept. 0: no limit.
+    pub max_pending_per_ip: u32,
+    /// IPv6 clients are grouped by this prefix length for every per-address limit.
+    pub client_ipv6_prefix: u8,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

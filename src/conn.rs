@@ -25,6 +25,7 @@ use crate::tls::stream::ClientStream;
 use crate::tls::TlsListener;
 use tracing::{debug, info};
 
+use crate::admission::ConnSlot;
 use crate::answer::{reject_response, relayed, switching_protocols};
 use crate::balance::{key, PickKind, Picked};
 use crate::body::Body;
@@ -48,6 +49,7 @@ pub async fn serve(
     listener: Arc<Listener>,
     tls: Option<Arc<TlsListener>>,
     shared: Arc<Shared>,
+    conn: Arc<ConnSlot>,
 ) {
     let deadline = tokio::time::Instant::now() + listener.request_timeout;
     let count = |outcome: TlsOutcome| {
@@ -92,6 +94,7 @@ pub async fn serve(
         listener: listener.clone(),
         shared: shared.clone(),
         client_cert,
+        conn,
     });
     let service = service_fn(move |req| {
         let ctx = ctx.clone();
@@ -165,6 +168,8 @@ struct ConnContext {
     shared: Arc<Shared>,
     /// `forward_client_cert` on this listener, with the verified subject (if any).
     client_cert: Option<ForwardedCert>,
+    /// Counts this connection against its listener's limits; a session keeps it.
+    conn: Arc<ConnSlot>,
 }
 
 impl ConnContext {
@@ -337,6 +342,10 @@ async fn route_request(
     // The 101's headers went into the response: the session does not keep them.
     let mut backend = backend;
     backend.headers = http::HeaderMap::new();
+    // The TCP connection now carries a session: it counts against `max_connections` until
+    // the session ends, no longer against its address's pending connections.
+    ctx.conn.upgraded();
+    slot.hold(ctx.conn.clone());
     let on_upgrade = hyper::upgrade::on(req);
     let m = &ctx.shared.metrics;
     if m.enabled {

@@ -11,7 +11,8 @@
 //! - [`server`]: the running router: start and shutdown.
 //! - [`shared`]: what every task holds (snapshot swap, registry, metrics, tokens, trackers).
 //! - [`snapshot`]: one config generation, per-route entries, behind one `ArcSwap`.
-//! - [`listener`]: listener lifecycle and the accept loop with backoff; [`sockopt`]: socket
+//! - [`listener`]: listener lifecycle and the accept loop with backoff; [`admission`]: the
+//!   connection cap, pending connections per client address, client-address keys; [`sockopt`]: socket
 //!   options; [`proxy_protocol`] v1/v2 headers.
 //! - [`conn`]: one client connection end to end; every refusal is one [`reject::RejectReason`]
 //!   (status, label, side); [`classify`] turns upstream errors into reasons and health outcomes.
@@ -55,7 +56,7 @@
 //! 12. `target`, `forward`, `upstream`, `handshake`, `reject`, `answer`
 //! 13. `route`, `balance`, `backend`, `registry`, `discovery`
 //! 14. `tls`, `metrics`, `sockopt`, `resolve`
-//! 15. `splice`, `session`, `frame`, `body`, `admin_client`, `echo`, `rlimit`
+//! 15. `splice`, `session`, `frame`, `body`, `admin_client`, `echo`, `rlimit`, `admission`
 //! 16. `config`, `origin`, `path`
 //!
 //! Imports that point up the floors (at most three), one line each in the form
@@ -65,6 +66,7 @@
 
 pub mod admin;
 pub mod admin_client;
+pub mod admission;
 pub mod answer;
 pub mod backend;
 pub mod balance;

@@ -10,6 +10,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::admission::{ClientKey, ConnSlot, ListenerAdmission, Refusal};
 use crate::config::Listener;
 use crate::shared::{BoundListener, Shared};
 use crate::sockopt;
@@ -152,8 +153,14 @@ fn watch_certificates(
 /// Accepts until `stop` (shutdown, or a reload that removed this listener). Errors such as
 /// EMFILE back off (doubling up to a second) instead of spinning on a full process. Each
 /// connection reads the listener's settings from the snapshot current when it arrives, so a
-/// reload's new `request_timeout` or `trusted_proxies` apply to new connections; its TLS side
-/// comes from the same snapshot (certificates reload on their own, see `tls::watch`).
+/// reload's new `request_timeout`, `trusted_proxies` or limits apply to new connections; its
+/// TLS side comes from the same snapshot (certificates reload on their own, see `tls::watch`).
+///
+/// At `max_connections` the loop waits for a connection to close before it accepts again:
+/// new connections wait in the kernel's backlog, nothing is spawned for them. A connection
+/// from an address already holding `max_pending_per_ip` un-upgraded connections is closed
+/// at once (after its PROXY header on a PROXY listener; never for a `trusted_proxies` peer,
+/// whose address stands for many clients).
 pub async fn accept_loop(
     listener: TcpListener,
     name: String,
@@ -161,7 +168,23 @@ pub async fn accept_loop(
     shared: Arc<Shared>,
 ) {
     let mut backoff = Duration::from_millis(5);
+    let gauge = shared
+        .metrics
+        .listener_connections
+        .with_label_values(&[&name]);
+    let admission = ListenerAdmission::new(gauge);
     loop {
+        let limit = shared
+            .snapshot
+            .load()
+            .config
+            .listener(&name)
+            .and_then(|l| l.max_connections)
+            .unwrap_or_else(crate::rlimit::default_max_connections);
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = admission.wait_for_room(limit) => {}
+        }
         let accepted = tokio::select! {
             _ = stop.cancelled() => break,
             accepted = listener.accept() => accepted,
@@ -169,14 +192,21 @@ pub async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
+                let conn = admission.admit();
                 let snapshot = shared.snapshot.load();
                 let Some(config) = snapshot.config.listener(&name).cloned() else {
                     continue; // removed by a reload a moment ago
                 };
                 let tls = snapshot.listener_tls.get(&name).cloned();
                 drop(snapshot);
+                if config.proxy_protocol.is_none()
+                    && !admit_pending(&admission, &conn, peer, &config, &shared)
+                {
+                    continue; // dropping the stream closes it
+                }
                 sockopt::tune_accepted(&stream);
                 let shared2 = shared.clone();
+                let admission = admission.clone();
                 shared.connections.spawn(async move {
                     // The PROXY header comes first on the wire: before TLS and HTTP.
                     let mut stream = stream;
@@ -184,20 +214,69 @@ pub async fn accept_loop(
                     else {
                         return; // dropping the stream closes it
                     };
-                    crate::conn::serve(stream, peer, Arc::new(config), tls, shared2).await;
+                    if config.proxy_protocol.is_some()
+                        && !admit_pending(&admission, &conn, peer, &config, &shared2)
+                    {
+                        return;
+                    }
+                    crate::conn::serve(stream, peer, Arc::new(config), tls, shared2, conn).await;
                 });
             }
             Err(e) => {
                 warn!(listener = %name, error = %e, "accept failed; backing off {:?}", backoff);
+                // Out of descriptors: wait for one of this listener's own connections to close
+                // (or the backoff), so a descriptor freed elsewhere (an admin probe's, from
+                // the admin's reserve) is not taken by the next traffic accept.
+                let own = if crate::rlimit::is_fd_exhaustion(&e) {
+                    admission.live()
+                } else {
+                    0
+                };
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = tokio::time::sleep(backoff) => {}
+                    _ = admission.wait_for_room(own), if own > 0 => {}
                 }
                 backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
             }
         }
     }
     info!(listener = %name, "listener stopped accepting");
+}
+
+/// Counts `conn` as pending for `peer`'s address; false (counted, logged at most once a
+/// second) when that address already holds `max_pending_per_ip`. A `trusted_proxies` peer
+/// is not limited.
+fn admit_pending(
+    admission: &Arc<ListenerAdmission>,
+    conn: &ConnSlot,
+    peer: SocketAddr,
+    config: &Listener,
+    shared: &Shared,
+) -> bool {
+    let ip = peer.ip().to_canonical();
+    if config.trusted_proxies.iter().any(|n| n.contains(&ip)) {
+        return true;
+    }
+    let key = ClientKey::new(ip, config.client_ipv6_prefix);
+    if admission.try_pending(conn, key, config.max_pending_per_ip) {
+        return true;
+    }
+    let refusal = Refusal::PendingPerIp;
+    shared
+        .metrics
+        .connections_refused_total
+        .with_label_values(&[&config.name, refusal.label()])
+        .inc();
+    if admission.should_log() {
+        warn!(
+            listener = %config.name,
+            client = %key.ip(),
+            limit = config.max_pending_per_ip,
+            "connection refused: too many pending connections from one address (logged at most once a second)"
+        );
+    }
+    false
 }
 
 /// The client address for everything downstream (logs, `X-Forwarded-For`, `client_ip`): the

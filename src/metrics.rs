@@ -75,6 +75,10 @@ pub struct Metrics {
     pub request_head_errors_total: IntCounterVec,
     /// `reason`: an `admin::auth::Denied` label.
     pub admin_refusals_total: IntCounterVec,
+    /// TCP connections a traffic listener holds (accept to close, sessions included).
+    pub listener_connections: IntGaugeVec,
+    /// Connections closed at accept, by listener and `admission::Refusal` label (never by IP).
+    pub connections_refused_total: IntCounterVec,
     /// Certificate reloads by listener and result (`ok`, or `broken`: the old pair kept serving).
     pub tls_certificate_reloads_total: IntCounterVec,
     pub session_duration_seconds: HistogramVec,
@@ -242,6 +246,18 @@ impl Metrics {
                 &r,
                 "wsedge_request_head_errors_total",
                 "Request heads hyper refused or timed out before routing, by listener and reason",
+                &["listener", "reason"],
+            ),
+            listener_connections: gauge_vec(
+                &r,
+                "wsedge_listener_connections",
+                "TCP connections a traffic listener holds, from accept to close (sessions included)",
+                &["listener"],
+            ),
+            connections_refused_total: counter(
+                &r,
+                "wsedge_connections_refused_total",
+                "Connections closed at accept, by listener and reason (pending_per_ip, untrusted_source)",
                 &["listener", "reason"],
             ),
             admin_refusals_total: counter(
@@ -474,6 +490,8 @@ impl Metrics {
     pub fn forget_listener(&self, listener: &str) {
         remove_matching(&self.tls_handshakes_total, &[("listener", listener)]);
         remove_matching(&self.request_head_errors_total, &[("listener", listener)]);
+        remove_matching(&self.connections_refused_total, &[("listener", listener)]);
+        let _ = self.listener_connections.remove_label_values(&[listener]);
         remove_matching(
             &self.tls_certificate_reloads_total,
             &[("listener", listener)],

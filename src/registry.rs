@@ -134,6 +134,7 @@ impl Registry {
             id,
             handle,
             backend: None,
+            held: Vec::new(),
         })
     }
 
@@ -222,6 +223,9 @@ pub struct Slot {
     pub handle: SessionHandle,
     /// The backend's reservation (counted in its `live`), held for the session's life.
     backend: Option<LiveGuard>,
+    /// Other counts the session holds until it ends (its listener connection slot, its
+    /// client address's session count), released when the slot drops.
+    held: Vec<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Slot {
@@ -235,6 +239,11 @@ impl Slot {
         self.backend = Some(reservation);
     }
 
+    /// Keeps `guard` alive until the session ends.
+    pub fn hold(&mut self, guard: impl std::any::Any + Send + Sync) {
+        self.held.push(Box::new(guard));
+    }
+
     /// This session as the registry sees it now.
     pub fn info(&self) -> Option<SessionInfo> {
         self.registry.get(self.id)
@@ -245,6 +254,7 @@ impl Drop for Slot {
     fn drop(&mut self) {
         // The backend's count drops with the guard, then the route's.
         self.backend.take();
+        self.held.clear();
         self.registry.release(self.id);
     }
 }

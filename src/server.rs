@@ -88,16 +88,18 @@ impl Server {
             loaded_at: Mutex::new(std::time::SystemTime::now()),
         });
         crate::reload::follow_discovery(&shared);
+        // Before traffic accepts anything: descriptors held back for the admin endpoint.
+        let admin_reserve = admin_listener.as_ref().map(|_| crate::admin::reserve());
         for ((cfg, tcp), tls) in bound.into_iter().zip(tls) {
             listener::serve(&shared, &cfg, tcp, tls);
         }
-        let admin = match admin_listener {
-            Some(admin_tcp) => {
+        let admin = match admin_listener.zip(admin_reserve) {
+            Some((admin_tcp, reserve)) => {
                 let addr = admin_tcp.local_addr().expect("bound socket has an address");
                 info!(%addr, "admin listening");
                 shared
                     .tasks
-                    .spawn(crate::admin::serve(admin_tcp, shared.clone()));
+                    .spawn(crate::admin::serve(admin_tcp, shared.clone(), reserve));
                 Some(addr)
             }
             None => None,

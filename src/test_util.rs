@@ -30,6 +30,17 @@ pub fn single_route_yaml(backends: &[(&str, SocketAddr)], route_extra: &str) -> 
     y
 }
 
+/// `yaml` (from [`single_route_yaml`]) with the listener's per-address pending limit off: for
+/// tests that open hundreds of concurrent handshakes from 127.0.0.1, which is exactly what
+/// `max_pending_per_ip` refuses at the edge (tests/hostile/limits.rs tests the limit itself).
+pub fn without_pending_limit(yaml: &str) -> String {
+    yaml.replacen(
+        "    bind: 127.0.0.1:0\n",
+        "    bind: 127.0.0.1:0\n    max_pending_per_ip: 0\n",
+        1,
+    )
+}
+
 /// `n` backends named `b0`, `b1`, … at 127.0.0.1:9000+i. Nothing listens there: for tests and
 /// benches that build routes and balancers without dialing.
 pub fn placeholder_backends(n: usize) -> Vec<(String, SocketAddr)> {

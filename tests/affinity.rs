@@ -30,10 +30,11 @@ fn names(bs: &[Backend]) -> Vec<(String, SocketAddr)> {
 fn yaml(bs: &[Backend], route_extra: &str) -> String {
     let n = names(bs);
     let refs: Vec<(&str, SocketAddr)> = n.iter().map(|(k, a)| (k.as_str(), *a)).collect();
-    single_route_yaml(
+    // Up to 200 concurrent handshakes from one address.
+    wsedge::test_util::without_pending_limit(&single_route_yaml(
         &refs,
         &format!("expose_backend_header: X-Wsedge-Backend\n{route_extra}"),
-    )
+    ))
 }
 
 /// Opens a session and returns it with the backend named in the 101.

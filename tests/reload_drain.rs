@@ -14,10 +14,11 @@ use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
 
 fn routes(backends: &[(&str, std::net::SocketAddr)], drain: &str) -> String {
-    single_route_yaml(
+    // 1,000 concurrent handshakes from one address.
+    wsedge::test_util::without_pending_limit(&single_route_yaml(
         backends,
         &format!("affinity: {{key: \"query:k\"}}\ndrain: {drain}"),
-    )
+    ))
 }
 
 /// Writes `text` to `path` as editors do: a temp file renamed over it.

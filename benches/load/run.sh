@@ -160,9 +160,10 @@ wsedge_start() {
         if [ "$tls" = 1 ]; then
             echo "  - name: edge"
             echo "    bind: \"127.0.0.1:$port\""
+            echo "    max_pending_per_ip: 0"
             echo "    tls: {cert: \"$CERTS/localhost.pem\", key: \"$CERTS/localhost-key.pem\", min_version: \"1.3\", session_resumption: false}"
         else
-            echo "  - {name: edge, bind: \"127.0.0.1:$port\"}"
+            echo "  - {name: edge, bind: \"127.0.0.1:$port\", max_pending_per_ip: 0}"
         fi
         echo "routes:"
         echo "  - name: bench"

@@ -49,6 +49,9 @@ pub struct RawListener {
     pub path_normalization: Option<Spanned<RawPathNormalization>>,
     pub max_request_head_bytes: Str,
     pub max_headers: Option<Spanned<u32>>,
+    pub max_connections: Option<Spanned<u64>>,
+    pub max_pending_per_ip: Option<Spanned<u32>>,
+    pub client_ipv6_prefix: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

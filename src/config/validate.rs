@@ -287,6 +287,9 @@ fn listeners(cx: &mut Validator<'_>, raw: &raw::List<RawListener>) -> Vec<Listen
                 path_normalization: edge.path_normalization,
                 max_request_head_bytes: edge.max_request_head_bytes,
                 max_headers: edge.max_headers,
+                max_connections: edge.max_connections,
+                max_pending_per_ip: edge.max_pending_per_ip,
+                client_ipv6_prefix: edge.client_ipv6_prefix,
             });
         }
     }

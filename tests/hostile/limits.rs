@@ -2,6 +2,7 @@
 //! eject, connection and per-address limits, PROXY protocol trust, config files as input.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -186,5 +187,243 @@ async fn an_oversized_backend_refusal_is_relayed_cut_short_with_its_own_length()
         "{metrics}"
     );
     router.stop().await;
+    app.stop().await;
+}
+
+/// A TCP connection to `addr` from the loopback address `from` (127.0.0.2, 127.0.0.3…: every
+/// 127/8 address is local on Linux), so per-address limits can be seen to pick one address.
+async fn connect_from(from: &str, addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// Upgrades on `s` and returns the status line's code (the connection stays usable).
+async fn upgrade_on(s: &mut TcpStream) -> u16 {
+    s.write_all(upgrade_request("/", "").as_bytes())
+        .await
+        .unwrap();
+    status_of(s).await
+}
+
+/// Reads one response head (byte by byte: nothing after it is consumed); its status code.
+async fn status_of(s: &mut TcpStream) -> u16 {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(PATIENCE, s.read(&mut byte))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before answering: {:?}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head)[9..12].parse().unwrap()
+}
+
+/// The value of one series in the Prometheus text, 0 when absent.
+fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
+}
+
+async fn wait_metric(router: &Router, series: &str, want: u64) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let m = router.metrics();
+        if metric(&m, series) == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{series} never reached {want}: {m}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A router with one listener whose mapping gets `listener_extra` (one line, indented).
+fn listener_yaml(backend: SocketAddr, listener_extra: &str, route_extra: &str) -> String {
+    single_route_yaml(&[("app", backend)], route_extra).replace(
+        "    bind: 127.0.0.1:0\n",
+        &format!("    bind: 127.0.0.1:0\n    {listener_extra}\n"),
+    )
+}
+
+const CONNS: &str = "wsedge_listener_connections{listener=\"edge\"}";
+
+#[tokio::test]
+async fn at_max_connections_the_listener_stops_accepting_until_a_slot_frees() {
+    let app = PathBackend::start().await;
+    let router = Router::start(&listener_yaml(
+        app.addr,
+        "max_connections: 2\n    max_pending_per_ip: 0",
+        "",
+    ))
+    .await;
+    // An upgraded session counts, and so does an idle connection.
+    let mut session = TcpStream::connect(router.addr).await.unwrap();
+    assert_eq!(upgrade_on(&mut session).await, 101);
+    let idle = TcpStream::connect(router.addr).await.unwrap();
+    wait_metric(&router, CONNS, 2).await;
+    // The third waits in the kernel's backlog: connected, never answered while both are held.
+    let mut third = TcpStream::connect(router.addr).await.unwrap();
+    third
+        .write_all(upgrade_request("/", "").as_bytes())
+        .await
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(300), third.read(&mut byte)).await;
+    assert!(early.is_err(), "answered over the cap: {early:?}");
+    assert_eq!(metric(&router.metrics(), CONNS), 2);
+    drop(idle);
+    // The freed slot lets it in: its request was waiting in its socket.
+    assert_eq!(status_of(&mut third).await, 101);
+    wait_metric(&router, CONNS, 2).await;
+    drop(session);
+    wait_metric(&router, CONNS, 1).await;
+    router.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn pending_connections_per_address_are_capped_and_other_addresses_are_not() {
+    let app = PathBackend::start().await;
+    let router = Router::start(&listener_yaml(app.addr, "max_pending_per_ip: 2", "")).await;
+    let idle1 = connect_from("127.0.0.2", router.addr).await;
+    let idle2 = connect_from("127.0.0.2", router.addr).await;
+    wait_metric(&router, CONNS, 2).await;
+    // A third from the same address is closed at accept, counted, never served.
+    let mut third = connect_from("127.0.0.2", router.addr).await;
+    let _ = third.write_all(upgrade_request("/", "").as_bytes()).await;
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(PATIENCE, third.read(&mut buf))
+        .await
+        .expect("closed at accept");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let refused = "wsedge_connections_refused_total{listener=\"edge\",reason=\"pending_per_ip\"}";
+    assert_eq!(metric(&router.metrics(), refused), 1);
+    // Another address is not limited.
+    let mut other = connect_from("127.0.0.3", router.addr).await;
+    assert_eq!(upgrade_on(&mut other).await, 101);
+    // Upgraded connections are no longer pending: one address may hold many sessions.
+    drop((idle1, idle2));
+    let mut sessions = Vec::new();
+    for _ in 0..4 {
+        let mut s = connect_from("127.0.0.2", router.addr).await;
+        assert_eq!(upgrade_on(&mut s).await, 101);
+        sessions.push(s);
+    }
+    assert_eq!(metric(&router.metrics(), refused), 1);
+    router.stop().await;
+    app.stop().await;
+}
+
+/// `wsedge run` under `ulimit -n LIMIT` (soft and hard: wsedge raises the soft limit to the hard
+/// one at start), JSON logs read on a thread; killed on drop.
+struct LimitedProcess {
+    child: std::process::Child,
+    logs: std::sync::mpsc::Receiver<serde_json::Value>,
+}
+
+impl LimitedProcess {
+    fn run(config: &std::path::Path, nofile: u32) -> LimitedProcess {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -n {nofile} && exec \"$0\" --log-format json run --config \"$1\""
+            ))
+            .arg(env!("CARGO_BIN_EXE_wsedge"))
+            .arg(config)
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, logs) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(v) = serde_json::from_str(&line) {
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        LimitedProcess { child, logs }
+    }
+
+    /// The next log event whose message starts with `prefix`.
+    fn wait_log(&self, prefix: &str) -> serde_json::Value {
+        loop {
+            let v = self
+                .logs
+                .recv_timeout(PATIENCE)
+                .unwrap_or_else(|e| panic!("no {prefix:?} log line: {e}"));
+            if v["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(prefix))
+            {
+                return v;
+            }
+        }
+    }
+
+    fn addr(&self, message: &str) -> SocketAddr {
+        self.wait_log(message)["fields"]["addr"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for LimitedProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const HEALTHZ: &str = "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+
+#[tokio::test]
+async fn healthz_answers_while_traffic_holds_every_other_descriptor() {
+    let app = PathBackend::start().await;
+    let dir = TempDir::new("fd-limit");
+    // No connection cap of its own (far above the descriptor limit), no pending cap, a long
+    // header timeout: connections hold their descriptors until the test closes them.
+    let yaml = listener_yaml(
+        app.addr,
+        "max_connections: 100000\n    max_pending_per_ip: 0\n    request_timeout: 60s",
+        "",
+    ) + "admin:\n  bind: 127.0.0.1:0\n";
+    let config = dir.write("routes.yaml", &yaml);
+    let wsedge = LimitedProcess::run(&config, 64);
+    let traffic = wsedge.addr("listening");
+    let admin = wsedge.addr("admin listening");
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        held.push(TcpStream::connect(traffic).await.unwrap());
+    }
+    // wsedge has run out: its traffic accept fails with EMFILE.
+    let failed = wsedge.wait_log("accept failed");
+    assert!(
+        failed["fields"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("Too many open files")),
+        "{failed}"
+    );
+    for probe in 0..3 {
+        let (status, _, body) = raw_http(admin, HEALTHZ).await;
+        assert_eq!(status, 200, "probe {probe}: {body}");
+    }
+    drop(held);
+    drop(wsedge);
     app.stop().await;
 }

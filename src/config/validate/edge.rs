@@ -1,8 +1,11 @@
-//! A listener's edge-security settings: path normalisation and request-head limits.
+//! A listener's edge-security settings: path normalisation, request-head and connection limits.
 
 use super::raw::{RawListener, RawPathNormalization, Spanned};
 use super::{units, Validator};
-use crate::config::{DEFAULT_MAX_HEADERS, DEFAULT_MAX_REQUEST_HEAD_BYTES};
+use crate::config::{
+    DEFAULT_CLIENT_IPV6_PREFIX, DEFAULT_MAX_HEADERS, DEFAULT_MAX_PENDING_PER_IP,
+    DEFAULT_MAX_REQUEST_HEAD_BYTES,
+};
 use crate::path::{Action, EscapedSlashes, Options, PathParams};
 
 /// Smallest and largest accepted `max_request_head_bytes` (hyper reads a head into one buffer).
@@ -14,6 +17,9 @@ pub(super) struct Edge {
     pub path_normalization: Options,
     pub max_request_head_bytes: usize,
     pub max_headers: usize,
+    pub max_connections: Option<usize>,
+    pub max_pending_per_ip: u32,
+    pub client_ipv6_prefix: u8,
 }
 
 pub(super) fn edge(cx: &mut Validator<'_>, l: &RawListener, p: &str) -> Edge {
@@ -53,10 +59,37 @@ pub(super) fn edge(cx: &mut Validator<'_>, l: &RawListener, p: &str) -> Edge {
             cx.error(&v.referenced, &format!("{p}.max_headers"), m);
         }
     }
+    let max_connections = match &l.max_connections {
+        Some(v) if v.value == 0 => {
+            cx.error(
+                &v.referenced,
+                &format!("{p}.max_connections"),
+                "must be at least 1",
+            );
+            None
+        }
+        Some(v) => Some(usize::try_from(v.value).unwrap_or(usize::MAX)),
+        None => None,
+    };
+    let client_ipv6_prefix = match &l.client_ipv6_prefix {
+        Some(v) if v.value > 128 => {
+            let m = format!("{} is more than 128", v.value);
+            cx.error(&v.referenced, &format!("{p}.client_ipv6_prefix"), m);
+            DEFAULT_CLIENT_IPV6_PREFIX
+        }
+        Some(v) => v.value as u8,
+        None => DEFAULT_CLIENT_IPV6_PREFIX,
+    };
     Edge {
         path_normalization,
         max_request_head_bytes,
         max_headers,
+        max_connections,
+        max_pending_per_ip: l
+            .max_pending_per_ip
+            .as_ref()
+            .map_or(DEFAULT_MAX_PENDING_PER_IP, |v| v.value),
+        client_ipv6_prefix,
     }
 }
 

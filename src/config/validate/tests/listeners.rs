@@ -137,3 +137,40 @@ fn admin_shares_port_with_listener() {
         "never shares a port",
     );
 }
+
+#[test]
+fn connection_limits_defaults_and_values() {
+    let c = ok(&with_listener(""));
+    let l = &c.listeners[0];
+    assert_eq!(l.max_connections, None, "default: from the open-file limit");
+    assert_eq!(
+        l.max_pending_per_ip,
+        crate::config::DEFAULT_MAX_PENDING_PER_IP
+    );
+    assert_eq!(l.client_ipv6_prefix, 64);
+    let c = ok(&with_listener(
+        "    max_connections: 5000\n    max_pending_per_ip: 0\n    client_ipv6_prefix: 56\n",
+    ));
+    let l = &c.listeners[0];
+    assert_eq!(l.max_connections, Some(5000));
+    assert_eq!(l.max_pending_per_ip, 0);
+    assert_eq!(l.client_ipv6_prefix, 56);
+}
+
+#[test]
+fn max_connections_zero() {
+    err(
+        &with_listener("    max_connections: 0\n"),
+        "listeners[0].max_connections",
+        "at least 1",
+    );
+}
+
+#[test]
+fn client_ipv6_prefix_over_128() {
+    err(
+        &with_listener("    client_ipv6_prefix: 129\n"),
+        "listeners[0].client_ipv6_prefix",
+        "more than 128",
+    );
+}
