@@ -382,6 +382,11 @@ pub struct Drain {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
+    /// Live sessions on this route from one client address (429 beyond it). `None`: off.
+    pub max_sessions_per_ip: Option<u32>,
+    /// Upgrades per second on this route from one client address (token bucket; 429 with
+    /// `Retry-After` beyond it). `None`: off.
+    pub upgrade_rate_per_ip: Option<PerIpRate>,
     pub handshake_timeout: Duration,
     pub connect_timeout: Duration,
     /// Between the starts of two connection attempts to one backend's addresses.
@@ -402,6 +407,13 @@ pub struct Limits {
     /// read and discarded (its write side shut) for at most this long in total, half of it
     /// without a byte, so the kernel sends no RST that would abort the client's writes.
     pub lingering_timeout: Duration,
+}
+
+/// A token bucket per client address: `rate` upgrades a second, up to `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PerIpRate {
+    pub rate: f64,
+    pub burst: u32,
 }
 
 /// What the other side is told when one side's TCP ends without a Close.

@@ -248,6 +248,11 @@ impl Rejection {
         }
     }
 
+    fn with_route(mut self, route: usize) -> Self {
+        self.route = Some(route);
+        self
+    }
+
     fn detail(mut self, detail: impl ToString) -> Self {
         self.detail = Some(detail.to_string());
         self
@@ -282,6 +287,9 @@ async fn route_request(
     }
     let upgrade =
         handshake::validate_upgrade(req, route).map_err(|r| Rejection::new(r, Some(route_idx)))?;
+    let client_ip = key::client_ip(ctx.peer.ip(), req.headers(), &ctx.listener.trusted_proxies);
+    let per_ip = per_ip_admit(ctx, &snapshot.routes[route_idx].name, route, client_ip)
+        .map_err(|over| per_ip_rejection(over).with_route(route_idx))?;
     let mut slot = ctx
         .shared
         .registry
@@ -297,7 +305,6 @@ async fn route_request(
         )
         .ok_or_else(|| Rejection::new(RejectReason::OverCapacity, Some(route_idx)))?;
 
-    let client_ip = key::client_ip(ctx.peer.ip(), req.headers(), &ctx.listener.trusted_proxies);
     let session_key = key::session_key(
         &route.affinity.key,
         &route.affinity.fallback,
@@ -326,6 +333,9 @@ async fn route_request(
             detail: Some(detail),
         },
     })?;
+    if let Some(guard) = per_ip {
+        slot.hold(guard);
+    }
     let backend_idx = picked.index;
     let backend_name = route.backends[backend_idx].name.clone();
     // The reservation taken at pick time now lives as long as the session.
@@ -376,6 +386,40 @@ async fn route_request(
         request_id,
     });
     Ok(Routed::Response(response))
+}
+
+/// The route's per-client-address limits (the address after PROXY and trusted
+/// `X-Forwarded-For`).
+fn per_ip_admit(
+    ctx: &ConnContext,
+    route_name: &Arc<str>,
+    route: &Route,
+    client_ip: std::net::IpAddr,
+) -> Result<Option<crate::per_ip::SessionGuard>, crate::per_ip::Over> {
+    let (max, rate) = (
+        route.limits.max_sessions_per_ip,
+        route.limits.upgrade_rate_per_ip,
+    );
+    if max.is_none() && rate.is_none() {
+        return Ok(None);
+    }
+    let key = crate::admission::ClientKey::new(client_ip, ctx.listener.client_ipv6_prefix);
+    ctx.shared.per_ip.admit(route_name, key, max, rate)
+}
+
+/// 429, with `Retry-After` (whole seconds until the next token) for the rate.
+fn per_ip_rejection(over: crate::per_ip::Over) -> Rejection {
+    match over {
+        crate::per_ip::Over::Sessions => Rejection::new(RejectReason::PerIpSessions, None),
+        crate::per_ip::Over::Rate(wait) => {
+            let mut r = Rejection::new(RejectReason::PerIpRate, None);
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            r.response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            r
+        }
+    }
 }
 
 enum BackendFailure {

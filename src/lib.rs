@@ -20,6 +20,7 @@
 //! - [`route`]: the immutable route table.
 //! - [`balance`]: consistent-hash ring and affinity keys; [`backend`]: live per-backend state.
 //! - [`discovery`]: backends expanded from DNS (A/AAAA, SRV); [`resolve`]: plain hosts.
+//! - [`per_ip`]: a route's per-client-address session count and upgrade rate.
 //! - [`health`]: ping/pong probes with hysteresis, passive ejection, unhealthy drains.
 //! - [`forward`]: header forwarding (hop-by-hop, X-Forwarded-*, request id, traceparent).
 //! - [`upstream`]: dial the backend (Happy Eyeballs across its addresses: `upstream/eyeballs.rs`),
@@ -55,7 +56,7 @@
 //! 11. `plan`, `snapshot`, `drain`
 //! 12. `target`, `forward`, `upstream`, `handshake`, `reject`, `answer`
 //! 13. `route`, `balance`, `backend`, `registry`, `discovery`
-//! 14. `tls`, `metrics`, `sockopt`, `resolve`
+//! 14. `tls`, `metrics`, `sockopt`, `resolve`, `per_ip`
 //! 15. `splice`, `session`, `frame`, `body`, `admin_client`, `echo`, `rlimit`, `admission`
 //! 16. `config`, `origin`, `path`
 //!
@@ -93,6 +94,7 @@ pub mod loadtest;
 pub mod metrics;
 pub mod origin;
 pub mod path;
+pub mod per_ip;
 pub mod plan;
 pub mod proxy_protocol;
 pub mod registry;

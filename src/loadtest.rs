@@ -55,6 +55,8 @@ pub struct LoadtestArgs {
     /// Test length [default: 60s; a scenario's own otherwise, its timeline scaled to fit].
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
+    /// Message pattern of every session: `echo` (one in flight), `pipeline` (up to 64 in
+    /// flight), `idle` (hold the session open).
     #[arg(long, value_enum, default_value = "echo")]
     pub mode: Mode,
     /// Message size (the sequence number plus padding), e.g. 64B, 1KiB.

@@ -27,7 +27,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "A WebSocket edge router"
 )]
 struct Cli {
-    /// Log format.
+    /// Log format: `text` (human) or `json` (one flat JSON object per line).
     #[arg(
         long,
         global = true,
@@ -36,6 +36,10 @@ struct Cli {
         env = "WSEDGE_LOG_FORMAT"
     )]
     log_format: LogFormat,
+    /// Log level or filter (`info`, `debug`, `wsedge=debug,hyper=warn`). `RUST_LOG`, when
+    /// set, wins over this flag.
+    #[arg(long, global = true, env = "WSEDGE_LOG_LEVEL")]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -50,19 +54,23 @@ enum LogFormat {
 enum Command {
     /// Run the router.
     Run {
+        /// The routes file (YAML); watched and reloaded when it changes.
         #[arg(long, short, default_value = "routes.yaml", env = "WSEDGE_CONFIG")]
         config: PathBuf,
     },
     /// Validate a config file and print a summary, or every error.
     Check {
-        #[arg(long, short, default_value = "routes.yaml")]
+        /// The routes file (YAML) to validate; nothing is bound or dialed.
+        #[arg(long, short, default_value = "routes.yaml", env = "WSEDGE_CONFIG")]
         config: PathBuf,
     },
     /// A built-in WebSocket echo backend (answers `whoami` with its id).
     #[cfg(feature = "tools")]
     Echo {
+        /// Address to listen on (port 0: the OS picks one and the log line names it).
         #[arg(long, default_value = "127.0.0.1:9001")]
         listen: std::net::SocketAddr,
+        /// The id this backend answers to `whoami` (and reports in its logs).
         #[arg(long, default_value = "echo")]
         id: String,
     },
@@ -91,6 +99,7 @@ enum Command {
         /// Where the router serves wss:// (an OS-chosen port if taken).
         #[arg(long, default_value = "127.0.0.1:8443")]
         listen_tls: std::net::SocketAddr,
+        /// Where the router's admin API listens (an OS-chosen port if taken).
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: std::net::SocketAddr,
     },
@@ -106,6 +115,7 @@ enum Command {
         /// your CA or ACME).
         #[arg(long)]
         dev: bool,
+        /// Directory the certificates and keys are written to (created if missing).
         #[arg(long, default_value = "certs")]
         out: PathBuf,
     },
@@ -117,14 +127,32 @@ enum Command {
         /// The candidate routes file.
         #[arg(long)]
         new: PathBuf,
-        #[arg(long, env = "WSEDGE_ADMIN_TOKEN")]
+        /// Admin bearer token. Prefer `--token-file` or the environment: a token on the
+        /// command line is visible to every user in `ps`.
+        #[arg(long, env = "WSEDGE_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// Read the admin bearer token from this file (surrounding whitespace trimmed, as
+        /// `admin.token_file` is).
+        #[arg(long, env = "WSEDGE_ADMIN_TOKEN_FILE", conflicts_with = "token")]
+        token_file: Option<PathBuf>,
     },
     /// Exit 0 when the admin /healthz answers 200 (Docker HEALTHCHECK without curl).
     Healthcheck {
+        /// The admin listener's /healthz URL.
         #[arg(default_value = "http://127.0.0.1:9901/healthz")]
         url: String,
     },
+    /// Shell completions for bash, zsh, fish, elvish or PowerShell, on stdout.
+    #[cfg(feature = "tools")]
+    #[command(hide = true)]
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// The man page (roff), on stdout: `wsedge man > wsedge.1`.
+    #[cfg(feature = "tools")]
+    #[command(hide = true)]
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -135,7 +163,11 @@ fn main() -> ExitCode {
     let quiet = matches!(cli.command, Command::Loadtest(_) | Command::Demo { .. });
     #[cfg(not(feature = "tools"))]
     let quiet = false;
-    init_logging(cli.log_format, if quiet { "warn" } else { "info" });
+    let default_level = cli
+        .log_level
+        .as_deref()
+        .unwrap_or(if quiet { "warn" } else { "info" });
+    init_logging(cli.log_format, default_level);
     let result = match cli.command {
         Command::Check { config } => {
             let ok = wsedge::check::run(&config, &mut std::io::stdout(), &mut std::io::stderr());
@@ -179,7 +211,22 @@ fn main() -> ExitCode {
         #[cfg(feature = "tools")]
         Command::Certs { dev, out } => certs(dev, &out),
         Command::Healthcheck { url } => healthcheck(&url),
-        Command::Plan { admin, new, token } => plan(&admin, &new, token),
+        Command::Plan {
+            admin,
+            new,
+            token,
+            token_file,
+        } => read_token(token, token_file).and_then(|token| plan(&admin, &new, token)),
+        #[cfg(feature = "tools")]
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "wsedge", &mut std::io::stdout());
+            Ok(())
+        }
+        #[cfg(feature = "tools")]
+        Command::Man => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+            .render(&mut std::io::stdout())
+            .context("render the man page"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -284,6 +331,25 @@ fn plan(admin: &str, new: &std::path::Path, token: Option<String>) -> anyhow::Re
     println!("{}", reply.body);
     anyhow::ensure!(reply.status == 200, "the router answered {}", reply.status);
     Ok(())
+}
+
+/// The `plan` token: `--token` (or `WSEDGE_ADMIN_TOKEN`), else the file `--token-file` names.
+fn read_token(token: Option<String>, file: Option<PathBuf>) -> anyhow::Result<Option<String>> {
+    match (token, file) {
+        (Some(t), _) => Ok(Some(t)),
+        (None, Some(path)) => {
+            let t = std::fs::read_to_string(&path)
+                .with_context(|| format!("read the admin token file {}", path.display()))?;
+            let t = t.trim();
+            anyhow::ensure!(
+                !t.is_empty(),
+                "the admin token file {} is empty",
+                path.display()
+            );
+            Ok(Some(t.to_owned()))
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 /// How long `plan` and `healthcheck` wait for the admin API's whole answer.
@@ -452,4 +518,36 @@ fn healthcheck(url: &str) -> anyhow::Result<()> {
     )?;
     anyhow::ensure!(reply.status == 200, "{url} answered {}", reply.status);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every flag and argument of every subcommand says what it is in `--help`.
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(format!("{path} {} (subcommand)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let cmd = super::Cli::command();
+        cmd.clone().debug_assert();
+        let mut missing = Vec::new();
+        walk(&cmd, "wsedge", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
 }

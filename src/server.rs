@@ -86,8 +86,10 @@ impl Server {
             reload_lock: tokio::sync::Mutex::new(()),
             config_path,
             loaded_at: Mutex::new(std::time::SystemTime::now()),
+            per_ip: Default::default(),
         });
         crate::reload::follow_discovery(&shared);
+        shared.spawn_per_ip_pruner();
         // Before traffic accepts anything: descriptors held back for the admin endpoint.
         let admin_reserve = admin_listener.as_ref().map(|_| crate::admin::reserve());
         for ((cfg, tcp), tls) in bound.into_iter().zip(tls) {

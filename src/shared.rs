@@ -61,6 +61,8 @@ pub struct Shared {
     pub config_path: PathBuf,
     /// When the active generation was loaded (seconds since the Unix epoch).
     pub loaded_at: Mutex<std::time::SystemTime>,
+    /// Per-client-address session counts and upgrade rates of every route (kept across reloads).
+    pub per_ip: crate::per_ip::PerIpLimits,
 }
 
 impl Shared {
@@ -74,6 +76,29 @@ impl Shared {
 
     pub fn listeners(&self) -> MutexGuard<'_, HashMap<String, BoundListener>> {
         self.listeners.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Prunes idle per-address rate buckets every few seconds (and caps their number).
+    pub fn spawn_per_ip_pruner(self: &Arc<Self>) {
+        let shared = self.clone();
+        self.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(crate::per_ip::PRUNE_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shared.stop_accepting.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                let routes: Vec<Arc<str>> = shared
+                    .snapshot
+                    .load()
+                    .routes
+                    .iter()
+                    .map(|r| r.name.clone())
+                    .collect();
+                shared.per_ip.prune(&routes);
+            }
+        });
     }
 
     /// Moves per-session counters into the registry every second (and the session task does a

@@ -1,5 +1,5 @@
 //! The `wsedge` binary as users run it: `check`, `run` with signals, `demo --print-config`,
-//! `healthcheck`.
+//! `healthcheck`, `plan`, `--version`, completions and the man page.
 
 mod support;
 
@@ -139,4 +139,99 @@ fn version_names_the_commit_it_was_built_from() {
         (_, Some(head)) => assert_eq!(commit, head),
         (_, None) => assert_eq!(commit, "unknown"),
     }
+}
+
+#[test]
+fn completions_and_man_page_render() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(BIN)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "completions {shell}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        for word in ["loadtest", "config", "token-file"] {
+            assert!(text.contains(word), "{shell} completions lack {word}");
+        }
+    }
+    let out = Command::new(BIN).arg("man").output().unwrap();
+    assert!(out.status.success());
+    let roff = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        roff.starts_with(".ie") || roff.contains(".TH wsedge"),
+        "{roff}"
+    );
+    assert!(roff.contains("WebSocket edge router"));
+}
+
+#[test]
+fn check_reads_the_config_path_from_wsedge_config_as_run_does() {
+    let dir = TempDir::new("cli-check-env");
+    let good = dir.write(
+        "good.yaml",
+        &single_route_yaml(&[("a", "127.0.0.1:9".parse().unwrap())], ""),
+    );
+    let bad = dir.write("bad-from-env.yaml", "routes: [}\n");
+    let ok = Command::new(BIN)
+        .arg("check")
+        .env("WSEDGE_CONFIG", &good)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let refused = Command::new(BIN)
+        .arg("check")
+        .env("WSEDGE_CONFIG", &bad)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("bad-from-env.yaml:"));
+}
+
+#[tokio::test]
+async fn plan_takes_its_token_from_a_file_and_never_needs_it_on_the_command_line() {
+    let dir = TempDir::new("cli-plan-token");
+    let token = dir.write("token", "a-long-enough-admin-token\n");
+    let backend = Backend::echo("a").await;
+    let yaml = single_route_yaml(&[("a", backend.addr)], "")
+        + &format!(
+            "admin:\n  bind: 127.0.0.1:0\n  token_file: {}\n",
+            token.display()
+        );
+    let router = Router::start(&yaml).await;
+    let admin = format!("http://{}", router.server().admin_addr().unwrap());
+    let new = dir.write("next.yaml", &yaml);
+    let wrong = dir.write("wrong", "not-the-admin-token-at-all\n");
+    let plan = |file: std::path::PathBuf| {
+        let (admin, new) = (admin.clone(), new.clone());
+        tokio::task::spawn_blocking(move || {
+            Command::new(BIN)
+                .args(["plan", "--admin", &admin, "--new"])
+                .arg(&new)
+                .arg("--token-file")
+                .arg(file)
+                .env_remove("WSEDGE_ADMIN_TOKEN")
+                .output()
+                .unwrap()
+        })
+    };
+    let ok = plan(token).await.unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(
+        answer["drains"]["total"], 0,
+        "the same file drains nothing: {answer}"
+    );
+    let refused = plan(wrong).await.unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("401"));
+    router.stop().await;
+    backend.stop().await;
 }

@@ -203,6 +203,8 @@ pub struct RawDrain {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
+    pub max_sessions_per_ip: Option<Spanned<u32>>,
+    pub upgrade_rate_per_ip: Option<Spanned<RawRate>>,
     pub handshake_timeout: Str,
     pub connect_timeout: Str,
     pub connect_attempt_delay: Str,
@@ -216,6 +218,13 @@ pub struct RawLimits {
     pub client_ping_timeout: Str,
     pub on_peer_abort: Str,
     pub lingering_timeout: Str,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRate {
+    pub rate: Option<Spanned<f64>>,
+    pub burst: Option<Spanned<u32>>,
 }
 
 /// A YAML mapping of strings kept in file order, each key and value with its position

@@ -427,3 +427,110 @@ async fn healthz_answers_while_traffic_holds_every_other_descriptor() {
     drop(wsedge);
     app.stop().await;
 }
+
+/// Upgrades from `from` with `extra` header lines; the status and the response headers.
+async fn upgrade_from(from: &str, addr: SocketAddr, extra: &str) -> (u16, TcpStream, String) {
+    let mut s = connect_from(from, addr).await;
+    s.write_all(upgrade_request("/", extra).as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(PATIENCE, s.read(&mut byte))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(n > 0, "closed before answering");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    (head[9..12].parse().unwrap(), s, head)
+}
+
+#[tokio::test]
+async fn sessions_per_client_address_are_capped_per_address() {
+    let app = PathBackend::start().await;
+    let router = Router::start(&listener_yaml(
+        app.addr,
+        "trusted_proxies: [127.0.0.4/32]",
+        "limits: {max_sessions_per_ip: 2}",
+    ))
+    .await;
+    let (a, s1, _) = upgrade_from("127.0.0.2", router.addr, "").await;
+    let (b, _s2, _) = upgrade_from("127.0.0.2", router.addr, "").await;
+    assert_eq!((a, b), (101, 101));
+    let (c, _, head) = upgrade_from("127.0.0.2", router.addr, "").await;
+    assert_eq!(c, 429, "{head}");
+    let (d, _s3, _) = upgrade_from("127.0.0.3", router.addr, "").await;
+    assert_eq!(d, 101, "another address is not limited");
+    // A session that ends gives its place back.
+    drop(s1);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let _s4 = loop {
+        let (status, s, _) = upgrade_from("127.0.0.2", router.addr, "").await;
+        if status == 101 {
+            break s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the place never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    // Behind a trusted proxy the address is the forwarded one, not the proxy's.
+    let xff = |ip: &str| format!("X-Forwarded-For: {ip}\r\n");
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let (status, s, _) = upgrade_from("127.0.0.4", router.addr, &xff("198.51.100.1")).await;
+        assert_eq!(status, 101);
+        held.push(s);
+    }
+    let (e, _, _) = upgrade_from("127.0.0.4", router.addr, &xff("198.51.100.1")).await;
+    assert_eq!(e, 429);
+    let (f, _s5, _) = upgrade_from("127.0.0.4", router.addr, &xff("198.51.100.2")).await;
+    assert_eq!(f, 101);
+    let m = router.metrics();
+    let series = "wsedge_upgrades_total{result=\"per_ip_sessions\",route=\"r\",side=\"client\"}";
+    assert_eq!(metric(&m, series), 2, "{m}");
+    assert!(
+        !m.contains("127.0.0.2") && !m.contains("198.51.100"),
+        "no address in a label"
+    );
+    router.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_upgrade_rate_per_client_address_is_a_token_bucket_with_retry_after() {
+    let app = PathBackend::start().await;
+    let router = Router::start(&listener_yaml(
+        app.addr,
+        "request_timeout: 10s",
+        "limits: {upgrade_rate_per_ip: {rate: 0.2, burst: 2}}",
+    ))
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let (status, s, _) = upgrade_from("127.0.0.2", router.addr, "").await;
+        assert_eq!(status, 101, "within the burst");
+        held.push(s);
+    }
+    let (status, _, head) = upgrade_from("127.0.0.2", router.addr, "").await;
+    assert_eq!(status, 429, "{head}");
+    let retry: u64 = head
+        .lines()
+        .find_map(|l| l.strip_prefix("retry-after:"))
+        .expect("Retry-After")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((1..=5).contains(&retry), "one token every 5 s: {retry}");
+    let (other, _s, _) = upgrade_from("127.0.0.3", router.addr, "").await;
+    assert_eq!(other, 101, "another address has its own bucket");
+    let m = router.metrics();
+    let series = "wsedge_upgrades_total{result=\"per_ip_rate\",route=\"r\",side=\"client\"}";
+    assert_eq!(metric(&m, series), 1, "{m}");
+    router.stop().await;
+    app.stop().await;
+}

@@ -1,7 +1,8 @@
 //! A listener's edge-security settings: path normalisation, request-head and connection limits.
 
-use super::raw::{RawListener, RawPathNormalization, Spanned};
+use super::raw::{RawLimits, RawListener, RawPathNormalization, Spanned};
 use super::{units, Validator};
+use crate::config::PerIpRate;
 use crate::config::{
     DEFAULT_CLIENT_IPV6_PREFIX, DEFAULT_MAX_HEADERS, DEFAULT_MAX_PENDING_PER_IP,
     DEFAULT_MAX_REQUEST_HEAD_BYTES,
@@ -132,4 +133,52 @@ fn path_normalization(
             .unwrap_or(o.action);
     }
     o
+}
+
+/// A route's per-client-address limits (`limits.max_sessions_per_ip`,
+/// `limits.upgrade_rate_per_ip`); both off unless written.
+pub(super) fn per_ip(
+    cx: &mut Validator<'_>,
+    r: &RawLimits,
+    lp: &str,
+) -> (Option<u32>, Option<PerIpRate>) {
+    let sessions = match &r.max_sessions_per_ip {
+        Some(v) if v.value == 0 => {
+            let fp = format!("{lp}.max_sessions_per_ip");
+            cx.error(
+                &v.referenced,
+                &fp,
+                "must be at least 1 (leave it out for no limit)",
+            );
+            None
+        }
+        Some(v) => Some(v.value),
+        None => None,
+    };
+    let rate = r.upgrade_rate_per_ip.as_ref().and_then(|v| {
+        let fp = format!("{lp}.upgrade_rate_per_ip");
+        let rate = cx.required(&v.value.rate, &v.referenced, &format!("{fp}.rate"))?;
+        if !(rate.value.is_finite() && rate.value > 0.0 && rate.value <= 1e6) {
+            cx.error(
+                &rate.referenced,
+                &format!("{fp}.rate"),
+                "must be more than 0 (upgrades a second) and at most 1000000",
+            );
+            return None;
+        }
+        let burst = match &v.value.burst {
+            Some(b) if b.value == 0 => {
+                cx.error(&b.referenced, &format!("{fp}.burst"), "must be at least 1");
+                return None;
+            }
+            Some(b) => b.value,
+            // One second's worth, at least one.
+            None => (rate.value.ceil() as u32).max(1),
+        };
+        Some(PerIpRate {
+            rate: rate.value,
+            burst,
+        })
+    });
+    (sessions, rate)
 }

@@ -194,6 +194,8 @@ pub(super) fn limits(
     p: &str,
 ) -> Limits {
     let mut l = Limits {
+        max_sessions_per_ip: None,
+        upgrade_rate_per_ip: None,
         handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
         connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         connect_attempt_delay: DEFAULT_CONNECT_ATTEMPT_DELAY,
@@ -213,6 +215,7 @@ pub(super) fn limits(
     // consumer the kernel can see even while the send buffer has room).
     let r = &raw.value;
     let lp = format!("{p}.limits");
+    (l.max_sessions_per_ip, l.upgrade_rate_per_ip) = super::edge::per_ip(cx, r, &lp);
     l.handshake_timeout = cx.positive_duration(
         &r.handshake_timeout,
         &format!("{lp}.handshake_timeout"),

@@ -174,3 +174,40 @@ fn client_ipv6_prefix_over_128() {
         "more than 128",
     );
 }
+
+#[test]
+fn per_ip_limits_are_off_unless_written() {
+    let c = ok(&with_route(""));
+    assert_eq!(c.routes[0].limits.max_sessions_per_ip, None);
+    assert_eq!(c.routes[0].limits.upgrade_rate_per_ip, None);
+    let c = ok(&with_route(
+        "    limits: {max_sessions_per_ip: 20, upgrade_rate_per_ip: {rate: 2.5}}\n",
+    ));
+    let l = &c.routes[0].limits;
+    assert_eq!(l.max_sessions_per_ip, Some(20));
+    let rate = l.upgrade_rate_per_ip.unwrap();
+    assert_eq!(
+        (rate.rate, rate.burst),
+        (2.5, 3),
+        "burst defaults to ⌈rate⌉"
+    );
+}
+
+#[test]
+fn per_ip_limit_values() {
+    err(
+        &with_route("    limits: {max_sessions_per_ip: 0}\n"),
+        "routes[0].limits.max_sessions_per_ip",
+        "at least 1",
+    );
+    err(
+        &with_route("    limits: {upgrade_rate_per_ip: {rate: 0}}\n"),
+        "routes[0].limits.upgrade_rate_per_ip.rate",
+        "more than 0",
+    );
+    err(
+        &with_route("    limits: {upgrade_rate_per_ip: {rate: 1, burst: 0}}\n"),
+        "routes[0].limits.upgrade_rate_per_ip.burst",
+        "at least 1",
+    );
+}
