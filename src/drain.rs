@@ -44,6 +44,17 @@ pub enum DrainReason {
 }
 
 impl DrainReason {
+    pub const ALL: [DrainReason; 8] = [
+        DrainReason::RouteRemoved,
+        DrainReason::RouteChanged,
+        DrainReason::ListenerRemoved,
+        DrainReason::BackendRemoved,
+        DrainReason::Rebalance,
+        DrainReason::BackendUnhealthy,
+        DrainReason::Manual,
+        DrainReason::Shutdown,
+    ];
+
     /// Sent as the Close reason to both sides.
     pub fn text(self) -> &'static str {
         match self {

@@ -271,10 +271,12 @@ fn forget_removed_series(shared: &Shared, old: &Snapshot, new: &Snapshot) {
     }
 }
 
-/// Creates at 0 the series an alert compares against before anything happened on them, for
-/// the routes and listeners that `old` did not have (all of them at start): every upgrade
-/// result of a route (each with its fixed side), and a TLS listener's handshake and
-/// certificate-reload results. A reason decided before routing is counted under `route=""`.
+/// Creates at 0 the series an alert or a dashboard reads before anything happened on them,
+/// for the routes and listeners that `old` did not have (all of them at start): a route's
+/// upgrade results (each with its fixed side), traffic per direction, drains per reason, and
+/// its per-route event counters; a TLS listener's handshake and certificate-reload results.
+/// A reason decided before routing is counted under `route=""`. Only closed label lists:
+/// never a product of two (close code × initiator is created by traffic).
 pub fn init_new_series(metrics: &Metrics, old: Option<&Snapshot>, new: &Snapshot) {
     use crate::reject::RejectReason;
     if !metrics.enabled {
@@ -304,6 +306,26 @@ pub fn init_new_series(metrics: &Metrics, old: Option<&Snapshot>, new: &Snapshot
                 reason.label(),
                 reason.side().label(),
             ]);
+        }
+        for direction in ["client_to_backend", "backend_to_client"] {
+            metrics
+                .messages_total
+                .with_label_values(&[route, direction]);
+            metrics.bytes_total.with_label_values(&[route, direction]);
+        }
+        for reason in crate::drain::DrainReason::ALL {
+            metrics
+                .drains_total
+                .with_label_values(&[route, reason.label()]);
+        }
+        metrics.sessions_draining.with_label_values(&[route]);
+        for per_route in [
+            &metrics.slow_consumer_closes_total,
+            &metrics.client_ping_timeouts_total,
+            &metrics.balance_overflow_total,
+            &metrics.handshake_retries_total,
+        ] {
+            per_route.with_label_values(&[route]);
         }
     }
     for listener in new.config.listeners.iter().filter(|l| l.tls.is_some()) {

@@ -442,3 +442,204 @@ async fn series_exist_before_traffic_and_follow_reloads_exactly() {
     b1.stop().await;
     b2.stop().await;
 }
+
+/// One PromQL expression's references: metric names, `by (…)` labels, and `label="v"` /
+/// `label=~"a|b"` matchers as (metric, label, values).
+struct PromRefs {
+    metrics: Vec<String>,
+    by_labels: Vec<String>,
+    matchers: Vec<(String, String, Vec<String>)>,
+}
+
+/// A small reader for the PromQL our own deploy files use (not a PromQL parser).
+fn prom_refs(expr: &str) -> PromRefs {
+    let b = expr.as_bytes();
+    let word = |i: usize| {
+        let end = b[i..]
+            .iter()
+            .position(|c| !(c.is_ascii_alphanumeric() || *c == b'_'))
+            .map_or(b.len(), |n| i + n);
+        (&expr[i..end], end)
+    };
+    let mut refs = PromRefs {
+        metrics: Vec::new(),
+        by_labels: Vec::new(),
+        matchers: Vec::new(),
+    };
+    let mut i = 0;
+    while i < b.len() {
+        let starts_word = b[i].is_ascii_alphabetic()
+            && (i == 0
+                || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_' || b[i - 1] == b'$'));
+        if !starts_word {
+            i += 1;
+            continue;
+        }
+        let (w, end) = word(i);
+        if w.starts_with("wsedge_") || w.starts_with("process_") {
+            refs.metrics.push(w.to_owned());
+            if b.get(end) == Some(&b'{') {
+                let close = end + expr[end..].find('}').unwrap();
+                for m in expr[end + 1..close].split(',') {
+                    let m = m.trim();
+                    let (label, rest) = m.split_at(m.find(['=', '!']).unwrap());
+                    let regex = rest.starts_with("=~");
+                    if rest.starts_with('!') {
+                        continue;
+                    }
+                    let value = rest.trim_start_matches(['=', '~']).trim_matches('"');
+                    let values = if regex {
+                        value.split('|').map(str::to_owned).collect()
+                    } else {
+                        vec![value.to_owned()]
+                    };
+                    refs.matchers
+                        .push((w.to_owned(), label.trim().to_owned(), values));
+                }
+                i = close + 1;
+                continue;
+            }
+        } else if w == "by" {
+            let open = end + expr[end..].find('(').unwrap();
+            let close = open + expr[open..].find(')').unwrap();
+            refs.by_labels.extend(
+                expr[open + 1..close]
+                    .split(',')
+                    .map(|l| l.trim().to_owned()),
+            );
+            i = close + 1;
+            continue;
+        }
+        i = end;
+    }
+    refs
+}
+
+/// Every series of a `/metrics` text: (name, labels).
+fn series(text: &str) -> Vec<(String, std::collections::HashMap<String, String>)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let name_end = l.find(['{', ' ']).unwrap();
+            let mut labels = std::collections::HashMap::new();
+            if l[name_end..].starts_with('{') {
+                let close = l.rfind('}').unwrap();
+                for pair in l[name_end + 1..close].split("\",") {
+                    let (k, v) = pair.split_once("=\"").unwrap();
+                    labels.insert(k.to_owned(), v.trim_end_matches('"').to_owned());
+                }
+            }
+            (l[..name_end].to_owned(), labels)
+        })
+        .collect()
+}
+
+fn deploy_expressions() -> Vec<String> {
+    fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    match (k.as_str(), v) {
+                        ("expr", serde_json::Value::String(e)) => out.push(e.clone()),
+                        _ => walk(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+            _ => {}
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(root.join("grafana")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            walk(&v, &mut out);
+        }
+    }
+    let alerts = std::fs::read_to_string(root.join("prometheus/alerts.yaml")).unwrap();
+    let v: serde_json::Value = serde_saphyr::from_str(&alerts).unwrap();
+    walk(&v, &mut out);
+    out
+}
+
+#[tokio::test]
+async fn every_metric_and_label_the_dashboard_and_alerts_use_is_exported() {
+    let b = Backend::echo("a").await;
+    let yaml = single_route_yaml(
+        &[("a", b.addr)],
+        "origins: [\"https://ok.example\"]\nhealth_check: {interval: 100ms, timeout: 50ms}",
+    );
+    let router = Router::start(&yaml).await;
+    // Scripted traffic: a live session, a finished one, a refused Origin, a probe round.
+    let mut live = connect(&router.url("/")).await;
+    assert_eq!(roundtrip(&mut live, "one").await, "one");
+    let mut done = connect(&router.url("/")).await;
+    done.close(Some(CloseFrame {
+        code: 1000.into(),
+        reason: "".into(),
+    }))
+    .await
+    .unwrap();
+    assert_eq!(close_code(&mut done).await, Some(1000));
+    let evil = upgrade_request("/", "Origin: https://evil.example\r\n");
+    assert_eq!(raw_http(router.addr, &evil).await.0, 403);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !router
+        .metrics()
+        .contains("wsedge_health_check_rtt_seconds_bucket")
+        || !router.metrics().contains("wsedge_closes_total{")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            router.metrics()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let scraped = series(&router.metrics());
+    let exprs = deploy_expressions();
+    assert!(exprs.len() >= 20, "{exprs:?}");
+    let mut problems = Vec::new();
+    for expr in &exprs {
+        let refs = prom_refs(expr);
+        assert!(!refs.metrics.is_empty(), "no metric in {expr}");
+        for name in &refs.metrics {
+            if !scraped.iter().any(|(n, _)| n == name) {
+                problems.push(format!("{name} not exported ({expr})"));
+            }
+        }
+        for label in refs.by_labels.iter().filter(|l| *l != "le") {
+            let has = scraped
+                .iter()
+                .any(|(n, labels)| refs.metrics.contains(n) && labels.contains_key(label));
+            if !has {
+                problems.push(format!("no metric of `{expr}` has label {label}"));
+            }
+        }
+        for (name, label, values) in &refs.matchers {
+            for value in values {
+                let has = scraped
+                    .iter()
+                    .any(|(n, l)| n == name && l.get(label) == Some(value));
+                if !has {
+                    problems.push(format!("{name}{{{label}=\"{value}\"}} never exported"));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+    // The reader itself: a matcher list and a regex alternative are understood.
+    let probe = prom_refs(
+        "sum by (route) (rate(wsedge_upgrades_total{side=\"backend\", result=~\"a|b\"}[5m]))",
+    );
+    assert_eq!(probe.metrics, ["wsedge_upgrades_total"]);
+    assert_eq!(probe.by_labels, ["route"]);
+    assert_eq!(probe.matchers.len(), 2);
+    assert_eq!(probe.matchers[1].2, ["a", "b"]);
+    drop(live);
+    router.stop().await;
+    b.stop().await;
+}
