@@ -132,7 +132,35 @@ pub fn expand_route(route: &Route, sets: &dyn Fn(&Backend) -> Option<EndpointSet
             out.backends.push(endpoint_backend(b, kind, e));
         }
     }
+    bound_ring(&mut out);
     out
+}
+
+/// SRV weights go up to 65535: scales discovered endpoints' weights down (proportionally,
+/// each at least 1) so the ring stays within [`crate::config::MAX_RING_NODES`].
+fn bound_ring(route: &mut Route) {
+    let vnodes = u64::from(route.balance.virtual_nodes.max(1));
+    let budget = crate::config::MAX_RING_NODES / vnodes;
+    let weights = |r: &Route, discovered: bool| -> u64 {
+        r.backends
+            .iter()
+            .filter(|b| b.discovered.is_some() == discovered)
+            .map(|b| u64::from(b.weight))
+            .sum()
+    };
+    let (fixed, found) = (weights(route, false), weights(route, true));
+    if fixed + found <= budget || found == 0 {
+        return;
+    }
+    let room = budget.saturating_sub(fixed).max(1);
+    for b in route.backends.iter_mut().filter(|b| b.discovered.is_some()) {
+        let scaled = u64::from(b.weight) * room / found;
+        b.weight = u32::try_from(scaled.max(1)).unwrap_or(1);
+    }
+    let total = weights(route, false) + weights(route, true);
+    if total > budget {
+        warn!(route = %route.name, ring = total * vnodes, "discovered endpoints make a ring over the bound even at weight 1");
+    }
 }
 
 /// A discovered backend's query loop and last good set.

@@ -105,7 +105,16 @@ async fn srv_endpoint_removed_drains_its_sessions_and_the_others_keep_flowing() 
         }
     }
     let metrics = r.metrics();
-    assert!(metrics.contains("reason=\"backend_removed\""), "{metrics}");
+    let drained: f64 = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("wsedge_drains_total{")
+                && l.contains("reason=\"backend_removed\"")
+                && l.contains("route=\"chat\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0);
+    assert_eq!(drained as usize, on_1, "exactly pod-1's sessions drained");
     assert!(
         !metrics.contains("backend=\"chat-pod-1\""),
         "series removed with the endpoint"

@@ -103,3 +103,22 @@ fn normalise_sorts_by_name_and_drops_duplicates() {
     let names: Vec<&str> = set.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names, ["a", "b"]);
 }
+
+#[test]
+fn large_srv_weights_are_scaled_under_the_ring_bound() {
+    let c = config("[{name: chat, url: \"ws://_ws._tcp.chat.test/ws\", discover: srv}]");
+    let set: EndpointSet = Arc::new(vec![
+        ep("chat-a", "127.0.0.2:1", 65535, 0),
+        ep("chat-b", "127.0.0.3:1", 1, 0),
+        ep("chat-c", "127.0.0.4:1", 32768, 0),
+    ]);
+    let r = expand_route(&c.routes[0], &|_| Some(set.clone()));
+    let w: Vec<u32> = r.backends.iter().map(|b| b.weight).collect();
+    let total: u64 = w.iter().map(|&x| u64::from(x)).sum();
+    assert!(
+        total * u64::from(r.balance.virtual_nodes) <= crate::config::MAX_RING_NODES,
+        "{w:?}"
+    );
+    assert_eq!(w[1], 1, "at least 1");
+    assert!(w[0] > w[2] && w[2] > w[1], "proportions kept: {w:?}");
+}
