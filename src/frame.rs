@@ -282,6 +282,9 @@ impl Scanner {
             let hdr_len = raw.len;
             pos += hdr_len;
             if report {
+                // Nothing of this header was held: `held_bytes` must not hand out the start
+                // of an earlier one (a caller copying it into `held` bytes would panic).
+                self.held_report = 0;
                 return Scan::Frame {
                     n: hdr_len,
                     held: 0,

@@ -36,6 +36,7 @@
 //!   built-in echo backend; `loadtest`, `wsedge loadtest` with failover scenarios and reports;
 //!   `demo`, which runs one.
 //! - `test_util` (feature `test-util`, on for every test and bench): shared fixtures.
+//! - `fuzz_api` (hidden): the entry points of the fuzz targets in `fuzz/` (see `fuzz/README.md`).
 //!
 //! # Layout
 //! Floors, top (entry points) to bottom (frame, config). A file imports from its own floor or
@@ -43,7 +44,7 @@
 //! round a loop; a folder's own file over its children aside), and that no file passes 600
 //! lines. A new module goes on a floor here (the test names it until it does).
 //! 1. `main`
-//! 2. `demo`, `check`, `test_util`
+//! 2. `demo`, `check`, `test_util`, `fuzz_api`
 //! 3. `loadtest`
 //! 4. `server`
 //! 5. `admin`, `reload`, `status`
@@ -83,6 +84,8 @@ pub mod echo;
 pub mod fallback;
 pub mod forward;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzz_api;
 pub mod handshake;
 pub mod head_error;
 pub mod health;

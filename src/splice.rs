@@ -1,9 +1,10 @@
 //! The relay between client and backend once both sides have switched protocols: bytes pass
 //! through unchanged while `frame.rs` tracks boundaries; closes, limits and timers are enforced
-//! here. Layout: `splice/relay.rs` (the session future: timers, final shutdowns),
-//! `splice/dir.rs` (one direction: read, scan, write, inject), `splice/state.rs` (per-side close
-//! bookkeeping and the event → Close rules), `splice/heartbeat.rs` (client liveness Pings),
-//! `splice/clock.rs` (deadline arithmetic), `splice/transport.rs` (readiness, buffer pool).
+//! here. Layout: `splice/relay.rs` (the session future: timers, lingering close, final
+//! shutdowns), `splice/dir.rs` (one direction: read, scan, write, inject), `splice/state.rs`
+//! (each side's close stages `Out`/`In`/`Tcp` and the event → Close rules; drawn in
+//! docs/LIFECYCLE.md), `splice/heartbeat.rs` (client liveness Pings), `splice/clock.rs`
+//! (deadline arithmetic), `splice/transport.rs` (readiness, discard, buffer pool).
 //! wsedge's own frames (injected Closes, the heartbeat Ping) come from `frame/control.rs`.
 //!
 //! Client liveness is one more deadline in `Relay::next_deadline`; its Ping goes through the

@@ -269,3 +269,62 @@ async fn backend_tcp_ending_without_close_is_mirrored_by_default() {
     assert_eq!(close_code(&mut ws).await, None);
     router.stop().await;
 }
+
+/// Found by fuzzing the frame scanner: after a frame header that straddled two reads, a Close
+/// whose header came in one read made the splice copy the earlier header's held byte into a
+/// zero-length buffer, and the session task panicked (no Close, connection cut). A client on a
+/// slow link does this without trying.
+#[tokio::test]
+async fn a_close_after_a_header_split_across_reads_is_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (router, backend) = setup("").await;
+    let mut s = tokio::net::TcpStream::connect(router.addr).await.unwrap();
+    s.write_all(upgrade_request("/", "").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(PATIENCE, s.read(&mut chunk))
+            .await
+            .expect("the 101 in time")
+            .unwrap();
+        assert!(n > 0);
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(buf.starts_with(b"HTTP/1.1 101 "));
+    buf.drain(..end);
+    let mask = Some([0x37, 0xfa, 0x21, 0x3d]);
+    let mut text = Vec::new();
+    wsedge::frame::control::encode_frame(&mut text, 0x81, b"hello", mask);
+    s.write_all(&text[..1]).await.unwrap();
+    wait_until_peer_read(&s).await;
+    s.write_all(&text[1..]).await.unwrap();
+    let ((opcode, payload), buf) = raw_frame(&mut s, buf).await;
+    assert_eq!((opcode, &payload[..]), (0x81, &b"hello"[..]));
+    let mut close = Vec::new();
+    wsedge::frame::control::encode_close(&mut close, 1000, "bye", mask);
+    s.write_all(&close).await.unwrap();
+    let ((opcode, payload), _) = raw_frame(&mut s, buf).await;
+    assert_eq!((opcode, &payload[..2]), (0x88, &1000u16.to_be_bytes()[..]));
+    router.stop().await;
+    backend.stop().await;
+}
+
+/// The next frame from a raw socket and what was read past it; `buf` holds what was read.
+async fn raw_frame(s: &mut tokio::net::TcpStream, mut buf: Vec<u8>) -> ((u8, Vec<u8>), Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(frame) = take_frame(&mut buf) {
+            return (frame, buf);
+        }
+        let n = tokio::time::timeout(PATIENCE, s.read(&mut chunk))
+            .await
+            .expect("a frame in time")
+            .unwrap();
+        assert!(n > 0, "connection cut without a frame");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}

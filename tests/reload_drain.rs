@@ -679,43 +679,6 @@ fn the_admin_answers_metrics_through_the_whole_shutdown_drain() {
     rt.block_on(backend.stop());
 }
 
-/// Waits (bounded) until the router has read everything `client` sent: the server side of the
-/// connection (found in /proc/net/tcp by its address pair) has an empty receive queue. A head
-/// still in the kernel when shutdown starts counts as a connection that never sent anything.
-async fn wait_until_router_read(client: &tokio::net::TcpStream) {
-    let hex = |a: std::net::SocketAddr| match a {
-        std::net::SocketAddr::V4(v4) => {
-            format!(
-                "{:08X}:{:04X}",
-                u32::from_le_bytes(v4.ip().octets()),
-                v4.port()
-            )
-        }
-        v6 => panic!("IPv4 loopback expected, got {v6}"),
-    };
-    let (server_side, client_side) = (
-        hex(client.peer_addr().unwrap()),
-        hex(client.local_addr().unwrap()),
-    );
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-        let rx_queue = table.lines().find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() > 4 && f[1] == server_side && f[2] == client_side)
-                .then(|| u64::from_str_radix(f[4].split(':').nth(1).unwrap(), 16).unwrap())
-        });
-        if rx_queue == Some(0) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the router never read the head (rx_queue {rx_queue:?})"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 /// Graceful shutdown with `shutdown.delay: 0s` while a request head is half sent: once the
 /// listeners stop, the head completes and gets 503 + `Retry-After: 1` + `Connection: close`
 /// (`shutting_down`, side internal); the backend never hears of it.
@@ -731,7 +694,7 @@ async fn a_head_completed_after_shutdown_began_gets_503_and_never_reaches_a_back
     let (first, rest) = request.split_at(request.len() / 2);
     let mut client = tokio::net::TcpStream::connect(router.addr).await.unwrap();
     client.write_all(first.as_bytes()).await.unwrap();
-    wait_until_router_read(&client).await;
+    wait_until_peer_read(&client).await;
 
     let server = router.server.take().unwrap();
     let shared = server.shared().clone();

@@ -242,7 +242,28 @@ impl<'de> Deserialize<'de> for Pairs {
 
 /// Parses the text into raw types; serde-saphyr stops at the first error it meets.
 pub fn parse(text: &str) -> Result<RawConfig, serde_saphyr::Error> {
-    serde_saphyr::from_str(text)
+    serde_saphyr::from_str_with_options(text, options())
+}
+
+/// The parser's limits for a routes.yaml. serde-saphyr's defaults suit any YAML (a million
+/// events, a million replayed anchor events); a routes file of thousands of routes stays far
+/// below these, and a file built to expand (a "billion laughs" of nested aliases) is refused
+/// after a few thousand replayed events instead of seconds of work. Also used when an error's
+/// field path is recovered by parsing the text again.
+pub fn options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_events: 200_000,
+            max_nodes: 100_000,
+            max_aliases: 1_000,
+            max_anchors: 1_000,
+            max_recorded_anchor_events: 20_000,
+            max_recorded_anchor_bytes: 1 << 20,
+            max_total_scalar_bytes: 4 << 20,
+            max_depth: 32,
+            max_documents: 1,
+        },
+    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,7 @@
-//! Table-driven tests of the frame-header scanner.
+//! Table-driven tests of the frame-header scanner, and a property: chunking never changes
+//! what it decides.
+
+use proptest::prelude::*;
 
 use super::*;
 
@@ -246,5 +249,162 @@ fn garbage_never_panics() {
             let mut s = Scanner::new(origin, true, u64::MAX);
             let _ = drive(&mut s, &bytes, step);
         }
+    }
+}
+
+/// Like [`drive`], with chunk sizes taken from `pattern` in turn (cycled), and checking that
+/// every `scan` call makes progress: it consumes input, reports an event, or refuses (a call
+/// that does none of these would stall the splice).
+fn drive_pattern(
+    s: &mut Scanner,
+    input: &[u8],
+    pattern: &[usize],
+) -> (Vec<u8>, Vec<Scan>, Option<Violation>) {
+    let mut out = Vec::new();
+    let mut events = Vec::new();
+    let mut start = 0;
+    let mut sizes = pattern.iter().cycle();
+    while start < input.len() {
+        let end = (start + sizes.next().copied().unwrap_or(1).max(1)).min(input.len());
+        let chunk = &input[start..end];
+        start = end;
+        let mut pos = 0;
+        while pos < chunk.len() || s.has_event() {
+            match s.scan(&chunk[pos..], false) {
+                Scan::Pass(n) => {
+                    assert!(
+                        n > 0,
+                        "Pass(0) with {} bytes left: a stall",
+                        chunk.len() - pos
+                    );
+                    out.extend_from_slice(&chunk[pos..pos + n]);
+                    pos += n;
+                }
+                Scan::Held(n) => {
+                    assert!(n > 0, "Held(0): a stall");
+                    pos += n;
+                }
+                Scan::Frame { n, held, head } => {
+                    out.extend_from_slice(&s.held_bytes()[..held]);
+                    out.extend_from_slice(&chunk[pos..pos + n]);
+                    pos += n;
+                    // A header whose start was held is reported whatever it is; only a
+                    // Close (no token is armed here) is reported at every chunking.
+                    if head.opcode == OP_CLOSE {
+                        events.push(Scan::Frame {
+                            n: 0,
+                            held: 0,
+                            head,
+                        });
+                    }
+                }
+                Scan::Violation(v) => return (out, events, Some(v)),
+                e => events.push(e),
+            }
+        }
+    }
+    (out, events, None)
+}
+
+/// One frame of a generated stream: FIN/RSV/opcode byte, masked or not, a payload length
+/// (with the length sometimes in a longer encoding than needed), or a few raw bytes.
+fn frame_strategy() -> impl Strategy<Value = Vec<u8>> {
+    let opcode = prop_oneof![
+        Just(OP_CONTINUATION),
+        Just(OP_TEXT),
+        Just(OP_BINARY),
+        Just(OP_CLOSE),
+        Just(OP_PING),
+        Just(OP_PONG),
+        0u8..16,
+    ];
+    let len = prop_oneof![0usize..8, 120usize..130, Just(300usize), Just(70_000usize)];
+    let frame = (
+        opcode,
+        any::<bool>(),
+        prop::sample::select(vec![0u8, 0, 0, 0, RSV1, 0x20, 0x10]),
+        any::<bool>(),
+        len,
+        any::<u8>(),
+        any::<bool>(),
+    )
+        .prop_map(|(op, fin, rsv, masked, len, fill, long)| {
+            let mut payload = vec![fill; len];
+            if op == OP_CLOSE && len >= 2 {
+                // Mostly valid codes, sometimes not.
+                let code: u16 = if fill % 4 == 0 {
+                    1005
+                } else {
+                    1000 + u16::from(fill % 14)
+                };
+                payload[..2].copy_from_slice(&code.to_be_bytes());
+            }
+            let b0 = if fin { FIN } else { 0 } | rsv | op;
+            let mask = masked.then_some([fill, 1, 2, 3]);
+            let mut f = build(b0, &payload, mask);
+            if long && len < 126 {
+                // The same frame with a 16-bit length: non-minimal (§5.2).
+                let mut g = vec![f[0], (f[1] & 0x80) | 126, 0, len as u8];
+                g.extend_from_slice(&f[2..]);
+                f = g;
+            }
+            f
+        });
+    prop_oneof![
+        8 => frame,
+        1 => prop::collection::vec(any::<u8>(), 1..6),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    /// Chunking never changes the verdict, the events or the bytes passed, and the bytes
+    /// passed are the input itself, up to the first violation (or a held partial header).
+    #[test]
+    fn chunking_never_changes_the_verdict_or_the_bytes_passed(
+        frames in prop::collection::vec(frame_strategy(), 0..8),
+        pattern in prop::collection::vec(1usize..20, 1..8),
+        client_side in any::<bool>(),
+        deflate in any::<bool>(),
+        max in prop_oneof![Just(u64::MAX), 0u64..200_000],
+    ) {
+        let input = frames.concat();
+        let origin = if client_side { Origin::Client } else { Origin::Server };
+        let mut whole = Scanner::new(origin, deflate, max);
+        let reference = drive_pattern(&mut whole, &input, &[input.len().max(1)]);
+        let mut chunked = Scanner::new(origin, deflate, max);
+        let got = drive_pattern(&mut chunked, &input, &pattern);
+        prop_assert!(input.starts_with(&reference.0));
+        if reference.2.is_none() {
+            prop_assert_eq!(reference.0.len() + usize::from(whole.held_len), input.len());
+        }
+        prop_assert_eq!(&got.1, &reference.1);
+        prop_assert_eq!(got.2, reference.2);
+        prop_assert!(got.0 == reference.0, "passed bytes differ");
+        prop_assert_eq!((chunked.bytes, chunked.messages), (whole.bytes, whole.messages));
+    }
+}
+
+#[test]
+fn held_bytes_belong_to_the_frame_just_reported() {
+    let text = build(FIN | OP_TEXT, b"Hello", M);
+    let close = build(FIN | OP_CLOSE, &1000u16.to_be_bytes(), M);
+    let mut s = client();
+    assert_eq!(s.scan(&text[..1], false), Scan::Held(1));
+    let rest = [&text[1..], &close[..]].concat();
+    match s.scan(&rest, false) {
+        Scan::Frame { held: 1, .. } => assert_eq!(s.held_bytes(), &text[..1]),
+        other => panic!("{other:?}"),
+    }
+    // The payload, then the Close, whose header came whole: nothing of it was held.
+    // `Frame { n: 5 }` took the rest of the text header; its payload, then the Close.
+    assert_eq!(s.scan(&rest[5..], false), Scan::Pass(5));
+    match s.scan(&rest[10..], false) {
+        Scan::Frame { held: 0, head, .. } => {
+            assert_eq!(head.opcode, OP_CLOSE);
+            assert!(s.held_bytes().is_empty(), "{:?}", s.held_bytes());
+        }
+        other => panic!("{other:?}"),
     }
 }

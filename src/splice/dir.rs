@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tokio::io::ReadBuf;
 use tokio::time::Instant;
 
-use super::state::SpliceState;
+use super::state::{Out, SpliceState, Stop};
 use super::transport::{give_buf, take_buf, Transport};
 use super::Side;
 use crate::frame::control;
@@ -176,7 +176,7 @@ impl Dir {
         self.to == Side::Client
             && ctx.hb.out_due()
             && (ctx.hb.out_started()
-                || (self.out_at_boundary() && !ctx.peer(self.to).closed_to && !ctx.closing()))
+                || (self.out_at_boundary() && !ctx.peer(self.to).closed_to() && !ctx.closing()))
     }
 
     /// A held Pong that was not wsedge's is waiting to be forwarded.
@@ -229,7 +229,7 @@ impl Dir {
             self.prefix_pos = self.prefix_len;
             self.wpos = self.wend;
             self.stall_since = None;
-            ctx.peer_mut(to).inject = Vec::new();
+            ctx.peer_mut(to).stop_out();
             if !self.holding {
                 self.hold = None;
             }
@@ -251,27 +251,27 @@ impl Dir {
         } else if ctx.peer(to).inject_due() {
             if !self.out_at_boundary() {
                 // A forwarded frame is unfinished; if its source is gone it never will be.
-                if ctx.peer(self.from).read_done && self.scan == self.filled && self.holding {
+                if ctx.peer(self.from).read_done() && self.scan == self.filled && self.holding {
                     // A held frame cut short is simply not forwarded.
                     (self.holding, self.hold) = (false, None);
                     return Step::Progress;
                 }
-                if ctx.peer(self.from).read_done && self.scan == self.filled {
+                if ctx.peer(self.from).read_done() && self.scan == self.filled {
                     // No Close can reach that side, so no reply is awaited from it either.
                     let p = ctx.peer_mut(to);
-                    (p.abandon, p.read_done) = (true, true);
+                    p.stop_out();
+                    p.stop_in(Stop::NotAwaited);
                     return Step::Progress;
                 }
                 return Step::Parked;
             }
             Target::Inject
-        } else if ctx.peer(to).fin_only
-            && !ctx.peer(to).close_written
+        } else if matches!(ctx.peer(to).out, Out::Mirroring)
             && self.scan == self.filled
             && !self.holding
         {
             // Mirrored abort: everything relayed is written; the relay now ends its TCP.
-            ctx.peer_mut(to).close_written = true;
+            ctx.peer_mut(to).out = Out::Sent { ours: false };
             return Step::Progress;
         } else if self.need_flush {
             // TLS streams buffer records until flushed; TCP and pipes flush at once.
@@ -296,10 +296,10 @@ impl Dir {
                 &self.prefix[usize::from(self.prefix_pos)..usize::from(self.prefix_len)]
             }
             Target::Region => &self.chunk.bytes()[self.wpos..self.wend],
-            Target::Inject => {
-                let p = ctx.peer(to);
-                &p.inject[p.inject_pos..]
-            }
+            Target::Inject => match &ctx.peer(to).out {
+                Out::Injecting { frame, pos } => &frame[*pos..],
+                _ => &[],
+            },
         };
         match Pin::new(&mut *dst).poll_write(cx, bytes) {
             Poll::Ready(Ok(n)) if n > 0 => {
@@ -310,8 +310,9 @@ impl Dir {
                         if let Some(h) = &mut self.hold {
                             h.pos += n as u8;
                             if h.pos >= h.len {
-                                if h.close {
-                                    ctx.peer_mut(to).close_written = true;
+                                let p = ctx.peer_mut(to);
+                                if h.close && matches!(p.out, Out::Forwarding) {
+                                    p.out = Out::Sent { ours: false };
                                 }
                                 self.hold = None;
                             }
@@ -322,10 +323,11 @@ impl Dir {
                     Target::Region => self.wpos += n,
                     Target::Inject => {
                         let p = ctx.peer_mut(to);
-                        p.inject_pos += n;
-                        if p.inject_pos >= p.inject.len() {
-                            p.inject = Vec::new();
-                            p.close_written = true;
+                        if let Out::Injecting { frame, pos } = &mut p.out {
+                            *pos += n;
+                            if *pos >= frame.len() {
+                                p.out = Out::Sent { ours: true };
+                            }
                         }
                     }
                 }
@@ -355,7 +357,7 @@ impl Dir {
                 break; // a dropped frame lies between: write what is approved first
             }
             let one_frame =
-                !self.fwd || ctx.peer(self.to).closed_to || ctx.peer(self.from).close_seen;
+                !self.fwd || ctx.peer(self.to).closed_to() || ctx.peer(self.from).close_seen();
             let input = &self.chunk.bytes()[self.scan..self.filled];
             match self.scanner.scan(input, one_frame) {
                 Scan::Pass(0) => break,
@@ -381,7 +383,7 @@ impl Dir {
                     self.take(n);
                 }
                 Scan::CloseEnd { .. } => {
-                    ctx.peer_mut(self.from).got_close = true;
+                    ctx.peer_mut(self.from).inp = super::state::In::Closed;
                     if std::mem::take(&mut self.holding) {
                         self.close_checked(ctx);
                     }
@@ -434,19 +436,19 @@ impl Dir {
     /// Forward or drop the frame whose header was just scanned.
     fn decide(&mut self, head: &Head, ctx: &mut SpliceState) -> bool {
         let (from, to, opcode) = (self.from, self.to, head.opcode);
-        if ctx.peer(from).close_seen {
+        if ctx.peer(from).close_seen() {
             return false; // nothing may follow a Close
         }
         if opcode == OP_CLOSE {
-            ctx.peer_mut(from).close_seen = true;
-            if ctx.peer(from).we_closed || ctx.peer(to).closed_to || ctx.peer(to).gone_out() {
+            ctx.peer_mut(from).saw_close_header();
+            if ctx.peer(from).we_closed() || ctx.peer(to).closed_to() || ctx.peer(to).gone_out() {
                 return false; // the reply to wsedge's Close is consumed
             }
             // Held until its payload is checked (`close_checked`), then forwarded whole.
             self.holding = true;
             return false;
         }
-        if ctx.peer(to).closed_to {
+        if ctx.peer(to).closed_to() {
             return false;
         }
         if from == Side::Client
@@ -488,12 +490,12 @@ impl Dir {
             }
         };
         let to = self.to;
-        if ctx.peer(to).closed_to || ctx.peer(to).gone_out() {
+        if ctx.peer(to).closed_to() || ctx.peer(to).gone_out() {
             // wsedge closed that side meanwhile: this Close is its reply now, consumed.
             self.hold = None;
             return;
         }
-        ctx.peer_mut(to).closed_to = true;
+        ctx.peer_mut(to).out = Out::Forwarding;
         if ctx.start_handshake(self.from) {
             ctx.set_close_code(code);
         }
@@ -509,7 +511,7 @@ impl Dir {
     ) -> Step {
         self.flush_stats(ctx);
         let p = ctx.peer(self.from);
-        if self.stuck || p.read_done || p.got_close {
+        if self.stuck || p.in_done() {
             self.chunk.release();
             return Step::Parked;
         }

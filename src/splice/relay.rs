@@ -12,7 +12,7 @@ use tokio::time::{Instant, Sleep};
 use super::clock::after;
 use super::dir::Dir;
 use super::heartbeat::Tick;
-use super::state::{SpliceState, FIN_BOUND};
+use super::state::{GiveUp, Out, SpliceState, Stop, Tcp, FIN_BOUND};
 use super::transport::poll_drain_eof;
 use super::transport::Transport;
 use super::{DirectionStats, SessionEnd, Side, SpliceConfig, SpliceOutcome};
@@ -187,14 +187,14 @@ impl<C: Transport, B: Transport> Relay<C, B> {
         }
         for d in [&self.c2b, &self.b2c] {
             let p = ctx.peer(d.to);
-            if let (Some(since), None) = (d.stall_since, p.slow_until) {
+            if let (Some(since), None) = (d.stall_since, p.give_up) {
                 next = next.min(after(since, ctx.cfg.write_stall_timeout));
             }
         }
         for side in [Side::Client, Side::Backend] {
             let p = ctx.peer(side);
-            if let (Some(u), false) = (p.slow_until, p.want_shut) {
-                next = next.min(u);
+            if let (Some(GiveUp::SlowConsumer { until }), Tcp::Open) = (p.give_up, p.tcp) {
+                next = next.min(until);
             }
         }
         if let Some(d) = ctx.close_deadline {
@@ -210,8 +210,8 @@ impl<C: Transport, B: Transport> Relay<C, B> {
     /// from it, its TCP not ended, and not a client given up on as not reading).
     fn client_shut(&mut self) {
         let p = self.ctx.peer_mut(Side::Client);
-        p.shut = true;
-        if p.got_close || p.ended || p.slow_until.is_some() || self.linger.is_some() {
+        p.tcp = Tcp::Shut;
+        if p.got_close() || p.ended() || p.give_up.is_some() || self.linger.is_some() {
             return;
         }
         let now = self.ctx.now;
@@ -280,11 +280,11 @@ impl<C: Transport, B: Transport> Relay<C, B> {
             (self.b2c.stall_since, Side::Client),
         ] {
             let stalled = since.is_some_and(|s| now >= after(s, stall));
-            if stalled && self.ctx.peer(to).slow_until.is_none() {
+            if stalled && self.ctx.peer(to).give_up.is_none() {
                 self.ctx.set_end(SessionEnd::SlowConsumer { side: to });
-                let p = self.ctx.peer_mut(to);
-                p.slow_until = Some(after(now, SLOW_CLOSE_GRACE));
-                p.abortive = true;
+                self.ctx.peer_mut(to).give_up = Some(GiveUp::SlowConsumer {
+                    until: after(now, SLOW_CLOSE_GRACE),
+                });
                 self.ctx.inject(to, 1008, "");
                 self.ctx.inject(to.other(), 1001, "");
             }
@@ -300,30 +300,37 @@ impl<C: Transport, B: Transport> Relay<C, B> {
     /// one); its TCP is shut at once, like a slow consumer's after its grace, and the backend
     /// gets 1001.
     fn client_ping_timeout(&mut self) {
-        let now = self.ctx.now;
         self.ctx.set_end(SessionEnd::ClientPingTimeout);
         let p = self.ctx.peer_mut(Side::Client);
-        p.closed_to = true;
-        p.slow_until = Some(now);
+        p.out = Out::Gone { ours: false };
+        p.give_up = Some(GiveUp::Silent);
         self.ctx.inject(Side::Backend, 1001, "");
     }
 
-    /// A slow consumer's TCP is shut once its 1008 is written or its grace is over.
+    /// A side given up on has its TCP shut once its 1008 is written or its grace is over
+    /// (a silent client at once). A slow consumer whose 1008 could not be written does not
+    /// read: no FIN is queued behind the unsent data (FIN-WAIT-1 for as long as it keeps its
+    /// window shut); `SO_LINGER 0` instead, an RST when the session drops the socket.
     fn slow_shutdowns(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = false;
         for side in [Side::Client, Side::Backend] {
             let now = self.ctx.now;
             let p = self.ctx.peer_mut(side);
-            let Some(until) = p.slow_until else { continue };
-            if !p.want_shut && (p.close_written || p.abandon || now >= until) {
-                p.want_shut = true;
-                p.read_done = true; // its Close reply is not awaited
+            let Some(give_up) = p.give_up else { continue };
+            let written = matches!(p.out, Out::Sent { .. } | Out::Gone { .. });
+            let due = match give_up {
+                GiveUp::SlowConsumer { until } => written || now >= until,
+                GiveUp::Silent => true,
+            };
+            if p.tcp == Tcp::Open && due {
+                p.tcp = Tcp::Shutting;
+                p.stop_in(Stop::NotAwaited); // its Close reply is not awaited
                 progress = true;
-                if p.abortive && !p.close_written && !p.abandon {
-                    // Given up on: it reads nothing. No FIN queued behind the unsent data
-                    // (FIN-WAIT-1 for as long as it keeps its window shut): an RST when the
-                    // session drops the socket.
-                    p.shut = true;
+                let abortive = matches!(give_up, GiveUp::SlowConsumer { .. })
+                    && !matches!(p.out, Out::Sent { .. })
+                    && !p.ended();
+                if abortive {
+                    p.tcp = Tcp::Shut;
                     match side {
                         Side::Client => self.client.set_abortive(),
                         Side::Backend => self.backend.set_abortive(),
@@ -331,13 +338,13 @@ impl<C: Transport, B: Transport> Relay<C, B> {
                     continue;
                 }
             }
-            if p.want_shut && !p.shut {
+            if p.tcp == Tcp::Shutting {
                 let res = match side {
                     Side::Client => Pin::new(&mut self.client).poll_shutdown(cx),
                     Side::Backend => Pin::new(&mut self.backend).poll_shutdown(cx),
                 };
                 if res.is_ready() {
-                    self.ctx.peer_mut(side).shut = true;
+                    self.ctx.peer_mut(side).tcp = Tcp::Shut;
                     progress = true;
                 }
             }
@@ -364,7 +371,7 @@ impl<C: Transport, B: Transport> Relay<C, B> {
     /// still owes; the backend runs out its own deadline.
     fn shut_answered_client(&mut self, cx: &mut Context<'_>) -> bool {
         let p = self.ctx.peer(Side::Client);
-        if !self.ctx.closing() || p.shut || !p.out_done() || !p.in_done() {
+        if !self.ctx.closing() || p.tcp == Tcp::Shut || !p.out_done() || !p.in_done() {
             return false;
         }
         // An error means the socket is gone already: just as good.
@@ -380,7 +387,7 @@ impl<C: Transport, B: Transport> Relay<C, B> {
             match self.fin {
                 None => return Poll::Ready(()),
                 Some(Fin::Client) => {
-                    if !self.ctx.peer(Side::Client).shut {
+                    if self.ctx.peer(Side::Client).tcp != Tcp::Shut {
                         // An error means the socket is gone already: just as good.
                         let _ = std::task::ready!(Pin::new(&mut self.client).poll_shutdown(cx));
                         self.client_shut();
@@ -388,18 +395,18 @@ impl<C: Transport, B: Transport> Relay<C, B> {
                     self.fin = Some(Fin::Backend);
                 }
                 Some(Fin::Backend) => {
-                    if !self.ctx.peer(Side::Backend).shut {
+                    if self.ctx.peer(Side::Backend).tcp != Tcp::Shut {
                         let _ = std::task::ready!(Pin::new(&mut self.backend).poll_shutdown(cx));
-                        self.ctx.peer_mut(Side::Backend).shut = true;
+                        self.ctx.peer_mut(Side::Backend).tcp = Tcp::Shut;
                     }
                     self.fin = Some(Fin::AwaitBackend);
                 }
                 Some(Fin::AwaitBackend) => {
-                    if self.ctx.hard_closed || self.ctx.peer(Side::Backend).read_done {
+                    if self.ctx.hard_closed || self.ctx.peer(Side::Backend).read_done() {
                         return Poll::Ready(());
                     }
                     std::task::ready!(poll_drain_eof(&mut self.backend, cx));
-                    self.ctx.peer_mut(Side::Backend).read_done = true;
+                    self.ctx.peer_mut(Side::Backend).stop_in(Stop::Ended);
                     return Poll::Ready(());
                 }
             }

@@ -1,5 +1,6 @@
-//! `SpliceState`: the session state both directions share: per-side close bookkeeping, the end reason, and the
-//! rules that turn an event (violation, EOF, timeout, request) into Closes toward each side.
+//! `SpliceState`: the session state both directions share: each side's close stages (`Peer`:
+//! `Out`, `In`, `Tcp`, drawn in docs/LIFECYCLE.md), the end reason, and the rules that turn an
+//! event (violation, EOF, timeout, request) into Closes toward each side.
 
 use tokio::time::Instant;
 
@@ -14,63 +15,185 @@ use crate::session::SessionHandle;
 /// released late, and the final shutdowns after a hard close.
 pub(super) const FIN_BOUND: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// What wsedge knows about one side of the session.
+/// What goes toward one side, in the RFC's order (§5.5.1, §7.1): frames, then one Close (or,
+/// mirroring an abort, a bare end of TCP), then nothing. Only `Open` and `Deferred` take
+/// frames: nothing may follow a Close, because no later stage forwards one.
+#[derive(Debug, Default)]
+pub(super) enum Out {
+    #[default]
+    Open,
+    /// This side broke the protocol: its Close (`code`) waits until the other side has
+    /// answered wsedge's 1001 or `until`, so frames already on their way to it still arrive.
+    Deferred { code: u16, until: Option<Instant> },
+    /// The other side's Close is on its way (held whole by `Dir`, then written). Nothing
+    /// replaces it but its own writing or the loss of this side's TCP: the peer's Close is
+    /// always relayed.
+    Forwarding,
+    /// wsedge's own Close, `frame[pos..]` still to write (at a frame boundary); this side's
+    /// Close reply is consumed, not forwarded.
+    Injecting { frame: Vec<u8>, pos: usize },
+    /// The other side's TCP ended without a Close (`on_peer_abort: mirror`): what was relayed
+    /// is written, then this side's TCP ends without a Close, as if wsedge were a wire.
+    Mirroring,
+    /// The Close (or the mirrored end) is written; `ours`: wsedge wrote its own.
+    Sent { ours: bool },
+    /// Nothing more can or will be written (write error, its TCP ended or given up on, no
+    /// Close can reach it); `ours`: a Close of wsedge's had been decided for it.
+    Gone { ours: bool },
+}
+
+/// What comes from one side: frames, then its Close (read whole), or the end of reading.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) enum In {
+    #[default]
+    Open,
+    /// Its Close's header was scanned: nothing after it is forwarded.
+    CloseSeen,
+    /// Its Close was read whole.
+    Closed,
+    /// Nothing more is read from it and no Close is awaited; `close_seen` as above.
+    Stopped { why: Stop, close_seen: bool },
+}
+
+/// Why a side is no longer read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stop {
+    /// Its TCP ended: EOF, reset, a write error.
+    Ended,
+    /// It broke the protocol: frame boundaries are lost past the refused header.
+    Refused,
+    /// Its Close reply is not awaited (given up on, mirrored, no Close could reach it).
+    NotAwaited,
+}
+
+/// This side's TCP, as wsedge ends it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Tcp {
+    #[default]
+    Open,
+    /// To be shut now (given up on): nothing more is written.
+    Shutting,
+    /// Write side shut (FIN sent; or `SO_LINGER 0` set, an RST when dropped).
+    Shut,
+}
+
+/// Why wsedge gave up on a side before its close handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum GiveUp {
+    /// Accepted no bytes for `write_stall_timeout`: its 1008 is tried until `until`; not
+    /// written by then, its TCP ends with an RST (it does not read).
+    SlowConsumer { until: Instant },
+    /// Silent through the heartbeat: no Close, its TCP is shut at once.
+    Silent,
+}
+
+/// What wsedge knows about one side of the session: its close progress each way, its TCP.
 #[derive(Debug, Default)]
 pub(super) struct Peer {
-    /// A Close toward this side was decided (forwarded or injected): no other frame follows.
-    pub closed_to: bool,
-    /// ...and wsedge wrote it itself, so this side's Close reply is consumed, not forwarded.
-    pub we_closed: bool,
-    /// The injected Close still to write (allocated only while closing).
-    pub inject: Vec<u8>,
-    pub inject_pos: usize,
-    /// The Close toward this side has been completely written.
-    pub close_written: bool,
-    /// This side's Close header was scanned (nothing after it is forwarded) / fully scanned.
-    pub close_seen: bool,
-    pub got_close: bool,
-    /// Nothing more will be read from this side (EOF, error, violation, given up on).
-    pub read_done: bool,
-    /// Writing to this side failed.
-    pub write_dead: bool,
-    /// Its TCP ended (read EOF or error, write error): nothing is left to linger for.
-    pub ended: bool,
-    /// No Close can or will be written to this side: its TCP is just closed.
-    pub abandon: bool,
-    /// Shut down now rather than at the end (slow consumer) / done.
-    pub want_shut: bool,
-    pub shut: bool,
-    /// Slow consumer: the 1008 attempt ends here.
-    pub slow_until: Option<Instant>,
-    /// A slow consumer: if its grace ends with the 1008 unwritten, it does not read, and its
-    /// TCP ends with an RST (`SO_LINGER 0`) so the kernel frees the unsent data at once.
-    pub abortive: bool,
-    /// The other side's TCP ended without a Close and `mirror_abort` is on: this side gets no
-    /// Close either; once what was relayed is written (`close_written`), its TCP is ended.
-    pub fin_only: bool,
-    /// This side broke the protocol: its Close (1002/1007/1009) waits until the other side
-    /// has answered wsedge's 1001 (or `deferred_until`), so frames already on their way to
-    /// it still arrive, as they would without wsedge in between.
-    pub deferred: Option<u16>,
-    pub deferred_until: Option<Instant>,
+    pub out: Out,
+    pub inp: In,
+    pub tcp: Tcp,
+    pub give_up: Option<GiveUp>,
 }
 
 impl Peer {
+    /// A Close toward this side was decided (forwarded, injected, or none: mirrored, gone):
+    /// no other frame follows.
+    pub fn closed_to(&self) -> bool {
+        !matches!(self.out, Out::Open | Out::Deferred { .. })
+    }
+
+    /// wsedge wrote (or is writing) its own Close to this side: its reply is consumed.
+    pub fn we_closed(&self) -> bool {
+        matches!(
+            self.out,
+            Out::Injecting { .. } | Out::Sent { ours: true } | Out::Gone { ours: true }
+        )
+    }
+
     pub fn inject_due(&self) -> bool {
-        self.inject_pos < self.inject.len()
+        matches!(&self.out, Out::Injecting { frame, pos } if *pos < frame.len())
     }
 
     /// Nothing more is written to this side.
     pub fn gone_out(&self) -> bool {
-        self.write_dead || self.abandon || self.want_shut || self.shut
+        matches!(self.out, Out::Gone { .. }) || self.tcp != Tcp::Open
+    }
+
+    /// Nothing more will be written: drop a Close not yet written (its memory too).
+    pub fn stop_out(&mut self) {
+        if !matches!(self.out, Out::Sent { .. } | Out::Gone { .. }) {
+            self.out = Out::Gone {
+                ours: self.we_closed(),
+            };
+        }
     }
 
     pub fn out_done(&self) -> bool {
-        self.close_written || self.gone_out()
+        matches!(self.out, Out::Sent { .. }) || self.gone_out()
+    }
+
+    /// Its Close header was scanned (nothing after it is forwarded).
+    pub fn close_seen(&self) -> bool {
+        matches!(
+            self.inp,
+            In::CloseSeen
+                | In::Closed
+                | In::Stopped {
+                    close_seen: true,
+                    ..
+                }
+        )
+    }
+
+    pub fn got_close(&self) -> bool {
+        self.inp == In::Closed
+    }
+
+    pub fn saw_close_header(&mut self) {
+        self.inp = match self.inp {
+            In::Open => In::CloseSeen,
+            In::Stopped { why, .. } => In::Stopped {
+                why,
+                close_seen: true,
+            },
+            other => other,
+        };
+    }
+
+    /// Nothing more is read from this side (a whole Close stays what it was).
+    pub fn stop_in(&mut self, why: Stop) {
+        self.inp = match self.inp {
+            In::Open => In::Stopped {
+                why,
+                close_seen: false,
+            },
+            In::CloseSeen => In::Stopped {
+                why,
+                close_seen: true,
+            },
+            other => other,
+        };
+    }
+
+    /// Reading has stopped without a whole Close.
+    pub fn read_done(&self) -> bool {
+        matches!(self.inp, In::Stopped { .. })
+    }
+
+    /// Its TCP ended (read EOF or error, write error): nothing is left to linger for.
+    pub fn ended(&self) -> bool {
+        matches!(
+            self.inp,
+            In::Stopped {
+                why: Stop::Ended,
+                ..
+            }
+        )
     }
 
     pub fn in_done(&self) -> bool {
-        self.got_close || self.read_done
+        matches!(self.inp, In::Closed | In::Stopped { .. })
     }
 }
 
@@ -157,15 +280,14 @@ impl SpliceState {
     /// already has (or cannot get) one: a side never gets two Closes.
     pub fn inject(&mut self, side: Side, code: u16, reason: &str) {
         let p = self.peer_mut(side);
-        if p.closed_to || p.gone_out() {
+        if p.closed_to() || p.gone_out() {
             return;
         }
-        p.closed_to = true;
-        p.we_closed = true;
         // wsedge is the client toward the backend: its frames must be masked, fresh key each.
         let mask = (side == Side::Backend).then(rand::random::<[u8; 4]>);
-        encode_close(&mut p.inject, code, reason, mask);
-        p.inject_pos = 0;
+        let mut frame = Vec::new();
+        encode_close(&mut frame, code, reason, mask);
+        p.out = Out::Injecting { frame, pos: 0 };
         self.close_deadline
             .get_or_insert(after(self.now, self.cfg.close_timeout));
     }
@@ -178,7 +300,7 @@ impl SpliceState {
 
     pub fn violation(&mut self, from: Side, v: Violation) {
         // The scanner cannot find frame boundaries past a refused header: stop reading there.
-        self.peer_mut(from).read_done = true;
+        self.peer_mut(from).stop_in(Stop::Refused);
         let end = match v {
             Violation::TooBig => SessionEnd::MessageTooBig { side: from },
             _ => SessionEnd::ProtocolError {
@@ -202,9 +324,8 @@ impl SpliceState {
             // (or close_timeout) releases the client's Close.
             let until = self.close_deadline;
             let p = self.peer_mut(Side::Client);
-            if !p.closed_to && !p.gone_out() {
-                p.deferred = Some(own);
-                p.deferred_until = until;
+            if !p.closed_to() && !p.gone_out() {
+                p.out = Out::Deferred { code: own, until };
                 return;
             }
         }
@@ -215,16 +336,13 @@ impl SpliceState {
     /// did. A release by time gives the Close a short window of its own to be written.
     pub fn release_deferred(&mut self) -> bool {
         for side in [Side::Client, Side::Backend] {
-            let Some(code) = self.peer(side).deferred else {
+            let Out::Deferred { code, until } = self.peer(side).out else {
                 continue;
             };
             let other_done = self.peer(side.other()).in_done();
-            let timed_out = self
-                .peer(side)
-                .deferred_until
-                .is_some_and(|u| self.now >= u);
+            let timed_out = until.is_some_and(|u| self.now >= u);
             if other_done || timed_out {
-                self.peer_mut(side).deferred = None;
+                self.peer_mut(side).out = Out::Open;
                 self.inject(side, code, "");
                 if timed_out {
                     self.close_deadline = Some(after(self.now, FIN_BOUND));
@@ -244,41 +362,36 @@ impl SpliceState {
             return;
         }
         let p = self.peer_mut(to);
-        if p.closed_to || p.gone_out() {
+        if p.closed_to() || p.gone_out() {
             return;
         }
         // No Close: what was relayed is written, then its TCP ends, as if wsedge were a wire.
-        p.closed_to = true;
-        p.fin_only = true;
-        p.read_done = true;
-        p.deferred = None;
+        p.out = Out::Mirroring;
+        p.stop_in(Stop::NotAwaited);
     }
 
     /// `side`'s read half ended (EOF or error).
     pub fn read_ended(&mut self, side: Side) {
         let p = self.peer_mut(side);
-        p.read_done = true;
-        p.ended = true;
-        if p.got_close {
+        if p.got_close() {
             return;
         }
-        if p.we_closed {
-            // Gone instead of replying to our Close: done with it, not an abnormal end.
-            p.abandon = true;
-            return;
+        p.stop_in(Stop::Ended);
+        // Gone: if instead of replying to our Close, done with it, not an abnormal end.
+        let ours = p.we_closed();
+        p.stop_out();
+        if !ours {
+            self.peer_aborted(side);
         }
-        p.abandon = true;
-        self.peer_aborted(side);
     }
 
     /// Writing to `side` failed: the connection is gone both ways.
     pub fn side_lost(&mut self, side: Side) {
         let p = self.peer_mut(side);
-        p.write_dead = true;
-        p.ended = true;
-        let was_done = p.read_done;
-        p.read_done = true;
-        if !was_done && !p.got_close && !p.we_closed {
+        p.stop_out();
+        let was_done = p.in_done();
+        p.stop_in(Stop::Ended);
+        if !was_done && !p.we_closed() {
             self.peer_aborted(side);
         }
     }

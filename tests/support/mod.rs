@@ -811,3 +811,40 @@ pub fn switching_protocols(head: &str) -> String {
     let accept = wsedge::handshake::accept_key(key.as_bytes());
     format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n")
 }
+
+/// Waits (bounded) until the peer (the router) has read everything `client` sent: the other end
+/// of the loopback connection (found in /proc/net/tcp by its address pair) has an empty receive
+/// queue. For tests that need the router to have seen a partial head or frame header.
+pub async fn wait_until_peer_read(client: &tokio::net::TcpStream) {
+    let hex = |a: std::net::SocketAddr| match a {
+        std::net::SocketAddr::V4(v4) => {
+            format!(
+                "{:08X}:{:04X}",
+                u32::from_le_bytes(v4.ip().octets()),
+                v4.port()
+            )
+        }
+        v6 => panic!("IPv4 loopback expected, got {v6}"),
+    };
+    let (server_side, client_side) = (
+        hex(client.peer_addr().unwrap()),
+        hex(client.local_addr().unwrap()),
+    );
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        let rx_queue = table.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 4 && f[1] == server_side && f[2] == client_side)
+                .then(|| u64::from_str_radix(f[4].split(':').nth(1).unwrap(), 16).unwrap())
+        });
+        if rx_queue == Some(0) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the peer never read what was sent (rx_queue {rx_queue:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -18,9 +18,8 @@ pub(super) fn convert(file: &Path, text: &str, err: &serde_saphyr::Error) -> Con
     };
     let raw_msg = DefaultMessageFormatter.format_message(err.without_snippet());
     // Duplicate keys pass through here so that a duplicate-key error gets its path too.
-    let options = serde_saphyr::options! {
-        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::PassThrough,
-    };
+    let mut options = crate::config::raw::options();
+    options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::PassThrough;
     let path = serde_saphyr::from_str_with_options::<Spanned<Node>>(text, options)
         .ok()
         .map(|root| {

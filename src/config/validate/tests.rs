@@ -363,3 +363,16 @@ fn all_errors_collected_in_file_order() {
         .windows(2)
         .all(|w| (w[0].line, w[0].column) <= (w[1].line, w[1].column)));
 }
+
+#[test]
+fn ring_size_bounded() {
+    // Found writing the routes_yaml fuzz target: the ring was built with weight × vnodes points,
+    // unbounded, so one weight could make a start or a reload allocate for minutes.
+    let big = "      - {name: b, url: \"ws://127.0.0.1:9002\", weight: 4000000000}\n";
+    let e = err(&with_route(big), "routes[0].backends", "virtual nodes");
+    assert!(e.message.contains("at most 40000"), "{e}");
+    let t = with_route("      - {name: b, url: \"ws://127.0.0.1:9002\", weight: 249}\n");
+    ok(&t); // (1 + 249) × 160 = 40 000
+    let t = with_route("      - {name: b, url: \"ws://127.0.0.1:9002\", weight: 250}\n");
+    err(&t, "routes[0].backends", "40160 virtual nodes");
+}
