@@ -53,3 +53,14 @@ fn frames_held_bytes_are_only_the_current_headers() {
     frames::run(&input);
     frames::run(include_bytes!("regressions/frames-stale-held-bytes"));
 }
+
+#[test]
+fn proxy_protocol_seeds_run_clean() {
+    proxy_protocol::run(
+        b"\x00PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\nGET / HTTP/1.1\r\n\r\n",
+    );
+    proxy_protocol::run(b"\x00PROXY TCP6 2001:db8::1 2001:db8::2 1234 443\r\n");
+    proxy_protocol::run(b"\x01\x0a\x00\x00\x01\x0a\x00\x00\x02\x04\xd2GET / HTTP/1.1\r\n\r\n");
+    proxy_protocol::run(b"\x03\x20\x01\x0d\xb8\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01");
+    proxy_protocol::run(b"\x00\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c\x0a\x00");
+}
