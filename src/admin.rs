@@ -139,7 +139,10 @@ async fn route(req: Request<Incoming>, local: SocketAddr, shared: &Arc<Shared>) 
     }
     match (req.method().clone(), segments.as_slice()) {
         (Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
-        (Method::GET, ["readyz"]) if shared.ready.load(Ordering::SeqCst) => {
+        // Discovered backends: ready once each has a first answer (or start_timeout passed).
+        (Method::GET, ["readyz"])
+            if shared.ready.load(Ordering::SeqCst) && shared.discovery.ready() =>
+        {
             text(StatusCode::OK, "ready\n")
         }
         (Method::GET, ["readyz"]) => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),

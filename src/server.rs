@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 
 use crate::config::Config;
+use crate::discovery::Discovery;
 use crate::health::HealthChecker;
 use crate::listener::{self, StartError};
 use crate::metrics::Metrics;
@@ -57,6 +58,11 @@ impl Server {
             .zip(&tls)
             .filter_map(|(l, t)| Some((l.name.clone(), t.clone()?)))
             .collect();
+        // Discovered backends start with no endpoints: their first answers are applied like
+        // reloads as they arrive (a DNS server that is down does not fail the start).
+        let discovery = Arc::new(Discovery::new(metrics.clone()));
+        discovery.configure(&config);
+        let config = discovery.expand(&config);
         let snapshot = Snapshot::build(config, 1, None).with_listener_tls(listener_tls);
         if let Some(e) = snapshot.transport_error() {
             return Err(StartError::BackendTls(e));
@@ -76,12 +82,14 @@ impl Server {
             tasks: TaskTracker::new(),
             ready: AtomicBool::new(false),
             health,
+            discovery,
             listeners: Mutex::new(HashMap::new()),
             reload_lock: tokio::sync::Mutex::new(()),
             config_path,
             loaded_at: Mutex::new(std::time::SystemTime::now()),
             per_ip: Default::default(),
         });
+        crate::reload::follow_discovery(&shared);
         shared.spawn_per_ip_pruner();
         // Before traffic accepts anything: descriptors held back for the admin endpoint.
         let admin_reserve = admin_listener.as_ref().map(|_| crate::admin::reserve());
@@ -225,6 +233,7 @@ impl Server {
         shared.connections.close();
         shared.sessions.close();
         shared.health.shutdown();
+        shared.discovery.shutdown();
         shared.tasks.close();
         let all = async {
             shared.connections.wait().await;

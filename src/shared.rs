@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::discovery::Discovery;
 use crate::health::HealthChecker;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -55,6 +56,8 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// Active probes per route (a reload restarts a route's probes through it).
     pub health: HealthChecker,
+    /// Discovered backends' query loops and last good endpoint sets.
+    pub discovery: Arc<Discovery>,
     pub listeners: Mutex<HashMap<String, BoundListener>>,
     /// Reloads are serialised: a second concurrent `POST /reload` gets 409.
     pub reload_lock: tokio::sync::Mutex<()>,
