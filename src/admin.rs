@@ -44,7 +44,8 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, reserve: crate::r
     let reserve = Arc::new(std::sync::Mutex::new(reserve));
     loop {
         let accepted = tokio::select! {
-            _ = shared.stop_accepting.cancelled() => break,
+            // Not `stop_accepting`: the admin outlives the drain (see `Shared::stop_admin`).
+            _ = shared.stop_admin.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         let stream = match accepted {

@@ -56,6 +56,7 @@ pub struct Metrics {
     /// `result`: `ok` or a `RejectReason` label; `side`: that reason's side (`none` for
     /// `ok`), a function of `result`; `route=""` when nothing matched.
     pub upgrades_total: IntCounterVec,
+    /// `side`: `ok` for a 101, else the side the refusal is charged to.
     pub handshake_duration_seconds: HistogramVec,
     pub backend_connect_duration_seconds: HistogramVec,
     /// `direction`: `client_to_backend` | `backend_to_client`.
@@ -189,8 +190,8 @@ impl Metrics {
             handshake_duration_seconds: histogram(
                 &r,
                 "wsedge_handshake_duration_seconds",
-                "From request head to 101, per route",
-                &["route"],
+                "From request head to 101 (side ok) or to the refusal (the side charged)",
+                &["route", "side"],
                 LATENCY_BUCKETS,
             ),
             backend_connect_duration_seconds: histogram(
@@ -478,9 +479,7 @@ impl Metrics {
         remove_matching(&self.backend_up, &[("route", route)]);
         remove_matching(&self.health_check_rtt_seconds, &[("route", route)]);
         remove_matching(&self.backend_connect_duration_seconds, &[("route", route)]);
-        let _ = self
-            .handshake_duration_seconds
-            .remove_label_values(&[route]);
+        remove_matching(&self.handshake_duration_seconds, &[("route", route)]);
         let _ = self.session_duration_seconds.remove_label_values(&[route]);
         let _ = self.sessions_draining.remove_label_values(&[route]);
         remove_matching(&self.connections_active, &[("route", route)]);

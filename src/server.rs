@@ -76,6 +76,7 @@ impl Server {
             metrics,
             stop_accepting: CancellationToken::new(),
             close_sessions: CancellationToken::new(),
+            stop_admin: CancellationToken::new(),
             connections: TaskTracker::new(),
             sessions: TaskTracker::new(),
             tasks: TaskTracker::new(),
@@ -237,11 +238,13 @@ impl Server {
         let all = async {
             shared.connections.wait().await;
             shared.sessions.wait().await;
+            shared.stop_admin.cancel();
             schedule_done.cancel();
             shared.tasks.wait().await;
             shared.health.wait().await;
         };
         let done = tokio::time::timeout(grace, all).await.is_ok();
+        shared.stop_admin.cancel(); // at the bound too
         info!(
             clean = done,
             live = shared.registry.live(),

@@ -41,6 +41,10 @@ pub struct Shared {
     pub stop_accepting: CancellationToken,
     /// Cancelled next: every live session is asked to close with 1001.
     pub close_sessions: CancellationToken,
+    /// Cancelled last, once the last session is gone (or the shutdown bound passed): the admin
+    /// listener answers `/metrics` and `/readyz` through the whole drain, so Prometheus sees it
+    /// and a probe never finds the port closed while sessions still drain.
+    pub stop_admin: CancellationToken,
     /// Pre-upgrade HTTP connection tasks.
     pub connections: TaskTracker,
     /// Upgraded sessions (hyper no longer sees them, so they are tracked here).
