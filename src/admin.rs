@@ -44,7 +44,8 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, reserve: crate::r
     let reserve = Arc::new(std::sync::Mutex::new(reserve));
     loop {
         let accepted = tokio::select! {
-            _ = shared.stop_accepting.cancelled() => break,
+            // Not `stop_accepting`: the admin outlives the drain (see `Shared::stop_admin`).
+            _ = shared.stop_admin.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         let stream = match accepted {
@@ -138,7 +139,10 @@ async fn route(req: Request<Incoming>, local: SocketAddr, shared: &Arc<Shared>) 
     }
     match (req.method().clone(), segments.as_slice()) {
         (Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
-        (Method::GET, ["readyz"]) if shared.ready.load(Ordering::SeqCst) => {
+        // Discovered backends: ready once each has a first answer (or start_timeout passed).
+        (Method::GET, ["readyz"])
+            if shared.ready.load(Ordering::SeqCst) && shared.discovery.ready() =>
+        {
             text(StatusCode::OK, "ready\n")
         }
         (Method::GET, ["readyz"]) => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),

@@ -33,6 +33,9 @@ pub struct Balancer {
     /// Index-aligned with the route's backends.
     weights: Vec<u32>,
     load_factor: Option<f64>,
+    /// Index-aligned SRV priorities of discovered endpoints (0 for other backends); only the
+    /// lowest priority with an eligible backend is picked from. Empty when all are equal.
+    tiers: Vec<u16>,
     /// Serialises bounded-load picks of this route (see the module docs). Carried over with
     /// the ring, so picks of two generations overlapping during a reload stay exact.
     pick_lock: Arc<Mutex<()>>,
@@ -82,9 +85,16 @@ impl Balancer {
                 (Arc::new(ring), Arc::new(Mutex::new(())))
             }
         };
+        let tiers: Vec<u16> = route
+            .backends
+            .iter()
+            .map(|b| b.discovered.as_ref().map_or(0, |d| d.priority))
+            .collect();
+        let tiered = tiers.windows(2).any(|w| w[0] != w[1]);
         Balancer {
             ring,
             ring_inputs,
+            tiers: if tiered { tiers } else { Vec::new() },
             weights: route.backends.iter().map(|b| b.weight.max(1)).collect(),
             load_factor: route.balance.load_factor,
             pick_lock,
@@ -121,8 +131,12 @@ impl Balancer {
         states: &[impl StateRef],
         exclude: Option<usize>,
     ) -> Option<Picked> {
-        let ok =
-            |i: usize| Some(i) != exclude && states.get(i).is_some_and(|s| s.state().is_eligible());
+        let tier = self.active_tier(states, exclude);
+        let ok = |i: usize| {
+            Some(i) != exclude
+                && states.get(i).is_some_and(|s| s.state().is_eligible())
+                && self.in_tier(i, tier)
+        };
         let (index, kind) = match self.ring.preferred(key)? {
             p if ok(p) => (p, PickKind::Preferred),
             _ => (
@@ -145,8 +159,12 @@ impl Balancer {
         exclude: Option<usize>,
         c: f64,
     ) -> Option<Picked> {
-        let eligible =
-            |i: usize| Some(i) != exclude && states.get(i).is_some_and(|s| s.state().is_eligible());
+        let tier = self.active_tier(states, exclude);
+        let eligible = |i: usize| {
+            Some(i) != exclude
+                && states.get(i).is_some_and(|s| s.state().is_eligible())
+                && self.in_tier(i, tier)
+        };
         let mut total_weight = 0u64;
         let mut live_total = 0usize;
         for (i, s) in states.iter().enumerate() {
@@ -203,6 +221,21 @@ impl Balancer {
             kind: PickKind::Overflow,
             guard: LiveGuard::acquire(states[index].state()),
         })
+    }
+
+    /// The lowest SRV priority with an eligible backend (`None`: no priorities on this route).
+    fn active_tier(&self, states: &[impl StateRef], exclude: Option<usize>) -> Option<u16> {
+        if self.tiers.is_empty() {
+            return None;
+        }
+        (0..states.len())
+            .filter(|&i| Some(i) != exclude && states[i].state().is_eligible())
+            .filter_map(|i| self.tiers.get(i).copied())
+            .min()
+    }
+
+    fn in_tier(&self, i: usize, tier: Option<u16>) -> bool {
+        tier.is_none_or(|t| self.tiers.get(i) == Some(&t))
     }
 
     fn weight(&self, i: usize) -> u32 {

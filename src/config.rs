@@ -44,6 +44,12 @@ pub const DEFAULT_CLIENT_PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// bound without a byte.
 pub const DEFAULT_LINGERING_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_VIRTUAL_NODES: u32 = 160;
+/// The most virtual nodes one route's ring may hold (Σ weight × `virtual_nodes`). The ring is
+/// built by sorted insertion, so its cost grows with the square of its size: 40 000 take about
+/// half a second in a release build (a 32-backend ring at the default 160 takes 9.5 ms), on
+/// start and on every reload that changes the route; a weight alone could ask for billions.
+/// Validation refuses declared weights beyond it; discovery scales SRV weights under it.
+pub const MAX_RING_NODES: u64 = 40_000;
 pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_HEALTHY_THRESHOLD: u32 = 2;
@@ -54,6 +60,13 @@ pub const DEFAULT_PASSIVE_MAX_EJECTION_PERCENT: u32 = 50;
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_DRAIN_SPREAD: Duration = Duration::from_secs(10);
 pub const DEFAULT_SHUTDOWN_DELAY: Duration = Duration::ZERO;
+/// Discovery: a record's TTL is clamped to [min_refresh, max_refresh] before the next query.
+pub const DEFAULT_MIN_REFRESH: Duration = Duration::from_secs(5);
+pub const DEFAULT_MAX_REFRESH: Duration = Duration::from_secs(300);
+/// Discovery: how long `/readyz` waits for every discovered backend's first answer.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Plain (not discovered) backend hosts: how long a getaddrinfo answer is reused.
+pub const DEFAULT_HOST_CACHE: Duration = Duration::from_secs(5);
 
 /// The whole validated file.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,6 +80,61 @@ pub struct Config {
     /// Shared, so a live session holds a pointer to its route rather than a copy.
     pub routes: Vec<std::sync::Arc<Route>>,
     pub shutdown: Shutdown,
+    /// How backends with `discover` are resolved (and how long plain hosts are cached).
+    pub discovery: Discovery,
+}
+
+/// The top-level `discovery:` section (all defaults when absent).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Discovery {
+    /// DNS servers asked for discovered backends; empty: the ones in /etc/resolv.conf.
+    pub nameservers: Vec<SocketAddr>,
+    pub min_refresh: Duration,
+    /// ≥ min_refresh.
+    pub max_refresh: Duration,
+    pub start_timeout: Duration,
+    /// getaddrinfo answers for plain backend hosts are reused this long.
+    pub host_cache: Duration,
+}
+
+impl Default for Discovery {
+    fn default() -> Self {
+        Discovery {
+            nameservers: Vec::new(),
+            min_refresh: DEFAULT_MIN_REFRESH,
+            max_refresh: DEFAULT_MAX_REFRESH,
+            start_timeout: DEFAULT_START_TIMEOUT,
+            host_cache: DEFAULT_HOST_CACHE,
+        }
+    }
+}
+
+/// How a backend's URL host expands into endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Discover {
+    /// One endpoint per A/AAAA address (port, path and scheme from the URL).
+    Dns,
+    /// One endpoint per SRV record (target, port, weight, priority).
+    Srv,
+}
+
+impl Discover {
+    pub fn label(self) -> &'static str {
+        match self {
+            Discover::Dns => "dns",
+            Discover::Srv => "srv",
+        }
+    }
+}
+
+/// What an endpoint expanded from a discovered backend remembers of where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovered {
+    /// The backend in routes.yaml that DNS expanded.
+    pub from: String,
+    pub kind: Discover,
+    /// SRV priority (0 for `dns`): only the lowest group with an eligible endpoint is used.
+    pub priority: u16,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -226,6 +294,13 @@ pub struct Backend {
     /// ≥ 1.
     pub weight: u32,
     pub tls: BackendTls,
+    /// `discover` in routes.yaml: this backend is a template that DNS expands into endpoints
+    /// (see `crate::discovery`); it is never dialed itself.
+    pub discover: Option<Discover>,
+    /// SNI and certificate name for `wss://` instead of the URL's host (or the SRV target).
+    pub tls_server_name: Option<String>,
+    /// Set on an endpoint expanded from a discovered backend.
+    pub discovered: Option<Discovered>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,6 +313,9 @@ pub struct BackendUrl {
     pub path: String,
     /// The original text, for logs and `wsedge check`.
     pub original: String,
+    /// Addresses found by discovery, dialed as they are (`host` stays the Host, SNI and
+    /// certificate name). Empty: `host` is resolved at connect time.
+    pub addrs: Vec<SocketAddr>,
 }
 
 impl BackendUrl {

@@ -200,15 +200,15 @@ async fn handle(mut req: Request<Incoming>, ctx: Arc<ConnContext>) -> Response<B
                 .route
                 .map(|r| snapshot.config.routes[r].name.as_str())
                 .unwrap_or("");
-            ctx.shared
-                .metrics
-                .upgrades_total
-                .with_label_values(&[
-                    route_name,
-                    rejection.reason.label(),
-                    rejection.reason.side().label(),
-                ])
+            let m = &ctx.shared.metrics;
+            let side = rejection.reason.side().label();
+            m.upgrades_total
+                .with_label_values(&[route_name, rejection.reason.label(), side])
                 .inc();
+            // Failures reach the latency histogram too: a 504 after 5 s belongs in the p99.
+            m.handshake_duration_seconds
+                .with_label_values(&[route_name, side])
+                .observe(started.elapsed().as_secs_f64());
             info!(
                 client = %ctx.peer,
                 route = route_name,
@@ -363,7 +363,7 @@ async fn route_request(
             .with_label_values(&[&route.name, "ok", SIDE_NONE])
             .inc();
         m.handshake_duration_seconds
-            .with_label_values(&[&route.name])
+            .with_label_values(&[&route.name, "ok"])
             .observe(started.elapsed().as_secs_f64());
     }
     info!(

@@ -30,6 +30,7 @@ pub async fn proxy(
         port: target.port_or_known_default().unwrap_or(80),
         path: String::new(),
         original: target.to_string(),
+        addrs: Vec::new(),
     };
     let stream =
         match crate::upstream::connect(&url, &route.limits, route.limits.connect_timeout).await {

@@ -19,6 +19,7 @@
 //! - [`handshake`]: RFC 6455 §4.2.1 validation, Origin, subprotocols, extensions.
 //! - [`route`]: the immutable route table.
 //! - [`balance`]: consistent-hash ring and affinity keys; [`backend`]: live per-backend state.
+//! - [`discovery`]: backends expanded from DNS (A/AAAA, SRV); [`resolve`]: plain hosts.
 //! - [`per_ip`]: a route's per-client-address session count and upgrade rate.
 //! - [`health`]: ping/pong probes with hysteresis, passive ejection, unhealthy drains.
 //! - [`forward`]: header forwarding (hop-by-hop, X-Forwarded-*, request id, traceparent).
@@ -55,7 +56,7 @@
 //! 10. `health`
 //! 11. `plan`, `snapshot`, `drain`
 //! 12. `target`, `forward`, `upstream`, `handshake`, `reject`, `answer`
-//! 13. `route`, `balance`, `backend`, `registry`
+//! 13. `route`, `balance`, `backend`, `registry`, `discovery`
 //! 14. `tls`, `metrics`, `sockopt`, `resolve`, `per_ip`
 //! 15. `splice`, `session`, `frame`, `body`, `admin_client`, `echo`, `rlimit`, `admission`
 //! 16. `config`, `origin`, `path`
@@ -78,6 +79,7 @@ pub mod config;
 pub mod conn;
 #[cfg(feature = "tools")]
 pub mod demo;
+pub mod discovery;
 pub mod drain;
 #[cfg(feature = "tools")]
 pub mod echo;

@@ -56,6 +56,7 @@ pub struct Metrics {
     /// `result`: `ok` or a `RejectReason` label; `side`: that reason's side (`none` for
     /// `ok`), a function of `result`; `route=""` when nothing matched.
     pub upgrades_total: IntCounterVec,
+    /// `side`: `ok` for a 101, else the side the refusal is charged to.
     pub handshake_duration_seconds: HistogramVec,
     pub backend_connect_duration_seconds: HistogramVec,
     /// `direction`: `client_to_backend` | `backend_to_client`.
@@ -106,6 +107,14 @@ pub struct Metrics {
     pub backend_ejections_total: IntCounterVec,
     /// Clients closed because they answered nothing to wsedge's heartbeat Ping.
     pub client_ping_timeouts_total: IntCounterVec,
+    /// Discovery queries per discovered backend (`result`: ok, changed, empty, error). `empty`
+    /// and `error` kept the last good endpoint set.
+    pub discovery_lookups_total: IntCounterVec,
+    /// Endpoints of each discovered backend in use now.
+    pub discovery_endpoints: IntGaugeVec,
+    /// getaddrinfo failures or empty answers for plain backend hosts answered from the last
+    /// good addresses instead.
+    pub resolve_last_good_total: prometheus::IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -181,8 +190,8 @@ impl Metrics {
             handshake_duration_seconds: histogram(
                 &r,
                 "wsedge_handshake_duration_seconds",
-                "From request head to 101, per route",
-                &["route"],
+                "From request head to 101 (side ok) or to the refusal (the side charged)",
+                &["route", "side"],
                 LATENCY_BUCKETS,
             ),
             backend_connect_duration_seconds: histogram(
@@ -348,6 +357,27 @@ impl Metrics {
                 "Clients closed for not answering the heartbeat Ping in time",
                 &["route"],
             ),
+            discovery_lookups_total: counter(
+                &r,
+                "wsedge_discovery_lookups_total",
+                "DNS queries of discovered backends by result (empty and error keep the last good set)",
+                &["route", "backend", "result"],
+            ),
+            discovery_endpoints: gauge_vec(
+                &r,
+                "wsedge_discovery_endpoints",
+                "Endpoints a discovered backend expands to now",
+                &["route", "backend"],
+            ),
+            resolve_last_good_total: {
+                let c = prometheus::IntCounter::new(
+                    "wsedge_resolve_last_good_total",
+                    "Plain backend host look-ups that failed or came back empty and reused the last good addresses",
+                )
+                .expect("valid metric");
+                register(&r, c.clone());
+                c
+            },
             registry: r,
         };
         let build_info = gauge_vec(
@@ -376,6 +406,11 @@ impl Metrics {
     pub fn render(&self) -> String {
         use prometheus::Encoder;
         let mut out = Vec::new();
+        // The resolver cache is per process: catch its counter up at each scrape.
+        let last_good = crate::resolve::last_good_count();
+        let seen = self.resolve_last_good_total.get();
+        self.resolve_last_good_total
+            .inc_by(last_good.saturating_sub(seen));
         let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
     }
@@ -436,15 +471,15 @@ impl Metrics {
             &self.client_ping_timeouts_total,
             &self.balance_overflow_total,
             &self.handshake_retries_total,
+            &self.discovery_lookups_total,
         ] {
             remove_matching(vec, &[("route", route)]);
         }
+        remove_matching(&self.discovery_endpoints, &[("route", route)]);
         remove_matching(&self.backend_up, &[("route", route)]);
         remove_matching(&self.health_check_rtt_seconds, &[("route", route)]);
         remove_matching(&self.backend_connect_duration_seconds, &[("route", route)]);
-        let _ = self
-            .handshake_duration_seconds
-            .remove_label_values(&[route]);
+        remove_matching(&self.handshake_duration_seconds, &[("route", route)]);
         let _ = self.session_duration_seconds.remove_label_values(&[route]);
         let _ = self.sessions_draining.remove_label_values(&[route]);
         remove_matching(&self.connections_active, &[("route", route)]);

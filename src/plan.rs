@@ -44,7 +44,11 @@ pub fn concerns(session: &SessionInfo, new: &Snapshot) -> Option<DrainReason> {
     {
         let preferred = entry.balancer.preferred(session.key_hash);
         let preferred_name = preferred.map(|i| entry.backends[i].config.name.as_str());
-        if preferred_name != Some(&*backend.name) {
+        // Never drain toward a backend that would not take the session (a discovered endpoint
+        // still being probed, say): the client would reconnect to its old backend and be
+        // drained again. The drain follows once it is eligible.
+        let target_ready = preferred.is_some_and(|i| entry.backends[i].state.is_eligible());
+        if preferred_name != Some(&*backend.name) && target_ready {
             return Some(DrainReason::Rebalance);
         }
     }

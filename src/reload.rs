@@ -21,6 +21,9 @@ use crate::plan::DrainPlan;
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
 
+mod endpoints;
+pub use endpoints::{apply_discovered, follow_discovery};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
     #[error("another reload is in progress")]
@@ -182,12 +185,17 @@ pub async fn apply(
     // first is what keeps a failed reload side-effect free.
     let fresh = bind_all(&to_bind).map_err(ReloadError::Bind)?;
 
+    // Discovered backends expand into their last good endpoints (kept across the reload when
+    // the backend is unchanged); the query loops follow the new file once it is applied.
+    let declared = config;
+    let config = shared.discovery.expand(&declared);
     let new =
         Snapshot::build(config, old.generation + 1, Some(&old)).with_listener_tls(listener_tls);
     let new = Arc::new(new);
     if let Some(e) = new.transport_error() {
         return Err(ReloadError::Tls(StartError::BackendTls(e)));
     }
+    shared.discovery.configure(&declared);
     shared.snapshot.store(new.clone());
     *shared.loaded_at.lock().unwrap_or_else(|e| e.into_inner()) = std::time::SystemTime::now();
     shared.metrics.config_generation.set(new.generation as i64);
@@ -208,12 +216,24 @@ pub async fn apply(
     for name in tls_changes {
         listener::rewatch_tls(shared, &name, new.listener_tls.get(&name).map(|t| &**t));
     }
-    // Probes of removed routes stop before their series are forgotten.
-    crate::health::reconcile(&shared.health, &old, &new);
-    forget_removed_series(shared, &old, &new);
-    init_new_series(&shared.metrics, Some(&old), &new);
+    let summary = after_swap(shared, &old, &new);
+    Ok(Reloaded {
+        generation: new.generation,
+        elapsed,
+        plan: summary,
+    })
+}
 
-    let plan = DrainPlan::compute(shared.registry.all(), &new);
+/// What follows every swap, file reload or endpoint change alike: probes follow the new
+/// backends, removed series are forgotten, and the sessions the diff names drain with their
+/// route's spread. Returns the plan's summary.
+fn after_swap(shared: &Arc<Shared>, old: &Snapshot, new: &Arc<Snapshot>) -> serde_json::Value {
+    // Probes of removed routes stop before their series are forgotten.
+    crate::health::reconcile(&shared.health, old, new);
+    forget_removed_series(shared, old, new);
+    init_new_series(&shared.metrics, Some(old), new);
+
+    let plan = DrainPlan::compute(shared.registry.all(), new);
     let summary = plan.summary();
     let schedule = crate::drain::schedule(plan.entries, |route| {
         new.route(route)
@@ -222,16 +242,13 @@ pub async fn apply(
             .unwrap_or_else(default_drain)
     });
     crate::drain::run(&shared.registry, &shared.metrics, &shared.tasks, schedule);
-    Ok(Reloaded {
-        generation: new.generation,
-        elapsed,
-        plan: summary,
-    })
+    summary
 }
 
 /// What a config would drain, without changing anything.
 pub fn dry_run(shared: &Shared, config: Config) -> serde_json::Value {
     let old = shared.snapshot.load_full();
+    let config = shared.discovery.expand(&config);
     let candidate = Snapshot::build(config, old.generation + 1, Some(&old));
     DrainPlan::compute(shared.registry.all(), &candidate).summary()
 }

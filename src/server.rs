@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 
 use crate::config::Config;
+use crate::discovery::Discovery;
 use crate::health::HealthChecker;
 use crate::listener::{self, StartError};
 use crate::metrics::Metrics;
@@ -57,6 +58,11 @@ impl Server {
             .zip(&tls)
             .filter_map(|(l, t)| Some((l.name.clone(), t.clone()?)))
             .collect();
+        // Discovered backends start with no endpoints: their first answers are applied like
+        // reloads as they arrive (a DNS server that is down does not fail the start).
+        let discovery = Arc::new(Discovery::new(metrics.clone()));
+        discovery.configure(&config);
+        let config = discovery.expand(&config);
         let snapshot = Snapshot::build(config, 1, None).with_listener_tls(listener_tls);
         if let Some(e) = snapshot.transport_error() {
             return Err(StartError::BackendTls(e));
@@ -70,17 +76,20 @@ impl Server {
             metrics,
             stop_accepting: CancellationToken::new(),
             close_sessions: CancellationToken::new(),
+            stop_admin: CancellationToken::new(),
             connections: TaskTracker::new(),
             sessions: TaskTracker::new(),
             tasks: TaskTracker::new(),
             ready: AtomicBool::new(false),
             health,
+            discovery,
             listeners: Mutex::new(HashMap::new()),
             reload_lock: tokio::sync::Mutex::new(()),
             config_path,
             loaded_at: Mutex::new(std::time::SystemTime::now()),
             per_ip: Default::default(),
         });
+        crate::reload::follow_discovery(&shared);
         shared.spawn_per_ip_pruner();
         // Before traffic accepts anything: descriptors held back for the admin endpoint.
         let admin_reserve = admin_listener.as_ref().map(|_| crate::admin::reserve());
@@ -224,15 +233,18 @@ impl Server {
         shared.connections.close();
         shared.sessions.close();
         shared.health.shutdown();
+        shared.discovery.shutdown();
         shared.tasks.close();
         let all = async {
             shared.connections.wait().await;
             shared.sessions.wait().await;
+            shared.stop_admin.cancel();
             schedule_done.cancel();
             shared.tasks.wait().await;
             shared.health.wait().await;
         };
         let done = tokio::time::timeout(grace, all).await.is_ok();
+        shared.stop_admin.cancel(); // at the bound too
         info!(
             clean = done,
             live = shared.registry.live(),

@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::discovery::Discovery;
 use crate::health::HealthChecker;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -40,6 +41,10 @@ pub struct Shared {
     pub stop_accepting: CancellationToken,
     /// Cancelled next: every live session is asked to close with 1001.
     pub close_sessions: CancellationToken,
+    /// Cancelled last, once the last session is gone (or the shutdown bound passed): the admin
+    /// listener answers `/metrics` and `/readyz` through the whole drain, so Prometheus sees it
+    /// and a probe never finds the port closed while sessions still drain.
+    pub stop_admin: CancellationToken,
     /// Pre-upgrade HTTP connection tasks.
     pub connections: TaskTracker,
     /// Upgraded sessions (hyper no longer sees them, so they are tracked here).
@@ -51,6 +56,8 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// Active probes per route (a reload restarts a route's probes through it).
     pub health: HealthChecker,
+    /// Discovered backends' query loops and last good endpoint sets.
+    pub discovery: Arc<Discovery>,
     pub listeners: Mutex<HashMap<String, BoundListener>>,
     /// Reloads are serialised: a second concurrent `POST /reload` gets 409.
     pub reload_lock: tokio::sync::Mutex<()>,

@@ -130,6 +130,10 @@ pub async fn dial(
 }
 
 async fn resolve(url: &BackendUrl) -> Result<Vec<std::net::SocketAddr>, UpstreamError> {
+    // A discovered endpoint carries its addresses: DNS was asked already.
+    if !url.addrs.is_empty() {
+        return Ok(url.addrs.clone());
+    }
     let addrs = crate::resolve::resolve(&url.host, url.port)
         .await
         .map_err(|source| UpstreamError::Resolve {

@@ -121,6 +121,15 @@ async fn scripted_traffic_gives_exact_counts() {
         ),
         ("wsedge_sessions_active", 0.0),
         ("wsedge_config_generation", 1.0),
+        // Refusals are timed too, under the side charged.
+        (
+            "wsedge_handshake_duration_seconds_count{route=\"r\",side=\"ok\"}",
+            3.0,
+        ),
+        (
+            "wsedge_handshake_duration_seconds_count{route=\"r\",side=\"client\"}",
+            4.0,
+        ),
     ];
     for (series, want) in exact {
         assert_eq!(metric(&m, series), Some(want), "{series}\n{m}");

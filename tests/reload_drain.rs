@@ -634,6 +634,54 @@ fn sigterm_turns_readyz_503_first_keeps_accepting_for_the_delay_then_drains() {
     rt.block_on(backend.stop());
 }
 
+#[test]
+fn the_admin_answers_metrics_through_the_whole_shutdown_drain() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let backend = rt.block_on(Backend::echo("b1"));
+    let dir = TempDir::new("sigterm-admin");
+    let yaml = single_route_yaml(&[("b1", backend.addr)], "drain: {spread: 0s, timeout: 8s}")
+        + "admin:\n  bind: 127.0.0.1:0\nshutdown:\n  delay: 0s\n";
+    let path = dir.write("routes.yaml", &yaml);
+    let mut wsedge = Process::run(&path);
+    let (traffic, admin) = (wsedge.addr, wsedge.log_addr("admin listening"));
+    rt.block_on(async {
+        let mut ws = connect(&format!("ws://{traffic}/")).await;
+        assert_eq!(roundtrip(&mut ws, "hi").await, "hi");
+        wsedge.sigterm();
+        // The traffic listener closes at once (no delay)...
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while tokio::net::TcpStream::connect(traffic).await.is_ok() {
+            assert!(tokio::time::Instant::now() < deadline, "still accepting");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // ...while the session, whose client does not answer the Close yet, drains: the admin
+        // still answers every scrape, and shows the drain once it is scheduled.
+        loop {
+            let (status, _, body) = raw_http(
+                admin,
+                "GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            )
+            .await;
+            assert_eq!(status, 200);
+            if body.contains("wsedge_sessions_draining{route=\"r\"} 1") {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{body}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        match next_msg(&mut ws).await {
+            Some(Message::Close(Some(f))) => assert_eq!(u16::from(f.code), 1001),
+            other => panic!("{other:?}"),
+        }
+    });
+    assert_eq!(wsedge.wait_exit().code(), Some(0));
+    assert!(
+        std::net::TcpStream::connect(admin).is_err(),
+        "the admin is gone once the process is"
+    );
+    rt.block_on(backend.stop());
+}
+
 /// Graceful shutdown with `shutdown.delay: 0s` while a request head is half sent: once the
 /// listeners stop, the head completes and gets 503 + `Retry-After: 1` + `Connection: close`
 /// (`shutting_down`, side internal); the backend never hears of it.

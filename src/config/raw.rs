@@ -24,6 +24,17 @@ pub struct RawConfig {
     pub admin: Option<Spanned<RawAdmin>>,
     pub routes: List<RawRoute>,
     pub shutdown: Option<Spanned<RawShutdown>>,
+    pub discovery: Option<Spanned<RawDiscovery>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDiscovery {
+    pub nameservers: List<String>,
+    pub min_refresh: Str,
+    pub max_refresh: Str,
+    pub start_timeout: Str,
+    pub host_cache: Str,
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,6 +163,8 @@ pub struct RawBackend {
     pub client_cert: Str,
     pub client_key: Str,
     pub insecure_skip_verify: Option<Spanned<bool>>,
+    pub discover: Str,
+    pub tls_server_name: Str,
 }
 
 #[derive(Debug, Deserialize)]

@@ -12,6 +12,7 @@ use super::{
     Shutdown, TlsVersion, Warning, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_DELAY,
 };
 
+mod discovery;
 mod edge;
 pub mod fields;
 mod lifecycle;
@@ -55,6 +56,7 @@ pub fn validate(path: &Path, text: &str) -> Result<(Config, Vec<Warning>), Confi
             .map(|s| cx.duration(&s.value.delay, "shutdown.delay", DEFAULT_SHUTDOWN_DELAY))
             .unwrap_or(DEFAULT_SHUTDOWN_DELAY),
     };
+    let discovery = discovery::section(&mut cx, &raw.discovery);
     let routes = route::routes(&mut cx, &raw.routes, &listeners);
     if cx.errors.is_empty() {
         let config = Config {
@@ -63,6 +65,7 @@ pub fn validate(path: &Path, text: &str) -> Result<(Config, Vec<Warning>), Confi
             admin,
             routes: routes.into_iter().map(std::sync::Arc::new).collect(),
             shutdown,
+            discovery,
         };
         Ok((config, cx.warnings))
     } else {

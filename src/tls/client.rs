@@ -94,10 +94,15 @@ impl BackendConnector {
             _ => builder.with_no_client_auth(),
         };
         config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
-        let server_name = ServerName::try_from(backend.url.host.clone()).map_err(|e| {
+        // `tls_server_name` names the certificate when the URL host does not (an SRV target,
+        // an address).
+        let name = backend
+            .tls_server_name
+            .clone()
+            .unwrap_or_else(|| backend.url.host.clone());
+        let server_name = ServerName::try_from(name.clone()).map_err(|e| {
             TlsError::Rustls(rustls::Error::General(format!(
-                "backend host {:?} is not a valid TLS server name: {e}",
-                backend.url.host
+                "backend host {name:?} is not a valid TLS server name: {e}"
             )))
         })?;
         Ok(BackendConnector {

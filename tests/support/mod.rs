@@ -174,8 +174,19 @@ impl Backend {
         Self::start(id, Some(protocol)).await
     }
 
+    /// An echo backend on a given address (several loopback addresses, one port: what a
+    /// name with several A records looks like).
+    #[allow(dead_code)]
+    pub async fn echo_at(id: &str, bind: SocketAddr) -> Backend {
+        Self::start_at(id, None, bind).await
+    }
+
     async fn start(id: &str, protocol: Option<&'static str>) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_at(id, protocol, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    async fn start_at(id: &str, protocol: Option<&'static str>, bind: SocketAddr) -> Backend {
+        let listener = TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();

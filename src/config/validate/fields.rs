@@ -179,6 +179,7 @@ pub fn backend_url(s: &str) -> Result<BackendUrl, String> {
         port,
         path,
         original: s.to_string(),
+        addrs: Vec::new(),
     })
 }
 

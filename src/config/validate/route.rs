@@ -319,11 +319,7 @@ fn balance(cx: &mut Validator<'_>, raw: &Option<Spanned<raw::RawBalance>>, p: &s
     b
 }
 
-/// The most virtual nodes one route's ring may hold (Σ weight × `virtual_nodes`). The ring is
-/// built by sorted insertion, so its cost grows with the square of its size: 40 000 take about
-/// half a second in a release build (a 32-backend ring at the default 160 takes 9.5 ms), on
-/// start and on every reload that changes the route; a weight alone could ask for billions.
-const MAX_RING_NODES: u64 = 40_000;
+use crate::config::MAX_RING_NODES;
 
 /// Refuses weights × `virtual_nodes` that would make building the route's ring hang the
 /// start or a reload (a `weight: 4000000000` asked for 640 billion virtual nodes).
@@ -423,12 +419,16 @@ fn backends(
                 cx.error(&at, &bp, "TLS settings (ca, client_cert, client_key, insecure_skip_verify) need a wss:// url");
             }
         }
+        let (discover, tls_server_name) = super::discovery::backend(cx, b, &bp, url.as_ref());
         if let (Some(name), Some(url)) = (name, url) {
             out.push(Backend {
                 name,
                 url,
                 weight,
                 tls,
+                discover,
+                tls_server_name,
+                discovered: None,
             });
         }
     }

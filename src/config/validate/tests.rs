@@ -364,6 +364,132 @@ fn all_errors_collected_in_file_order() {
         .all(|w| (w[0].line, w[0].column) <= (w[1].line, w[1].column)));
 }
 
+mod discovery {
+    use super::*;
+
+    fn with_backend(b: &str) -> String {
+        format!("{LISTENER}routes:\n  - name: chat\n    origins: []\n    backends:\n      - {b}\n")
+    }
+
+    #[test]
+    fn discovery_section_defaults_and_values() {
+        let c = ok(&with_route(""));
+        assert_eq!(c.discovery, Discovery::default());
+        let c = ok(&format!(
+            "discovery: {{nameservers: [\"127.0.0.1:5353\", \"10.96.0.10\", \"[::1]:53\"], \
+             min_refresh: 1s, max_refresh: 1m, start_timeout: 3s, host_cache: 2s}}\n{}",
+            with_route("")
+        ));
+        let d = &c.discovery;
+        assert_eq!(
+            d.nameservers,
+            vec![
+                "127.0.0.1:5353".parse().unwrap(),
+                "10.96.0.10:53".parse().unwrap(),
+                "[::1]:53".parse().unwrap()
+            ]
+        );
+        assert_eq!(d.min_refresh, Duration::from_secs(1));
+        assert_eq!(d.max_refresh, Duration::from_secs(60));
+        assert_eq!(d.start_timeout, Duration::from_secs(3));
+        assert_eq!(d.host_cache, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn discovery_nameserver_must_be_an_address() {
+        let e = err(
+            &format!(
+                "discovery:\n  nameservers: [\"dns.local\"]\n{}",
+                with_route("")
+            ),
+            "discovery.nameservers[0]",
+            "is not an address",
+        );
+        assert_eq!(
+            (e.line, e.file.display().to_string()),
+            (2, "/etc/wsedge/routes.yaml".into())
+        );
+    }
+
+    #[test]
+    fn discovery_max_refresh_not_below_min_refresh() {
+        err(
+            &format!(
+                "discovery: {{min_refresh: 10s, max_refresh: 5s}}\n{}",
+                with_route("")
+            ),
+            "discovery.max_refresh",
+            "less than min_refresh",
+        );
+    }
+
+    #[test]
+    fn discovery_min_refresh_more_than_zero() {
+        err(
+            &format!("discovery: {{min_refresh: 0s}}\n{}", with_route("")),
+            "discovery.min_refresh",
+            "more than 0",
+        );
+    }
+
+    #[test]
+    fn backend_discover_is_dns_or_srv() {
+        let c = ok(&with_backend(
+            "{name: chat, url: \"ws://chat.test:9001/ws\", discover: dns}",
+        ));
+        assert_eq!(c.routes[0].backends[0].discover, Some(Discover::Dns));
+        let c = ok(&with_backend(
+            "{name: chat, url: \"ws://_ws._tcp.chat.test/ws\", discover: srv}",
+        ));
+        assert_eq!(c.routes[0].backends[0].discover, Some(Discover::Srv));
+        let e = err(
+            &with_backend("{name: chat, url: \"ws://chat.test\", discover: mdns}"),
+            "routes[0].backends[0].discover",
+            "expected `dns` or `srv`",
+        );
+        assert_eq!(e.line, 8);
+    }
+
+    #[test]
+    fn backend_discover_needs_a_name_not_an_address() {
+        err(
+            &with_backend("{name: chat, url: \"ws://10.0.0.1:9001\", discover: dns}"),
+            "routes[0].backends[0].discover",
+            "is an IP address",
+        );
+    }
+
+    #[test]
+    fn backend_discover_srv_needs_an_srv_name() {
+        err(
+            &with_backend("{name: chat, url: \"ws://chat.test/ws\", discover: srv}"),
+            "routes[0].backends[0].discover",
+            "is not an SRV name",
+        );
+    }
+
+    #[test]
+    fn backend_tls_server_name_needs_wss_and_a_name() {
+        let c = ok(&with_backend(
+            "{name: chat, url: \"wss://_ws._tcp.chat.test/ws\", discover: srv, tls_server_name: Chat.Example.com}",
+        ));
+        assert_eq!(
+            c.routes[0].backends[0].tls_server_name.as_deref(),
+            Some("chat.example.com")
+        );
+        err(
+            &with_backend("{name: chat, url: \"ws://h:1\", tls_server_name: chat.example.com}"),
+            "routes[0].backends[0].tls_server_name",
+            "needs a wss:// url",
+        );
+        err(
+            &with_backend("{name: chat, url: \"wss://h:1\", tls_server_name: \"a b\"}"),
+            "routes[0].backends[0].tls_server_name",
+            "not a DNS name",
+        );
+    }
+}
+
 #[test]
 fn ring_size_bounded() {
     // Found writing the routes_yaml fuzz target: the ring was built with weight × vnodes points,
