@@ -1,7 +1,8 @@
 //! Backends discovered from DNS, against an in-process DNS server (`discovery/dns.rs`) whose
 //! records each test changes: A/AAAA and SRV expansion, TTL refresh, the last good set kept
 //! through SERVFAIL and empty answers, the same ring on two routers whatever the answer order,
-//! removed endpoints draining while the others keep flowing, new endpoints probed first.
+//! removed endpoints draining while the others keep flowing, new endpoints probed first, and
+//! with rebalance, a new endpoint draws its sessions only once it is eligible.
 
 #[path = "discovery/dns.rs"]
 mod dns;
@@ -353,6 +354,110 @@ async fn an_endpoint_added_to_a_probed_route_is_probed_before_it_takes_traffic()
         state.health() == Health::Healthy
     })
     .await;
+    r.stop().await;
+    dns.stop().await;
+    b0.stop().await;
+    b1.stop().await;
+}
+
+/// `wsedge_drains_total{reason="rebalance",route="chat"}`.
+fn rebalance_drains(r: &Router) -> u64 {
+    r.metrics()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("wsedge_drains_total{reason=\"rebalance\",route=\"chat\"} ")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn with_rebalance_a_new_endpoint_draws_its_sessions_only_once_it_is_eligible() {
+    use std::sync::atomic::Ordering;
+    let b0 = Backend::echo("pod-0").await;
+    // pod-1 answers no probe Ping until the test says so: it stays ineligible meanwhile.
+    let b1 = PingBackend::start("pod-1", false).await;
+    let dns = DnsServer::start(srv_zone(&[("pod-0", 10, 1, b0.addr.port())])).await;
+    let backend = "{name: chat, url: \"ws://_ws._tcp.chat.test/ws\", discover: srv}";
+    let hc =
+        "    health_check: {path: /ws, interval: 100ms, timeout: 80ms, healthy_threshold: 2}\n";
+    let config = yaml(dns.addr, backend, hc).replace(
+        "drain: {spread: 200ms, timeout: 2s}",
+        "drain: {spread: 0s, timeout: 2s, rebalance: true}",
+    );
+    let r = Router::start(&config).await;
+    until("one endpoint", || endpoints(&r).len() == 1).await;
+    let rooms = 16;
+    let mut sessions = Vec::new();
+    for room in 0..rooms {
+        let mut ws = connect(&r.url(&format!("/?room={room}"))).await;
+        assert_eq!(roundtrip(&mut ws, "whoami").await, "pod-0");
+        sessions.push(ws);
+    }
+    let g = r.generation();
+    dns.edit(|z| {
+        z.srv.push((
+            SRV_NAME.into(),
+            10,
+            1,
+            b1.addr.port(),
+            "pod-1.chat.test.".into(),
+        ));
+        z.addrs
+            .push(("pod-1.chat.test.".into(), "127.0.0.1".parse().unwrap()));
+    });
+    r.wait_generation(g + 1).await;
+    // Several probe rounds fail on pod-1: nothing is drained toward it meanwhile.
+    let pings_before = b1.pings_seen.load(Ordering::SeqCst);
+    until("three failed probe rounds on pod-1", || {
+        b1.pings_seen.load(Ordering::SeqCst) >= pings_before + 3
+    })
+    .await;
+    assert_eq!(
+        rebalance_drains(&r),
+        0,
+        "drained toward an ineligible endpoint"
+    );
+    for ws in &mut sessions {
+        assert_eq!(roundtrip(ws, "still here").await, "still here");
+    }
+
+    // pod-1 turns healthy: exactly the rooms whose preferred backend it is drain, once.
+    b1.answer_pings.store(true, Ordering::SeqCst);
+    let state = {
+        let s = r.server().shared().snapshot.load();
+        s.route("chat")
+            .unwrap()
+            .backend("chat-pod-1")
+            .unwrap()
+            .state
+            .clone()
+    };
+    until("pod-1 healthy", || state.health() == Health::Healthy).await;
+    let mut moved = Vec::new();
+    for room in 0..rooms {
+        let mut probe = connect(&r.url(&format!("/?room={room}"))).await;
+        if roundtrip(&mut probe, "whoami").await == "pod-1" {
+            moved.push(room);
+        }
+    }
+    assert!(!moved.is_empty(), "no room prefers pod-1");
+    until("the rebalance drain is planned", || {
+        rebalance_drains(&r) >= moved.len() as u64
+    })
+    .await;
+    for (room, ws) in sessions.iter_mut().enumerate() {
+        if moved.contains(&room) {
+            assert_eq!(close_code(ws).await, Some(1001), "room {room} should move");
+        } else {
+            assert_eq!(
+                roundtrip(ws, "stay").await,
+                "stay",
+                "room {room} should stay"
+            );
+        }
+    }
+    assert_eq!(rebalance_drains(&r), moved.len() as u64);
     r.stop().await;
     dns.stop().await;
     b0.stop().await;

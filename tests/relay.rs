@@ -157,8 +157,10 @@ async fn close_codes_pass_both_ways() {
 #[tokio::test]
 async fn idle_timeout_closes_with_1001_and_pings_do_not_reset_it() {
     let (router, backend) = setup("limits: {idle_timeout: 300ms}").await;
-    let mut ws = connect(&router.url("/")).await;
+    // Before connecting: the router's idle clock starts before this client has read the 101,
+    // so a clock started after `connect` returns can see less than the timeout under load.
     let started = tokio::time::Instant::now();
+    let mut ws = connect(&router.url("/")).await;
     // A ping every 100 ms: control frames must not keep an idle session open.
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let code = tokio::time::timeout(PATIENCE, async {
