@@ -264,7 +264,7 @@ async fn dry_run_reload(req: Request<Incoming>, shared: &Arc<Shared>) -> Respons
             );
         }
     };
-    let Ok(text) = std::str::from_utf8(&body) else {
+    let Ok(text) = String::from_utf8(body.to_vec()) else {
         return json(
             StatusCode::BAD_REQUEST,
             &serde_json::json!({ "errors": ["body is not UTF-8"] }),
@@ -274,7 +274,18 @@ async fn dry_run_reload(req: Request<Incoming>, shared: &Arc<Shared>) -> Respons
     let dir = shared.config_path.parent().unwrap_or(Path::new("."));
     let name = dir.join("<dry-run>");
     let started = Instant::now();
-    match Config::from_yaml(&name, text) {
+    // Parsed off the runtime, as a reload's file is.
+    let parsed = {
+        let name = name.clone();
+        tokio::task::spawn_blocking(move || Config::from_yaml(&name, &text)).await
+    };
+    let Ok(parsed) = parsed else {
+        return json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &serde_json::json!({ "errors": ["the config parser task failed"] }),
+        );
+    };
+    match parsed {
         Ok((config, _)) => {
             let bound = shared.snapshot.load().config.admin.as_ref().map(|a| a.bind);
             if let Err(why) = crate::admin::auth::check_config(&config, bound) {

@@ -455,12 +455,45 @@ pub enum OnPeerAbort {
     Close1001,
 }
 
+/// Default of `--max-config-bytes`: a routes file is a few KiB; a 50 MB one is a mistake or an
+/// attack, and parsing it would hold a thread for seconds.
+pub const DEFAULT_MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// The process-wide `--max-config-bytes` (one CLI setting read by every load: start, file
+/// watch, SIGHUP, admin reload), so it is not threaded through the server's state.
+static MAX_CONFIG_BYTES: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(DEFAULT_MAX_CONFIG_BYTES);
+
+/// Sets the largest routes file [`Config::load`] reads (`--max-config-bytes`).
+pub fn set_max_config_bytes(max: u64) {
+    MAX_CONFIG_BYTES.store(max, std::sync::atomic::Ordering::Relaxed);
+}
+
 impl Config {
     /// Reads, parses and validates `path`. Every problem found is returned, each naming the
     /// file, line, column and field; warnings (e.g. a route with no origin list) come with a
-    /// valid config.
+    /// valid config. A file over `--max-config-bytes` is refused before it is read. Blocking:
+    /// on the runtime, call it through `spawn_blocking` (as reloads do).
     pub fn load(path: &Path) -> Result<(Config, Vec<Warning>), ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors::io(path, &e))?;
+        use std::io::Read;
+        let max = MAX_CONFIG_BYTES.load(std::sync::atomic::Ordering::Relaxed);
+        let file = std::fs::File::open(path).map_err(|e| ConfigErrors::io(path, &e))?;
+        // The length is checked on the open file, and the read is capped too (a file that
+        // grows between the two is still bounded).
+        let size = file
+            .metadata()
+            .map_err(|e| ConfigErrors::io(path, &e))?
+            .len();
+        if size > max {
+            return Err(ConfigErrors::too_large(path, size, max));
+        }
+        let mut text = String::new();
+        file.take(max + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| ConfigErrors::io(path, &e))?;
+        if text.len() as u64 > max {
+            return Err(ConfigErrors::too_large(path, text.len() as u64, max));
+        }
         Self::from_yaml(path, &text)
     }
 

@@ -40,6 +40,10 @@ struct Cli {
     /// set, wins over this flag.
     #[arg(long, global = true, env = "WSEDGE_LOG_LEVEL")]
     log_level: Option<String>,
+    /// Largest routes file read (bytes; suffixes as in routes.yaml sizes, e.g. `16MiB`): a
+    /// larger one is refused before it is read, at start and on every reload.
+    #[arg(long, global = true, default_value = "16MiB", value_parser = wsedge::config::units::parse_size)]
+    max_config_bytes: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -157,6 +161,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    wsedge::config::set_max_config_bytes(cli.max_config_bytes);
     // The load tester prints its own report; the in-process router's per-session lines would
     // bury it, so only warnings show unless RUST_LOG asks for more.
     #[cfg(feature = "tools")]

@@ -80,7 +80,14 @@ pub async fn reload_file(
 ) -> Result<Reloaded, ReloadError> {
     let started = Instant::now();
     let path = shared.config_path.clone();
-    let result = match Config::load(&path) {
+    // Off the runtime: a large file parses for a while, and traffic and /healthz must not wait.
+    let loaded = tokio::task::spawn_blocking(move || Config::load(&path))
+        .await
+        .unwrap_or_else(|e| {
+            let e = std::io::Error::other(format!("config parser task failed: {e}"));
+            Err(ConfigErrors::io(&shared.config_path, &e))
+        });
+    let result = match loaded {
         Ok((config, warnings)) => {
             for w in &warnings {
                 warn!("{w}");

@@ -235,3 +235,32 @@ async fn plan_takes_its_token_from_a_file_and_never_needs_it_on_the_command_line
     router.stop().await;
     backend.stop().await;
 }
+
+#[test]
+fn a_routes_file_over_max_config_bytes_is_refused_before_it_is_read() {
+    let dir = TempDir::new("cli-max-config");
+    let yaml = single_route_yaml(&[("a", "127.0.0.1:9".parse().unwrap())], "");
+    let padded = format!("{yaml}# {}\n", "x".repeat(4096));
+    let path = dir.write("big.yaml", &padded);
+    let refused = Command::new(BIN)
+        .args(["--max-config-bytes", "2KiB", "check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("big.yaml:") && stderr.contains("2048-byte limit (--max-config-bytes)"),
+        "{stderr}"
+    );
+    let ok = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+}

@@ -847,3 +847,46 @@ async fn read_frame(s: &mut tokio::net::TcpStream, mut buf: Vec<u8>) -> (u8, Vec
         buf.extend_from_slice(&chunk[..n]);
     }
 }
+
+/// A reload reads and parses the file off the runtime: here the file is a FIFO whose writer is
+/// this test's own task on a single-threaded runtime. Parsed on the runtime, the read would
+/// block the only thread and the writer could never run (the watchdog then fails the test).
+#[tokio::test(flavor = "current_thread")]
+async fn a_reload_reads_and_parses_the_file_off_the_runtime() {
+    let backend = Backend::echo("b1").await;
+    let yaml = single_route_yaml(&[("b1", backend.addr)], "");
+    let router = Router::start(&yaml).await;
+    let shared = router.server().shared().clone();
+    std::fs::remove_file(&router.config_path).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&router.config_path)
+        .status()
+        .expect("mkfifo (coreutils)");
+    assert!(made.success());
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if done_rx.recv_timeout(PATIENCE * 3).is_err() {
+            eprintln!("the reload blocked the runtime: the FIFO's writer never ran");
+            std::process::exit(101);
+        }
+    });
+    let reload = tokio::spawn({
+        let shared = shared.clone();
+        async move { wsedge::reload::reload_file(&shared, "test", wsedge::reload::Wait::Queue).await }
+    });
+    tokio::task::yield_now().await;
+    // Opening the FIFO for writing waits for the reader, which runs on the blocking pool.
+    let path = router.config_path.clone();
+    let text = yaml.replace("name: r\n", "name: r2\n");
+    tokio::task::spawn_blocking(move || std::fs::write(path, text))
+        .await
+        .unwrap()
+        .unwrap();
+    let reloaded = reload.await.unwrap().expect("the FIFO's config is valid");
+    assert_eq!(reloaded.generation, 2);
+    done_tx.send(()).unwrap();
+    watchdog.join().unwrap();
+    assert!(shared.snapshot.load().route("r2").is_some());
+    router.stop().await;
+    backend.stop().await;
+}

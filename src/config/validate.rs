@@ -112,7 +112,7 @@ impl<'a> Validator<'a> {
             line,
             column,
             path: path.to_string(),
-            message,
+            message: super::error::clip_quotes(message),
         }
     }
 

@@ -33,7 +33,7 @@ pub(super) fn convert(file: &Path, text: &str, err: &serde_saphyr::Error) -> Con
         line,
         column,
         path,
-        message: tidy(&raw_msg),
+        message: crate::config::error::clip_quotes(tidy(&raw_msg)),
     }
 }
 

@@ -502,3 +502,24 @@ fn ring_size_bounded() {
     let t = with_route("      - {name: b, url: \"ws://127.0.0.1:9002\", weight: 250}\n");
     err(&t, "routes[0].backends", "40160 virtual nodes");
 }
+
+#[test]
+fn a_huge_value_is_quoted_short_with_its_position() {
+    let bind = "9".repeat(200_000);
+    let text = format!(
+        "listeners:\n  - {{name: edge, bind: \"{bind}\"}}\nroutes:\n  - name: r\n    origins: []\n    backends: [{{name: a, url: \"ws://h:1\"}}]\n"
+    );
+    let errors = load(&text).expect_err("a 200 KB bind address is invalid").0;
+    assert!(errors
+        .iter()
+        .any(|e| e.path == "listeners[0].bind" && e.line == 2));
+    for e in &errors {
+        let line = e.to_string();
+        assert!(
+            line.len() < 1200,
+            "a {}-byte error line: {:.300}",
+            line.len(),
+            line
+        );
+    }
+}
