@@ -322,8 +322,9 @@ async fn one_shot(key: &str) -> Result<String, String> {
 fn three_backend_yaml(hc: &str, extra: &str) -> String {
     let b2_port = if extra.contains("#relay") { 9002 } else { 9001 };
     format!(
+        // One client address opens all 300 sessions: the per-address pending limit is off.
         r#"listeners:
-  - {{name: edge, bind: "10.200.0.1:8080"}}
+  - {{name: edge, bind: "10.200.0.1:8080", max_pending_per_ip: 0}}
 admin: {{bind: "127.0.0.1:9901"}}
 routes:
   - name: r
@@ -800,8 +801,9 @@ fn a_blackholed_client_is_found_by_heartbeats_or_tcp_user_timeout_and_its_backen
         netns::spawn_in(&b, move || reporting_backend(stop, ended_tx))
     };
     let dir = TempDir::new("netns");
+    // One client address opens every session: the per-address pending limit is off.
     let yaml = r#"listeners:
-  - {name: edge, bind: "10.200.0.1:8080"}
+  - {name: edge, bind: "10.200.0.1:8080", max_pending_per_ip: 0}
 routes:
   - name: hb
     match: {host: "*", path_prefix: /hb}
