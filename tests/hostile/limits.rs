@@ -324,72 +324,6 @@ async fn pending_connections_per_address_are_capped_and_other_addresses_are_not(
     app.stop().await;
 }
 
-/// `wsedge run` under `ulimit -n LIMIT` (soft and hard: wsedge raises the soft limit to the hard
-/// one at start), JSON logs read on a thread; killed on drop.
-struct LimitedProcess {
-    child: std::process::Child,
-    logs: std::sync::mpsc::Receiver<serde_json::Value>,
-}
-
-impl LimitedProcess {
-    fn run(config: &std::path::Path, nofile: u32) -> LimitedProcess {
-        use std::io::{BufRead, BufReader};
-        let mut child = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "ulimit -n {nofile} && exec \"$0\" --log-format json run --config \"$1\""
-            ))
-            .arg(env!("CARGO_BIN_EXE_wsedge"))
-            .arg(config)
-            .stderr(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, logs) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(v) = serde_json::from_str(&line) {
-                    let _ = tx.send(v);
-                }
-            }
-        });
-        LimitedProcess { child, logs }
-    }
-
-    /// The next log event whose message starts with `prefix`.
-    fn wait_log(&self, prefix: &str) -> serde_json::Value {
-        loop {
-            let v = self
-                .logs
-                .recv_timeout(PATIENCE)
-                .unwrap_or_else(|e| panic!("no {prefix:?} log line: {e}"));
-            if v["fields"]["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with(prefix))
-            {
-                return v;
-            }
-        }
-    }
-
-    fn addr(&self, message: &str) -> SocketAddr {
-        self.wait_log(message)["fields"]["addr"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap()
-    }
-}
-
-impl Drop for LimitedProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 const HEALTHZ: &str = "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
 
 #[tokio::test]
@@ -404,15 +338,15 @@ async fn healthz_answers_while_traffic_holds_every_other_descriptor() {
         "",
     ) + "admin:\n  bind: 127.0.0.1:0\n";
     let config = dir.write("routes.yaml", &yaml);
-    let wsedge = LimitedProcess::run(&config, 64);
-    let traffic = wsedge.addr("listening");
-    let admin = wsedge.addr("admin listening");
+    let wsedge = Process::run_with_nofile(&config, 64);
+    let traffic = wsedge.addr;
+    let admin = wsedge.log_addr("admin listening");
     let mut held = Vec::new();
     for _ in 0..100 {
         held.push(TcpStream::connect(traffic).await.unwrap());
     }
     // wsedge has run out: its traffic accept fails with EMFILE.
-    let failed = wsedge.wait_log("accept failed");
+    let failed = wsedge.wait_log_prefix("accept failed");
     assert!(
         failed["fields"]["error"]
             .as_str()
@@ -645,8 +579,8 @@ async fn a_stalled_proxy_prefix_causes_no_periodic_wake_ups() {
         "proxy_protocol: {from: [127.0.0.0/8]}\n    request_timeout: 30s",
         "",
     );
-    let wsedge = LimitedProcess::run(&dir.write("routes.yaml", &yaml), 4096);
-    let addr = wsedge.addr("listening");
+    let wsedge = Process::run_with_nofile(&dir.write("routes.yaml", &yaml), 4096);
+    let addr = wsedge.addr;
     let pid = wsedge.child.id();
     let window = Duration::from_secs(1);
     // Idle, for comparison (the runtime's own timers, the config watcher).

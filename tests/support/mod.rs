@@ -731,10 +731,28 @@ pub struct Process {
 
 impl Process {
     pub fn run(config: &std::path::Path) -> Process {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wsedge"));
+        cmd.args(["--log-format", "json", "run", "--config"])
+            .arg(config);
+        Process::spawn(cmd)
+    }
+
+    /// [`Process::run`] under `ulimit -n nofile` (soft and hard: wsedge raises its soft limit
+    /// to the hard one at start, so both are set).
+    pub fn run_with_nofile(config: &std::path::Path, nofile: u32) -> Process {
+        let mut cmd = std::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!(
+                "ulimit -n {nofile} && exec \"$0\" --log-format json run --config \"$1\""
+            ))
+            .arg(env!("CARGO_BIN_EXE_wsedge"))
+            .arg(config);
+        Process::spawn(cmd)
+    }
+
+    fn spawn(mut cmd: std::process::Command) -> Process {
         use std::io::{BufRead, BufReader};
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wsedge"))
-            .args(["--log-format", "json", "run", "--config"])
-            .arg(config)
+        let mut child = cmd
             .stderr(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .spawn()
@@ -761,12 +779,21 @@ impl Process {
 
     /// The next log event whose message is `message` (earlier ones are skipped).
     pub fn wait_log(&self, message: &str) -> serde_json::Value {
+        self.wait_log_where(message, |m| m == message)
+    }
+
+    /// The next log event whose message starts with `prefix` (a message with values in it).
+    pub fn wait_log_prefix(&self, prefix: &str) -> serde_json::Value {
+        self.wait_log_where(prefix, |m| m.starts_with(prefix))
+    }
+
+    fn wait_log_where(&self, what: &str, matches: impl Fn(&str) -> bool) -> serde_json::Value {
         loop {
             match self.logs.recv_timeout(PATIENCE) {
-                Ok(Ok(v)) if v["fields"]["message"] == message => return v,
+                Ok(Ok(v)) if v["fields"]["message"].as_str().is_some_and(&matches) => return v,
                 Ok(Ok(_)) => continue,
                 Ok(Err(not_json)) => panic!("{not_json}"),
-                Err(e) => panic!("no {message:?} log line: {e}"),
+                Err(e) => panic!("no {what:?} log line: {e}"),
             }
         }
     }
