@@ -484,7 +484,11 @@ async fn dial_and_upgrade(
             }
             Err(e) => e,
         };
-        outcome(picked.index, classify(&e, &policy).outcome, e.backend_outcome());
+        outcome(
+            picked.index,
+            classify(&e, &policy).outcome,
+            e.backend_outcome(),
+        );
         let next = if retried || tokio::time::Instant::now() >= deadline {
             None
         } else {

@@ -180,8 +180,10 @@ pub async fn accept_loop(
         m.listener_accepted_total.with_label_values(&[&name]),
         m.listener_max_connections.with_label_values(&[&name]),
     );
-    let accept_errors = crate::metrics::ACCEPT_ERROR_REASONS
-        .map(|reason| m.listener_accept_errors_total.with_label_values(&[&name, reason]));
+    let accept_errors = crate::metrics::ACCEPT_ERROR_REASONS.map(|reason| {
+        m.listener_accept_errors_total
+            .with_label_values(&[&name, reason])
+    });
     loop {
         let limit = shared
             .snapshot

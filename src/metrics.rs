@@ -456,4 +456,3 @@ impl Default for Metrics {
         Self::new()
     }
 }
-

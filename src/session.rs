@@ -65,9 +65,15 @@ impl SessionStats {
     /// moved since the last publish. With no sink: two atomic adds and one load.
     pub fn count(&self, client_to_backend: bool, bytes: u64, messages: u64) {
         let (b, m) = if client_to_backend {
-            (&self.client_to_backend_bytes, &self.client_to_backend_messages)
+            (
+                &self.client_to_backend_bytes,
+                &self.client_to_backend_messages,
+            )
         } else {
-            (&self.backend_to_client_bytes, &self.backend_to_client_messages)
+            (
+                &self.backend_to_client_bytes,
+                &self.backend_to_client_messages,
+            )
         };
         b.fetch_add(bytes, Ordering::Relaxed);
         m.fetch_add(messages, Ordering::Relaxed);

@@ -118,7 +118,11 @@ async fn run(session: Session) {
     if m.enabled {
         // The generation's counters (resolved once for the route), or the route's own when a
         // reload removed it meanwhile.
-        let sink = shared.snapshot.load().route(&route.name).and_then(|e| e.traffic.clone());
+        let sink = shared
+            .snapshot
+            .load()
+            .route(&route.name)
+            .and_then(|e| e.traffic.clone());
         handle
             .stats()
             .set_sink(sink.unwrap_or_else(|| m.traffic_sink(&route.name)));

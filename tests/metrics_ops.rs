@@ -81,7 +81,8 @@ async fn backend_upgrades_accepts_and_limits_are_exported() {
         }
     }
     for reason in ["fd_exhausted", "other"] {
-        let s = format!("wsedge_listener_accept_errors_total{{listener=\"edge\",reason=\"{reason}\"}}");
+        let s =
+            format!("wsedge_listener_accept_errors_total{{listener=\"edge\",reason=\"{reason}\"}}");
         assert_eq!(value(&before, &s), Some(0.0), "{s}");
     }
 
@@ -197,7 +198,10 @@ async fn traffic_of_an_open_session_is_published_and_counted_once() {
         if got == want && back == want {
             break;
         }
-        assert!(got <= want && back <= want, "counted twice: {got} {back} > {want}");
+        assert!(
+            got <= want && back <= want,
+            "counted twice: {got} {back} > {want}"
+        );
         assert!(
             tokio::time::Instant::now() < deadline,
             "{got} {back} != {want}"
@@ -221,12 +225,16 @@ async fn certificate_expiry_is_exported_at_load_and_after_a_swap() {
     let pki = Pki::new("expiry");
     let (cert, key) = pki.server("edge", &["localhost"]);
     let first = inspect::facts(&cert, &wsedge::tls::load_certs(&cert).unwrap()[0]).unwrap();
-    let yaml = tls_yaml(&short_form(&cert, &key), "", backend.addr) + "admin:\n  bind: 127.0.0.1:0\n";
+    let yaml =
+        tls_yaml(&short_form(&cert, &key), "", backend.addr) + "admin:\n  bind: 127.0.0.1:0\n";
     let router = Router::start(&yaml).await;
-    assert_eq!(not_after(&scrape(&router).await), Some(first.not_after as f64));
+    assert_eq!(
+        not_after(&scrape(&router).await),
+        Some(first.not_after as f64)
+    );
 
     let mut spec = Spec::server(&["localhost"]);
-    spec.not_after = spec.not_after + time::Duration::days(30);
+    spec.not_after += time::Duration::days(30);
     let next = pki.ca.issue_spec(&spec).unwrap();
     let want = inspect::facts(Path::new("x"), &next.cert_der)
         .unwrap()
@@ -239,7 +247,10 @@ async fn certificate_expiry_is_exported_at_load_and_after_a_swap() {
     }
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while not_after(&scrape(&router).await) != Some(want as f64) {
-        assert!(tokio::time::Instant::now() < deadline, "expiry never updated");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "expiry never updated"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     router.stop().await;

@@ -45,9 +45,16 @@ impl Metrics {
         remove_matching(&self.request_head_errors_total, &[("listener", listener)]);
         remove_matching(&self.connections_refused_total, &[("listener", listener)]);
         let _ = self.listener_connections.remove_label_values(&[listener]);
-        let _ = self.listener_accepted_total.remove_label_values(&[listener]);
-        let _ = self.listener_max_connections.remove_label_values(&[listener]);
-        remove_matching(&self.listener_accept_errors_total, &[("listener", listener)]);
+        let _ = self
+            .listener_accepted_total
+            .remove_label_values(&[listener]);
+        let _ = self
+            .listener_max_connections
+            .remove_label_values(&[listener]);
+        remove_matching(
+            &self.listener_accept_errors_total,
+            &[("listener", listener)],
+        );
         remove_matching(
             &self.tls_certificate_not_after_seconds,
             &[("listener", listener)],
@@ -103,4 +110,3 @@ pub(super) fn remove_matching<P: MetricVecBuilder>(vec: &MetricVec<P>, want: &[(
         }
     }
 }
-

@@ -81,9 +81,11 @@ pub fn init_new_series(metrics: &Metrics, old: Option<&Snapshot>, new: &Snapshot
         metrics.set_route_limits(&entry.name, &entry.route.limits);
         for backend in &entry.route.backends {
             for outcome in crate::metrics::BACKEND_UPGRADE_OUTCOMES {
-                metrics
-                    .backend_upgrades_total
-                    .with_label_values(&[&*entry.name, backend.name.as_str(), outcome]);
+                metrics.backend_upgrades_total.with_label_values(&[
+                    &*entry.name,
+                    backend.name.as_str(),
+                    outcome,
+                ]);
             }
         }
     }

@@ -121,7 +121,11 @@ pub fn expiries(resolver: &CertResolver) -> Vec<(String, i64)> {
         .filter_map(|e| {
             let key = e.key.load();
             let facts = super::inspect::facts(&e.pair.cert, key.cert.first()?).ok()?;
-            let name = e.pair.server_names.first().map_or("default", |n| n.as_str());
+            let name = e
+                .pair
+                .server_names
+                .first()
+                .map_or("default", |n| n.as_str());
             Some((name.to_owned(), facts.not_after))
         })
         .collect()
