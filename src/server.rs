@@ -182,7 +182,7 @@ impl Server {
         // (`Shared::shutting_down`) when its session starts.
         shared.stop_accepting.cancel();
         let sessions = shared.registry.all();
-        let bound = drain_bound(&snapshot, sessions.len());
+        let bound = crate::drain::shutdown_bound(&snapshot.config, sessions.len());
         let entries = sessions
             .into_iter()
             .map(|s| (s, crate::drain::DrainReason::Shutdown))
@@ -254,17 +254,4 @@ impl Server {
         );
         done
     }
-}
-
-/// The longest a graceful drain may take: the largest effective spread + drain timeout of
-/// any route, plus a second for the sockets.
-fn drain_bound(snapshot: &Snapshot, sessions: usize) -> Duration {
-    snapshot
-        .config
-        .routes
-        .iter()
-        .map(|r| crate::drain::effective_spread(&r.drain, sessions) + r.drain.timeout)
-        .max()
-        .unwrap_or_default()
-        + Duration::from_secs(1)
 }
