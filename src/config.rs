@@ -80,6 +80,8 @@ pub struct Config {
     /// Shared, so a live session holds a pointer to its route rather than a copy.
     pub routes: Vec<std::sync::Arc<Route>>,
     pub shutdown: Shutdown,
+    pub telemetry: Telemetry,
+    pub reload: ReloadSettings,
     /// How backends with `discover` are resolved (and how long plain hosts are cached).
     pub discovery: Discovery,
 }
@@ -226,6 +228,39 @@ pub struct Admin {
     pub token_file: Option<PathBuf>,
     /// `/metrics` needs the token too on a non-loopback bind.
     pub protect_metrics: bool,
+}
+
+/// `telemetry`: trace context wsedge starts itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Telemetry {
+    /// Share (0–1) of the `traceparent`s wsedge generates that carry the sampled flag. An
+    /// incoming trusted `traceparent` is forwarded as is, its flag untouched.
+    pub sampling_ratio: f64,
+}
+
+/// `reload`: how file changes become reloads, and the drain guard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReloadSettings {
+    /// Watch the file's directory (false: SIGHUP and `POST /reload` only).
+    pub watch: bool,
+    /// The file must be unchanged this long before it is read.
+    pub settle: Duration,
+    /// A reload whose plan drains more than this share of live sessions is refused unless
+    /// forced (1.0: never refused).
+    pub max_drain_fraction: f64,
+}
+
+pub const DEFAULT_RELOAD_SETTLE: Duration = Duration::from_millis(500);
+pub const DEFAULT_MAX_DRAIN_FRACTION: f64 = 0.5;
+
+impl Default for ReloadSettings {
+    fn default() -> Self {
+        ReloadSettings {
+            watch: true,
+            settle: DEFAULT_RELOAD_SETTLE,
+            max_drain_fraction: DEFAULT_MAX_DRAIN_FRACTION,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -25,6 +25,22 @@ pub struct RawConfig {
     pub routes: List<RawRoute>,
     pub shutdown: Option<Spanned<RawShutdown>>,
     pub discovery: Option<Spanned<RawDiscovery>>,
+    pub telemetry: Option<Spanned<RawTelemetry>>,
+    pub reload: Option<Spanned<RawReload>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    pub sampling_ratio: Option<Spanned<f64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReload {
+    pub watch: Option<bool>,
+    pub settle: Str,
+    pub max_drain_fraction: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -17,6 +17,7 @@ mod edge;
 pub mod fields;
 mod lifecycle;
 mod parse_error;
+mod ops;
 mod route;
 #[cfg(test)]
 mod tests;
@@ -57,6 +58,7 @@ pub fn validate(path: &Path, text: &str) -> Result<(Config, Vec<Warning>), Confi
             .unwrap_or(DEFAULT_SHUTDOWN_DELAY),
     };
     let discovery = discovery::section(&mut cx, &raw.discovery);
+    let (telemetry, reload) = ops::sections(&mut cx, &raw.telemetry, &raw.reload);
     let routes = route::routes(&mut cx, &raw.routes, &listeners);
     if cx.errors.is_empty() {
         let config = Config {
@@ -66,6 +68,8 @@ pub fn validate(path: &Path, text: &str) -> Result<(Config, Vec<Warning>), Confi
             routes: routes.into_iter().map(std::sync::Arc::new).collect(),
             shutdown,
             discovery,
+            telemetry,
+            reload,
         };
         Ok((config, cx.warnings))
     } else {

@@ -10,6 +10,7 @@ use crate::config::*;
 
 mod listeners;
 mod matching;
+mod ops;
 mod tls;
 
 const LISTENER: &str = "listeners:\n  - name: edge\n    bind: 127.0.0.1:8080\n";
