@@ -62,7 +62,7 @@ impl RequestFacts {
         client_ip: Option<IpAddr>,
         uri: &Uri,
         headers: &HeaderMap,
-        redact_query: &[String],
+        redact_query: Option<&[String]>,
     ) -> Self {
         let header = |name: http::header::HeaderName| {
             let mut out = String::new();
@@ -97,14 +97,16 @@ impl RequestFacts {
 }
 
 /// Path and query with the values of the parameters `redact` names replaced by
-/// [`REDACTED`]; `*` in `redact` names every parameter. Names are kept (they say which
-/// parameter a client sent); a parameter without `=` is a name only.
-pub fn redacted_target(uri: &Uri, redact: &[String]) -> String {
+/// [`REDACTED`]; `*` in `redact` names every parameter, and so does `None` (no route
+/// matched: no list applies). Names are kept (they say which parameter a client sent); a
+/// parameter without `=` is a name only.
+pub fn redacted_target(uri: &Uri, redact: Option<&[String]>) -> String {
     let path = uri.path();
     let Some(query) = uri.query() else {
         return path.to_owned();
     };
-    let all = redact.iter().any(|r| r == "*");
+    let all = redact.is_none_or(|r| r.iter().any(|r| r == "*"));
+    let redact = redact.unwrap_or_default();
     let mut out = String::with_capacity(path.len() + query.len() + 1);
     out.push_str(path);
     out.push('?');
@@ -146,7 +148,9 @@ pub fn end_word(end: &SessionEnd) -> &'static str {
     match end {
         SessionEnd::CloseHandshake { .. } => "close",
         SessionEnd::Abnormal { side: Side::Client } => "client_gone",
-        SessionEnd::Abnormal { side: Side::Backend } => "backend_gone",
+        SessionEnd::Abnormal {
+            side: Side::Backend,
+        } => "backend_gone",
         SessionEnd::IdleTimeout => "idle_timeout",
         SessionEnd::MessageTooBig { .. } => "message_too_big",
         SessionEnd::ProtocolError { .. } => "protocol_error",
@@ -379,15 +383,18 @@ mod tests {
     fn query_values_redacted_by_name_or_all() {
         let uri: Uri = "/chat?token=s3cret&room=42&flag".parse().unwrap();
         assert_eq!(
-            redacted_target(&uri, &["*".into()]),
+            redacted_target(&uri, Some(&["*".into()])),
             "/chat?token=REDACTED&room=REDACTED&flag"
         );
         assert_eq!(
-            redacted_target(&uri, &["token".into()]),
+            redacted_target(&uri, Some(&["token".into()])),
             "/chat?token=REDACTED&room=42&flag"
         );
-        assert_eq!(redacted_target(&uri, &[]), "/chat?token=s3cret&room=42&flag");
-        assert_eq!(redacted_target(&"/x".parse().unwrap(), &["*".into()]), "/x");
+        assert_eq!(
+            redacted_target(&uri, Some(&[])),
+            "/chat?token=s3cret&room=42&flag"
+        );
+        assert_eq!(redacted_target(&"/x".parse().unwrap(), None), "/x");
     }
 
     #[test]

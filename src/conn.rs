@@ -25,12 +25,14 @@ use crate::tls::stream::ClientStream;
 use crate::tls::TlsListener;
 use tracing::{debug, info};
 
+use crate::access::RequestFacts;
 use crate::admission::ConnSlot;
 use crate::answer::{reject_response, relayed, switching_protocols};
 use crate::balance::{key, PickKind, Picked};
 use crate::body::Body;
 use crate::classify::{classify, Policy};
 use crate::config::{Listener, Route};
+pub use crate::forward::backend_path;
 use crate::forward::{self, ForwardedCert, Peer};
 use crate::handshake::{self, UpgradeRequest};
 use crate::health::{self, PassiveOutcome};
@@ -209,14 +211,30 @@ async fn handle(mut req: Request<Incoming>, ctx: Arc<ConnContext>) -> Response<B
             m.handshake_duration_seconds
                 .with_label_values(&[route_name, side])
                 .observe(started.elapsed().as_secs_f64());
-            info!(
-                client = %ctx.peer,
-                route = route_name,
-                reason = rejection.reason.label(),
-                side = rejection.reason.side().label(),
-                status = rejection.response.status().as_u16(),
-                detail = rejection.detail.as_deref().unwrap_or(""),
-                "upgrade refused"
+            let (l, peer) = (&ctx.listener, ctx.peer);
+            let redact = snapshot
+                .config
+                .routes
+                .get(rejection.route.unwrap_or(usize::MAX));
+            crate::access::refusal(
+                &ctx.shared.access,
+                m,
+                || {
+                    RequestFacts::capture(
+                        &l.name,
+                        peer,
+                        None,
+                        req.uri(),
+                        req.headers(),
+                        redact.map(|r| &r.redact_query[..]),
+                    )
+                },
+                req.headers(),
+                route_name,
+                rejection.reason,
+                rejection.response.status().as_u16(),
+                rejection.detail.as_deref().unwrap_or(""),
+                started.elapsed(),
             );
             rejection.response
         }
@@ -314,7 +332,7 @@ async fn route_request(
     );
 
     let deadline = tokio::time::Instant::now() + route.limits.handshake_timeout;
-    let (picked, backend, request_id) = dial_and_upgrade(
+    let (picked, backend, ids) = dial_and_upgrade(
         req,
         ctx,
         snapshot,
@@ -348,7 +366,22 @@ async fn route_request(
         },
     );
 
-    let response = switching_protocols(&upgrade, &backend, route, &backend_name, &request_id);
+    let response = switching_protocols(&upgrade, &backend, route, &backend_name, &ids.request_id);
+    let access = crate::access::Upgraded::capture(
+        || {
+            RequestFacts::capture(
+                &ctx.listener.name,
+                ctx.peer,
+                Some(client_ip),
+                req.uri(),
+                req.headers(),
+                Some(&route.redact_query),
+            )
+        },
+        &ids,
+        &backend.headers,
+        started.elapsed(),
+    );
     // The 101's headers went into the response: the session does not keep them.
     let mut backend = backend;
     backend.headers = http::HeaderMap::new();
@@ -366,15 +399,7 @@ async fn route_request(
             .with_label_values(&[&route.name, "ok"])
             .observe(started.elapsed().as_secs_f64());
     }
-    info!(
-        client = %ctx.peer,
-        route = %route.name,
-        backend = %backend_name,
-        request_id = request_id.to_str().unwrap_or(""),
-        status = 101,
-        handshake_ms = started.elapsed().as_secs_f64() * 1e3,
-        "session upgraded"
-    );
+    debug!(route = %route.name, backend = %backend_name, "session upgraded");
     crate::session_task::spawn(crate::session_task::Session {
         shared: ctx.shared.clone(),
         on_upgrade,
@@ -383,7 +408,8 @@ async fn route_request(
         route: route.clone(),
         backend_name,
         client: ctx.peer,
-        request_id,
+        ids,
+        access,
     });
     Ok(Routed::Response(response))
 }
@@ -440,7 +466,7 @@ async fn dial_and_upgrade(
     upgrade: &UpgradeRequest,
     key_hash: u64,
     deadline: tokio::time::Instant,
-) -> Result<(Picked, UpgradedBackend, HeaderValue), (BackendFailure, String)> {
+) -> Result<(Picked, UpgradedBackend, forward::Ids), (BackendFailure, String)> {
     let entry = &snapshot.routes[route_idx];
     let route = &*entry.route;
     let (route_name, balancer, backends) = (&*entry.name, &entry.balancer, &entry.backends[..]);
@@ -511,7 +537,7 @@ async fn dial_and_upgrade(
     let chosen = picked.index;
     let backend = &route.backends[chosen];
     let peer = peer_of(ctx, snapshot);
-    let (headers, request_id) =
+    let (headers, ids) =
         forward::upgrade_request_headers(req.headers(), route, backend, upgrade, peer);
     let path = backend_path(route, &backend.url.path, req.uri());
     let mut request = Request::builder().method("GET").uri(path);
@@ -536,7 +562,7 @@ async fn dial_and_upgrade(
     match result {
         Ok(up) => {
             outcome(chosen, PassiveOutcome::Success, "ok");
-            Ok((picked, up, request_id))
+            Ok((picked, up, ids))
         }
         Err(e) => {
             outcome(chosen, classify(&e, &policy).outcome, e.backend_outcome());
@@ -567,27 +593,6 @@ fn peer_of(ctx: &ConnContext, snapshot: &Snapshot) -> Peer {
         tls: ctx.listener.tls.is_some(),
         client_cert: ctx.client_cert.clone(),
         cert_headers: forward::cert_headers(&snapshot.config),
+        sampling_ratio: snapshot.config.telemetry.sampling_ratio,
     }
-}
-
-/// The backend request target: the route prefix stripped when `strip_prefix`, the backend
-/// URL's path prepended, the query kept.
-pub fn backend_path(route: &Route, backend_prefix: &str, uri: &http::Uri) -> String {
-    let mut path = uri.path();
-    if route.strip_prefix && route.path_prefix != "/" {
-        path = path
-            .strip_prefix(route.path_prefix.as_str())
-            .unwrap_or(path);
-    }
-    let mut out = String::with_capacity(backend_prefix.len() + path.len() + 16);
-    out.push_str(backend_prefix.trim_end_matches('/'));
-    if !path.starts_with('/') {
-        out.push('/');
-    }
-    out.push_str(path);
-    if let Some(q) = uri.query() {
-        out.push('?');
-        out.push_str(q);
-    }
-    out
 }

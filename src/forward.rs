@@ -131,6 +131,32 @@ pub struct Peer {
     pub client_cert: Option<ForwardedCert>,
     /// Every listener's `forward_client_cert` header name: none may come from a client.
     pub cert_headers: Vec<HeaderName>,
+    /// `telemetry.sampling_ratio`: the share of generated `traceparent`s marked sampled.
+    pub sampling_ratio: f64,
+}
+
+/// The ids a forwarded request carries: its request id, and the trace id of the
+/// `traceparent` sent (the client's, from a trusted peer, or one wsedge generated).
+#[derive(Debug, Clone)]
+pub struct Ids {
+    pub request_id: HeaderValue,
+    /// 32 lower-case hex digits (no allocation: made on every upgrade).
+    trace: [u8; 32],
+}
+
+impl Ids {
+    pub fn trace_id(&self) -> &str {
+        std::str::from_utf8(&self.trace).unwrap_or("")
+    }
+}
+
+/// The trace id of a well-formed incoming `traceparent`, if any (for refusal logs).
+pub fn incoming_trace_id(headers: &HeaderMap) -> Option<&str> {
+    let tp = headers.get(&TRACEPARENT)?;
+    if !is_valid_traceparent(tp) {
+        return None;
+    }
+    tp.to_str().ok()?.trim().get(3..35)
 }
 
 /// `forward_client_cert`: the header, and the subject of the verified client certificate.
@@ -152,14 +178,14 @@ pub fn set_client_cert(headers: &mut HeaderMap, peer: &Peer) {
 }
 
 /// Builds the backend's upgrade request headers from the client's. Returns them with the
-/// request id the session is logged under.
+/// ids the session is logged under.
 pub fn upgrade_request_headers(
     client: &HeaderMap,
     route: &Route,
     backend: &Backend,
     upgrade: &UpgradeRequest,
     peer: Peer,
-) -> (HeaderMap, HeaderValue) {
+) -> (HeaderMap, Ids) {
     let mut headers = client.clone();
     strip_request_hop_by_hop(&mut headers, route);
     // The backend GET has no body (an upgrade with one was refused): nothing may say it has.
@@ -188,7 +214,7 @@ pub fn upgrade_request_headers(
             headers.insert(header::HOST, v);
         }
     }
-    let request_id = set_forwarding(&mut headers, client, &peer);
+    let ids = set_forwarding(&mut headers, client, &peer);
 
     for name in &route.request_headers.remove {
         headers.remove(name);
@@ -198,7 +224,7 @@ pub fn upgrade_request_headers(
     }
     // Last: nothing the client or the route sets can stand in for the verified subject.
     set_client_cert(&mut headers, &peer);
-    (headers, request_id)
+    (headers, ids)
 }
 
 /// The headers of an `http_fallback` request: the same forwarding rules as an upgrade (the
@@ -210,15 +236,17 @@ pub fn fallback_request_headers(
 ) -> (HeaderMap, HeaderValue) {
     let mut headers = client.clone();
     strip_request_hop_by_hop(&mut headers, route);
-    let request_id = set_forwarding(&mut headers, client, peer);
+    let ids = set_forwarding(&mut headers, client, peer);
     set_client_cert(&mut headers, peer);
-    (headers, request_id)
+    (headers, ids.request_id)
 }
 
 /// Forged identity headers dropped, then `X-Forwarded-For/-Proto/-Host`, `X-Request-Id` and
 /// `traceparent` set. A trusted proxy's own values are kept (its `X-Forwarded-For` extended);
-/// anyone else's are replaced. Returns the request id.
-fn set_forwarding(headers: &mut HeaderMap, client: &HeaderMap, peer: &Peer) -> HeaderValue {
+/// anyone else's are replaced. A generated `traceparent` is sampled (`-01`) only when
+/// `telemetry.sampling_ratio` picks it, so backends with parent-based sampling do not trace
+/// every session wsedge sees. Returns the ids sent.
+fn set_forwarding(headers: &mut HeaderMap, client: &HeaderMap, peer: &Peer) -> Ids {
     drop_untrusted(headers, peer);
     set_forwarded_for(headers, client, peer);
     if !(peer.trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
@@ -235,15 +263,22 @@ fn set_forwarding(headers: &mut HeaderMap, client: &HeaderMap, peer: &Peer) -> H
         _ => new_request_id(),
     };
     headers.insert(X_REQUEST_ID.clone(), request_id.clone());
-    match client.get(&TRACEPARENT) {
-        Some(tp) if peer.trusted && is_valid_traceparent(tp) => {
-            headers.insert(TRACEPARENT.clone(), tp.clone());
-        }
-        _ => {
-            headers.insert(TRACEPARENT.clone(), new_traceparent());
-        }
+    let traceparent = match client.get(&TRACEPARENT) {
+        Some(tp) if peer.trusted && is_valid_traceparent(tp) => tp.clone(),
+        _ => new_traceparent(sampled(peer.sampling_ratio)),
+    };
+    let mut trace = [b'0'; 32];
+    if let Some(id) = traceparent.as_bytes().get(3..35) {
+        trace.copy_from_slice(id);
+        trace.make_ascii_lowercase();
     }
-    request_id
+    headers.insert(TRACEPARENT.clone(), traceparent);
+    Ids { request_id, trace }
+}
+
+/// Whether a generated trace is sampled: never at 0 (no random number drawn), always at 1.
+fn sampled(ratio: f64) -> bool {
+    ratio > 0.0 && (ratio >= 1.0 || rand::random::<f64>() < ratio)
 }
 
 /// Appends the peer to `X-Forwarded-For` when the peer is a trusted proxy; replaces whatever
@@ -278,10 +313,13 @@ pub fn new_request_id() -> HeaderValue {
     HeaderValue::from_bytes(&out).expect("hex is a valid header value")
 }
 
-fn new_traceparent() -> HeaderValue {
+fn new_traceparent(sampled: bool) -> HeaderValue {
     let trace: u128 = rand::random::<u128>().max(1);
     let span: u64 = rand::random::<u64>().max(1);
-    let mut out = *b"00-________________________________-________________-01";
+    let mut out = *b"00-________________________________-________________-00";
+    if sampled {
+        out[54] = b'1';
+    }
     write_hex(&mut out[3..35], trace);
     write_hex(&mut out[36..52], u128::from(span));
     HeaderValue::from_bytes(&out).expect("hex is a valid header value")
@@ -312,6 +350,28 @@ fn is_valid_traceparent(v: &HeaderValue) -> bool {
         && hex(parts[3], 2)
 }
 
+/// The backend request target: the route prefix stripped when `strip_prefix`, the backend
+/// URL's path prepended, the query kept.
+pub fn backend_path(route: &Route, backend_prefix: &str, uri: &http::Uri) -> String {
+    let mut path = uri.path();
+    if route.strip_prefix && route.path_prefix != "/" {
+        path = path
+            .strip_prefix(route.path_prefix.as_str())
+            .unwrap_or(path);
+    }
+    let mut out = String::with_capacity(backend_prefix.len() + path.len() + 16);
+    out.push_str(backend_prefix.trim_end_matches('/'));
+    if !path.starts_with('/') {
+        out.push('/');
+    }
+    out.push_str(path);
+    if let Some(q) = uri.query() {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,10 +387,19 @@ mod tests {
         let id = new_request_id();
         assert!(id.len() == 32 && is_sane_id(&id));
         assert!(id.as_bytes().iter().all(u8::is_ascii_hexdigit));
-        let tp = new_traceparent();
+        let tp = new_traceparent(false);
         assert!(is_valid_traceparent(&tp), "{tp:?}");
         assert_eq!(tp.len(), 55);
-        assert!(tp.to_str().unwrap().starts_with("00-") && tp.to_str().unwrap().ends_with("-01"));
+        assert!(tp.to_str().unwrap().starts_with("00-") && tp.to_str().unwrap().ends_with("-00"));
+        assert!(new_traceparent(true).to_str().unwrap().ends_with("-01"));
+    }
+
+    #[test]
+    fn generated_traces_sampled_only_as_the_ratio_says() {
+        assert!((0..1000).all(|_| !sampled(0.0)));
+        assert!((0..1000).all(|_| sampled(1.0)));
+        let n = (0..10_000).filter(|_| sampled(0.25)).count();
+        assert!((2000..3000).contains(&n), "{n} of 10000 at 0.25");
     }
 
     #[test]
@@ -358,7 +427,7 @@ mod tests {
         let zero =
             HeaderValue::from_static("00-00000000000000000000000000000000-00f067aa0ba902b7-01");
         assert!(!is_valid_traceparent(&zero));
-        assert!(is_valid_traceparent(&new_traceparent()));
+        assert!(is_valid_traceparent(&new_traceparent(true)));
         assert!(!is_valid_traceparent(&HeaderValue::from_static("garbage")));
     }
 }

@@ -31,6 +31,7 @@
 //! - [`answer`]: wsedge's own responses (the 101, relayed refusals, rejections).
 //! - [`fallback`]: `http_fallback` for plain HTTP; [`body`]: the body of wsedge's own answers.
 //! - [`reload`]: live reload; [`plan`]: which sessions a change concerns; [`drain`]: spread closes.
+//! - [`access`]: the access log (one line per session and per refusal, docs/LOGS.md).
 //! - [`admin`], [`metrics`]: operations; [`admin_client`]: the one HTTP client of the CLI and tools.
 //! - [`check`]: `wsedge check`.
 //! - Tools (cargo feature `tools`, on by default; an edge image builds without it): `echo`, the
@@ -55,7 +56,7 @@
 //! 9. `shared`
 //! 10. `health`
 //! 11. `plan`, `snapshot`, `drain`
-//! 12. `target`, `forward`, `upstream`, `handshake`, `reject`, `answer`
+//! 12. `target`, `forward`, `upstream`, `handshake`, `reject`, `answer`, `access`
 //! 13. `route`, `balance`, `backend`, `registry`, `discovery`
 //! 14. `tls`, `metrics`, `sockopt`, `resolve`, `per_ip`
 //! 15. `splice`, `session`, `frame`, `body`, `admin_client`, `echo`, `rlimit`, `admission`
@@ -66,6 +67,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod access;
 pub mod admin;
 pub mod admin_client;
 pub mod admission;

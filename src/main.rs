@@ -40,6 +40,15 @@ struct Cli {
     /// set, wins over this flag.
     #[arg(long, global = true, env = "WSEDGE_LOG_LEVEL")]
     log_level: Option<String>,
+    /// Log lines buffered for the writer thread: when the sink (stderr) stalls, lines beyond
+    /// this are dropped and counted in `wsedge_log_lines_dropped_total`, never waited for.
+    #[arg(
+        long,
+        global = true,
+        default_value_t = 8192,
+        env = "WSEDGE_LOG_BUFFER_LINES"
+    )]
+    log_buffer_lines: usize,
     /// Largest routes file read (bytes; suffixes as in routes.yaml sizes, e.g. `16MiB`): a
     /// larger one is refused before it is read, at start and on every reload.
     #[arg(long, global = true, default_value = "16MiB", value_parser = wsedge::config::units::parse_size)]
@@ -180,7 +189,8 @@ fn main() -> ExitCode {
         .log_level
         .as_deref()
         .unwrap_or(if quiet { "warn" } else { "info" });
-    init_logging(cli.log_format, default_level);
+    // Held until main returns: dropping it flushes what the writer thread still holds.
+    let _log_guard = init_logging(cli.log_format, default_level, cli.log_buffer_lines);
     let result = match cli.command {
         Command::Check {
             config,
@@ -259,13 +269,25 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat, default: &str) {
+/// Logs go to stderr through tracing-appender's non-blocking writer: a worker never blocks on
+/// a stalled sink; past `buffer_lines` lines are dropped and counted.
+fn init_logging(
+    format: LogFormat,
+    default: &str,
+    buffer_lines: usize,
+) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(buffer_lines.max(1))
+        .lossy(true)
+        .thread_name("wsedge-log")
+        .finish(std::io::stderr());
+    wsedge::metrics::watch_log_drops(writer.error_counter());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder
@@ -274,6 +296,7 @@ fn init_logging(format: LogFormat, default: &str) {
             .with_span_list(false)
             .init(),
     }
+    guard
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

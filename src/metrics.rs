@@ -107,6 +107,20 @@ pub struct Metrics {
     /// Advanced once a second ([`Metrics::advance_traffic_epoch`]): a session publishes its
     /// traffic at its first read after each advance.
     traffic_epoch: Arc<AtomicU64>,
+    /// Refusal access lines held back by the per-reason rate limit.
+    pub access_log_suppressed_total: IntCounterVec,
+    /// Log lines the non-blocking writer dropped because its buffer was full (the sink
+    /// stalled): caught up from the writer's own count at each scrape.
+    pub log_lines_dropped_total: prometheus::IntCounter,
+}
+
+/// The non-blocking log writer's count of dropped lines (set once by `main`).
+static LOG_DROPS: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> =
+    std::sync::OnceLock::new();
+
+/// Makes `wsedge_log_lines_dropped_total` follow the writer's dropped-line count.
+pub fn watch_log_drops(counter: tracing_appender::non_blocking::ErrorCounter) {
+    let _ = LOG_DROPS.set(counter);
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -413,6 +427,21 @@ impl Metrics {
                 &["route"],
             ),
             traffic_epoch: Arc::new(AtomicU64::new(0)),
+            access_log_suppressed_total: counter(
+                &r,
+                "wsedge_access_log_suppressed_total",
+                "Refusal access-log lines held back by the per-reason rate limit",
+                &["reason"],
+            ),
+            log_lines_dropped_total: {
+                let c = prometheus::IntCounter::new(
+                    "wsedge_log_lines_dropped_total",
+                    "Log lines dropped because the log sink stalled and the writer's buffer was full",
+                )
+                .expect("valid metric");
+                register(&r, c.clone());
+                c
+            },
             registry: r,
         };
         let build_info = gauge_vec(
@@ -446,6 +475,14 @@ impl Metrics {
         let seen = self.resolve_last_good_total.get();
         self.resolve_last_good_total
             .inc_by(last_good.saturating_sub(seen));
+        if let Some(drops) = LOG_DROPS.get() {
+            let (now, seen) = (
+                drops.dropped_lines() as u64,
+                self.log_lines_dropped_total.get(),
+            );
+            self.log_lines_dropped_total
+                .inc_by(now.saturating_sub(seen));
+        }
         let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
     }

@@ -90,6 +90,7 @@ impl Server {
             config_path,
             loaded_at: Mutex::new(std::time::SystemTime::now()),
             per_ip: Default::default(),
+            access: Default::default(),
         });
         crate::reload::follow_discovery(&shared);
         shared.spawn_per_ip_pruner();

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::time::Instant;
 
-use http::HeaderValue;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tracing::{info, warn, Instrument};
@@ -27,7 +26,10 @@ pub struct Session {
     pub route: std::sync::Arc<Route>,
     pub backend_name: String,
     pub client: SocketAddr,
-    pub request_id: HeaderValue,
+    /// The request and trace ids sent to the backend (span fields of every session line).
+    pub ids: crate::forward::Ids,
+    /// The access log's record of the upgrade (`None` with the access log off).
+    pub access: Option<Box<crate::access::Upgraded>>,
 }
 
 /// Spawns the session on the tracker that shutdown waits for.
@@ -35,7 +37,8 @@ pub fn spawn(session: Session) {
     let span = tracing::info_span!(
         "session",
         conn_id = session.slot.id,
-        request_id = session.request_id.to_str().unwrap_or(""),
+        request_id = session.ids.request_id.to_str().unwrap_or(""),
+        trace_id = session.ids.trace_id(),
         client_ip = %session.client.ip().to_canonical(),
         route = %session.route.name,
         backend = %session.backend_name,
@@ -53,15 +56,19 @@ async fn run(session: Session) {
         route,
         backend_name,
         client: _,
-        request_id,
+        ids,
+        access,
     } = session;
-    drop(request_id); // in the span already; not kept for the session's life
+    drop(ids); // in the span already; not kept for the session's life
     let started = Instant::now();
     let (client, backend) = match client_upgraded(on_upgrade, backend).await {
         Some(both) => both,
         None => return,
     };
     crate::sockopt::set_user_timeout(client.0.tcp(), route.limits.tcp_user_timeout);
+    let backend_addr = access
+        .as_ref()
+        .and_then(|_| backend.io.tcp().peer_addr().ok());
     let info = slot.info();
     let listener = info
         .as_ref()
@@ -180,18 +187,24 @@ async fn run(session: Session) {
                 .inc();
         }
     }
-    info!(
-        end = ?outcome.end,
-        code,
-        initiator,
-        duration_ms = started.elapsed().as_millis() as u64,
-        bytes_in = outcome.client_to_backend.bytes,
-        bytes_out = outcome.backend_to_client.bytes,
-        messages_in = outcome.client_to_backend.messages,
-        messages_out = outcome.backend_to_client.messages,
-        hard_closed = outcome.hard_closed,
-        "session closed"
-    );
+    if let Some(up) = &access {
+        let (c2b, b2c) = (&outcome.client_to_backend, &outcome.backend_to_client);
+        crate::access::session(
+            up,
+            &crate::access::Ended {
+                route: &route.name,
+                backend: &backend_name,
+                backend_addr,
+                end: &outcome.end,
+                code,
+                initiator,
+                duration: started.elapsed(),
+                c2b: (c2b.bytes, c2b.messages),
+                b2c: (b2c.bytes, b2c.messages),
+                hard_closed: outcome.hard_closed,
+            },
+        );
+    }
     drop(slot);
     // The sessions of a route a reload removed re-create some of its series while they drain
     // (closes, drains, bytes, durations): the last one to end deletes them again.

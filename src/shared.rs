@@ -67,6 +67,8 @@ pub struct Shared {
     pub loaded_at: Mutex<std::time::SystemTime>,
     /// Per-client-address session counts and upgrade rates of every route (kept across reloads).
     pub per_ip: crate::per_ip::PerIpLimits,
+    /// Refusal access lines per reason per second (a scanner cannot fill the disk).
+    pub access: crate::access::RefusalLimiter,
 }
 
 impl Shared {

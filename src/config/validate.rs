@@ -16,8 +16,8 @@ mod discovery;
 mod edge;
 pub mod fields;
 mod lifecycle;
-mod parse_error;
 mod ops;
+mod parse_error;
 mod route;
 #[cfg(test)]
 mod tests;

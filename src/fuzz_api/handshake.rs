@@ -152,6 +152,7 @@ fn check<B>(
         tls: false,
         client_cert: None,
         cert_headers: crate::forward::cert_headers(config),
+        sampling_ratio: config.telemetry.sampling_ratio,
     };
     let backend = &route.backends[0];
     let (forwarded, _id) =

@@ -10,8 +10,13 @@ pub(super) fn sections(
     telemetry: &Option<Spanned<raw::RawTelemetry>>,
     reload: &Option<Spanned<raw::RawReload>>,
 ) -> (Telemetry, ReloadSettings) {
-    let mut t = Telemetry { sampling_ratio: 0.0 };
-    if let Some(r) = telemetry.as_ref().and_then(|t| t.value.sampling_ratio.as_ref()) {
+    let mut t = Telemetry {
+        sampling_ratio: 0.0,
+    };
+    if let Some(r) = telemetry
+        .as_ref()
+        .and_then(|t| t.value.sampling_ratio.as_ref())
+    {
         t.sampling_ratio = fraction(cx, r, "telemetry.sampling_ratio").unwrap_or(0.0);
     }
     let mut rs = ReloadSettings::default();
@@ -20,8 +25,8 @@ pub(super) fn sections(
         rs.watch = r.watch.unwrap_or(true);
         rs.settle = cx.duration(&r.settle, "reload.settle", DEFAULT_RELOAD_SETTLE);
         if let Some(f) = &r.max_drain_fraction {
-            rs.max_drain_fraction = fraction(cx, f, "reload.max_drain_fraction")
-                .unwrap_or(DEFAULT_MAX_DRAIN_FRACTION);
+            rs.max_drain_fraction =
+                fraction(cx, f, "reload.max_drain_fraction").unwrap_or(DEFAULT_MAX_DRAIN_FRACTION);
         }
     }
     (t, rs)

@@ -157,13 +157,16 @@ fn route(
             fields::header_name,
         )
     });
-    let redact_query = r
-        .redact_query
-        .iter()
-        .flat_map(|l| l.value.iter())
-        .enumerate()
-        .filter_map(|(j, q)| cx.check(q, &format!("{p}.redact_query[{j}]"), fields::token))
-        .collect();
+    // Unset: every query value is redacted in logs (`*`); a list redacts only those names.
+    let redact_query = match &r.redact_query {
+        None => vec!["*".to_owned()],
+        Some(l) => l
+            .value
+            .iter()
+            .enumerate()
+            .filter_map(|(j, q)| cx.check(q, &format!("{p}.redact_query[{j}]"), fields::token))
+            .collect(),
+    };
 
     Some(Route {
         name: name?,
