@@ -278,9 +278,14 @@ async fn route_request(
         .lookup(&ctx.listener.name, host, &target.match_path)
         .ok_or_else(|| Rejection::new(RejectReason::NoRoute, None))?;
     let route = &snapshot.config.routes[route_idx];
+    // The token leaves the request before anything reads it (a `bearer.` subprotocol must not
+    // meet the subprotocol filter); it is judged only after the per-IP limits.
+    let auth = snapshot.routes[route_idx].auth.as_deref();
+    let mut token = auth.map(|a| a.take_token(req));
 
     if !handshake::is_websocket_upgrade(req.headers()) {
         if route.http_fallback.is_some() {
+            crate::auth::step(auth, token.take(), req).map_err(|r| refused(*r, route_idx))?;
             return Ok(Routed::Fallback(route_idx));
         }
         return Err(Rejection::new(RejectReason::NotUpgrade, Some(route_idx)));
@@ -290,6 +295,7 @@ async fn route_request(
     let client_ip = key::client_ip(ctx.peer.ip(), req.headers(), &ctx.listener.trusted_proxies);
     let per_ip = per_ip_admit(ctx, &snapshot.routes[route_idx].name, route, client_ip)
         .map_err(|over| per_ip_rejection(over).with_route(route_idx))?;
+    let admitted = crate::auth::step(auth, token, req).map_err(|r| refused(*r, route_idx))?;
     let mut slot = ctx
         .shared
         .registry
@@ -311,6 +317,7 @@ async fn route_request(
         req.headers(),
         req.uri().query(),
         client_ip,
+        admitted.as_ref().and_then(|a| a.claims.as_ref()),
     );
 
     let deadline = tokio::time::Instant::now() + route.limits.handshake_timeout;
@@ -386,6 +393,16 @@ async fn route_request(
         request_id,
     });
     Ok(Routed::Response(response))
+}
+
+/// An auth refusal (its response carries the `WWW-Authenticate` challenge).
+fn refused(r: crate::auth::Refusal, route: usize) -> Rejection {
+    Rejection {
+        reason: r.reason,
+        route: Some(route),
+        response: r.response,
+        detail: Some(r.detail.to_owned()),
+    }
 }
 
 /// The route's per-client-address limits (the address after PROXY and trusted
@@ -508,7 +525,7 @@ async fn dial_and_upgrade(
     let peer = peer_of(ctx, snapshot);
     let (headers, request_id) =
         forward::upgrade_request_headers(req.headers(), route, backend, upgrade, peer);
-    let path = backend_path(route, &backend.url.path, req.uri());
+    let path = crate::target::backend_path(route, &backend.url.path, req.uri());
     let mut request = Request::builder().method("GET").uri(path);
     *request.headers_mut().expect("builder has no error yet") = headers;
     let request = request
@@ -563,26 +580,4 @@ fn peer_of(ctx: &ConnContext, snapshot: &Snapshot) -> Peer {
         client_cert: ctx.client_cert.clone(),
         cert_headers: forward::cert_headers(&snapshot.config),
     }
-}
-
-/// The backend request target: the route prefix stripped when `strip_prefix`, the backend
-/// URL's path prepended, the query kept.
-pub fn backend_path(route: &Route, backend_prefix: &str, uri: &http::Uri) -> String {
-    let mut path = uri.path();
-    if route.strip_prefix && route.path_prefix != "/" {
-        path = path
-            .strip_prefix(route.path_prefix.as_str())
-            .unwrap_or(path);
-    }
-    let mut out = String::with_capacity(backend_prefix.len() + path.len() + 16);
-    out.push_str(backend_prefix.trim_end_matches('/'));
-    if !path.starts_with('/') {
-        out.push('/');
-    }
-    out.push_str(path);
-    if let Some(q) = uri.query() {
-        out.push('?');
-        out.push_str(q);
-    }
-    out
 }

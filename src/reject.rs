@@ -69,10 +69,18 @@ pub enum RejectReason {
     /// The head completed after a graceful shutdown stopped the listeners: no backend is
     /// dialled, the client is told to come back (to another instance) and the connection closes.
     ShuttingDown,
+    /// The route's `auth` found no token (401, bare `Bearer` challenge).
+    AuthRequired,
+    /// A token that did not verify: bad signature, expired, unknown key… (401 `invalid_token`).
+    AuthInvalid,
+    /// An oversized or malformed token (400 `invalid_request`).
+    AuthBadRequest,
+    /// A valid token without the claims the route requires (403 `insufficient_scope`).
+    AuthForbidden,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 22] = [
+    pub const ALL: [RejectReason; 26] = [
         RejectReason::HttpVersion,
         RejectReason::BadHost,
         RejectReason::BadPath,
@@ -95,6 +103,10 @@ impl RejectReason {
         RejectReason::PerIpSessions,
         RejectReason::PerIpRate,
         RejectReason::ShuttingDown,
+        RejectReason::AuthRequired,
+        RejectReason::AuthInvalid,
+        RejectReason::AuthBadRequest,
+        RejectReason::AuthForbidden,
     ];
 
     /// The metric label and log reason. Dashboards depend on these exact strings.
@@ -122,6 +134,10 @@ impl RejectReason {
             RejectReason::PerIpSessions => "per_ip_sessions",
             RejectReason::PerIpRate => "per_ip_rate",
             RejectReason::ShuttingDown => "shutting_down",
+            RejectReason::AuthRequired => "auth_required",
+            RejectReason::AuthInvalid => "auth_invalid",
+            RejectReason::AuthBadRequest => "auth_bad_request",
+            RejectReason::AuthForbidden => "auth_forbidden",
         }
     }
 
@@ -155,7 +171,11 @@ impl RejectReason {
             | RejectReason::OriginDenied
             | RejectReason::SubprotocolRequired
             | RejectReason::PerIpSessions
-            | RejectReason::PerIpRate => Side::Client,
+            | RejectReason::PerIpRate
+            | RejectReason::AuthRequired
+            | RejectReason::AuthInvalid
+            | RejectReason::AuthBadRequest
+            | RejectReason::AuthForbidden => Side::Client,
             RejectReason::BackendUnreachable
             | RejectReason::BackendTimeout
             | RejectReason::BackendRejected
@@ -178,7 +198,10 @@ impl RejectReason {
             | RejectReason::BodyOnUpgrade
             | RejectReason::BadConnection
             | RejectReason::BadKey
-            | RejectReason::SubprotocolRequired => StatusCode::BAD_REQUEST,
+            | RejectReason::SubprotocolRequired
+            | RejectReason::AuthBadRequest => StatusCode::BAD_REQUEST,
+            RejectReason::AuthRequired | RejectReason::AuthInvalid => StatusCode::UNAUTHORIZED,
+            RejectReason::AuthForbidden => StatusCode::FORBIDDEN,
             RejectReason::NoRoute => StatusCode::NOT_FOUND,
             RejectReason::NotUpgrade | RejectReason::BadVersion => StatusCode::UPGRADE_REQUIRED,
             RejectReason::BadMethod => StatusCode::METHOD_NOT_ALLOWED,

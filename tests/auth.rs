@@ -1,0 +1,368 @@
+//! Authentication at the edge (`routes[].auth`, docs/AUTH.md): JWT refusals with their RFC 6750
+//! status and challenge before any backend is dialled, the token's locations and its removal,
+//! claims as headers and as affinity keys. Real sockets, keys generated at test time.
+
+mod support;
+
+use serde_json::json;
+use support::*;
+use wsedge::config::auth::Algorithm;
+use wsedge::test_util::jwt::{jwks, now, unsigned, TestKey};
+
+/// Keys, the JWKS file and the route's `auth` block.
+struct Keys {
+    es: TestKey,
+    ed: TestKey,
+    dir: TempDir,
+}
+
+impl Keys {
+    fn new() -> Keys {
+        let es = TestKey::new(Algorithm::ES256, "es-1");
+        let ed = TestKey::new(Algorithm::EdDSA, "ed-1");
+        let dir = TempDir::new("auth-keys");
+        dir.write("jwks.json", &jwks(&[&es, &ed]));
+        Keys { es, ed, dir }
+    }
+
+    /// The route lines of an `auth.jwt` block (`extra`: more lines under `jwt:`).
+    fn route_auth(&self, extra: &str) -> String {
+        let mut y = format!(
+            "auth:\n  jwt:\n    jwks_file: {}\n    algorithms: [ES256, EdDSA]\n    \
+             issuer: https://issuer.test\n    audiences: [chat]\n    leeway: 0s\n",
+            self.dir.0.join("jwks.json").display()
+        );
+        for l in extra.lines() {
+            y.push_str("    ");
+            y.push_str(l);
+            y.push('\n');
+        }
+        y
+    }
+}
+
+fn claims(sub: &str) -> serde_json::Value {
+    json!({"sub": sub, "iss": "https://issuer.test", "aud": "chat", "exp": now() + 300, "scope": "chat"})
+}
+
+fn counter(metrics: &str, result: &str) -> u64 {
+    let prefix = format!("wsedge_upgrades_total{{result=\"{result}\",route=\"r\",");
+    metrics
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0, |v| v.parse().unwrap())
+}
+
+#[tokio::test]
+async fn every_refusal_has_its_status_and_challenge_and_no_backend_is_dialled() {
+    let keys = Keys::new();
+    let backend = Backend::echo("b1").await;
+    let yaml = single_route_yaml(
+        &[("b1", backend.addr)],
+        &keys.route_auth("require_claims: {scope: chat}\nmax_token_bytes: 2KiB"),
+    );
+    let router = Router::start(&yaml).await;
+    let good = keys.es.sign(&claims("alice"));
+    let mut expired = claims("alice");
+    expired["exp"] = json!(now() - 10);
+    let mut early = claims("alice");
+    early["nbf"] = json!(now() + 600);
+    let mut wrong_aud = claims("alice");
+    wrong_aud["aud"] = json!("billing");
+    let mut wrong_iss = claims("alice");
+    wrong_iss["iss"] = json!("https://evil.test");
+    let mut no_scope = claims("alice");
+    no_scope["scope"] = json!("read");
+    let stranger = TestKey::new(Algorithm::ES256, "unknown-kid");
+    // The ES256 key's kid on an EdDSA token: the key is for another algorithm.
+    let mismatched = TestKey::new(Algorithm::EdDSA, "es-1");
+    let bearer = |t: &str| format!("Authorization: Bearer {t}\r\n");
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("no token", String::new(), 401, r#"Bearer realm="r""#),
+        (
+            "other scheme",
+            "Authorization: Basic dTpw\r\n".into(),
+            401,
+            r#"Bearer realm="r""#,
+        ),
+        (
+            "expired",
+            bearer(&keys.es.sign(&expired)),
+            401,
+            r#"Bearer realm="r", error="invalid_token""#,
+        ),
+        (
+            "not yet valid",
+            bearer(&keys.es.sign(&early)),
+            401,
+            r#"Bearer realm="r", error="invalid_token""#,
+        ),
+        (
+            "wrong aud",
+            bearer(&keys.es.sign(&wrong_aud)),
+            401,
+            r#"Bearer realm="r", error="invalid_token""#,
+        ),
+        (
+            "wrong iss",
+            bearer(&keys.es.sign(&wrong_iss)),
+            401,
+            r#"Bearer realm="r", error="invalid_token""#,
+        ),
+        (
+            "unknown kid",
+            bearer(&stranger.sign(&claims("a"))),
+            401,
+            r#"Bearer realm="r", error="invalid_token""#,
+        ),
+        (
+            "alg none",
+            bearer(&unsigned(&claims("a"))),
+            401,
+            r#"Bearer realm="r", error="invalid_token""#,
+        ),
+        (
+            "alg vs key",
+            bearer(&mismatched.sign(&claims("a"))),
+            401,
+            r#"Bearer realm="r", error="invalid_token""#,
+        ),
+        (
+            "bad signature",
+            bearer(&format!("{}AAAA", &good[..good.len() - 4])),
+            401,
+            r#"Bearer realm="r", error="invalid_token""#,
+        ),
+        (
+            "malformed",
+            bearer("not-a-jwt"),
+            400,
+            r#"Bearer realm="r", error="invalid_request""#,
+        ),
+        (
+            "oversized",
+            bearer(&"a".repeat(3000)),
+            400,
+            r#"Bearer realm="r", error="invalid_request""#,
+        ),
+        (
+            "scope",
+            bearer(&keys.es.sign(&no_scope)),
+            403,
+            r#"Bearer realm="r", error="insufficient_scope""#,
+        ),
+    ];
+    for (what, extra, status, challenge) in &cases {
+        let (got, headers, _) = raw_http(router.addr, &upgrade_request("/", extra)).await;
+        assert_eq!(got, *status, "{what}");
+        assert_eq!(
+            header(&headers, "www-authenticate"),
+            Some(*challenge),
+            "{what}"
+        );
+    }
+    assert!(
+        backend.seen.lock().unwrap().is_empty(),
+        "no refused request reached the backend"
+    );
+    let m = router.metrics();
+    assert_eq!(counter(&m, "auth_required"), 2);
+    assert_eq!(counter(&m, "auth_invalid"), 8);
+    assert_eq!(counter(&m, "auth_bad_request"), 2);
+    assert_eq!(counter(&m, "auth_forbidden"), 1);
+    // And a good one goes through.
+    let (got, _, _) = raw_http(router.addr, &upgrade_request("/", &bearer(&good))).await;
+    assert_eq!(got, 101);
+    assert_eq!(backend.seen.lock().unwrap().len(), 1);
+    router.stop().await;
+    backend.stop().await;
+}
+
+#[tokio::test]
+async fn the_token_is_found_in_each_location_and_never_forwarded() {
+    let keys = Keys::new();
+    let backend = Backend::with_protocol("b1", "chat.v2").await;
+    let auth = keys.route_auth(
+        "token_from: [header:Authorization, cookie:tok, query:access_token, subprotocol:bearer.]",
+    );
+    let yaml = single_route_yaml(
+        &[("b1", backend.addr)],
+        &format!("subprotocols: [chat.v2]\nrequire_subprotocol: true\n{auth}"),
+    );
+    let router = Router::start(&yaml).await;
+    let t = keys.ed.sign(&claims("alice"));
+    let requests = [
+        (
+            "/?room=1",
+            format!("Authorization: Bearer {t}\r\nSec-WebSocket-Protocol: chat.v2\r\n"),
+        ),
+        (
+            "/?room=1",
+            format!("Cookie: a=1; tok={t}; b=2\r\nSec-WebSocket-Protocol: chat.v2\r\n"),
+        ),
+        (
+            &*format!("/?room=1&access_token={t}"),
+            "Sec-WebSocket-Protocol: chat.v2\r\n".to_owned(),
+        ),
+        // The browser pattern: the token as an offered subprotocol, next to the real one.
+        (
+            "/?room=1",
+            format!("Sec-WebSocket-Protocol: bearer.{t}, chat.v2\r\n"),
+        ),
+    ];
+    for (i, (path, extra)) in requests.iter().enumerate() {
+        let (status, headers, _) = raw_http(router.addr, &upgrade_request(path, extra)).await;
+        assert_eq!(status, 101, "request {i}");
+        assert_eq!(
+            header(&headers, "sec-websocket-protocol"),
+            Some("chat.v2"),
+            "request {i}"
+        );
+        let seen = backend.seen.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(
+            seen.0, "/?room=1",
+            "request {i}: the query keeps only the rest"
+        );
+        let all: String = seen.1.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
+        assert!(
+            !all.contains(&t),
+            "request {i}: the backend saw the token:\n{all}"
+        );
+        assert!(
+            !all.to_ascii_lowercase().contains("authorization"),
+            "request {i}"
+        );
+        assert!(!all.contains("bearer."), "request {i}");
+        if i == 1 {
+            assert_eq!(header(&seen.1, "cookie"), Some("a=1; b=2"));
+        }
+        assert_eq!(
+            header(&seen.1, "sec-websocket-protocol"),
+            Some("chat.v2"),
+            "request {i}"
+        );
+    }
+    // `require_subprotocol` ignores the bearer entry: alone, it is no subprotocol.
+    let extra = format!("Sec-WebSocket-Protocol: bearer.{t}\r\n");
+    let (status, _, _) = raw_http(router.addr, &upgrade_request("/", &extra)).await;
+    assert_eq!(status, 400);
+    router.stop().await;
+    backend.stop().await;
+}
+
+#[tokio::test]
+async fn claims_become_headers_replacing_what_the_client_sent() {
+    let keys = Keys::new();
+    let backend = Backend::echo("b1").await;
+    let yaml = single_route_yaml(
+        &[("b1", backend.addr)],
+        &keys.route_auth("claims_to_headers: {sub: X-User-Id, tenant: X-Tenant}"),
+    );
+    let router = Router::start(&yaml).await;
+    let mut c = claims("alice");
+    c["tenant"] = json!(7);
+    let extra = format!(
+        "Authorization: Bearer {}\r\nX-User-Id: mallory\r\nX-Tenant: 1\r\nConnection: Upgrade, X-User-Id\r\n",
+        keys.es.sign(&c)
+    );
+    let req = upgrade_request("/", &extra).replace("Connection: Upgrade\r\n", "");
+    let (status, _, _) = raw_http(router.addr, &req).await;
+    assert_eq!(status, 101);
+    let seen = backend.seen.lock().unwrap().last().cloned().unwrap();
+    let users: Vec<_> = seen.1.iter().filter(|(k, _)| k == "x-user-id").collect();
+    assert_eq!(users.len(), 1, "{:?}", seen.1);
+    assert_eq!(users[0].1, "alice");
+    assert_eq!(header(&seen.1, "x-tenant"), Some("7"));
+    // A claim that cannot be a header value refuses the token.
+    let mut c = claims("alice");
+    c["tenant"] = json!({"nested": true});
+    let extra = format!("Authorization: Bearer {}\r\n", keys.es.sign(&c));
+    let (status, headers, _) = raw_http(router.addr, &upgrade_request("/", &extra)).await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        header(&headers, "www-authenticate"),
+        Some(r#"Bearer realm="r", error="invalid_token""#)
+    );
+    router.stop().await;
+    backend.stop().await;
+}
+
+#[tokio::test]
+async fn a_claim_is_an_affinity_key() {
+    let keys = Keys::new();
+    let backends = [
+        Backend::echo("b1").await,
+        Backend::echo("b2").await,
+        Backend::echo("b3").await,
+    ];
+    let named: Vec<(&str, std::net::SocketAddr)> =
+        backends.iter().map(|b| (b.id.as_str(), b.addr)).collect();
+    let yaml = single_route_yaml(
+        &named,
+        &format!("affinity: {{key: \"claim:sub\"}}\n{}", keys.route_auth("")),
+    );
+    let router = Router::start(&yaml).await;
+    let mut placed = std::collections::HashMap::new();
+    for round in 0..2 {
+        for user in ["u1", "u2", "u3", "u4", "u5", "u6"] {
+            // A fresh token each time (other claims differ): only `sub` decides.
+            let mut c = claims(user);
+            c["jti"] = json!(format!("{user}-{round}"));
+            let t = keys.es.sign(&c);
+            let url = router.url(&format!("/?access_token=ignored&r={round}"));
+            let mut req =
+                tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
+                    .unwrap();
+            req.headers_mut()
+                .insert("authorization", format!("Bearer {t}").parse().unwrap());
+            let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+            let who = roundtrip(&mut ws, "whoami").await;
+            let first = placed.entry(user).or_insert_with(|| who.clone());
+            assert_eq!(*first, who, "{user} moved");
+            let _ = ws.close(None).await;
+        }
+    }
+    let distinct: std::collections::HashSet<_> = placed.values().collect();
+    assert!(distinct.len() > 1, "six users on one backend: {placed:?}");
+    router.stop().await;
+    for b in backends {
+        b.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn http_fallback_requests_need_the_token_too() {
+    let keys = Keys::new();
+    let backend = Backend::echo("b1").await;
+    let fallback = ScriptedBackend::start(Some(
+        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+    ))
+    .await;
+    let yaml = single_route_yaml(
+        &[("b1", backend.addr)],
+        &format!(
+            "http_fallback: \"http://{}\"\n{}",
+            fallback.addr,
+            keys.route_auth("")
+        ),
+    );
+    let router = Router::start(&yaml).await;
+    let plain = "GET /page HTTP/1.1\r\nHost: test.local\r\n";
+    let (status, headers, _) = raw_http(router.addr, &format!("{plain}\r\n")).await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        header(&headers, "www-authenticate"),
+        Some(r#"Bearer realm="r""#)
+    );
+    let t = keys.es.sign(&claims("alice"));
+    let (status, _, body) = raw_http(
+        router.addr,
+        &format!("{plain}Authorization: Bearer {t}\r\n\r\n"),
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    router.stop().await;
+    fallback.stop().await;
+    backend.stop().await;
+}
