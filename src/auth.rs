@@ -8,6 +8,7 @@
 //! rate-limited before any signature check). Every refusal is one [`AuthError`]: its RFC 6750
 //! status and `WWW-Authenticate`, its [`RejectReason`] and a bounded reason label.
 
+pub mod expiry;
 pub mod jwks;
 pub mod jwt;
 pub mod ring_jwt;
@@ -21,7 +22,7 @@ use http::{Request, Response};
 use crate::answer::reject_response;
 use crate::balance::key::Claims;
 use crate::body::Body;
-use crate::config::auth::{Auth, CloseAtExpiry};
+use crate::config::auth::Auth;
 use crate::reject::RejectReason;
 use jwks::{JwksError, KeySet};
 use jwt::{JwtError, JwtVerifier};
@@ -104,8 +105,8 @@ impl AuthError {
 pub struct Admitted {
     /// The verified claims (`claim:` affinity keys).
     pub claims: Option<Claims>,
-    /// When the session must be closed (`close_at_expiry`): the token's `exp` and the policy.
-    pub expiry: Option<(u64, CloseAtExpiry)>,
+    /// When the session is closed (`close_at_expiry`), drawn at admission.
+    pub expiry: Option<expiry::Expiry>,
 }
 
 /// A refusal: the reason, the response to send, and the bounded detail for the log line.
@@ -207,8 +208,8 @@ impl RouteAuth {
             admitted.expiry = j
                 .config
                 .close_at_expiry
-                .clone()
-                .map(|policy| (verified.exp, policy));
+                .as_ref()
+                .map(|policy| expiry::Expiry::draw(verified.exp, policy));
             admitted.claims = Some(verified.claims);
         }
         Ok(admitted)

@@ -391,6 +391,7 @@ async fn route_request(
         backend_name,
         client: ctx.peer,
         request_id,
+        expiry: admitted.and_then(|a| a.expiry),
     });
     Ok(Routed::Response(response))
 }

@@ -28,6 +28,8 @@ pub struct Session {
     pub backend_name: String,
     pub client: SocketAddr,
     pub request_id: HeaderValue,
+    /// `close_at_expiry`: when the session's token makes it end.
+    pub expiry: Option<crate::auth::expiry::Expiry>,
 }
 
 /// Spawns the session on the tracker that shutdown waits for.
@@ -54,6 +56,7 @@ async fn run(session: Session) {
         backend_name,
         client: _,
         request_id,
+        expiry,
     } = session;
     drop(request_id); // in the span already; not kept for the session's life
     let started = Instant::now();
@@ -115,6 +118,7 @@ async fn run(session: Session) {
         lingering_timeout: route.limits.lingering_timeout,
     };
     let handle = slot.handle.clone();
+    let _expiry = expiry.map(|e| e.arm(handle.clone()));
     if m.enabled {
         // The generation's counters (resolved once for the route), or the route's own when a
         // reload removed it meanwhile.

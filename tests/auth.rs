@@ -366,3 +366,69 @@ async fn http_fallback_requests_need_the_token_too() {
     fallback.stop().await;
     backend.stop().await;
 }
+
+/// `close_at_expiry`: the session is closed with the configured code and reason inside
+/// [exp + grace − spread, exp + grace] (the upper bound widened for scheduling). A second
+/// session whose client leaves first must not disturb it.
+#[tokio::test]
+async fn sessions_end_with_their_token() {
+    let keys = Keys::new();
+    let backend = Backend::echo("b1").await;
+    let yaml = single_route_yaml(
+        &[("b1", backend.addr)],
+        &keys.route_auth(
+            "close_at_expiry: {grace: 1s, spread: 1s, code: 4001, reason: \"token expired\"}",
+        ),
+    );
+    let router = Router::start(&yaml).await;
+    let exp = now() + 2;
+    let mut c = claims("alice");
+    c["exp"] = json!(exp);
+    let t = keys.es.sign(&c);
+    let connect = || async {
+        let mut req =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                router.url("/"),
+            )
+            .unwrap();
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+        tokio_tungstenite::connect_async(req).await.unwrap().0
+    };
+    let mut ws = connect().await;
+    let early = connect().await;
+    drop(early);
+    assert_eq!(roundtrip(&mut ws, "hi").await, "hi");
+    let frame = loop {
+        match tokio::time::timeout(PATIENCE, futures_util::StreamExt::next(&mut ws))
+            .await
+            .expect("closed in time")
+        {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(f))) => {
+                break f.expect("a close frame with a code")
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("ended without a Close: {other:?}"),
+        }
+    };
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert_eq!(u16::from(frame.code), 4001);
+    assert_eq!(frame.reason.as_str(), "token expired");
+    // Window [exp + 1 − 1, exp + 1]; the timer cannot fire early, scheduling may make it late.
+    assert!(
+        at >= exp as f64 - 0.05,
+        "closed {:.3}s before the window",
+        exp as f64 - at
+    );
+    assert!(
+        at <= exp as f64 + 1.0 + 2.0,
+        "closed {:.3}s after exp",
+        at - exp as f64
+    );
+    let _ = close_code(&mut ws).await;
+    router.stop().await;
+    backend.stop().await;
+}

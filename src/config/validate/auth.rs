@@ -47,9 +47,6 @@ fn not_yet(a: &raw::RawAuth) -> Vec<(bool, raw::Location, &'static str)> {
         if let Some(u) = &j.value.jwks_url {
             out.push((true, u.referenced, "jwt.jwks_url"));
         }
-        if let Some(c) = &j.value.close_at_expiry {
-            out.push((true, c.referenced, "jwt.close_at_expiry"));
-        }
     }
     out
 }
