@@ -10,6 +10,7 @@
 
 pub mod expiry;
 pub mod jwks;
+pub mod jwks_file;
 pub mod jwt;
 pub mod ring_jwt;
 pub mod token_source;
@@ -33,6 +34,10 @@ pub struct RouteAuth {
     /// `Bearer realm="<route>"`, the start of every `WWW-Authenticate`.
     realm: String,
     pub jwt: Option<JwtVerifier>,
+    /// The hash of the `jwks_file` bytes the current set came from.
+    jwks_hash: Option<u64>,
+    /// The `jwks_file` watch (set by [`for_route`], not by `wsedge check`'s [`RouteAuth::load`]).
+    watch: Option<jwks_file::FileWatch>,
 }
 
 /// What [`RouteAuth::take_token`] found, kept until [`RouteAuth::admit`].
@@ -130,6 +135,7 @@ impl std::fmt::Debug for RouteAuth {
         f.debug_struct("RouteAuth")
             .field("realm", &self.realm)
             .field("jwt", &self.jwt.is_some())
+            .field("watched", &self.watch.is_some())
             .finish()
     }
 }
@@ -142,12 +148,21 @@ impl RouteAuth {
             route: route.to_owned(),
             source,
         };
+        let mut jwks_hash = None;
         let jwt = match &auth.jwt {
             None => None,
             Some(cfg) => {
                 let keys = match &cfg.jwks_file {
                     Some(path) => {
-                        let (set, skipped) = KeySet::load(path).map_err(err)?;
+                        let bytes = std::fs::read(path).map_err(|source| {
+                            err(JwksError::Io {
+                                path: path.display().to_string(),
+                                source,
+                            })
+                        })?;
+                        jwks_hash = Some(jwks_file::hash(&bytes));
+                        let (set, skipped) =
+                            KeySet::parse(&path.display().to_string(), &bytes).map_err(err)?;
                         for s in skipped {
                             tracing::warn!(route, file = %path.display(), index = s.index, kid = s.kid.as_deref().unwrap_or(""), why = %s.why, "JWKS key skipped");
                         }
@@ -165,7 +180,25 @@ impl RouteAuth {
         Ok(RouteAuth {
             realm: format!("Bearer realm=\"{route}\""),
             jwt,
+            jwks_hash,
+            watch: None,
         })
+    }
+
+    /// Watches the route's `jwks_file` (if any) for rotation. A watch that cannot start is
+    /// logged; the keys loaded now keep serving.
+    fn start_watch(&mut self, route: &str) {
+        let Some(j) = &self.jwt else { return };
+        let Some(path) = &j.config.jwks_file else {
+            return;
+        };
+        let loaded = self.jwks_hash.unwrap_or_default();
+        match jwks_file::watch(route.to_owned(), path.clone(), j.jwks.clone(), loaded) {
+            Ok(w) => self.watch = Some(w),
+            Err(e) => {
+                tracing::warn!(route, file = %path.display(), error = %e, "JWKS file not watched: rotation needs a reload")
+            }
+        }
     }
 
     /// Takes the token out of the request (see [`token_source::take`]). Call before the
@@ -258,7 +291,10 @@ pub fn for_route(
         return (None, None);
     };
     match RouteAuth::load(&route.name, auth) {
-        Ok(a) => (Some(Arc::new(a)), None),
+        Ok(mut a) => {
+            a.start_watch(&route.name);
+            (Some(Arc::new(a)), None)
+        }
         Err(e) => {
             let closed = RouteAuth {
                 realm: format!("Bearer realm=\"{}\"", route.name),
@@ -266,6 +302,8 @@ pub fn for_route(
                     .jwt
                     .clone()
                     .map(|cfg| JwtVerifier::new(cfg, KeySet::default(), None)),
+                jwks_hash: None,
+                watch: None,
             };
             (Some(Arc::new(closed)), Some(Arc::new(e)))
         }

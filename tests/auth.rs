@@ -432,3 +432,68 @@ async fn sessions_end_with_their_token() {
     router.stop().await;
     backend.stop().await;
 }
+
+/// Upgrades with `token` (Authorization header) answer this status.
+async fn status_with(router: &Router, token: &str) -> u16 {
+    let extra = format!("Authorization: Bearer {token}\r\n");
+    raw_http(router.addr, &upgrade_request("/", &extra)).await.0
+}
+
+/// Waits (bounded) until an upgrade with `token` answers `want`: the watch acts on a file event.
+async fn wait_status(router: &Router, token: &str, want: u16) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let got = status_with(router, token).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still {got}, want {want}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// `jwks_file` rotation while sessions run: a rename-save with a new key set takes effect for
+/// new upgrades (the old key refused, the new one admitted) without a reload, live sessions
+/// keep running, and a broken file leaves the last good set serving.
+#[tokio::test]
+async fn jwks_file_rotation_while_sessions_run() {
+    let keys = Keys::new();
+    let backend = Backend::echo("b1").await;
+    let yaml = single_route_yaml(&[("b1", backend.addr)], &keys.route_auth(""));
+    let router = Router::start(&yaml).await;
+    let old = keys.es.sign(&claims("alice"));
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        router.url("/"),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {old}").parse().unwrap());
+    let (mut live, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+
+    let rotated = TestKey::new(Algorithm::ES256, "es-2");
+    let new = rotated.sign(&claims("bob"));
+    assert_eq!(status_with(&router, &new).await, 401);
+    let path = keys.dir.0.join("jwks.json");
+    let tmp = keys.dir.write("jwks.json.tmp", &jwks(&[&rotated]));
+    std::fs::rename(&tmp, &path).unwrap();
+    wait_status(&router, &new, 101).await;
+    assert_eq!(status_with(&router, &old).await, 401);
+    assert_eq!(roundtrip(&mut live, "still here").await, "still here");
+    assert_eq!(router.generation(), 1, "no reload was needed");
+
+    // A half-written file: the last good set keeps serving.
+    std::fs::write(&path, "{\"keys\": [").unwrap();
+    // A second, good write proves the watch saw the broken one before it.
+    let third = TestKey::new(Algorithm::EdDSA, "ed-3");
+    let tmp = keys.dir.write("jwks.json.tmp", &jwks(&[&rotated, &third]));
+    assert_eq!(status_with(&router, &new).await, 101);
+    std::fs::rename(&tmp, &path).unwrap();
+    wait_status(&router, &third.sign(&claims("carol")), 101).await;
+    assert_eq!(status_with(&router, &new).await, 101);
+    let _ = live.close(None).await;
+    router.stop().await;
+    backend.stop().await;
+}

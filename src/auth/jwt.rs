@@ -86,7 +86,8 @@ pub struct Verified {
 pub struct JwtVerifier {
     pub config: Jwt,
     /// The current key set (jwks_file / jwks_url); replaced whole when the keys change.
-    pub jwks: ArcSwap<KeySet>,
+    /// Shared with the `jwks_file` watch / `jwks_url` fetcher that replace it.
+    pub jwks: Arc<ArcSwap<KeySet>>,
     hs: Option<Key>,
     /// One `Validation` per allowed algorithm (jsonwebtoken wants a single family per call).
     validations: Vec<(Algorithm, Validation)>,
@@ -111,7 +112,7 @@ impl JwtVerifier {
             .collect();
         JwtVerifier {
             config,
-            jwks: ArcSwap::from_pointee(jwks),
+            jwks: Arc::new(ArcSwap::from_pointee(jwks)),
             hs,
             validations,
         }

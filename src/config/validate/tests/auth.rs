@@ -123,13 +123,6 @@ fn auth_claims_to_headers_not_managed() {
 
 #[test]
 fn auth_close_at_expiry_code() {
-    err(
-        &jwt("jwks_file: k\nalgorithms: [ES256]\nclose_at_expiry: {grace: 10s}"),
-        "routes[0].auth.jwt.close_at_expiry",
-        "not available",
-    );
-    return;
-    #[allow(unreachable_code)]
     let c = ok(&jwt(
         "jwks_file: k\nalgorithms: [ES256]\nclose_at_expiry: {grace: 10s, spread: 5s, code: 4001}",
     ));
