@@ -71,7 +71,7 @@ pub struct Step {
 }
 
 /// Limits checked at the end; absent ones are not checked.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
     pub lost: Option<u64>,
@@ -198,6 +198,10 @@ impl Scenario {
                 .map_err(anyhow::Error::msg)?,
             backend_header: None,
             scenario: None,
+            shard: None,
+            source_ips: None,
+            expect: None,
+            command: None,
         };
         Ok(LoadPlan::from_args(&args)?)
     }
@@ -479,6 +483,8 @@ pub async fn run(
         }
     }
     let mut report = load.await.context("load task")??;
+    report.config.scenario = Some(s.name.clone());
+    report.config.expect = Some(s.expect.clone());
     let mut unmet = failures;
     unmet.extend(check(&s.expect, &report));
     report.scenario = Some(super::report::Verdict {
