@@ -28,9 +28,12 @@ COPY src ./src
 # (docker build --build-arg WSEDGE_COMMIT=$(git rev-parse --short=12 HEAD) .).
 ARG WSEDGE_COMMIT=unknown
 ENV WSEDGE_COMMIT=$WSEDGE_COMMIT
+# The edge image is the slim build; `--build-arg CARGO_FEATURES=` builds the full one (with
+# `wsedge echo`, the example backend of deploy/kubernetes/backend-statefulset.yaml).
+ARG CARGO_FEATURES=--no-default-features
 # The target cache survives between builds (BuildKit): only changed crates recompile.
 RUN --mount=type=cache,target=/src/target \
-    cargo build --release --locked --offline --no-default-features --bin wsedge \
+    cargo build --release --locked --offline $CARGO_FEATURES --bin wsedge \
     && install -m 0755 -s target/release/wsedge /usr/local/bin/wsedge \
     && wsedge --version
 

@@ -40,6 +40,94 @@ pub fn run(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> bool {
     }
 }
 
+/// `wsedge check --print-drain-bound`: validates like [`run`], then prints instead of the
+/// summary how long a graceful shutdown can take, per route and for the whole replica, with
+/// `sessions` live (default: the routes' `max_connections` summed, the most it can hold):
+/// ```text
+/// sessions: 1000 (--sessions)
+/// route chat: 50s = effective spread 20s (max(spread 10s, 1000 ÷ max_rate 50/s)) + drain.timeout 30s
+/// shutdown: 56s = shutdown.delay 5s + 50s (route chat) + 1s for the sockets
+/// ```
+/// The `shutdown:` line is the process's hard deadline after SIGTERM: Kubernetes'
+/// `terminationGracePeriodSeconds` must exceed it.
+pub fn print_drain_bound(
+    path: &Path,
+    sessions: Option<usize>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> bool {
+    match Config::load(path) {
+        Ok((config, warnings)) => {
+            for w in &warnings {
+                let _ = writeln!(err, "{w}");
+            }
+            let _ = drain_bound(&config, sessions, out);
+            true
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                let _ = writeln!(err, "{e}");
+            }
+            false
+        }
+    }
+}
+
+fn drain_bound(c: &Config, sessions: Option<usize>, out: &mut dyn Write) -> io::Result<()> {
+    use crate::drain::{effective_spread, route_bound, shutdown_bound, SOCKET_SLACK};
+    let n = match sessions {
+        Some(n) => {
+            writeln!(out, "sessions: {n} (--sessions)")?;
+            n
+        }
+        None => {
+            let n = c.routes.iter().map(|r| r.limits.max_connections).sum();
+            writeln!(out, "sessions: {n} (the routes' max_connections summed)")?;
+            n
+        }
+    };
+    let mut longest: Option<(&str, std::time::Duration)> = None;
+    for r in &c.routes {
+        let d = &r.drain;
+        let spread = match d.max_rate {
+            Some(rate) => format!(
+                "effective spread {} (max(spread {}, {n} ÷ max_rate {rate}/s))",
+                secs(effective_spread(d, n)),
+                secs(d.spread)
+            ),
+            None => format!("spread {}", secs(d.spread)),
+        };
+        let bound = route_bound(d, n);
+        writeln!(
+            out,
+            "route {}: {} = {spread} + drain.timeout {}",
+            r.name,
+            secs(bound),
+            secs(d.timeout)
+        )?;
+        if longest.is_none_or(|(_, b)| bound > b) {
+            longest = Some((&r.name, bound));
+        }
+    }
+    let (name, route) = longest.unwrap_or(("none", std::time::Duration::ZERO));
+    let delay = c.shutdown.delay;
+    writeln!(
+        out,
+        "shutdown: {} = shutdown.delay {} + {} (route {name}) + {} for the sockets",
+        secs(delay + shutdown_bound(c, n)),
+        secs(delay),
+        secs(route),
+        secs(SOCKET_SLACK)
+    )
+}
+
+/// Seconds with at most millisecond decimals (`46s`, `20.5s`): easy to read and to parse.
+fn secs(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    let text = format!("{}.{:03}", ms / 1000, ms % 1000);
+    format!("{}s", text.trim_end_matches('0').trim_end_matches('.'))
+}
+
 fn summary(c: &Config, out: &mut dyn Write) -> io::Result<()> {
     writeln!(out, "{}: OK", c.source.display())?;
     writeln!(out, "listeners:")?;

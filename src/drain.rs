@@ -103,6 +103,28 @@ pub fn effective_spread(drain: &Drain, sessions: usize) -> Duration {
     drain.spread.max(by_rate)
 }
 
+/// After the last route's drain timeout, this long for the sockets to finish closing.
+pub const SOCKET_SLACK: Duration = Duration::from_secs(1);
+
+/// The longest one route's drain of `sessions` takes: effective spread + `drain.timeout`.
+pub fn route_bound(drain: &Drain, sessions: usize) -> Duration {
+    effective_spread(drain, sessions) + drain.timeout
+}
+
+/// The longest a graceful shutdown waits once its `shutdown.delay` is over, with `sessions`
+/// live on the replica: the largest [`route_bound`] + [`SOCKET_SLACK`]. Each route's spread is
+/// stretched by all the sessions (a route may hold every one). The server's hard deadline and
+/// `wsedge check --print-drain-bound` both come from here.
+pub fn shutdown_bound(config: &crate::config::Config, sessions: usize) -> Duration {
+    config
+        .routes
+        .iter()
+        .map(|r| route_bound(&r.drain, sessions))
+        .max()
+        .unwrap_or_default()
+        + SOCKET_SLACK
+}
+
 /// Draws each session's moment. `drain_of(route)` gives the drain settings that apply (the
 /// new config's for a surviving route, the old one's for a removed route).
 pub fn schedule(

@@ -67,6 +67,14 @@ enum Command {
         /// The routes file (YAML) to validate; nothing is bound or dialed.
         #[arg(long, short, default_value = "routes.yaml", env = "WSEDGE_CONFIG")]
         config: PathBuf,
+        /// Instead of the summary, print how long a graceful shutdown can take, per route
+        /// and in all (`shutdown: …`, the hard deadline after SIGTERM).
+        #[arg(long)]
+        print_drain_bound: bool,
+        /// Live sessions assumed by `--print-drain-bound` (they stretch a `drain.max_rate`
+        /// spread); default: the routes' `max_connections` summed.
+        #[arg(long, requires = "print_drain_bound")]
+        sessions: Option<usize>,
     },
     /// A built-in WebSocket echo backend (answers `whoami` with its id).
     #[cfg(feature = "tools")]
@@ -174,8 +182,17 @@ fn main() -> ExitCode {
         .unwrap_or(if quiet { "warn" } else { "info" });
     init_logging(cli.log_format, default_level);
     let result = match cli.command {
-        Command::Check { config } => {
-            let ok = wsedge::check::run(&config, &mut std::io::stdout(), &mut std::io::stderr());
+        Command::Check {
+            config,
+            print_drain_bound,
+            sessions,
+        } => {
+            let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+            let ok = if print_drain_bound {
+                wsedge::check::print_drain_bound(&config, sessions, &mut out, &mut err)
+            } else {
+                wsedge::check::run(&config, &mut out, &mut err)
+            };
             return if ok {
                 ExitCode::SUCCESS
             } else {

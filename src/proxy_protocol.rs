@@ -128,35 +128,20 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, ProxyError> {
     }
 }
 
-/// Reads the header `pp` asks for from `peer` and returns the client address it carries.
-/// `Ok(None)`: keep the socket peer (no header where none is required, a v2 `LOCAL` health
-/// check, v1 `UNKNOWN`, or a non-IP family). A header from a peer outside `pp.from` is
-/// [`ProxyError::Untrusted`], whatever the mode. Exactly the header's bytes are consumed.
-/// A header arriving in pieces is waited for on socket readiness, never polled. The caller
-/// bounds this with the listener's `request_timeout`.
-pub async fn read_header(
-    stream: &mut TcpStream,
-    pp: &ProxyProtocol,
-    peer: IpAddr,
-) -> Result<Option<SocketAddr>, ProxyError> {
-    let mut buf = [0u8; V1_MAX];
-    let kind = loop {
-        let n = stream.peek(&mut buf[..16]).await?;
-        if n == 0 {
-            return Err(ProxyError::Eof);
-        }
-        match detect(&buf[..n]) {
-            Detect::NeedMore => wait_for_more(stream, n).await?,
-            d => break d,
-        }
+/// What to do with a connection whose first bytes are `buf`, under the listener's `pp`, from
+/// socket peer `peer`. Pure (no I/O, no allocation): [`read_header`] calls it on what it has
+/// peeked so far, and the fuzz target checks it byte by byte.
+///
+/// The order is the policy: a header from a peer outside `pp.from` is refused as soon as its
+/// signature is seen ([`ProxyError::Untrusted`], whatever the mode), before its version or its
+/// body is looked at, so an untrusted peer cannot make the edge wait for 2 KiB.
+pub fn decide(buf: &[u8], pp: &ProxyProtocol, peer: IpAddr) -> Result<Decision, ProxyError> {
+    let kind = match detect(buf) {
+        Detect::NeedMore => return Ok(Decision::NeedMore),
+        Detect::NotProxy if pp.required => return Err(ProxyError::Missing),
+        Detect::NotProxy => return Ok(Decision::NoHeader),
+        kind => kind,
     };
-    if kind == Detect::NotProxy {
-        return if pp.required {
-            Err(ProxyError::Missing)
-        } else {
-            Ok(None)
-        };
-    }
     if !pp.trusts(peer) {
         return Err(ProxyError::Untrusted);
     }
@@ -165,29 +150,57 @@ pub async fn read_header(
         (Detect::V2, ProxyVersion::V1) => return Err(ProxyError::WrongVersion("v2")),
         _ => {}
     }
-    if kind == Detect::V2 {
-        let mut head = [0u8; 16];
-        stream.read_exact(&mut head).await.map_err(eof)?;
-        let len = usize::from(u16::from_be_bytes([head[14], head[15]]));
-        if len > V2_MAX_BODY {
-            return Err(ProxyError::Malformed("v2 header too long"));
-        }
-        let mut body = vec![0u8; len];
-        stream.read_exact(&mut body).await.map_err(eof)?;
-        return parse_v2(&head, &body);
+    match parse(buf)? {
+        Parsed::Incomplete => Ok(Decision::NeedMore),
+        Parsed::Header { len, source } => Ok(Decision::Header { len, source }),
+        Parsed::NotProxy => unreachable!("detect saw a signature"),
     }
+}
+
+/// [`decide`]'s answer when it does not refuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Wait for more bytes and ask again.
+    NeedMore,
+    /// No header and none required: consume nothing, keep the socket peer.
+    NoHeader,
+    /// Consume exactly `len` bytes; `source` as in [`Parsed::Header`].
+    Header {
+        len: usize,
+        source: Option<SocketAddr>,
+    },
+}
+
+/// The most [`read_header`] ever peeks: a v2 head and its largest allowed body (a v1 line is
+/// shorter).
+pub const PEEK_MAX: usize = 16 + V2_MAX_BODY;
+
+/// Reads the header `pp` asks for from `peer` and returns the client address it carries.
+/// `Ok(None)`: keep the socket peer (no header where none is required, a v2 `LOCAL` health
+/// check, v1 `UNKNOWN`, or a non-IP family). The decision is [`decide`]'s, on the bytes peeked
+/// so far; exactly the header's bytes are then consumed. A header arriving in pieces is waited
+/// for on socket readiness, never polled. The caller bounds this with the listener's
+/// `request_timeout`.
+pub async fn read_header(
+    stream: &mut TcpStream,
+    pp: &ProxyProtocol,
+    peer: IpAddr,
+) -> Result<Option<SocketAddr>, ProxyError> {
+    // On the heap: a buffer held across `.await` would be part of the connection task's future
+    // (whose size every idle session pays for), while this one is freed once the header is read.
+    let mut buf = vec![0u8; PEEK_MAX];
     loop {
         let n = stream.peek(&mut buf).await?;
         if n == 0 {
             return Err(ProxyError::Eof);
         }
-        match parse(&buf[..n])? {
-            Parsed::Header { len, source } => {
+        match decide(&buf[..n], pp, peer)? {
+            Decision::NeedMore => wait_for_more(stream, n).await?,
+            Decision::NoHeader => return Ok(None),
+            Decision::Header { len, source } => {
                 stream.read_exact(&mut buf[..len]).await.map_err(eof)?;
                 return Ok(source);
             }
-            Parsed::Incomplete => wait_for_more(stream, n).await?,
-            Parsed::NotProxy => unreachable!("detected as v1 above"),
         }
     }
 }
@@ -197,10 +210,10 @@ pub async fn read_header(
 /// readiness observed *before* it peeked, so a segment arriving meanwhile still wakes us, and
 /// a stalled prefix costs no wake-up until the peer sends again.
 async fn wait_for_more(stream: &TcpStream, have: usize) -> std::io::Result<()> {
-    let mut scratch = [MaybeUninit::<u8>::uninit(); V1_MAX + 1];
     loop {
         stream.readable().await?;
         let more = stream.try_io(Interest::READABLE, || {
+            let mut scratch = [MaybeUninit::<u8>::uninit(); PEEK_MAX + 1];
             // Only the count is used; the bytes are peeked again by the caller.
             let n = socket2::SockRef::from(stream).peek(&mut scratch)?;
             if n > have || n == 0 {
@@ -339,6 +352,78 @@ pub fn encode_v2(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn settings(version: ProxyVersion, required: bool, from: &[&str]) -> ProxyProtocol {
+        ProxyProtocol {
+            version,
+            required,
+            from: Some(from.iter().map(|n| n.parse().unwrap()).collect()),
+        }
+    }
+
+    #[test]
+    fn decide_refuses_an_untrusted_peer_on_the_signature_alone() {
+        let peer: IpAddr = "192.0.2.7".parse().unwrap();
+        let pp = settings(ProxyVersion::Any, false, &["10.0.0.0/8"]);
+        let header = encode_v2(
+            "198.51.100.1:4000".parse().unwrap(),
+            "10.0.0.1:443".parse().unwrap(),
+        );
+        // The signature is enough: the body is never waited for.
+        assert!(matches!(
+            decide(&header[..12], &pp, peer),
+            Err(ProxyError::Untrusted)
+        ));
+        assert!(matches!(
+            decide(b"PROXY ", &pp, peer),
+            Err(ProxyError::Untrusted)
+        ));
+        // No header from the same peer: served as itself.
+        assert_eq!(
+            decide(b"GET / HTTP/1.1\r\n", &pp, peer).unwrap(),
+            Decision::NoHeader
+        );
+        let trusted: IpAddr = "10.1.2.3".parse().unwrap();
+        assert_eq!(
+            decide(&header[..15], &pp, trusted).unwrap(),
+            Decision::NeedMore
+        );
+        assert_eq!(
+            decide(&header, &pp, trusted).unwrap(),
+            Decision::Header {
+                len: header.len(),
+                source: Some("198.51.100.1:4000".parse().unwrap())
+            }
+        );
+    }
+
+    #[test]
+    fn decide_applies_required_and_version() {
+        let peer: IpAddr = "10.1.2.3".parse().unwrap();
+        let required = settings(ProxyVersion::Any, true, &["10.0.0.0/8"]);
+        assert!(matches!(
+            decide(b"GET / HTTP/1.1\r\n", &required, peer),
+            Err(ProxyError::Missing)
+        ));
+        assert_eq!(decide(b"PRO", &required, peer).unwrap(), Decision::NeedMore);
+        let v2_only = settings(ProxyVersion::V2, false, &["10.0.0.0/8"]);
+        assert!(matches!(
+            decide(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n", &v2_only, peer),
+            Err(ProxyError::WrongVersion("v1"))
+        ));
+        let v1_only = settings(ProxyVersion::V1, false, &["10.0.0.0/8"]);
+        assert!(matches!(
+            decide(&V2_SIGNATURE, &v1_only, peer),
+            Err(ProxyError::WrongVersion("v2"))
+        ));
+        assert_eq!(
+            decide(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\nGET", &v1_only, peer).unwrap(),
+            Decision::Header {
+                len: 32,
+                source: Some("1.2.3.4:1".parse().unwrap())
+            }
+        );
+    }
 
     #[test]
     fn detect_decides_as_early_as_possible() {

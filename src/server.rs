@@ -63,7 +63,9 @@ impl Server {
         let discovery = Arc::new(Discovery::new(metrics.clone()));
         discovery.configure(&config);
         let config = discovery.expand(&config);
-        let snapshot = Snapshot::build(config, 1, None).with_listener_tls(listener_tls);
+        let snapshot = Snapshot::build(config, 1, None)
+            .with_listener_tls(listener_tls)
+            .with_traffic(&metrics);
         if let Some(e) = snapshot.transport_error() {
             return Err(StartError::BackendTls(e));
         }
@@ -180,7 +182,7 @@ impl Server {
         // (`Shared::shutting_down`) when its session starts.
         shared.stop_accepting.cancel();
         let sessions = shared.registry.all();
-        let bound = drain_bound(&snapshot, sessions.len());
+        let bound = crate::drain::shutdown_bound(&snapshot.config, sessions.len());
         let entries = sessions
             .into_iter()
             .map(|s| (s, crate::drain::DrainReason::Shutdown))
@@ -252,17 +254,4 @@ impl Server {
         );
         done
     }
-}
-
-/// The longest a graceful drain may take: the largest effective spread + drain timeout of
-/// any route, plus a second for the sockets.
-fn drain_bound(snapshot: &Snapshot, sessions: usize) -> Duration {
-    snapshot
-        .config
-        .routes
-        .iter()
-        .map(|r| crate::drain::effective_spread(&r.drain, sessions) + r.drain.timeout)
-        .max()
-        .unwrap_or_default()
-        + Duration::from_secs(1)
 }

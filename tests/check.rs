@@ -302,3 +302,92 @@ fn binary_exits_1_and_prints_every_error() {
         "{err}"
     );
 }
+
+/// `--print-drain-bound`: per route, effective spread + drain.timeout; with `max_rate` the
+/// spread grows with `--sessions`; the `shutdown:` line adds `shutdown.delay` and a second for
+/// the sockets to the largest route. Through the binary, as the Kubernetes validation runs it.
+#[test]
+fn print_drain_bound_per_route_and_with_sessions() {
+    let dir = TempDir::new("bound");
+    let path = dir.write(
+        "routes.yaml",
+        "listeners:\n  - {name: edge, bind: 127.0.0.1:8080}\nshutdown: {delay: 5s}\nroutes:\n  \
+         - name: chat\n    match: {path_prefix: /chat}\n    origins: []\n    \
+         backends: [{name: a, url: \"ws://127.0.0.1:9001\"}]\n    \
+         drain: {spread: 10s, timeout: 30s, max_rate: 50}\n    limits: {max_connections: 2000}\n  \
+         - name: feed\n    origins: []\n    backends: [{name: a, url: \"ws://127.0.0.1:9002\"}]\n    \
+         drain: {spread: 20s, timeout: 25s}\n    limits: {max_connections: 500}\n",
+    );
+    let bound = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wsedge"))
+            .args(["check", "--print-drain-bound", "--config"])
+            .arg(&path)
+            .args(extra)
+            .output()
+            .expect("run wsedge");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    // 100 sessions: chat's spread stays 10s (100 ÷ 50/s = 2s); feed (20s + 25s) is the longest.
+    assert_eq!(
+        bound(&["--sessions", "100"]),
+        "sessions: 100 (--sessions)\n\
+         route chat: 40s = effective spread 10s (max(spread 10s, 100 ÷ max_rate 50/s)) + drain.timeout 30s\n\
+         route feed: 45s = spread 20s + drain.timeout 25s\n\
+         shutdown: 51s = shutdown.delay 5s + 45s (route feed) + 1s for the sockets\n"
+    );
+    // 1,025 sessions: chat's spread is 20.5s and chat becomes the longest.
+    assert_eq!(
+        bound(&["--sessions", "1025"]),
+        "sessions: 1025 (--sessions)\n\
+         route chat: 50.5s = effective spread 20.5s (max(spread 10s, 1025 ÷ max_rate 50/s)) + drain.timeout 30s\n\
+         route feed: 45s = spread 20s + drain.timeout 25s\n\
+         shutdown: 56.5s = shutdown.delay 5s + 50.5s (route chat) + 1s for the sockets\n"
+    );
+    // No --sessions: the routes' max_connections summed (2,500: chat's spread 50s).
+    let out = bound(&[]);
+    assert!(
+        out.starts_with("sessions: 2500 (the routes' max_connections summed)\n"),
+        "{out}"
+    );
+    assert!(
+        out.ends_with(
+            "shutdown: 86s = shutdown.delay 5s + 80s (route chat) + 1s for the sockets\n"
+        ),
+        "{out}"
+    );
+}
+
+/// A bad file fails `--print-drain-bound` like `check` itself, with nothing on stdout.
+#[test]
+fn print_drain_bound_refuses_a_bad_file() {
+    let dir = TempDir::new("bound-bad");
+    let path = dir.write(
+        "bad.yaml",
+        &format!(
+            "{HEAD}    backends: [{{name: a, url: \"ws://127.0.0.1:9001\"}}]\n    \
+             drain: {{timeout: 5s, spread: 1m}}\n"
+        ),
+    );
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    assert!(!wsedge::check::print_drain_bound(
+        &path,
+        Some(10),
+        &mut out,
+        &mut err
+    ));
+    assert!(out.is_empty());
+    let err = String::from_utf8(err).expect("utf-8");
+    assert!(
+        err.contains(&format!(
+            "{}:8:34: routes[0].drain.spread: ",
+            path.display()
+        )),
+        "{err}"
+    );
+}

@@ -63,4 +63,11 @@ fn proxy_protocol_seeds_run_clean() {
     proxy_protocol::run(b"\x01\x0a\x00\x00\x01\x0a\x00\x00\x02\x04\xd2GET / HTTP/1.1\r\n\r\n");
     proxy_protocol::run(b"\x03\x20\x01\x0d\xb8\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01");
     proxy_protocol::run(b"\x00\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c\x0a\x00");
+    // The trust settings: a peer outside `from`, an empty `from`, a required header missing,
+    // each version refusing the other.
+    proxy_protocol::run(b"\x41\x0a\x00\x00\x01\x0a\x00\x00\x02\x04\xd2GET / HTTP/1.1\r\n\r\n");
+    proxy_protocol::run(b"\x61PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n");
+    proxy_protocol::run(b"\x30GET / HTTP/1.1\r\n\r\n");
+    proxy_protocol::run(b"\x01\x0a\x00\x00\x01\x0a\x00\x00\x02\x04\xd2");
+    proxy_protocol::run(b"\x24PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n");
 }
