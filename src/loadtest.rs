@@ -8,6 +8,7 @@
 //!
 //! Traffic goes only to the given URL; every loop is bounded by the test's deadline.
 
+pub mod expect;
 pub mod hist;
 pub mod html;
 pub mod merge;
@@ -27,8 +28,8 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::config::units::{parse_duration, parse_size};
+use expect::Expect;
 pub use report::Report;
-use scenario::Expect;
 use shard::{Shard, SourceIps};
 use stats::Stats;
 
@@ -383,7 +384,7 @@ pub async fn run(
     let _ = sampler.await;
     let mut report = Report::build(&ctx.plan, &stats, started_unix, started.elapsed());
     if let Some(e) = &ctx.plan.expect {
-        report.scenario = Some(report::Verdict::of(e, "expect", &report));
+        report.scenario = Some(scenario::verdict(e, "expect", &report));
     }
     Ok(report)
 }

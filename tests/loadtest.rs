@@ -457,3 +457,95 @@ fn bad_shard_and_source_ips_are_cli_errors() {
         assert!(stderr.contains(want), "{args:?}: want {want:?} in {stderr}");
     }
 }
+
+/// deploy/kubernetes/loadtest-job.yaml: the Indexed Job's completions and parallelism are the
+/// ConfigMap's SHARDS; every completion index's arguments (the kubelet's `$(VAR)` expansion,
+/// done here) parse as `wsedge loadtest` options into a plan for shard I/SHARDS, writing its
+/// report where the merge step's glob finds it; the merge step checks EXPECT, which parses.
+#[test]
+fn kubernetes_loadtest_job_gives_each_index_its_shard() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Sub,
+    }
+    #[derive(clap::Subcommand)]
+    enum Sub {
+        Loadtest(Box<LoadtestArgs>),
+    }
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/kubernetes/loadtest-job.yaml"
+    ))
+    .unwrap();
+    let docs: Vec<serde_json::Value> = text
+        .split("\n---\n")
+        .map(|d| serde_saphyr::from_str(d).expect("a YAML document"))
+        .collect();
+    let kind = |k: &str, name: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == k && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {k} {name}"))
+    };
+    let data = &kind("ConfigMap", "wsedge-loadtest")["data"];
+    let var = |k: &str| {
+        data[k]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {k}"))
+            .to_owned()
+    };
+    let shards: usize = var("SHARDS").parse().unwrap();
+    let job = &kind("Job", "wsedge-loadtest")["spec"];
+    assert_eq!(job["completionMode"], "Indexed");
+    assert_eq!(job["completions"], shards);
+    assert_eq!(job["parallelism"], shards);
+    let pod = &job["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert!(c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["name"] == "JOB_COMPLETION_INDEX"));
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    for index in 0..shards {
+        let mut argv = vec!["wsedge".to_owned()];
+        for a in &args {
+            let mut a = a.replace("$(JOB_COMPLETION_INDEX)", &index.to_string());
+            while let Some(start) = a.find("$(") {
+                let end = start + a[start..].find(')').unwrap();
+                a.replace_range(start..=end, &var(&a[start + 2..end]));
+            }
+            argv.push(a);
+        }
+        let Sub::Loadtest(parsed) = Cli::try_parse_from(&argv)
+            .unwrap_or_else(|e| panic!("{argv:?}: {e}"))
+            .command;
+        let plan = LoadPlan::from_args(&parsed).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        assert_eq!(plan.shard.to_string(), format!("{index}/{shards}"));
+        assert_eq!(
+            parsed.json.unwrap(),
+            std::path::PathBuf::from(format!("/reports/{}/shard-{index}.json", var("RUN")))
+        );
+        assert_eq!(parsed.expect, None, "shards carry no verdict of their own");
+    }
+    let merge = &kind("Job", "wsedge-loadtest-merge")["spec"]["template"]["spec"];
+    let script = merge["containers"][0]["args"][0].as_str().unwrap();
+    assert!(
+        script.contains(r#"wsedge loadtest merge /reports/"$RUN"/shard-*.json --expect "$EXPECT""#)
+    );
+    let wait = merge["initContainers"][0]["args"][0].as_str().unwrap();
+    assert!(wait.contains(r#"/reports/"$RUN"/shard-*.json"#) && wait.contains("WAIT_SECONDS"));
+    wsedge::loadtest::parse_expect(&var("EXPECT")).expect("EXPECT parses");
+    for p in [pod, merge] {
+        assert_eq!(
+            p["volumes"][0]["persistentVolumeClaim"]["claimName"],
+            "wsedge-loadtest-reports"
+        );
+    }
+}

@@ -12,9 +12,9 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use super::expect::Expect;
 use super::hist;
-use super::report::{Counts, Handshakes, Histograms, Report, Stickiness, Throughput, Verdict};
-use super::scenario::Expect;
+use super::report::{Counts, Handshakes, Histograms, Report, Stickiness, Throughput};
 use super::shard::Shard;
 use super::stats::{percentiles, Sample};
 
@@ -228,7 +228,7 @@ pub fn merge(
     merged.scenario = match expect.or(merged.config.expect.as_ref()) {
         Some(e) => {
             let name = merged.config.scenario.as_deref().unwrap_or("expect");
-            Some(Verdict::of(e, name, &merged))
+            Some(super::scenario::verdict(e, name, &merged))
         }
         None => single_verdict,
     };

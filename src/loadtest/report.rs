@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::scenario::Expect;
+use super::expect::Expect;
 use super::shard::Shard;
 use super::stats::{Event, Percentiles, Sample, SessionSummary, Stats};
 use super::{hist, LoadPlan, Mode};
@@ -151,18 +151,6 @@ pub struct Verdict {
     pub name: String,
     pub passed: bool,
     pub unmet: Vec<String>,
-}
-
-impl Verdict {
-    /// `expect` checked against `r`.
-    pub fn of(expect: &Expect, name: &str, r: &Report) -> Verdict {
-        let unmet = super::scenario::check(expect, r);
-        Verdict {
-            name: name.to_owned(),
-            passed: unmet.is_empty(),
-            unmet,
-        }
-    }
 }
 
 impl Report {
@@ -323,11 +311,24 @@ impl Report {
         }
     }
 
+    /// Writes the JSON report, creating its directory. Written aside (`.NAME.tmp`) and renamed,
+    /// so whoever watches a shared directory for reports (the merge step of
+    /// deploy/kubernetes/loadtest-job.yaml) never reads half of one.
     pub fn write_json(&self, path: &std::path::Path) -> Result<(), super::LoadtestError> {
         let text = serde_json::to_string_pretty(self).expect("report serializes");
-        std::fs::write(path, text).map_err(|source| super::LoadtestError::Write {
+        let fail = |source| super::LoadtestError::Write {
             path: path.to_owned(),
             source,
-        })
+        };
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        if let Some(d) = dir {
+            std::fs::create_dir_all(d).map_err(fail)?;
+        }
+        let name = path
+            .file_name()
+            .map_or("report".into(), |n| n.to_string_lossy());
+        let tmp = dir.unwrap_or(".".as_ref()).join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).map_err(fail)?;
+        std::fs::rename(&tmp, path).map_err(fail)
     }
 }
