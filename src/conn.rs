@@ -451,8 +451,9 @@ async fn dial_and_upgrade(
             let reason = BackendFailure::Reject(RejectReason::NoHealthyBackend);
             (reason, "no healthy backend".to_owned())
         })?;
-    let outcome = |idx: usize, o: PassiveOutcome| {
+    let outcome = |idx: usize, o: PassiveOutcome, result: &str| {
         health::record_outcome(route, backends, idx, o, metrics);
+        metrics.count_backend_upgrade(route_name, &route.backends[idx].name, result);
     };
     let first = picked.index;
     let mut retried = false;
@@ -483,7 +484,11 @@ async fn dial_and_upgrade(
             }
             Err(e) => e,
         };
-        outcome(picked.index, classify(&e, &policy).outcome);
+        outcome(
+            picked.index,
+            classify(&e, &policy).outcome,
+            e.backend_outcome(),
+        );
         let next = if retried || tokio::time::Instant::now() >= deadline {
             None
         } else {
@@ -530,11 +535,11 @@ async fn dial_and_upgrade(
     };
     match result {
         Ok(up) => {
-            outcome(chosen, PassiveOutcome::Success);
+            outcome(chosen, PassiveOutcome::Success, "ok");
             Ok((picked, up, request_id))
         }
         Err(e) => {
-            outcome(chosen, classify(&e, &policy).outcome);
+            outcome(chosen, classify(&e, &policy).outcome, e.backend_outcome());
             match e {
                 UpstreamError::Rejected(refusal) => {
                     let status = refusal.response.status();

@@ -134,6 +134,8 @@ fn watch_certificates(
 ) -> CancellationToken {
     let token = stop.child_token();
     if let Some(t) = tls {
+        let expiries = crate::tls::watch::expiries(&t.resolver);
+        shared.metrics.set_certificate_expiries(name, &expiries);
         // A watch that cannot be set up leaves the loaded certificates serving.
         match crate::tls::watch::watch(
             name.to_owned(),
@@ -173,6 +175,15 @@ pub async fn accept_loop(
         .listener_connections
         .with_label_values(&[&name]);
     let admission = ListenerAdmission::new(gauge);
+    let m = &shared.metrics;
+    let (accepted_total, limit_gauge) = (
+        m.listener_accepted_total.with_label_values(&[&name]),
+        m.listener_max_connections.with_label_values(&[&name]),
+    );
+    let accept_errors = crate::metrics::ACCEPT_ERROR_REASONS.map(|reason| {
+        m.listener_accept_errors_total
+            .with_label_values(&[&name, reason])
+    });
     loop {
         let limit = shared
             .snapshot
@@ -181,6 +192,7 @@ pub async fn accept_loop(
             .listener(&name)
             .and_then(|l| l.max_connections)
             .unwrap_or_else(crate::rlimit::default_max_connections);
+        limit_gauge.set(crate::metrics::clamp(limit as u64));
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = admission.wait_for_room(limit) => {}
@@ -191,6 +203,7 @@ pub async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
+                accepted_total.inc();
                 backoff = Duration::from_millis(5);
                 let conn = admission.admit();
                 let snapshot = shared.snapshot.load();
@@ -227,11 +240,9 @@ pub async fn accept_loop(
                 // Out of descriptors: wait for one of this listener's own connections to close
                 // (or the backoff), so a descriptor freed elsewhere (an admin probe's, from
                 // the admin's reserve) is not taken by the next traffic accept.
-                let own = if crate::rlimit::is_fd_exhaustion(&e) {
-                    admission.live()
-                } else {
-                    0
-                };
+                let fd_exhausted = crate::rlimit::is_fd_exhaustion(&e);
+                accept_errors[usize::from(!fd_exhausted)].inc();
+                let own = if fd_exhausted { admission.live() } else { 0 };
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = tokio::time::sleep(backoff) => {}

@@ -2,50 +2,23 @@
 //! (never client addresses, paths or error text), so cardinality stays bounded.
 //!
 //! The hot path never looks a series up per message: the splice counts into each session's
-//! atomics, and [`Metrics::flush_session`] moves the deltas into the registry (every second
-//! from a flusher task, and once at the session's end).
+//! atomics, and each session publishes them into its route's counters, resolved once per
+//! generation ([`traffic`]), at most once a second and at its end. Nothing walks the sessions.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 
-use std::collections::HashMap;
-
-use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
+use prometheus::core::Collector;
 use prometheus::{
     Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
-use crate::session::SessionStats;
+mod forget;
+mod labels;
+mod traffic;
 
-/// Every `result` label of `wsedge_health_checks_total` (the probe's `ProbeError::label` and
-/// "success" / "closed"): a forgotten backend's series are removed by this list.
-pub const HEALTH_CHECK_RESULTS: [&str; 8] = [
-    "success",
-    "closed",
-    "connect_failed",
-    "upgrade_failed",
-    "timeout",
-    "wrong_pong",
-    "reset",
-    "protocol_error",
-];
-
-/// Every `result` label of `wsedge_reloads_total` (`reload::ReloadError::label` and `ok`),
-/// created at 0 at start so an alert on `increase()` sees the first failure.
-pub const RELOAD_RESULTS: [&str; 6] = [
-    "ok",
-    "busy",
-    "invalid",
-    "bind_failed",
-    "tls_failed",
-    "admin_token",
-];
-
-/// Every `result` label of `wsedge_tls_certificate_reloads_total`.
-pub const CERTIFICATE_RELOAD_RESULTS: [&str; 2] = ["ok", "broken"];
-
-/// The commit wsedge was built from (`build.rs`: `WSEDGE_COMMIT`, else `git rev-parse`, else
-/// `unknown`).
-pub const BUILD_COMMIT: &str = env!("WSEDGE_COMMIT");
+pub use labels::*;
+pub use traffic::clamp;
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -115,6 +88,25 @@ pub struct Metrics {
     /// getaddrinfo failures or empty answers for plain backend hosts answered from the last
     /// good addresses instead.
     pub resolve_last_good_total: prometheus::IntCounter,
+    /// `notAfter` of each listener certificate (Unix seconds), by listener and its first
+    /// `server_names` entry (`default` without one); set at load and at every swap.
+    pub tls_certificate_not_after_seconds: IntGaugeVec,
+    /// Upgrade exchanges with backends, each attempt once (a retried connect counts twice):
+    /// `outcome` one of [`BACKEND_UPGRADE_OUTCOMES`].
+    pub backend_upgrades_total: IntCounterVec,
+    /// TCP connections a traffic listener accepted (before any admission check).
+    pub listener_accepted_total: IntCounterVec,
+    /// `accept(2)` failures by listener and [`ACCEPT_ERROR_REASONS`] label.
+    pub listener_accept_errors_total: IntCounterVec,
+    /// The listener's `max_connections` in force (configured or derived from the fd limit).
+    pub listener_max_connections: IntGaugeVec,
+    /// The route's `limits.max_connections` (live sessions).
+    pub route_max_sessions: IntGaugeVec,
+    /// The route's `limits.max_sessions_per_ip`, only where one is set.
+    pub route_max_sessions_per_ip: IntGaugeVec,
+    /// Advanced once a second ([`Metrics::advance_traffic_epoch`]): a session publishes its
+    /// traffic at its first read after each advance.
+    traffic_epoch: Arc<AtomicU64>,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -378,6 +370,49 @@ impl Metrics {
                 register(&r, c.clone());
                 c
             },
+            tls_certificate_not_after_seconds: gauge_vec(
+                &r,
+                "wsedge_tls_certificate_not_after_seconds",
+                "Expiry (Unix seconds) of each listener certificate, by listener and first server name",
+                &["listener", "server_name"],
+            ),
+            backend_upgrades_total: counter(
+                &r,
+                "wsedge_backend_upgrades_total",
+                "Upgrade attempts on backends by route, backend and outcome (ok, failed, rejected)",
+                &["route", "backend", "outcome"],
+            ),
+            listener_accepted_total: counter(
+                &r,
+                "wsedge_listener_accepted_connections_total",
+                "TCP connections accepted by a traffic listener",
+                &["listener"],
+            ),
+            listener_accept_errors_total: counter(
+                &r,
+                "wsedge_listener_accept_errors_total",
+                "accept() failures by listener and reason (fd_exhausted, other)",
+                &["listener", "reason"],
+            ),
+            listener_max_connections: gauge_vec(
+                &r,
+                "wsedge_listener_max_connections",
+                "The listener's connection cap in force (configured, or derived from the open-file limit)",
+                &["listener"],
+            ),
+            route_max_sessions: gauge_vec(
+                &r,
+                "wsedge_route_max_sessions",
+                "The route's limits.max_connections: live sessions it admits",
+                &["route"],
+            ),
+            route_max_sessions_per_ip: gauge_vec(
+                &r,
+                "wsedge_route_max_sessions_per_ip",
+                "The route's limits.max_sessions_per_ip, where set",
+                &["route"],
+            ),
+            traffic_epoch: Arc::new(AtomicU64::new(0)),
             registry: r,
         };
         let build_info = gauge_vec(
@@ -414,155 +449,10 @@ impl Metrics {
         let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
     }
-
-    /// Moves what a session counted since its last flush into the registry.
-    pub fn flush_session(&self, route: &str, stats: &SessionStats) {
-        if !self.enabled {
-            return;
-        }
-        let pairs = [
-            (
-                &stats.client_to_backend_messages,
-                &stats.flushed_c2b_messages,
-                &self.messages_total,
-                "client_to_backend",
-            ),
-            (
-                &stats.backend_to_client_messages,
-                &stats.flushed_b2c_messages,
-                &self.messages_total,
-                "backend_to_client",
-            ),
-            (
-                &stats.client_to_backend_bytes,
-                &stats.flushed_c2b_bytes,
-                &self.bytes_total,
-                "client_to_backend",
-            ),
-            (
-                &stats.backend_to_client_bytes,
-                &stats.flushed_b2c_bytes,
-                &self.bytes_total,
-                "backend_to_client",
-            ),
-        ];
-        for (count, flushed, metric, direction) in pairs {
-            let now = count.load(Ordering::Relaxed);
-            let before = flushed.swap(now, Ordering::Relaxed);
-            if now > before {
-                metric
-                    .with_label_values(&[route, direction])
-                    .inc_by(now - before);
-            }
-        }
-    }
-
-    /// Deletes every series of a route a reload removed.
-    pub fn forget_route(&self, route: &str) {
-        for vec in [
-            &self.upgrades_total,
-            &self.messages_total,
-            &self.bytes_total,
-            &self.closes_total,
-            &self.drains_total,
-            &self.slow_consumer_closes_total,
-            &self.health_checks_total,
-            &self.backend_ejections_total,
-            &self.client_ping_timeouts_total,
-            &self.balance_overflow_total,
-            &self.handshake_retries_total,
-            &self.discovery_lookups_total,
-        ] {
-            remove_matching(vec, &[("route", route)]);
-        }
-        remove_matching(&self.discovery_endpoints, &[("route", route)]);
-        remove_matching(&self.backend_up, &[("route", route)]);
-        remove_matching(&self.health_check_rtt_seconds, &[("route", route)]);
-        remove_matching(&self.backend_connect_duration_seconds, &[("route", route)]);
-        remove_matching(&self.handshake_duration_seconds, &[("route", route)]);
-        let _ = self.session_duration_seconds.remove_label_values(&[route]);
-        let _ = self.sessions_draining.remove_label_values(&[route]);
-        remove_matching(&self.connections_active, &[("route", route)]);
-    }
-
-    /// Deletes the TLS series of a listener a reload removed.
-    pub fn forget_listener(&self, listener: &str) {
-        remove_matching(&self.tls_handshakes_total, &[("listener", listener)]);
-        remove_matching(&self.request_head_errors_total, &[("listener", listener)]);
-        remove_matching(&self.connections_refused_total, &[("listener", listener)]);
-        let _ = self.listener_connections.remove_label_values(&[listener]);
-        remove_matching(
-            &self.tls_certificate_reloads_total,
-            &[("listener", listener)],
-        );
-    }
-
-    /// Deletes the series of one backend of a route.
-    pub fn forget_backend(&self, route: &str, backend: &str) {
-        let _ = self
-            .backend_connect_duration_seconds
-            .remove_label_values(&[route, backend]);
-        // Route and backend together: route B's backend `a` is not route A's.
-        remove_matching(
-            &self.connections_active,
-            &[("route", route), ("backend", backend)],
-        );
-        let _ = self.backend_up.remove_label_values(&[route, backend]);
-        let _ = self
-            .health_check_rtt_seconds
-            .remove_label_values(&[route, backend]);
-        let _ = self
-            .backend_ejections_total
-            .remove_label_values(&[route, backend]);
-        for result in HEALTH_CHECK_RESULTS {
-            let _ = self
-                .health_checks_total
-                .remove_label_values(&[route, backend, result]);
-        }
-    }
-}
-
-/// Removes every series of `vec` whose labels have all the `(name, value)` pairs of `want`.
-fn remove_matching<P: MetricVecBuilder>(vec: &MetricVec<P>, want: &[(&str, &str)]) {
-    for family in vec.collect() {
-        for m in family.get_metric() {
-            let labels: HashMap<&str, &str> = m
-                .get_label()
-                .iter()
-                .map(|l| (l.name(), l.value()))
-                .collect();
-            if want.iter().all(|(k, v)| labels.get(k) == Some(v)) {
-                let _ = vec.remove(&labels);
-            }
-        }
-    }
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-/// The bounded label for a close code: the named codes, `app_3xxx`, `app_4xxx`, `no_code`
-/// (empty Close), `abnormal` (no Close at all), `invalid`.
-pub fn close_code_label(code: Option<u16>) -> &'static str {
-    match code {
-        None => "no_code",
-        Some(1000) => "1000",
-        Some(1001) => "1001",
-        Some(1002) => "1002",
-        Some(1003) => "1003",
-        Some(1007) => "1007",
-        Some(1008) => "1008",
-        Some(1009) => "1009",
-        Some(1010) => "1010",
-        Some(1011) => "1011",
-        Some(1012) => "1012",
-        Some(1013) => "1013",
-        Some(1014) => "1014",
-        Some(3000..=3999) => "app_3xxx",
-        Some(4000..=4999) => "app_4xxx",
-        Some(_) => "invalid",
     }
 }

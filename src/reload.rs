@@ -16,13 +16,14 @@ use tracing::{info, warn};
 
 use crate::config::{Config, ConfigErrors};
 use crate::listener::{self, bind_all, load_tls, StartError};
-use crate::metrics::Metrics;
 use crate::plan::DrainPlan;
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
 
 mod endpoints;
+mod series;
 pub use endpoints::{apply_discovered, follow_discovery};
+pub use series::init_new_series;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -196,8 +197,9 @@ pub async fn apply(
     // the backend is unchanged); the query loops follow the new file once it is applied.
     let declared = config;
     let config = shared.discovery.expand(&declared);
-    let new =
-        Snapshot::build(config, old.generation + 1, Some(&old)).with_listener_tls(listener_tls);
+    let new = Snapshot::build(config, old.generation + 1, Some(&old))
+        .with_listener_tls(listener_tls)
+        .with_traffic(&shared.metrics);
     let new = Arc::new(new);
     if let Some(e) = new.transport_error() {
         return Err(ReloadError::Tls(StartError::BackendTls(e)));
@@ -274,80 +276,6 @@ fn forget_removed_series(shared: &Shared, old: &Snapshot, new: &Snapshot) {
     for route in &old.routes {
         if new.route(&route.name).is_none() {
             shared.metrics.forget_route(&route.name);
-        }
-    }
-}
-
-/// Creates at 0 the series an alert or a dashboard reads before anything happened on them,
-/// for the routes and listeners that `old` did not have (all of them at start): a route's
-/// upgrade results (each with its fixed side), traffic per direction, drains per reason, and
-/// its per-route event counters; a TLS listener's handshake and certificate-reload results.
-/// A reason decided before routing is counted under `route=""`. Only closed label lists:
-/// never a product of two (close code × initiator is created by traffic).
-pub fn init_new_series(metrics: &Metrics, old: Option<&Snapshot>, new: &Snapshot) {
-    use crate::reject::RejectReason;
-    if !metrics.enabled {
-        return;
-    }
-    if old.is_none() {
-        for reason in RejectReason::ALL.into_iter().filter(|r| r.before_routing()) {
-            metrics
-                .upgrades_total
-                .with_label_values(&["", reason.label(), reason.side().label()]);
-        }
-    }
-    for entry in &new.routes {
-        let route = entry.route.name.as_str();
-        if old.is_some_and(|o| o.route(route).is_some()) {
-            continue;
-        }
-        metrics
-            .upgrades_total
-            .with_label_values(&[route, "ok", "none"]);
-        for reason in RejectReason::ALL
-            .into_iter()
-            .filter(|r| !r.before_routing())
-        {
-            metrics.upgrades_total.with_label_values(&[
-                route,
-                reason.label(),
-                reason.side().label(),
-            ]);
-        }
-        for direction in ["client_to_backend", "backend_to_client"] {
-            metrics
-                .messages_total
-                .with_label_values(&[route, direction]);
-            metrics.bytes_total.with_label_values(&[route, direction]);
-        }
-        for reason in crate::drain::DrainReason::ALL {
-            metrics
-                .drains_total
-                .with_label_values(&[route, reason.label()]);
-        }
-        metrics.sessions_draining.with_label_values(&[route]);
-        for per_route in [
-            &metrics.slow_consumer_closes_total,
-            &metrics.client_ping_timeouts_total,
-            &metrics.balance_overflow_total,
-            &metrics.handshake_retries_total,
-        ] {
-            per_route.with_label_values(&[route]);
-        }
-    }
-    for listener in new.config.listeners.iter().filter(|l| l.tls.is_some()) {
-        if old.is_some_and(|o| o.config.listener(&listener.name).is_some()) {
-            continue;
-        }
-        for outcome in crate::tls::accept::TlsOutcome::ALL {
-            metrics
-                .tls_handshakes_total
-                .with_label_values(&[&listener.name, outcome.label()]);
-        }
-        for result in crate::metrics::CERTIFICATE_RELOAD_RESULTS {
-            metrics
-                .tls_certificate_reloads_total
-                .with_label_values(&[&listener.name, result]);
         }
     }
 }

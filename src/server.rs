@@ -63,7 +63,9 @@ impl Server {
         let discovery = Arc::new(Discovery::new(metrics.clone()));
         discovery.configure(&config);
         let config = discovery.expand(&config);
-        let snapshot = Snapshot::build(config, 1, None).with_listener_tls(listener_tls);
+        let snapshot = Snapshot::build(config, 1, None)
+            .with_listener_tls(listener_tls)
+            .with_traffic(&metrics);
         if let Some(e) = snapshot.transport_error() {
             return Err(StartError::BackendTls(e));
         }

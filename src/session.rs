@@ -4,7 +4,7 @@
 //! [`SessionHandle`]. A close request is recorded once (a session never sends two Closes) and
 //! wakes the splice, which injects the Close at the next frame boundary.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use tokio::sync::Notify;
@@ -32,18 +32,87 @@ pub struct CloseRequest {
 }
 
 /// Per-session byte and message counters, updated by the splice once per read (not per
-/// message) and read by metrics flushes and `/status`.
+/// message) and read by `/status`. With metrics on, the session also publishes them itself
+/// into its route's counters ([`TrafficSink`]): at its first read after each tick of the
+/// sink's epoch (once a second) and at its end, so no task ever walks the sessions.
 #[derive(Debug, Default)]
 pub struct SessionStats {
     pub client_to_backend_bytes: AtomicU64,
     pub client_to_backend_messages: AtomicU64,
     pub backend_to_client_bytes: AtomicU64,
     pub backend_to_client_messages: AtomicU64,
-    /// What the metrics flusher has already moved into the registry.
-    pub flushed_c2b_bytes: AtomicU64,
-    pub flushed_c2b_messages: AtomicU64,
-    pub flushed_b2c_bytes: AtomicU64,
-    pub flushed_b2c_messages: AtomicU64,
+    /// What has already been published into the sink, in the order of [`TrafficSink::counters`].
+    published: [AtomicU64; 4],
+    /// The sink's epoch at the last publish.
+    published_epoch: AtomicU64,
+    /// The route's counters; unset with metrics off (then counting publishes nothing).
+    sink: OnceLock<Arc<TrafficSink>>,
+}
+
+/// One route's traffic counters, resolved once per config generation, and the epoch that
+/// paces publishing (advanced once a second by one task: the work per tick is one store,
+/// whatever the number of sessions).
+#[derive(Debug)]
+pub struct TrafficSink {
+    /// Client→backend bytes, client→backend messages, backend→client bytes, backend→client
+    /// messages.
+    pub counters: [prometheus::IntCounter; 4],
+    pub epoch: Arc<AtomicU64>,
+}
+
+impl SessionStats {
+    /// Adds what one read of one direction carried; publishes to the sink when its epoch has
+    /// moved since the last publish. With no sink: two atomic adds and one load.
+    pub fn count(&self, client_to_backend: bool, bytes: u64, messages: u64) {
+        let (b, m) = if client_to_backend {
+            (
+                &self.client_to_backend_bytes,
+                &self.client_to_backend_messages,
+            )
+        } else {
+            (
+                &self.backend_to_client_bytes,
+                &self.backend_to_client_messages,
+            )
+        };
+        b.fetch_add(bytes, Ordering::Relaxed);
+        m.fetch_add(messages, Ordering::Relaxed);
+        let Some(sink) = self.sink.get() else {
+            return;
+        };
+        let epoch = sink.epoch.load(Ordering::Relaxed);
+        if self.published_epoch.swap(epoch, Ordering::Relaxed) != epoch {
+            self.publish_to(sink);
+        }
+    }
+
+    /// Publishes this session's counts to `sink` from now on (set once, at the session's start).
+    pub fn set_sink(&self, sink: Arc<TrafficSink>) {
+        let _ = self.sink.set(sink);
+    }
+
+    /// Publishes what is not yet published (the session's end calls it).
+    pub fn publish(&self) {
+        if let Some(sink) = self.sink.get() {
+            self.publish_to(sink);
+        }
+    }
+
+    fn publish_to(&self, sink: &TrafficSink) {
+        let now = [
+            &self.client_to_backend_bytes,
+            &self.client_to_backend_messages,
+            &self.backend_to_client_bytes,
+            &self.backend_to_client_messages,
+        ];
+        for ((count, done), counter) in now.iter().zip(&self.published).zip(&sink.counters) {
+            let now = count.load(Ordering::Relaxed);
+            let before = done.swap(now, Ordering::Relaxed);
+            if now > before {
+                counter.inc_by(now - before);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -172,6 +241,47 @@ mod tests {
         h.close_gracefully(4000, &reason).unwrap();
         let got = &h.close_request().unwrap().reason;
         assert!(got.len() <= 123 && got.len() == 122, "{}", got.len());
+    }
+
+    fn sink() -> Arc<TrafficSink> {
+        let c = || prometheus::IntCounter::new("c", "c").unwrap();
+        Arc::new(TrafficSink {
+            counters: [c(), c(), c(), c()],
+            epoch: Arc::new(AtomicU64::new(1)),
+        })
+    }
+
+    #[test]
+    fn counts_publish_once_per_epoch_and_at_the_end() {
+        let stats = SessionStats::default();
+        let sink = sink();
+        stats.set_sink(sink.clone());
+        stats.count(true, 10, 1); // first read of the epoch: published
+        stats.count(true, 5, 1); // same epoch: kept local
+        stats.count(false, 7, 2);
+        assert_eq!(sink.counters[0].get(), 10);
+        assert_eq!(sink.counters[2].get(), 0);
+        sink.epoch.fetch_add(1, Ordering::Relaxed);
+        stats.count(false, 1, 1); // the epoch moved: everything so far
+        assert_eq!(
+            sink.counters.iter().map(|c| c.get()).collect::<Vec<_>>(),
+            [15, 2, 8, 3]
+        );
+        stats.count(true, 100, 1);
+        stats.publish();
+        stats.publish(); // nothing twice
+        assert_eq!(
+            sink.counters.iter().map(|c| c.get()).collect::<Vec<_>>(),
+            [115, 3, 8, 3]
+        );
+    }
+
+    #[test]
+    fn without_a_sink_counting_only_adds() {
+        let stats = SessionStats::default();
+        stats.count(true, 3, 1);
+        stats.publish();
+        assert_eq!(stats.client_to_backend_bytes.load(Ordering::Relaxed), 3);
     }
 
     #[tokio::test]

@@ -115,6 +115,18 @@ async fn run(session: Session) {
         lingering_timeout: route.limits.lingering_timeout,
     };
     let handle = slot.handle.clone();
+    if m.enabled {
+        // The generation's counters (resolved once for the route), or the route's own when a
+        // reload removed it meanwhile.
+        let sink = shared
+            .snapshot
+            .load()
+            .route(&route.name)
+            .and_then(|e| e.traffic.clone());
+        handle
+            .stats()
+            .set_sink(sink.unwrap_or_else(|| m.traffic_sink(&route.name)));
+    }
     // Shutdown asks the session to close like a drain does; the splice decides when.
     let on_shutdown = {
         let handle = handle.clone();
@@ -146,7 +158,7 @@ async fn run(session: Session) {
         std::future::Future::poll(relay.as_mut(), cx)
     })
     .await;
-    shared.metrics.flush_session(&route.name, handle.stats());
+    handle.stats().publish();
     let (code, initiator) = describe(&outcome.end);
     if let Some(g) = &active {
         g.dec();

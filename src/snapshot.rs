@@ -10,7 +10,9 @@ use std::sync::Arc;
 use crate::backend::{BackendState, StateRef};
 use crate::balance::Balancer;
 use crate::config::{Backend, Config, Route};
+use crate::metrics::Metrics;
 use crate::route::RouteTable;
+use crate::session::TrafficSink;
 use crate::tls::client::{BackendTransport, LoadedTransport};
 use crate::tls::{TlsError, TlsListener};
 
@@ -50,6 +52,9 @@ pub struct RouteEntry {
     pub ring_fingerprint: u64,
     /// In `route.backends` order (the indices the balancer picks).
     pub backends: Vec<BackendEntry>,
+    /// The route's traffic counters every session of it publishes into, resolved once per
+    /// generation ([`Snapshot::with_traffic`]); `None` with metrics off.
+    pub traffic: Option<Arc<TrafficSink>>,
 }
 
 /// One backend of a route in one generation.
@@ -118,6 +123,7 @@ impl Snapshot {
                     balancer: Balancer::reusing(route, old.map(|e| &e.balancer)),
                     ring_fingerprint: ring_fingerprint(route),
                     backends,
+                    traffic: None,
                 }
             })
             .collect();
@@ -141,6 +147,16 @@ impl Snapshot {
     /// generation is published).
     pub fn with_listener_tls(mut self, tls: HashMap<String, Arc<TlsListener>>) -> Self {
         self.listener_tls = tls;
+        self
+    }
+
+    /// Resolves each route's traffic counters (with metrics on).
+    pub fn with_traffic(mut self, metrics: &Metrics) -> Self {
+        if metrics.enabled {
+            for entry in &mut self.routes {
+                entry.traffic = Some(metrics.traffic_sink(&entry.name));
+            }
+        }
         self
     }
 

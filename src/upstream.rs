@@ -65,6 +65,17 @@ pub enum UpstreamError {
     Rejected(Box<BackendRefusal>),
 }
 
+impl UpstreamError {
+    /// The `outcome` of `wsedge_backend_upgrades_total`: the backend answered, but not 101
+    /// (`rejected`), or it was not reached or answered nothing usable (`failed`).
+    pub fn backend_outcome(&self) -> &'static str {
+        match self {
+            UpstreamError::Rejected(_) => "rejected",
+            _ => "failed",
+        }
+    }
+}
+
 /// A backend's non-101 answer, read for relaying: its status, headers and at most
 /// [`MAX_RELAYED_BODY`] bytes of its body.
 #[derive(Debug)]

@@ -45,7 +45,8 @@ pub async fn apply_discovered(shared: &Arc<Shared>) -> Option<serde_json::Value>
         return None;
     }
     let new = Snapshot::build(config, old.generation + 1, Some(&old))
-        .with_listener_tls(old.listener_tls.clone());
+        .with_listener_tls(old.listener_tls.clone())
+        .with_traffic(&shared.metrics);
     if let Some(e) = new.transport_error() {
         tracing::warn!(error = %e, "discovered endpoints not applied: backend TLS settings unusable");
         return None;

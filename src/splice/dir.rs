@@ -581,18 +581,12 @@ impl Dir {
 
     /// Adds this direction's new bytes and messages to the session's atomics (once per chunk).
     pub fn flush_stats(&mut self, ctx: &SpliceState) {
-        use std::sync::atomic::Ordering::Relaxed;
         let (bytes, msgs) = (self.read_bytes, self.scanner.messages);
         if bytes == self.flushed_bytes && msgs == self.flushed_msgs {
             return;
         }
-        let s = ctx.handle.stats();
-        let (b, m) = match self.from {
-            Side::Client => (&s.client_to_backend_bytes, &s.client_to_backend_messages),
-            Side::Backend => (&s.backend_to_client_bytes, &s.backend_to_client_messages),
-        };
-        b.fetch_add(bytes - self.flushed_bytes, Relaxed);
-        m.fetch_add(msgs - self.flushed_msgs, Relaxed);
+        let (b, m) = (bytes - self.flushed_bytes, msgs - self.flushed_msgs);
+        ctx.handle.stats().count(self.from == Side::Client, b, m);
         (self.flushed_bytes, self.flushed_msgs) = (bytes, msgs);
     }
 }

@@ -95,16 +95,40 @@ pub fn watch(
                 }
                 _ = sleep_until_opt(recheck) => {}
             }
+            let mut swapped = false;
             for (entry, state) in resolver.entries.iter().zip(states.iter_mut()) {
                 if let Some(result) = state.check(&listener, entry) {
+                    swapped |= result == "ok";
                     metrics
                         .tls_certificate_reloads_total
                         .with_label_values(&[&listener, result])
                         .inc();
                 }
             }
+            if swapped {
+                metrics.set_certificate_expiries(&listener, &expiries(&resolver));
+            }
         }
     })
+}
+
+/// `(server_name, notAfter)` of each certificate now serving: the pair's first
+/// `server_names` entry, or `default`.
+pub fn expiries(resolver: &CertResolver) -> Vec<(String, i64)> {
+    resolver
+        .entries
+        .iter()
+        .filter_map(|e| {
+            let key = e.key.load();
+            let facts = super::inspect::facts(&e.pair.cert, key.cert.first()?).ok()?;
+            let name = e
+                .pair
+                .server_names
+                .first()
+                .map_or("default", |n| n.as_str());
+            Some((name.to_owned(), facts.not_after))
+        })
+        .collect()
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
