@@ -39,6 +39,8 @@ const START: Duration = Duration::from_secs(20);
 /// Bound on one phase's reconnections (drain spread 1 s, timeout 2 s, 600 upgrades).
 const PHASE: Duration = Duration::from_secs(45);
 const NAME: &str = "chat.fleet.test";
+/// `drain.spread` of the route: drained Closes are drawn uniformly over it.
+const SPREAD: Duration = Duration::from_secs(1);
 
 fn routes_yaml(rebalance: bool) -> String {
     format!(
@@ -49,7 +51,8 @@ fn routes_yaml(rebalance: bool) -> String {
          routes:\n  - name: chat\n    origins: []\n    preserve_host: false\n    \
          affinity: {{key: \"query:room\"}}\n    balance: {{virtual_nodes: 160}}\n    \
          backends: [{{name: chat, url: \"ws://{NAME}:{BACKEND_PORT}/\", discover: dns}}]\n    \
-         drain: {{spread: 1s, timeout: 2s, rebalance: {rebalance}}}\n"
+         drain: {{spread: {}ms, timeout: 2s, rebalance: {rebalance}}}\n",
+        SPREAD.as_millis()
     )
 }
 
@@ -475,6 +478,14 @@ async fn upgrade(url: &str) -> Result<(Ws, String), String> {
     }
 }
 
+/// From the first to the last of `moments`.
+fn span(moments: &[Instant]) -> Duration {
+    match (moments.iter().min(), moments.iter().max()) {
+        (Some(a), Some(b)) => *b - *a,
+        _ => Duration::ZERO,
+    }
+}
+
 fn ms(d: Duration) -> u128 {
     d.as_millis()
 }
@@ -614,17 +625,22 @@ fn three_replicas_route_every_key_alike_rebalance_restart_and_lose_a_replica_as_
     }
     let drains = Cell::new(0u64);
     let mut reconnects = Vec::new();
+    let mut closes = Vec::new();
     let mut in_flight = 0;
     client.until(
         "every rebalanced session back",
         PHASE,
         |e, c| match e {
             Event::Ended {
-                code, in_flight: f, ..
+                code,
+                in_flight: f,
+                at,
+                ..
             } => {
                 assert_eq!(*code, 1001, "a rebalance drain closes with 1001");
                 drains.set(drains.get() + 1);
                 in_flight += f;
+                closes.push(*at);
             }
             Event::Up { key, at, .. } => {
                 if let Some(end) = c.ended_at[*key] {
@@ -649,10 +665,16 @@ fn three_replicas_route_every_key_alike_rebalance_restart_and_lose_a_replica_as_
     println!(
         "4th backend with rebalance: {} of 600 keys moved ({:.1}%), to {moved_to:?}; {drains} drains \
          ({rebalanced} reported by the replicas), {in_flight} messages in flight at their Close; \
-         reconnect p50 {p50} ms, max {max} ms; all back {} ms after the DNS change",
+         Closes spread over {} ms; reconnect p50 {p50} ms, max {max} ms; all back {} ms after the \
+         DNS change",
         moved.len(),
         moved.len() as f64 * 100.0 / SESSIONS as f64,
+        ms(span(&closes)),
         ms(t1.elapsed())
+    );
+    assert!(
+        span(&closes) >= SPREAD / 2,
+        "the rebalance drains are spread (drain.spread {SPREAD:?}), not a herd"
     );
     assert_eq!(
         moved_to.keys().collect::<Vec<_>>(),
@@ -685,6 +707,7 @@ fn three_replicas_route_every_key_alike_rebalance_restart_and_lose_a_replica_as_
         let stopped_in = fleet.rig.stop(&logs, "TERM", Duration::from_secs(15));
         let ended = RefCell::new(HashSet::new());
         let mut reconnects = Vec::new();
+        let mut closes = Vec::new();
         let mut in_flight = 0;
         let before = client.backend.clone();
         client.until(
@@ -696,7 +719,7 @@ fn three_replicas_route_every_key_alike_rebalance_restart_and_lose_a_replica_as_
                     replica,
                     code,
                     in_flight: f,
-                    ..
+                    at,
                 } => {
                     assert!(
                         concerned.contains(key) && *replica == i,
@@ -705,6 +728,7 @@ fn three_replicas_route_every_key_alike_rebalance_restart_and_lose_a_replica_as_
                     assert_eq!(*code, 1001, "a shutdown drain closes with 1001");
                     ended.borrow_mut().insert(*key);
                     in_flight += f;
+                    closes.push(*at);
                 }
                 Event::Up { key, at, .. } => {
                     reconnects.push(*at - c.ended_at[*key].expect("ended first"))
@@ -719,12 +743,17 @@ fn three_replicas_route_every_key_alike_rebalance_restart_and_lose_a_replica_as_
         );
         let (p50, max) = spread_ms(reconnects);
         println!(
-            "rolling restart of replica {i}: stopped in {} ms; {} sessions drained, all reconnected \
-             (p50 {p50} ms, max {max} ms), {in_flight} messages in flight at their Close; the other \
-             {} sessions: none ended",
+            "rolling restart of replica {i}: stopped in {} ms; {} sessions drained (Closes spread \
+             over {} ms), all reconnected (p50 {p50} ms, max {max} ms), {in_flight} messages in \
+             flight at their Close; the other {} sessions: none ended",
             ms(stopped_in),
             concerned.len(),
+            ms(span(&closes)),
             SESSIONS - concerned.len()
+        );
+        assert!(
+            span(&closes) >= SPREAD / 2,
+            "the shutdown drain is spread (drain.spread {SPREAD:?}), not a herd"
         );
         fleet.start(i, 4);
     }
