@@ -705,6 +705,11 @@ fn three_replicas_route_every_key_alike_rebalance_restart_and_lose_a_replica_as_
         let concerned = client.on_replica(i);
         let logs = fleet.replicas[i].logs.take().unwrap();
         let stopped_in = fleet.rig.stop(&logs, "TERM", Duration::from_secs(15));
+        let (_, v) = logs.wait("shutdown finished", &[], START);
+        assert_eq!(
+            v["fields"]["clean"], true,
+            "replica {i}: every session finished within the drain bound: {v}"
+        );
         let ended = RefCell::new(HashSet::new());
         let mut reconnects = Vec::new();
         let mut closes = Vec::new();
