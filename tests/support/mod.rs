@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use wsedge::config::Config;
 use wsedge::server::Server;
 
+pub mod dnsmasq;
 pub mod netns;
 pub mod peers;
 pub mod tls;
