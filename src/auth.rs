@@ -9,8 +9,10 @@
 //! status and `WWW-Authenticate`, its [`RejectReason`] and a bounded reason label.
 
 pub mod expiry;
+pub mod fetch;
 pub mod jwks;
 pub mod jwks_file;
+pub mod jwks_url;
 pub mod jwt;
 pub mod ring_jwt;
 pub mod token_source;
@@ -38,6 +40,8 @@ pub struct RouteAuth {
     jwks_hash: Option<u64>,
     /// The `jwks_file` watch (set by [`for_route`], not by `wsedge check`'s [`RouteAuth::load`]).
     watch: Option<jwks_file::FileWatch>,
+    /// The `jwks_url` fetcher (also started by [`for_route`] only).
+    url_keys: Option<jwks_url::UrlKeys>,
 }
 
 /// What [`RouteAuth::take_token`] found, kept until [`RouteAuth::admit`].
@@ -182,6 +186,7 @@ impl RouteAuth {
             jwt,
             jwks_hash,
             watch: None,
+            url_keys: None,
         })
     }
 
@@ -189,6 +194,14 @@ impl RouteAuth {
     /// logged; the keys loaded now keep serving.
     fn start_watch(&mut self, route: &str) {
         let Some(j) = &self.jwt else { return };
+        if j.config.jwks_url.is_some() {
+            match jwks_url::UrlKeys::start(route.to_owned(), &j.config, j.jwks.clone()) {
+                Ok(u) => self.url_keys = Some(u),
+                Err(e) => {
+                    tracing::error!(route, error = %e, "JWKS URL not fetched: every token is refused")
+                }
+            }
+        }
         let Some(path) = &j.config.jwks_file else {
             return;
         };
@@ -217,7 +230,7 @@ impl RouteAuth {
 
     /// Decides. On success the request carries the headers auth sets (each client-sent
     /// header of the same name removed first).
-    pub fn admit<B>(
+    pub async fn admit<B>(
         &self,
         token: TokenFound,
         req: &mut Request<B>,
@@ -225,7 +238,16 @@ impl RouteAuth {
         let mut admitted = Admitted::default();
         if let Some(j) = &self.jwt {
             let verified = match token {
-                Ok(Some(t)) => j.verify(&t).map_err(AuthError::Jwt),
+                Ok(Some(t)) => {
+                    let mut result = j.verify(&t);
+                    if let (Err(JwtError::UnknownKid), Some(url)) = (&result, &self.url_keys) {
+                        // A key rotated in at the issuer: one refetch (rate-limited), then again.
+                        if url.refetch().await {
+                            result = j.verify(&t);
+                        }
+                    }
+                    result.map_err(AuthError::Jwt)
+                }
                 Ok(None) => Err(AuthError::Missing),
                 Err(TokenProblem::Oversized) => Err(AuthError::BadRequest(BadRequest::Oversized)),
                 Err(TokenProblem::Malformed) => Err(AuthError::BadRequest(BadRequest::Malformed)),
@@ -269,14 +291,14 @@ impl RouteAuth {
 }
 
 /// The auth step: nothing for a route without auth (`auth` is `None`), else [`RouteAuth::admit`].
-pub fn step<B>(
+pub async fn step<B>(
     auth: Option<&RouteAuth>,
     token: Option<TokenFound>,
     req: &mut Request<B>,
 ) -> Result<Option<Admitted>, Box<Refusal>> {
     match auth {
         None => Ok(None),
-        Some(a) => a.admit(token.unwrap_or(Ok(None)), req).map(Some),
+        Some(a) => a.admit(token.unwrap_or(Ok(None)), req).await.map(Some),
     }
 }
 
@@ -304,6 +326,7 @@ pub fn for_route(
                     .map(|cfg| JwtVerifier::new(cfg, KeySet::default(), None)),
                 jwks_hash: None,
                 watch: None,
+                url_keys: None,
             };
             (Some(Arc::new(closed)), Some(Arc::new(e)))
         }

@@ -285,7 +285,9 @@ async fn route_request(
 
     if !handshake::is_websocket_upgrade(req.headers()) {
         if route.http_fallback.is_some() {
-            crate::auth::step(auth, token.take(), req).map_err(|r| refused(*r, route_idx))?;
+            crate::auth::step(auth, token.take(), req)
+                .await
+                .map_err(|r| refused(*r, route_idx))?;
             return Ok(Routed::Fallback(route_idx));
         }
         return Err(Rejection::new(RejectReason::NotUpgrade, Some(route_idx)));
@@ -295,7 +297,9 @@ async fn route_request(
     let client_ip = key::client_ip(ctx.peer.ip(), req.headers(), &ctx.listener.trusted_proxies);
     let per_ip = per_ip_admit(ctx, &snapshot.routes[route_idx].name, route, client_ip)
         .map_err(|over| per_ip_rejection(over).with_route(route_idx))?;
-    let admitted = crate::auth::step(auth, token, req).map_err(|r| refused(*r, route_idx))?;
+    let admitted = crate::auth::step(auth, token, req)
+        .await
+        .map_err(|r| refused(*r, route_idx))?;
     let mut slot = ctx
         .shared
         .registry

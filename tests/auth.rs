@@ -497,3 +497,86 @@ async fn jwks_file_rotation_while_sessions_run() {
     router.stop().await;
     backend.stop().await;
 }
+
+/// The route lines of a `jwks_url` route served by `server` over https with `pki`'s CA.
+fn url_auth(server: &http_server::HttpServer, pki: &tls::Pki, extra: &str) -> String {
+    let mut y = format!(
+        "auth:\n  jwt:\n    jwks_url: \"https://localhost:{}/keys.json\"\n    jwks_ca: {}\n    \
+         algorithms: [ES256]\n    issuer: https://issuer.test\n    audiences: [chat]\n    leeway: 0s\n",
+        server.addr.port(),
+        pki.ca_path.display()
+    );
+    for l in extra.lines() {
+        y.push_str("    ");
+        y.push_str(l);
+        y.push('\n');
+    }
+    y
+}
+
+/// `jwks_url` over https (a private CA): the first fetch fills the set; a token naming a kid
+/// rotated in at the issuer triggers one refetch and is admitted; another unknown kid within
+/// `jwks_min_refetch` is refused without a fetch.
+#[tokio::test]
+async fn jwks_url_unknown_kid_refetches_once() {
+    use http_server::{Answer, HttpServer};
+    let pki = tls::Pki::new("jwks");
+    let (cert, key) = pki.server("idp", &["localhost"]);
+    let k1 = TestKey::new(Algorithm::ES256, "k1");
+    let k2 = TestKey::new(Algorithm::ES256, "k2");
+    let json = |keys: &[&TestKey]| {
+        Answer::new(200, &jwks(keys)).header("cache-control", "public, max-age=3600")
+    };
+    let idp = HttpServer::start(json(&[&k1]), Some((&cert, &key))).await;
+    let backend = Backend::echo("b1").await;
+    let yaml = single_route_yaml(
+        &[("b1", backend.addr)],
+        &url_auth(&idp, &pki, "jwks_min_refetch: 1m"),
+    );
+    let router = Router::start(&yaml).await;
+    wait_status(&router, &k1.sign(&claims("alice")), 101).await;
+    assert_eq!(idp.hits(), 1);
+    assert_eq!(idp.seen.lock().unwrap()[0].0, "/keys.json");
+
+    idp.set_answer(json(&[&k1, &k2]));
+    assert_eq!(status_with(&router, &k2.sign(&claims("bob"))).await, 101);
+    assert_eq!(idp.hits(), 2, "one refetch for the unknown kid");
+    let k3 = TestKey::new(Algorithm::ES256, "k3");
+    assert_eq!(status_with(&router, &k3.sign(&claims("eve"))).await, 401);
+    assert_eq!(status_with(&router, &k3.sign(&claims("eve"))).await, 401);
+    assert_eq!(idp.hits(), 2, "no refetch within jwks_min_refetch");
+    router.stop().await;
+    backend.stop().await;
+    idp.stop().await;
+}
+
+/// A failing or broken JWKS URL keeps the last good set (refreshed every `jwks_refresh`).
+#[tokio::test]
+async fn jwks_url_failure_keeps_the_last_good_set() {
+    use http_server::{Answer, HttpServer};
+    let pki = tls::Pki::new("jwks-fail");
+    let (cert, key) = pki.server("idp", &["localhost"]);
+    let k1 = TestKey::new(Algorithm::ES256, "k1");
+    let idp = HttpServer::start(Answer::new(200, &jwks(&[&k1])), Some((&cert, &key))).await;
+    let backend = Backend::echo("b1").await;
+    let yaml = single_route_yaml(
+        &[("b1", backend.addr)],
+        &url_auth(&idp, &pki, "jwks_refresh: 100ms\njwks_min_refetch: 100ms"),
+    );
+    let router = Router::start(&yaml).await;
+    let t = k1.sign(&claims("alice"));
+    wait_status(&router, &t, 101).await;
+    for broken in [Answer::new(500, "down"), Answer::new(200, "{\"keys\": [")] {
+        let before = idp.hits();
+        idp.set_answer(broken);
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while idp.hits() < before + 2 {
+            assert!(tokio::time::Instant::now() < deadline, "no refresh");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(status_with(&router, &t).await, 101);
+    }
+    router.stop().await;
+    backend.stop().await;
+    idp.stop().await;
+}

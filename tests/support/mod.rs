@@ -23,6 +23,7 @@ use wsedge::config::Config;
 use wsedge::server::Server;
 
 pub mod dnsmasq;
+pub mod http_server;
 pub mod netns;
 pub mod peers;
 pub mod tls;

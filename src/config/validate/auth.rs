@@ -43,11 +43,6 @@ fn not_yet(a: &raw::RawAuth) -> Vec<(bool, raw::Location, &'static str)> {
     if let Some(f) = &a.forward {
         out.push((true, f.referenced, "forward"));
     }
-    if let Some(j) = &a.jwt {
-        if let Some(u) = &j.value.jwks_url {
-            out.push((true, u.referenced, "jwt.jwks_url"));
-        }
-    }
     out
 }
 
