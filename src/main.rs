@@ -116,7 +116,8 @@ enum Command {
         admin: std::net::SocketAddr,
     },
     /// Load and failover test: N sessions that check every echo; JSON/HTML reports;
-    /// `--scenario` for a pass/fail failover rehearsal.
+    /// `--scenario` for a pass/fail failover rehearsal; `--shard I/N` on several machines and
+    /// `loadtest merge` for one report of them all.
     #[cfg(feature = "tools")]
     Loadtest(Box<wsedge::loadtest::LoadtestArgs>),
     /// Write development certificates: a dev CA and a server certificate for

@@ -402,3 +402,154 @@ pub fn cli(args: &MergeArgs) -> ExitCode {
         ExitCode::SUCCESS
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use clap::Parser;
+
+    use super::*;
+    use crate::loadtest::stats::{SessionSummary, Stats};
+    use crate::loadtest::{LoadPlan, LoadtestArgs};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: LoadtestArgs,
+    }
+
+    /// A report of shard `shard` (of 8 sessions, no keys) started at `started` (Unix s),
+    /// with one echo of `latency_ms` and the timeline `samples` (t, live sessions on `b`).
+    fn report(shard: &str, extra: &[&str], started: f64, latency_ms: u64) -> Report {
+        let mut argv = vec!["x", "--connections", "8", "--keys", "0", "--shard", shard];
+        argv.extend(extra);
+        let plan = LoadPlan::from_args(&Cli::try_parse_from(argv).unwrap().args).unwrap();
+        let stats = Stats::default();
+        stats.echo(Duration::from_millis(latency_ms), 10);
+        for id in plan.shard.ids(8, 0) {
+            stats.finish_session(SessionSummary {
+                id,
+                connects: 1,
+                ..Default::default()
+            });
+        }
+        let at = UNIX_EPOCH + Duration::from_secs_f64(started);
+        Report::build(&plan, &stats, at, Duration::from_secs(3))
+    }
+
+    fn sample(t: f64, live: u64, latency_ms: Option<u64>) -> Sample {
+        let latency_us = latency_ms.map(|ms| {
+            let mut h = hist::new();
+            h.record(ms * 1000).unwrap();
+            hist::encode(&h)
+        });
+        Sample {
+            t,
+            sessions: live,
+            per_backend: BTreeMap::from([("b".to_owned(), live)]),
+            msgs_per_s: 1.0,
+            p99_ms: latency_ms.map(|ms| ms as f64),
+            latency_us,
+            reconnects: 0,
+            failed_handshakes: 0,
+        }
+    }
+
+    fn named(reports: Vec<Report>) -> Vec<(String, Report)> {
+        reports
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| (format!("r{i}.json"), r))
+            .collect()
+    }
+
+    #[test]
+    fn timelines_line_up_on_wall_clock_and_gauges_carry_over_a_missed_tick() {
+        let mut a = report("0/2", &[], 1000.0, 5);
+        a.timeline = vec![
+            sample(1.01, 3, Some(1)),
+            sample(2.02, 4, Some(2)),
+            sample(3.0, 4, None),
+        ];
+        // Started 0.4 s later; its second tick came late (2.2 + 0.4 = 2.6 → second 3), so it
+        // has none in second 2, where its gauge carries over.
+        let mut b = report("1/2", &[], 1000.4, 7);
+        b.timeline = vec![sample(0.99, 2, Some(3)), sample(2.2, 4, Some(4))];
+        let m = merge(named(vec![b, a]), None).unwrap();
+        let points: Vec<(f64, u64, f64)> = m
+            .timeline
+            .iter()
+            .map(|p| (p.t, p.sessions, p.msgs_per_s))
+            .collect();
+        assert_eq!(
+            points,
+            [(1.0, 5, 2.0), (2.0, 4 + 2, 1.0), (3.0, 4 + 4, 2.0)],
+            "{:?}",
+            m.timeline
+        );
+        assert_eq!(m.timeline[0].per_backend["b"], 5);
+        // HdrHistogram reports the top of a value's bucket (3 significant digits).
+        let ms = |v: u64| hist::new().highest_equivalent(v * 1000) as f64 / 1000.0;
+        assert_eq!(m.timeline[0].p99_ms, Some(ms(3)));
+        assert_eq!(m.timeline[2].p99_ms, Some(ms(4)));
+        assert_eq!(m.started_unix_s, 1000.0);
+        assert!((m.elapsed_s - 3.4).abs() < 1e-9, "{}", m.elapsed_s);
+        assert_eq!(m.sessions.len(), 8);
+        assert_eq!(m.latency_ms.count, 2);
+        assert_eq!(m.latency_ms.max, ms(7));
+        assert_eq!(m.merged_from, ["r1.json", "r0.json"]);
+        assert_eq!(m.shard, None);
+    }
+
+    #[test]
+    fn other_configs_overlaps_gaps_and_foreign_sessions_are_refused() {
+        let err = |rs: Vec<Report>| merge(named(rs), None).unwrap_err().to_string();
+        let e = err(vec![
+            report("0/2", &[], 0.0, 1),
+            report("1/2", &["--rate", "2/s"], 0.0, 1),
+        ]);
+        assert_eq!(
+            e,
+            "r0.json and r1.json are not shards of one run: `rate_per_session` differs (1.0 vs 2.0)"
+        );
+        let e = err(vec![report("0/2", &[], 0.0, 1), report("0/2", &[], 0.0, 1)]);
+        assert_eq!(
+            e,
+            "r0.json and r1.json both cover shard 0/2: each shard's report once"
+        );
+        let e = err(vec![report("0/2", &[], 0.0, 1), report("1/4", &[], 0.0, 1)]);
+        assert!(e.contains("every shard of a run has the same N"), "{e}");
+        let e = err(vec![report("1/4", &[], 0.0, 1), report("3/4", &[], 0.0, 1)]);
+        assert_eq!(e, "missing shards of 4: 0/4, 2/4 (have 2)");
+        let mut foreign = report("1/2", &[], 0.0, 1);
+        foreign.sessions[0].id = 0;
+        let e = err(vec![report("0/2", &[], 0.0, 1), foreign]);
+        assert_eq!(e, "r1.json: session 0 is not one of shard 1/2's");
+        let mut garbled = report("1/2", &[], 0.0, 1);
+        garbled.histograms.latency_us = "AAAA".into();
+        let e = err(vec![report("0/2", &[], 0.0, 1), garbled]);
+        assert!(
+            e.starts_with("r1.json: histograms.latency_us: not an HdrHistogram"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_verdict_is_checked_on_the_merged_numbers() {
+        let expect: Expect = crate::loadtest::parse_expect("{latency_p99: 6ms}").unwrap();
+        // Each shard alone meets it…
+        let (a, b) = (report("0/2", &[], 0.0, 5), report("1/2", &[], 0.0, 5));
+        let m = merge(named(vec![a, b]), Some(&expect)).unwrap();
+        assert!(m.scenario.as_ref().unwrap().passed);
+        // …and the pooled samples do not.
+        let (a, b) = (report("0/2", &[], 0.0, 5), report("1/2", &[], 0.0, 9));
+        let v = merge(named(vec![a, b]), Some(&expect))
+            .unwrap()
+            .scenario
+            .unwrap();
+        assert!(!v.passed);
+        assert_eq!(v.unmet, ["latency_p99: 9.0ms > 6ms"]);
+    }
+}
