@@ -10,6 +10,7 @@
 
 pub mod expiry;
 pub mod fetch;
+pub mod forward;
 pub mod jwks;
 pub mod jwks_file;
 pub mod jwks_url;
@@ -36,6 +37,7 @@ pub struct RouteAuth {
     /// `Bearer realm="<route>"`, the start of every `WWW-Authenticate`.
     realm: String,
     pub jwt: Option<JwtVerifier>,
+    pub forward: Option<forward::Forward>,
     /// The hash of the `jwks_file` bytes the current set came from.
     jwks_hash: Option<u64>,
     /// The `jwks_file` watch (set by [`for_route`], not by `wsedge check`'s [`RouteAuth::load`]).
@@ -181,9 +183,19 @@ impl RouteAuth {
                 Some(JwtVerifier::new(cfg.clone(), keys, hs))
             }
         };
+        let forward = match &auth.forward {
+            Some(f) => Some(forward::Forward::new(f.clone()).map_err(|message| {
+                err(JwksError::Shape {
+                    path: f.url.to_string(),
+                    message,
+                })
+            })?),
+            None => None,
+        };
         Ok(RouteAuth {
             realm: format!("Bearer realm=\"{route}\""),
             jwt,
+            forward,
             jwks_hash,
             watch: None,
             url_keys: None,
@@ -234,6 +246,7 @@ impl RouteAuth {
         &self,
         token: TokenFound,
         req: &mut Request<B>,
+        peer: Peer,
     ) -> Result<Admitted, Box<Refusal>> {
         let mut admitted = Admitted::default();
         if let Some(j) = &self.jwt {
@@ -267,6 +280,41 @@ impl RouteAuth {
                 .map(|policy| expiry::Expiry::draw(verified.exp, policy));
             admitted.claims = Some(verified.claims);
         }
+        if let Some(f) = &self.forward {
+            let refuse = |reason, response, detail| {
+                Box::new(Refusal {
+                    reason,
+                    response,
+                    detail,
+                })
+            };
+            match f.decide(req, peer.ip, peer.tls).await {
+                forward::Decision::Allow(copied) => {
+                    let headers = req.headers_mut();
+                    for name in &f_copy_names(f) {
+                        headers.remove(name);
+                    }
+                    for (name, value) in copied {
+                        headers.append(name, value);
+                    }
+                }
+                forward::Decision::Deny(response) => {
+                    return Err(refuse(RejectReason::AuthDenied, response, "denied"));
+                }
+                forward::Decision::Unavailable(why) => {
+                    tracing::warn!(error = %why, "auth service failed: refused");
+                    let mut response = reject_response(RejectReason::AuthUnavailable);
+                    response
+                        .headers_mut()
+                        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    return Err(refuse(
+                        RejectReason::AuthUnavailable,
+                        response,
+                        "unavailable",
+                    ));
+                }
+            }
+        }
         Ok(admitted)
     }
 
@@ -290,15 +338,38 @@ impl RouteAuth {
     }
 }
 
+/// Who is asking (for forward auth's `X-Forwarded-*`).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    /// The client address (after PROXY and trusted `X-Forwarded-For`).
+    pub ip: std::net::IpAddr,
+    /// The client came over TLS.
+    pub tls: bool,
+}
+
+impl Peer {
+    pub fn new(ip: std::net::IpAddr, tls: bool) -> Peer {
+        Peer { ip, tls }
+    }
+}
+
+fn f_copy_names(f: &forward::Forward) -> Vec<http::HeaderName> {
+    f.copy_headers().to_vec()
+}
+
 /// The auth step: nothing for a route without auth (`auth` is `None`), else [`RouteAuth::admit`].
 pub async fn step<B>(
     auth: Option<&RouteAuth>,
     token: Option<TokenFound>,
     req: &mut Request<B>,
+    peer: Peer,
 ) -> Result<Option<Admitted>, Box<Refusal>> {
     match auth {
         None => Ok(None),
-        Some(a) => a.admit(token.unwrap_or(Ok(None)), req).await.map(Some),
+        Some(a) => a
+            .admit(token.unwrap_or(Ok(None)), req, peer)
+            .await
+            .map(Some),
     }
 }
 
@@ -324,6 +395,7 @@ pub fn for_route(
                     .jwt
                     .clone()
                     .map(|cfg| JwtVerifier::new(cfg, KeySet::default(), None)),
+                forward: None,
                 jwks_hash: None,
                 watch: None,
                 url_keys: None,

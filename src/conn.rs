@@ -285,7 +285,8 @@ async fn route_request(
 
     if !handshake::is_websocket_upgrade(req.headers()) {
         if route.http_fallback.is_some() {
-            crate::auth::step(auth, token.take(), req)
+            let peer = crate::auth::Peer::new(ctx.peer.ip(), ctx.listener.tls.is_some());
+            crate::auth::step(auth, token.take(), req, peer)
                 .await
                 .map_err(|r| refused(*r, route_idx))?;
             return Ok(Routed::Fallback(route_idx));
@@ -297,7 +298,8 @@ async fn route_request(
     let client_ip = key::client_ip(ctx.peer.ip(), req.headers(), &ctx.listener.trusted_proxies);
     let per_ip = per_ip_admit(ctx, &snapshot.routes[route_idx].name, route, client_ip)
         .map_err(|over| per_ip_rejection(over).with_route(route_idx))?;
-    let admitted = crate::auth::step(auth, token, req)
+    let peer = crate::auth::Peer::new(client_ip, ctx.listener.tls.is_some());
+    let admitted = crate::auth::step(auth, token, req, peer)
         .await
         .map_err(|r| refused(*r, route_idx))?;
     let mut slot = ctx

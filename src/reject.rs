@@ -77,10 +77,14 @@ pub enum RejectReason {
     AuthBadRequest,
     /// A valid token without the claims the route requires (403 `insufficient_scope`).
     AuthForbidden,
+    /// The forward-auth service refused (its 4xx relayed).
+    AuthDenied,
+    /// The forward-auth service failed (5xx, timeout, refused connect): 503.
+    AuthUnavailable,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 26] = [
+    pub const ALL: [RejectReason; 28] = [
         RejectReason::HttpVersion,
         RejectReason::BadHost,
         RejectReason::BadPath,
@@ -107,6 +111,8 @@ impl RejectReason {
         RejectReason::AuthInvalid,
         RejectReason::AuthBadRequest,
         RejectReason::AuthForbidden,
+        RejectReason::AuthDenied,
+        RejectReason::AuthUnavailable,
     ];
 
     /// The metric label and log reason. Dashboards depend on these exact strings.
@@ -138,6 +144,8 @@ impl RejectReason {
             RejectReason::AuthInvalid => "auth_invalid",
             RejectReason::AuthBadRequest => "auth_bad_request",
             RejectReason::AuthForbidden => "auth_forbidden",
+            RejectReason::AuthDenied => "auth_denied",
+            RejectReason::AuthUnavailable => "auth_unavailable",
         }
     }
 
@@ -175,12 +183,14 @@ impl RejectReason {
             | RejectReason::AuthRequired
             | RejectReason::AuthInvalid
             | RejectReason::AuthBadRequest
-            | RejectReason::AuthForbidden => Side::Client,
+            | RejectReason::AuthForbidden
+            | RejectReason::AuthDenied => Side::Client,
             RejectReason::BackendUnreachable
             | RejectReason::BackendTimeout
             | RejectReason::BackendRejected
             | RejectReason::BackendBadResponse
-            | RejectReason::NoHealthyBackend => Side::Backend,
+            | RejectReason::NoHealthyBackend
+            | RejectReason::AuthUnavailable => Side::Backend,
             // The route's own `max_connections`, wsedge's own resources, or this instance going
             // away: wsedge's doing, not the client's.
             RejectReason::OverCapacity
@@ -201,7 +211,7 @@ impl RejectReason {
             | RejectReason::SubprotocolRequired
             | RejectReason::AuthBadRequest => StatusCode::BAD_REQUEST,
             RejectReason::AuthRequired | RejectReason::AuthInvalid => StatusCode::UNAUTHORIZED,
-            RejectReason::AuthForbidden => StatusCode::FORBIDDEN,
+            RejectReason::AuthForbidden | RejectReason::AuthDenied => StatusCode::FORBIDDEN,
             RejectReason::NoRoute => StatusCode::NOT_FOUND,
             RejectReason::NotUpgrade | RejectReason::BadVersion => StatusCode::UPGRADE_REQUIRED,
             RejectReason::BadMethod => StatusCode::METHOD_NOT_ALLOWED,
@@ -209,7 +219,8 @@ impl RejectReason {
             RejectReason::OverCapacity
             | RejectReason::NoHealthyBackend
             | RejectReason::LocalResources
-            | RejectReason::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            | RejectReason::ShuttingDown
+            | RejectReason::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             RejectReason::PerIpSessions | RejectReason::PerIpRate => StatusCode::TOO_MANY_REQUESTS,
             RejectReason::BackendUnreachable
             | RejectReason::BackendBadResponse

@@ -580,3 +580,170 @@ async fn jwks_url_failure_keeps_the_last_good_set() {
     backend.stop().await;
     idp.stop().await;
 }
+
+fn forward_auth(server: &http_server::HttpServer, extra: &str) -> String {
+    format!(
+        "auth:\n  forward:\n    url: \"http://{}/check?svc=chat\"\n    send_headers: [Cookie]\n    \
+         copy_headers: [X-User]\n{extra}",
+        server.addr
+    )
+}
+
+fn forward_stats(router: &Router) -> (u64, u64) {
+    let snap = router.server().shared().snapshot.load();
+    let f = snap.routes[0]
+        .auth
+        .as_ref()
+        .unwrap()
+        .forward
+        .as_ref()
+        .unwrap();
+    (
+        f.calls.load(std::sync::atomic::Ordering::Relaxed),
+        f.cache_hits.load(std::sync::atomic::Ordering::Relaxed),
+    )
+}
+
+/// Forward auth against a real HTTP server: 2xx admits and copies headers (replacing the
+/// client's), the service sees the chosen headers and `X-Forwarded-*` but never the handshake's;
+/// 4xx is relayed with its headers and body; no backend is dialled on a refusal.
+#[tokio::test]
+async fn forward_auth_allows_and_denies() {
+    use http_server::{Answer, HttpServer};
+    let svc = HttpServer::start(Answer::new(200, "").header("x-user", "alice"), None).await;
+    let backend = Backend::echo("b1").await;
+    let yaml = single_route_yaml(&[("b1", backend.addr)], &forward_auth(&svc, ""));
+    let router = Router::start(&yaml).await;
+    let extra = "Cookie: session=s1\r\nX-User: mallory\r\n";
+    let (status, _, _) = raw_http(router.addr, &upgrade_request("/room?id=7", extra)).await;
+    assert_eq!(status, 101);
+    let seen = backend.seen.lock().unwrap().last().cloned().unwrap();
+    let users: Vec<_> = seen
+        .1
+        .iter()
+        .filter(|(k, _)| k == "x-user")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(users, ["alice"]);
+    let asked = svc.seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(asked.0, "/check?svc=chat");
+    assert_eq!(header(&asked.1, "cookie"), Some("session=s1"));
+    assert_eq!(header(&asked.1, "x-forwarded-uri"), Some("/room?id=7"));
+    assert_eq!(header(&asked.1, "x-forwarded-method"), Some("GET"));
+    assert_eq!(header(&asked.1, "x-forwarded-host"), Some("test.local"));
+    assert_eq!(header(&asked.1, "x-forwarded-for"), Some("127.0.0.1"));
+    for never in [
+        "upgrade",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "x-user",
+    ] {
+        assert!(
+            header(&asked.1, never).is_none(),
+            "{never} sent to the auth service"
+        );
+    }
+
+    svc.set_answer(
+        Answer::new(401, "go away")
+            .header("www-authenticate", "Basic realm=\"sso\"")
+            .header("x-reason", "expired"),
+    );
+    let before = backend.seen.lock().unwrap().len();
+    let (status, headers, body) = raw_http(router.addr, &upgrade_request("/room", extra)).await;
+    assert_eq!((status, body.as_str()), (401, "go away"));
+    assert_eq!(
+        header(&headers, "www-authenticate"),
+        Some("Basic realm=\"sso\"")
+    );
+    assert_eq!(header(&headers, "x-reason"), Some("expired"));
+    assert_eq!(backend.seen.lock().unwrap().len(), before);
+    assert!(router.metrics().contains("result=\"auth_denied\""));
+    router.stop().await;
+    backend.stop().await;
+    svc.stop().await;
+}
+
+/// A slow or failing auth service: 503 by default (timeout, 5xx), admitted with
+/// `failure_mode: allow`.
+#[tokio::test]
+async fn forward_auth_failures() {
+    use http_server::{Answer, HttpServer};
+    let mut slow = Answer::new(200, "");
+    slow.delay = std::time::Duration::from_secs(3);
+    let svc = HttpServer::start(slow, None).await;
+    let backend = Backend::echo("b1").await;
+    let yaml = single_route_yaml(
+        &[("b1", backend.addr)],
+        &forward_auth(&svc, "    timeout: 200ms\n"),
+    );
+    let router = Router::start(&yaml).await;
+    let (status, headers, _) = raw_http(router.addr, &upgrade_request("/", "")).await;
+    assert_eq!(status, 503);
+    assert_eq!(header(&headers, "retry-after"), Some("1"));
+    svc.set_answer(Answer::new(502, "bad"));
+    assert_eq!(
+        raw_http(router.addr, &upgrade_request("/", "")).await.0,
+        503
+    );
+    assert!(router
+        .metrics()
+        .contains("result=\"auth_unavailable\",route=\"r\",side=\"backend\"} 2"));
+    router.stop().await;
+
+    let yaml = single_route_yaml(
+        &[("b1", backend.addr)],
+        &forward_auth(&svc, "    failure_mode: allow\n"),
+    );
+    let router = Router::start(&yaml).await;
+    assert_eq!(
+        raw_http(router.addr, &upgrade_request("/", "")).await.0,
+        101
+    );
+    router.stop().await;
+    backend.stop().await;
+    svc.stop().await;
+}
+
+/// Allowed answers are cached for their max-age (per send_headers values and path), counted
+/// as hits; `no-store` is never cached.
+#[tokio::test]
+async fn forward_auth_cache() {
+    use http_server::{Answer, HttpServer};
+    let svc = HttpServer::start(
+        Answer::new(204, "")
+            .header("cache-control", "max-age=60")
+            .header("x-user", "alice"),
+        None,
+    )
+    .await;
+    let backend = Backend::echo("b1").await;
+    let yaml = single_route_yaml(
+        &[("b1", backend.addr)],
+        &forward_auth(&svc, "    cache: {max_entries: 100, max_ttl: 30s}\n"),
+    );
+    let router = Router::start(&yaml).await;
+    let with = |cookie: &str| upgrade_request("/", &format!("Cookie: session={cookie}\r\n"));
+    for _ in 0..3 {
+        assert_eq!(raw_http(router.addr, &with("a")).await.0, 101);
+    }
+    assert_eq!(svc.hits(), 1);
+    assert_eq!(forward_stats(&router), (1, 2));
+    let seen = backend.seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        header(&seen.1, "x-user"),
+        Some("alice"),
+        "cached copy_headers applied"
+    );
+    // Another cookie is another key.
+    assert_eq!(raw_http(router.addr, &with("b")).await.0, 101);
+    assert_eq!(svc.hits(), 2);
+    svc.set_answer(Answer::new(200, "").header("cache-control", "no-store"));
+    for _ in 0..2 {
+        assert_eq!(raw_http(router.addr, &with("c")).await.0, 101);
+    }
+    assert_eq!(svc.hits(), 4);
+    router.stop().await;
+    backend.stop().await;
+    svc.stop().await;
+}

@@ -24,26 +24,7 @@ pub(super) fn auth(cx: &mut Validator<'_>, a: &Spanned<raw::RawAuth>, p: &str) -
         cx.error(&at, p, "needs `jwt`, `forward` or both");
         return None;
     }
-    // Refused rather than accepted and ignored (an auth setting that does nothing fails open).
-    for (set, at, what) in not_yet(&a.value) {
-        if set {
-            cx.error(
-                &at,
-                &format!("{p}.{what}"),
-                "is not available in this version yet",
-            );
-        }
-    }
     Some(Auth { jwt, forward })
-}
-
-/// Settings parsed and validated but not enforced by this version yet.
-fn not_yet(a: &raw::RawAuth) -> Vec<(bool, raw::Location, &'static str)> {
-    let mut out = Vec::new();
-    if let Some(f) = &a.forward {
-        out.push((true, f.referenced, "forward"));
-    }
-    out
 }
 
 /// `ES256` → the algorithm; `none` and unknown names refused.
