@@ -4,6 +4,8 @@
 #    inputs give the same count whatever else the machine does), over COUNT upgrades after WARM;
 #  - CPU per upgrade (utime + stime, and stime alone) over CPU_COUNT upgrades without valgrind.
 # Usage: upgrade_cost.sh WSEDGE_BINARY LOADGEN_BINARY [label]
+# As CI's guard: BUDGET=N upgrade_cost.sh ... counts instructions only (no CPU run) and fails when
+# an upgrade costs more than N instructions (the budget is in benches/README.md).
 # All traffic on loopback; every process started here is stopped on exit.
 set -euo pipefail
 WSEDGE=$1
@@ -68,6 +70,21 @@ dump=$(ls -t "$WORK"/cg.* | head -1)
 total=$(grep -E '^(summary|totals):' "$dump" | head -1 | awk '{print $2}')
 ok=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ok"])' "$WORK/cg-load.json")
 kill "$VPID" 2>/dev/null || true
+if [ "$ok" -ne "$COUNT" ]; then
+    echo "only $ok of $COUNT upgrades succeeded under callgrind" >&2
+    exit 1
+fi
+
+if [ -n "${BUDGET:-}" ]; then
+    per=$((total / ok))
+    echo "{\"label\": \"$LABEL\", \"instructions_per_upgrade\": $per, \"budget\": $BUDGET}"
+    if [ "$per" -gt "$BUDGET" ]; then
+        echo "an upgrade costs $per instructions, above the budget of $BUDGET (benches/README.md):" \
+            "find what the change added to the upgrade path, or raise the budget in a commit that says why" >&2
+        exit 1
+    fi
+    exit 0
+fi
 
 # 2. CPU per upgrade, no valgrind.
 PORT=$(free_port)

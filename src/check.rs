@@ -29,7 +29,11 @@ pub fn run(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> bool {
             for e in &report.errors {
                 let _ = writeln!(err, "{e}");
             }
-            report.errors.is_empty()
+            let keys = auth_keys(&config);
+            for e in &keys {
+                let _ = writeln!(err, "{e}");
+            }
+            report.errors.is_empty() && keys.is_empty()
         }
         Err(errors) => {
             for e in &errors.0 {
@@ -38,6 +42,19 @@ pub fn run(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> bool {
             false
         }
     }
+}
+
+/// Every route's JWT key files, read and parsed as the router would (a JWKS error names the
+/// file, line and column).
+fn auth_keys(c: &Config) -> Vec<String> {
+    c.routes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let e = crate::auth::RouteAuth::load(&r.name, r.auth.as_ref()?).err()?;
+            Some(format!("{}: routes[{i}].auth.jwt: {e}", c.source.display()))
+        })
+        .collect()
 }
 
 /// `wsedge check --print-drain-bound`: validates like [`run`], then prints instead of the
@@ -213,6 +230,7 @@ fn route(r: &Route, out: &mut dyn Write) -> io::Result<()> {
         AffinityKey::Header(h) => format!("header:{h}"),
         AffinityKey::Cookie(c) => format!("cookie:{c}"),
         AffinityKey::Query(q) => format!("query:{q}"),
+        AffinityKey::Claim(c) => format!("claim:{c}"),
         AffinityKey::ClientIp => "client_ip".into(),
         AffinityKey::Random => "random".into(),
     };

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 
+pub mod auth;
 pub mod error;
 pub mod raw;
 pub mod units;
@@ -298,6 +299,8 @@ pub struct Route {
     pub expose_backend_header: Option<HeaderName>,
     /// Query parameters never printed in logs.
     pub redact_query: Vec<String>,
+    /// Authentication of upgrades and `http_fallback` requests (`None`: none, at no cost).
+    pub auth: Option<auth::Auth>,
 }
 
 /// How a route's `match.host` compares against the request's host (lower-case, port removed).
@@ -331,6 +334,8 @@ pub enum AffinityKey {
     Cookie(String),
     Query(String),
     ClientIp,
+    /// `claim:NAME`: a claim of the route's verified JWT (needs `auth.jwt`).
+    Claim(String),
     /// Fallback only.
     Random,
 }

@@ -26,6 +26,8 @@ use crate::tls::TlsListener;
 use tracing::{debug, info};
 
 use crate::access::RequestFacts;
+
+mod refused;
 use crate::admission::ConnSlot;
 use crate::answer::{reject_response, relayed, switching_protocols};
 use crate::balance::{key, PickKind, Picked};
@@ -198,44 +200,7 @@ async fn handle(mut req: Request<Incoming>, ctx: Arc<ConnContext>) -> Response<B
             crate::fallback::proxy(req, target, route, peer_of(&ctx, &snapshot)).await
         }
         Err(rejection) => {
-            let route_name = rejection
-                .route
-                .map(|r| snapshot.config.routes[r].name.as_str())
-                .unwrap_or("");
-            let m = &ctx.shared.metrics;
-            let side = rejection.reason.side().label();
-            m.upgrades_total
-                .with_label_values(&[route_name, rejection.reason.label(), side])
-                .inc();
-            // Failures reach the latency histogram too: a 504 after 5 s belongs in the p99.
-            m.handshake_duration_seconds
-                .with_label_values(&[route_name, side])
-                .observe(started.elapsed().as_secs_f64());
-            let (l, peer) = (&ctx.listener, ctx.peer);
-            let redact = snapshot
-                .config
-                .routes
-                .get(rejection.route.unwrap_or(usize::MAX));
-            crate::access::refusal(
-                &ctx.shared.access,
-                m,
-                || {
-                    RequestFacts::capture(
-                        &l.name,
-                        peer,
-                        None,
-                        req.uri(),
-                        req.headers(),
-                        redact.map(|r| &r.redact_query[..]),
-                    )
-                },
-                req.headers(),
-                route_name,
-                rejection.reason,
-                rejection.response.status().as_u16(),
-                rejection.detail.as_deref().unwrap_or(""),
-                started.elapsed(),
-            );
+            refused::account(&ctx, &req, &snapshot, &rejection, started);
             rejection.response
         }
     }
@@ -296,9 +261,17 @@ async fn route_request(
         .lookup(&ctx.listener.name, host, &target.match_path)
         .ok_or_else(|| Rejection::new(RejectReason::NoRoute, None))?;
     let route = &snapshot.config.routes[route_idx];
+    // The token leaves the request before anything reads it (a `bearer.` subprotocol must not
+    // meet the subprotocol filter); it is judged only after the per-IP limits.
+    let auth = snapshot.routes[route_idx].auth.as_deref();
+    let mut token = auth.map(|a| a.take_token(req));
 
     if !handshake::is_websocket_upgrade(req.headers()) {
         if route.http_fallback.is_some() {
+            let peer = crate::auth::Peer::new(ctx.peer.ip(), ctx.listener.tls.is_some());
+            crate::auth::step(auth, token.take(), req, peer)
+                .await
+                .map_err(|r| refused(*r, route_idx))?;
             return Ok(Routed::Fallback(route_idx));
         }
         return Err(Rejection::new(RejectReason::NotUpgrade, Some(route_idx)));
@@ -308,6 +281,10 @@ async fn route_request(
     let client_ip = key::client_ip(ctx.peer.ip(), req.headers(), &ctx.listener.trusted_proxies);
     let per_ip = per_ip_admit(ctx, &snapshot.routes[route_idx].name, route, client_ip)
         .map_err(|over| per_ip_rejection(over).with_route(route_idx))?;
+    let peer = crate::auth::Peer::new(client_ip, ctx.listener.tls.is_some());
+    let admitted = crate::auth::step(auth, token, req, peer)
+        .await
+        .map_err(|r| refused(*r, route_idx))?;
     let mut slot = ctx
         .shared
         .registry
@@ -329,6 +306,7 @@ async fn route_request(
         req.headers(),
         req.uri().query(),
         client_ip,
+        admitted.as_ref().and_then(|a| a.claims.as_ref()),
     );
 
     let deadline = tokio::time::Instant::now() + route.limits.handshake_timeout;
@@ -410,8 +388,19 @@ async fn route_request(
         client: ctx.peer,
         ids,
         access,
+        expiry: admitted.and_then(|a| a.expiry),
     });
     Ok(Routed::Response(response))
+}
+
+/// An auth refusal (its response carries the `WWW-Authenticate` challenge).
+fn refused(r: crate::auth::Refusal, route: usize) -> Rejection {
+    Rejection {
+        reason: r.reason,
+        route: Some(route),
+        response: r.response,
+        detail: Some(r.detail.to_owned()),
+    }
 }
 
 /// The route's per-client-address limits (the address after PROXY and trusted
@@ -539,7 +528,7 @@ async fn dial_and_upgrade(
     let peer = peer_of(ctx, snapshot);
     let (headers, ids) =
         forward::upgrade_request_headers(req.headers(), route, backend, upgrade, peer);
-    let path = backend_path(route, &backend.url.path, req.uri());
+    let path = crate::target::backend_path(route, &backend.url.path, req.uri());
     let mut request = Request::builder().method("GET").uri(path);
     *request.headers_mut().expect("builder has no error yet") = headers;
     let request = request

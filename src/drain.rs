@@ -258,4 +258,24 @@ mod tests {
         );
         assert_eq!(effective_spread(&drain(0, None), 5), Duration::ZERO);
     }
+
+    #[test]
+    fn shutdown_bound_is_the_longest_route_plus_the_socket_slack() {
+        let yaml = "listeners: [{name: edge, bind: \"127.0.0.1:0\"}]\nroutes:\n  \
+            - {name: a, origins: [], backends: [{name: x, url: \"ws://127.0.0.1:9\"}], \
+               drain: {spread: 10s, timeout: 30s, max_rate: 100}}\n  \
+            - {name: b, origins: [], match: {path_prefix: /b}, \
+               backends: [{name: x, url: \"ws://127.0.0.1:9\"}], drain: {spread: 20s, timeout: 25s}}\n";
+        let (config, _) =
+            crate::config::Config::from_yaml(std::path::Path::new("/t/routes.yaml"), yaml)
+                .expect("valid");
+        // 500 sessions: a = 10s + 30s, b = 20s + 25s (the longest).
+        assert_eq!(shutdown_bound(&config, 500), Duration::from_secs(46));
+        // 2,000: a's spread is 2000 ÷ 100/s = 20s, so a = 50s.
+        assert_eq!(shutdown_bound(&config, 2000), Duration::from_secs(51));
+        assert_eq!(
+            route_bound(&config.routes[1].drain, 2000),
+            Duration::from_secs(45)
+        );
+    }
 }

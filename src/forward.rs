@@ -70,6 +70,7 @@ fn strip_request_hop_by_hop(headers: &mut HeaderMap, route: &Route) {
             || n.starts_with("x-forwarded-")
             || matches!(&route.affinity.key, AffinityKey::Header(h) if h == name)
             || matches!(&route.affinity.fallback, AffinityKey::Header(h) if h == name)
+            || route.auth.as_ref().is_some_and(|a| a.sets_header(name))
     });
 }
 

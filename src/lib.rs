@@ -28,6 +28,7 @@
 //! - [`session_task`]: the task owning a session; [`splice`] relays it; [`frame`] scans it.
 //! - [`session`]: the handle every live session registers; [`registry`] holds them.
 //! - [`tls`]: rustls on both sides: listener handshakes, certificate reload, `wss://` backends.
+//! - [`auth`]: the auth step (JWT with JWKS / HS secret; token locations; RFC 6750 refusals).
 //! - [`answer`]: wsedge's own responses (the 101, relayed refusals, rejections).
 //! - [`fallback`]: `http_fallback` for plain HTTP; [`body`]: the body of wsedge's own answers.
 //! - [`reload`]: live reload; [`plan`]: which sessions a change concerns; [`drain`]: spread closes.
@@ -56,7 +57,7 @@
 //! 9. `shared`
 //! 10. `health`
 //! 11. `plan`, `snapshot`, `drain`
-//! 12. `target`, `forward`, `upstream`, `handshake`, `reject`, `answer`, `access`
+//! 12. `target`, `forward`, `upstream`, `handshake`, `reject`, `answer`, `auth`, `access`
 //! 13. `route`, `balance`, `backend`, `registry`, `discovery`
 //! 14. `tls`, `metrics`, `sockopt`, `resolve`, `per_ip`
 //! 15. `splice`, `session`, `frame`, `body`, `admin_client`, `echo`, `rlimit`, `admission`
@@ -72,6 +73,7 @@ pub mod admin;
 pub mod admin_client;
 pub mod admission;
 pub mod answer;
+pub mod auth;
 pub mod backend;
 pub mod balance;
 pub mod body;

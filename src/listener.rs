@@ -51,6 +51,9 @@ pub enum StartError {
     ListenerTls { name: String, source: TlsError },
     #[error("backend TLS: {0}")]
     BackendTls(Arc<TlsError>),
+    /// A route's JWT keys (`jwks_file`, `hs_secret_file`) that cannot be read or parsed.
+    #[error("auth keys: {0}")]
+    AuthKeys(Arc<crate::auth::LoadError>),
 }
 
 /// A listener's TLS side, certificates loaded (`None` for a plain listener). Any unusable

@@ -2,31 +2,43 @@
 //! well-behaved production client ([`session`]), counts every message exactly ([`stats`]),
 //! samples a timeline each second, and writes the report ([`report`] JSON and text, [`html`]
 //! SVG charts). [`scenario`] wraps it with its own backends, router and timeline of failures,
-//! and checks expectations.
+//! and checks expectations. Beyond one machine: [`shard`] runs one slice of a run
+//! (`--shard I/N`, `--source-ips`), [`hist`] puts full histograms in the report, and
+//! [`merge`] (`wsedge loadtest merge`) joins the shards' reports into one.
 //!
 //! Traffic goes only to the given URL; every loop is bounded by the test's deadline.
 
+pub mod expect;
+pub mod hist;
 pub mod html;
+pub mod merge;
 pub mod report;
 pub mod scenario;
 pub mod session;
+pub mod shard;
 pub mod stats;
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::config::units::{parse_duration, parse_size};
+use expect::Expect;
 pub use report::Report;
+use shard::{Shard, SourceIps};
 use stats::Stats;
 
 pub const DEFAULT_CONNECTIONS: usize = 100;
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(60);
+/// Source addresses used on a loopback target without `--source-ips` (127.0.0.1 + j mod
+/// this for the shard's j-th session): each has its own ephemeral port range, so 10,000
+/// sessions and their reconnects never run out of ports.
+const LOOPBACK_SOURCE_ADDRS: usize = 4000;
 
 /// Message pattern of every session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, serde::Deserialize)]
@@ -89,6 +101,33 @@ pub struct LoadtestArgs {
     /// Run a failover scenario (own backends, router, timeline, expectations).
     #[arg(long)]
     pub scenario: Option<std::path::PathBuf>,
+    /// Run only the I-th of N deterministic slices of the sessions (I from 0, e.g. a Job's
+    /// completion index); `--connections` is the whole run's. Merge the reports with
+    /// `wsedge loadtest merge`.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<Shard>,
+    /// Local IPv4 addresses to connect from, spread over the sessions: `A.B.C.D-E.F.G.H`,
+    /// a CIDR `A.B.C.D/P`, or a comma-separated list of those (at most 4096 addresses).
+    #[arg(long, value_name = "ADDRS")]
+    pub source_ips: Option<SourceIps>,
+    /// Expectations checked at the end (exit 1 when one is unmet), as a scenario's
+    /// `expect:` in YAML flow form, e.g. '{lost: 0, reconnect_p99: 3s}'.
+    #[arg(long, value_name = "YAML", value_parser = parse_expect)]
+    pub expect: Option<Expect>,
+    #[command(subcommand)]
+    pub command: Option<LoadtestCommand>,
+}
+
+/// `wsedge loadtest SUBCOMMAND`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum LoadtestCommand {
+    /// Merge the JSON reports of a sharded run into one report, verdict and charts.
+    Merge(merge::MergeArgs),
+}
+
+/// `--expect`: a scenario's `expect:` mapping.
+pub fn parse_expect(text: &str) -> Result<Expect, String> {
+    serde_saphyr::from_str(text).map_err(|e| format!("`{text}`: {e}"))
 }
 
 /// What the sessions need, validated.
@@ -107,6 +146,10 @@ pub struct LoadPlan {
     pub backend_header: Option<String>,
     /// For wss://: the TLS client, SNI and verification against the URL's host.
     pub tls: Option<Tls>,
+    /// The slice of the sessions this generator runs ([`Shard::ALL`] unsharded).
+    pub shard: Shard,
+    pub source_ips: Option<SourceIps>,
+    pub expect: Option<Expect>,
 }
 
 /// A ready TLS client for a wss:// target.
@@ -217,6 +260,10 @@ impl LoadPlan {
         if duration.is_zero() {
             return Err(LoadtestError::Invalid("--duration must be positive".into()));
         }
+        let shard = a.shard.unwrap_or(Shard::ALL);
+        shard
+            .check(connections, a.keys)
+            .map_err(LoadtestError::Invalid)?;
         Ok(LoadPlan {
             url,
             connections,
@@ -230,6 +277,9 @@ impl LoadPlan {
             backoff: a.backoff,
             backend_header: a.backend_header.clone(),
             tls,
+            shard,
+            source_ips: a.source_ips.clone(),
+            expect: a.expect.clone(),
         })
     }
 }
@@ -304,6 +354,10 @@ pub async fn run(
         .ok()
         .and_then(|mut a| a.find(SocketAddr::is_ipv4))
         .ok_or_else(|| LoadtestError::Url(format!("cannot resolve {host} to an IPv4 address")))?;
+    if let Some(ips) = &plan.source_ips {
+        ips.check_local().map_err(LoadtestError::Invalid)?;
+    }
+    let started_unix = std::time::SystemTime::now();
     let started = Instant::now();
     let ctx = Arc::new(LoadRun {
         deadline: started + plan.duration,
@@ -315,10 +369,11 @@ pub async fn run(
     let sampler = tokio::spawn(sample_loop(ctx.clone(), progress));
     let mut tasks = tokio::task::JoinSet::new();
     let n = ctx.plan.connections;
-    for i in 0..n {
+    // A shard starts each of its sessions when the unsharded run would have.
+    for (j, i) in ctx.plan.shard.ids(n, ctx.plan.keys).enumerate() {
         let at = started + ctx.plan.ramp.mul_f64(i as f64 / n as f64);
         tokio::time::sleep_until(at).await;
-        tasks.spawn(session::run(i, ctx.clone()));
+        tasks.spawn(session::run(i, source(&ctx, j), ctx.clone()));
     }
     while let Some(done) = tasks.join_next().await {
         if let Ok(summary) = done {
@@ -327,7 +382,26 @@ pub async fn run(
     }
     sampler.abort();
     let _ = sampler.await;
-    Ok(Report::build(&ctx.plan, &stats, started.elapsed()))
+    let mut report = Report::build(&ctx.plan, &stats, started_unix, started.elapsed());
+    if let Some(e) = &ctx.plan.expect {
+        report.scenario = Some(scenario::verdict(e, "expect", &report));
+    }
+    Ok(report)
+}
+
+/// The local address of the shard's `j`-th session: `--source-ips`, else a spread loopback
+/// address on a loopback target, else the OS's choice.
+fn source(ctx: &LoadRun, j: usize) -> Option<IpAddr> {
+    match &ctx.plan.source_ips {
+        Some(ips) => Some(IpAddr::V4(ips.nth(j))),
+        None if ctx.target.ip().is_loopback() => {
+            let k = (j % LOOPBACK_SOURCE_ADDRS) as u32;
+            Some(IpAddr::V4(Ipv4Addr::from(
+                u32::from(Ipv4Addr::LOCALHOST) + k,
+            )))
+        }
+        None => None,
+    }
 }
 
 /// `wsedge loadtest`: runs the plain load test or the scenario, prints the report, writes
@@ -345,6 +419,20 @@ pub fn cli(args: LoadtestArgs) -> std::process::ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(LoadtestCommand::Merge(m)) = &args.command {
+        return merge::cli(m);
+    }
+    if args.scenario.is_some() && (args.shard.is_some() || args.source_ips.is_some()) {
+        eprintln!(
+            "wsedge loadtest: --scenario starts its own router and backends on this machine; \
+             --shard and --source-ips split a plain run against a shared --url"
+        );
+        return ExitCode::from(2);
+    }
+    if args.scenario.is_some() && args.expect.is_some() {
+        eprintln!("wsedge loadtest: --expect: a scenario's expectations are its `expect:` section");
+        return ExitCode::from(2);
+    }
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let result = rt.block_on(async {
         match &args.scenario {
@@ -370,7 +458,9 @@ pub fn cli(args: LoadtestArgs) -> std::process::ExitCode {
             }
         }
     });
-    match result.and_then(|r| write_outputs(&r, &args).map(|_| r)) {
+    match result
+        .and_then(|r| write_outputs(&r, args.json.as_deref(), args.html.as_deref()).map(|_| r))
+    {
         Ok(r) => {
             if r.scenario.as_ref().is_some_and(|v| !v.passed) {
                 ExitCode::from(1)
@@ -386,13 +476,17 @@ pub fn cli(args: LoadtestArgs) -> std::process::ExitCode {
 }
 
 /// Prints the text report and writes the `--json` / `--html` files.
-pub fn write_outputs(r: &Report, args: &LoadtestArgs) -> anyhow::Result<()> {
+pub fn write_outputs(
+    r: &Report,
+    json: Option<&std::path::Path>,
+    html: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     r.write_text(&mut std::io::stdout())?;
-    if let Some(p) = &args.json {
+    if let Some(p) = json {
         r.write_json(p)?;
         println!("JSON report: {}", p.display());
     }
-    if let Some(p) = &args.html {
+    if let Some(p) = html {
         std::fs::write(p, html::render(r))
             .map_err(|e| anyhow::anyhow!("write {}: {e}", p.display()))?;
         println!("HTML report: {}", p.display());

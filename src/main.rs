@@ -125,9 +125,10 @@ enum Command {
         admin: std::net::SocketAddr,
     },
     /// Load and failover test: N sessions that check every echo; JSON/HTML reports;
-    /// `--scenario` for a pass/fail failover rehearsal.
+    /// `--scenario` for a pass/fail failover rehearsal; `--shard I/N` on several machines and
+    /// `loadtest merge` for one report of them all.
     #[cfg(feature = "tools")]
-    Loadtest(wsedge::loadtest::LoadtestArgs),
+    Loadtest(Box<wsedge::loadtest::LoadtestArgs>),
     /// Write development certificates: a dev CA and a server certificate for
     /// localhost, 127.0.0.1 and ::1.
     #[cfg(feature = "tools")]
@@ -210,7 +211,7 @@ fn main() -> ExitCode {
             };
         }
         #[cfg(feature = "tools")]
-        Command::Loadtest(args) => return wsedge::loadtest::cli(args),
+        Command::Loadtest(args) => return wsedge::loadtest::cli(*args),
         Command::Run { config } => run(config),
         #[cfg(feature = "tools")]
         Command::Echo { listen, id } => echo(listen, id),

@@ -69,10 +69,22 @@ pub enum RejectReason {
     /// The head completed after a graceful shutdown stopped the listeners: no backend is
     /// dialled, the client is told to come back (to another instance) and the connection closes.
     ShuttingDown,
+    /// The route's `auth` found no token (401, bare `Bearer` challenge).
+    AuthRequired,
+    /// A token that did not verify: bad signature, expired, unknown key… (401 `invalid_token`).
+    AuthInvalid,
+    /// An oversized or malformed token (400 `invalid_request`).
+    AuthBadRequest,
+    /// A valid token without the claims the route requires (403 `insufficient_scope`).
+    AuthForbidden,
+    /// The forward-auth service refused (its 4xx relayed).
+    AuthDenied,
+    /// The forward-auth service failed (5xx, timeout, refused connect): 503.
+    AuthUnavailable,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 22] = [
+    pub const ALL: [RejectReason; 28] = [
         RejectReason::HttpVersion,
         RejectReason::BadHost,
         RejectReason::BadPath,
@@ -95,6 +107,12 @@ impl RejectReason {
         RejectReason::PerIpSessions,
         RejectReason::PerIpRate,
         RejectReason::ShuttingDown,
+        RejectReason::AuthRequired,
+        RejectReason::AuthInvalid,
+        RejectReason::AuthBadRequest,
+        RejectReason::AuthForbidden,
+        RejectReason::AuthDenied,
+        RejectReason::AuthUnavailable,
     ];
 
     /// The metric label and log reason. Dashboards depend on these exact strings.
@@ -122,6 +140,12 @@ impl RejectReason {
             RejectReason::PerIpSessions => "per_ip_sessions",
             RejectReason::PerIpRate => "per_ip_rate",
             RejectReason::ShuttingDown => "shutting_down",
+            RejectReason::AuthRequired => "auth_required",
+            RejectReason::AuthInvalid => "auth_invalid",
+            RejectReason::AuthBadRequest => "auth_bad_request",
+            RejectReason::AuthForbidden => "auth_forbidden",
+            RejectReason::AuthDenied => "auth_denied",
+            RejectReason::AuthUnavailable => "auth_unavailable",
         }
     }
 
@@ -155,12 +179,18 @@ impl RejectReason {
             | RejectReason::OriginDenied
             | RejectReason::SubprotocolRequired
             | RejectReason::PerIpSessions
-            | RejectReason::PerIpRate => Side::Client,
+            | RejectReason::PerIpRate
+            | RejectReason::AuthRequired
+            | RejectReason::AuthInvalid
+            | RejectReason::AuthBadRequest
+            | RejectReason::AuthForbidden
+            | RejectReason::AuthDenied => Side::Client,
             RejectReason::BackendUnreachable
             | RejectReason::BackendTimeout
             | RejectReason::BackendRejected
             | RejectReason::BackendBadResponse
-            | RejectReason::NoHealthyBackend => Side::Backend,
+            | RejectReason::NoHealthyBackend
+            | RejectReason::AuthUnavailable => Side::Backend,
             // The route's own `max_connections`, wsedge's own resources, or this instance going
             // away: wsedge's doing, not the client's.
             RejectReason::OverCapacity
@@ -178,7 +208,10 @@ impl RejectReason {
             | RejectReason::BodyOnUpgrade
             | RejectReason::BadConnection
             | RejectReason::BadKey
-            | RejectReason::SubprotocolRequired => StatusCode::BAD_REQUEST,
+            | RejectReason::SubprotocolRequired
+            | RejectReason::AuthBadRequest => StatusCode::BAD_REQUEST,
+            RejectReason::AuthRequired | RejectReason::AuthInvalid => StatusCode::UNAUTHORIZED,
+            RejectReason::AuthForbidden | RejectReason::AuthDenied => StatusCode::FORBIDDEN,
             RejectReason::NoRoute => StatusCode::NOT_FOUND,
             RejectReason::NotUpgrade | RejectReason::BadVersion => StatusCode::UPGRADE_REQUIRED,
             RejectReason::BadMethod => StatusCode::METHOD_NOT_ALLOWED,
@@ -186,7 +219,8 @@ impl RejectReason {
             RejectReason::OverCapacity
             | RejectReason::NoHealthyBackend
             | RejectReason::LocalResources
-            | RejectReason::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            | RejectReason::ShuttingDown
+            | RejectReason::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             RejectReason::PerIpSessions | RejectReason::PerIpRate => StatusCode::TOO_MANY_REQUESTS,
             RejectReason::BackendUnreachable
             | RejectReason::BackendBadResponse

@@ -204,6 +204,9 @@ pub async fn apply(
     if let Some(e) = new.transport_error() {
         return Err(ReloadError::Tls(StartError::BackendTls(e)));
     }
+    if let Some(e) = new.auth_error() {
+        return Err(ReloadError::Tls(StartError::AuthKeys(e)));
+    }
     shared.discovery.configure(&declared);
     shared.snapshot.store(new.clone());
     *shared.loaded_at.lock().unwrap_or_else(|e| e.into_inner()) = std::time::SystemTime::now();

@@ -69,6 +69,9 @@ impl Server {
         if let Some(e) = snapshot.transport_error() {
             return Err(StartError::BackendTls(e));
         }
+        if let Some(e) = snapshot.auth_error() {
+            return Err(StartError::AuthKeys(e));
+        }
         crate::reload::init_new_series(&metrics, None, &snapshot);
         let registry = Arc::new(Registry::new(metrics.sessions_draining.clone()));
         let health = HealthChecker::new(metrics.clone(), registry.clone());

@@ -30,6 +30,8 @@ pub struct Session {
     pub ids: crate::forward::Ids,
     /// The access log's record of the upgrade (`None` with the access log off).
     pub access: Option<Box<crate::access::Upgraded>>,
+    /// `close_at_expiry`: when the session's token makes it end.
+    pub expiry: Option<crate::auth::expiry::Expiry>,
 }
 
 /// Spawns the session on the tracker that shutdown waits for.
@@ -58,6 +60,7 @@ async fn run(session: Session) {
         client: _,
         ids,
         access,
+        expiry,
     } = session;
     drop(ids); // in the span already; not kept for the session's life
     let started = Instant::now();
@@ -122,6 +125,7 @@ async fn run(session: Session) {
         lingering_timeout: route.limits.lingering_timeout,
     };
     let handle = slot.handle.clone();
+    let _expiry = expiry.map(|e| e.arm(handle.clone()));
     if m.enabled {
         // The generation's counters (resolved once for the route), or the route's own when a
         // reload removed it meanwhile.

@@ -52,6 +52,11 @@ pub struct RouteEntry {
     pub ring_fingerprint: u64,
     /// In `route.backends` order (the indices the balancer picks).
     pub backends: Vec<BackendEntry>,
+    /// The route's auth with its keys; `None` when the route has no `auth` (the request path
+    /// then does nothing more). Keys that failed to load give a verifier without them (every
+    /// token refused) and [`Snapshot::auth_error`].
+    pub auth: Option<Arc<crate::auth::RouteAuth>>,
+    pub auth_error: Option<Arc<crate::auth::LoadError>>,
     /// The route's traffic counters every session of it publishes into, resolved once per
     /// generation ([`Snapshot::with_traffic`]); `None` with metrics off.
     pub traffic: Option<Arc<TrafficSink>>,
@@ -117,12 +122,16 @@ impl Snapshot {
                         transport: BackendTransport::for_backend(b).map_err(Arc::new),
                     })
                     .collect();
+                let (auth, auth_error) =
+                    crate::auth::for_route(route, old.map(|e| (&*e.route, &e.auth)));
                 RouteEntry {
                     name: Arc::from(route.name.as_str()),
                     route: route.clone(),
                     balancer: Balancer::reusing(route, old.map(|e| &e.balancer)),
                     ring_fingerprint: ring_fingerprint(route),
                     backends,
+                    auth,
+                    auth_error,
                     traffic: None,
                 }
             })
@@ -168,6 +177,11 @@ impl Snapshot {
     /// The index of the route named `name` (the index [`Snapshot::table`] answers with).
     pub fn route_index(&self, name: &str) -> Option<usize> {
         self.by_name.get(name).copied()
+    }
+
+    /// The first route whose auth keys could not be loaded, if any.
+    pub fn auth_error(&self) -> Option<Arc<crate::auth::LoadError>> {
+        self.routes.iter().find_map(|r| r.auth_error.clone())
     }
 
     /// The first backend TLS setting that could not be loaded, if any.

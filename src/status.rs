@@ -77,6 +77,7 @@ fn key(k: &AffinityKey) -> String {
         AffinityKey::Header(h) => format!("header:{h}"),
         AffinityKey::Cookie(c) => format!("cookie:{c}"),
         AffinityKey::Query(q) => format!("query:{q}"),
+        AffinityKey::Claim(c) => format!("claim:{c}"),
         AffinityKey::ClientIp => "client_ip".into(),
         AffinityKey::Random => "random".into(),
     }

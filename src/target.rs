@@ -71,6 +71,28 @@ fn port_of(host: &str) -> Option<u16> {
         .and_then(|a| a.port_u16())
 }
 
+/// The backend request target: the route prefix stripped when `strip_prefix`, the backend
+/// URL's path prepended, the query kept.
+pub fn backend_path(route: &crate::config::Route, backend_prefix: &str, uri: &http::Uri) -> String {
+    let mut path = uri.path();
+    if route.strip_prefix && route.path_prefix != "/" {
+        path = path
+            .strip_prefix(route.path_prefix.as_str())
+            .unwrap_or(path);
+    }
+    let mut out = String::with_capacity(backend_prefix.len() + path.len() + 16);
+    out.push_str(backend_prefix.trim_end_matches('/'));
+    if !path.starts_with('/') {
+        out.push('/');
+    }
+    out.push_str(path);
+    if let Some(q) = uri.query() {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

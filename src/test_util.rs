@@ -10,6 +10,8 @@ use std::sync::Arc;
 use crate::backend::BackendState;
 use crate::config::{Config, Route};
 
+pub mod jwt;
+
 /// The route's name in every fixture.
 pub const ROUTE: &str = "r";
 

@@ -303,6 +303,38 @@ fn binary_exits_1_and_prints_every_error() {
     );
 }
 
+/// A route's JWT key files are read as the router would: a JWKS with a JSON error names the key
+/// file, its line and column; `claim:` keys need `auth.jwt`.
+#[test]
+fn auth_key_files_and_claim_keys() {
+    let dir = TempDir::new("auth");
+    dir.write("jwks.json", "{\"keys\": [\n  {\"kty\": \"EC\",}\n]}");
+    let route = "listeners:\n  - {name: edge, bind: \"127.0.0.1:0\"}\nroutes:\n  - name: r\n    \
+                 origins: []\n    backends: [{name: a, url: \"ws://127.0.0.1:1\"}]\n    \
+                 auth: {jwt: {jwks_file: jwks.json, algorithms: [ES256]}}\n";
+    let o = check(&dir.write("routes.yaml", route));
+    assert!(!o.ok, "{}", o.out);
+    let jwks = dir.0.join("jwks.json");
+    let want = format!(
+        "routes[0].auth.jwt: route `r`: {}: line 2, column 16:",
+        jwks.display()
+    );
+    assert!(o.err.contains(&want), "{}", o.err);
+
+    let claim = route.replace(
+        "    auth: {jwt: {jwks_file: jwks.json, algorithms: [ES256]}}\n",
+        "    affinity: {key: \"claim:sub\"}\n",
+    );
+    let o = check(&dir.write("claim.yaml", &claim));
+    assert!(!o.ok);
+    assert!(
+        o.err
+            .contains(":7:21: routes[0].affinity.key: `claim:sub` needs `auth.jwt`"),
+        "{}",
+        o.err
+    );
+}
+
 /// `--print-drain-bound`: per route, effective spread + drain.timeout; with `max_rate` the
 /// spread grows with `--sessions`; the `shutdown:` line adds `shutdown.delay` and a second for
 /// the sockets to the largest route. Through the binary, as the Kubernetes validation runs it.

@@ -534,29 +534,12 @@ async fn an_srv_target_with_a_silent_and_a_live_address_is_never_ejected_and_ses
     live.stop().await;
 }
 
-/// dnsmasq, killed when dropped.
-struct Dnsmasq(std::process::Child);
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Against a real DNS server from a Debian package (`dnsmasq-base`, installed by .ci/run):
 /// a hosts file served with TTL 1, re-read on SIGHUP; wsedge follows the change.
 #[tokio::test]
 #[ignore = "needs dnsmasq (Debian dnsmasq-base); .ci/run installs it and runs --ignored"]
 async fn dnsmasq_interop_a_hosts_file_change_after_sighup_is_followed() {
-    let dnsmasq = std::process::Command::new("dnsmasq")
-        .arg("--version")
-        .output();
-    assert!(
-        dnsmasq.as_ref().is_ok_and(|o| o.status.success()),
-        "dnsmasq is missing: install the Debian package dnsmasq-base (as .ci/run does): {:?}",
-        dnsmasq.err()
-    );
+    support::dnsmasq::require();
     let dir = TempDir::new("dnsmasq");
     let hosts = dir.write("hosts", "127.0.0.2 chat.test\n");
     let probe = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
@@ -570,24 +553,12 @@ async fn dnsmasq_interop_a_hosts_file_change_after_sighup_is_followed() {
         .local_addr()
         .unwrap()
         .port();
-    let child = std::process::Command::new("dnsmasq")
-        .args([
-            "--no-daemon",
-            &format!("--port={dns_port}"),
-            "--listen-address=127.0.0.1",
-            "--bind-interfaces",
-            "--no-resolv",
-            "--no-hosts",
-            &format!("--addn-hosts={}", hosts.display()),
-            "--local-ttl=1",
-            &format!("--pid-file={}", dir.0.join("dnsmasq.pid").display()),
-            "--user=root",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("dnsmasq starts");
-    let mut dnsmasq = Dnsmasq(child);
+    let mut dnsmasq = support::dnsmasq::Dnsmasq::spawn(&support::dnsmasq::args(
+        "127.0.0.1".parse().unwrap(),
+        dns_port,
+        &hosts,
+        &dir.0.join("dnsmasq.pid"),
+    ));
     let dns: SocketAddr = format!("127.0.0.1:{dns_port}").parse().unwrap();
     let backend = format!("{{name: chat, url: \"ws://chat.test:{port}/ws\", discover: dns}}");
     let r = Router::start(&yaml(dns, &backend, "")).await;
@@ -602,12 +573,7 @@ async fn dnsmasq_interop_a_hosts_file_change_after_sighup_is_followed() {
     assert_eq!(endpoints(&r), [format!("chat-127-0-0-2-{port}")]);
 
     std::fs::write(&hosts, "127.0.0.2 chat.test\n127.0.0.3 chat.test\n").unwrap();
-    // SIGHUP: dnsmasq re-reads its --addn-hosts file.
-    let hup = std::process::Command::new("kill")
-        .args(["-HUP", &dnsmasq.0.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(hup.success(), "SIGHUP sent");
+    dnsmasq.reload();
     let started = tokio::time::Instant::now();
     until("the second address", || endpoints(&r).len() == 2).await;
     println!(

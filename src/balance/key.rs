@@ -23,14 +23,23 @@ pub struct SessionKey {
     pub source: KeySource,
 }
 
+/// A verified JWT's claims (set by the route's `auth.jwt`), for `claim:NAME` keys.
+pub type Claims = serde_json::Map<String, serde_json::Value>;
+
 /// The bytes of `kind` in this request, if present.
 pub fn extract(
     kind: &AffinityKey,
     headers: &HeaderMap,
     query: Option<&str>,
     client_ip: IpAddr,
+    claims: Option<&Claims>,
 ) -> Option<Vec<u8>> {
     match kind {
+        AffinityKey::Claim(name) => match claims?.get(name)? {
+            serde_json::Value::String(s) => Some(s.as_bytes().to_vec()),
+            serde_json::Value::Number(n) => Some(n.to_string().into_bytes()),
+            _ => None,
+        },
         AffinityKey::Header(name) => headers.get(name).map(|v| v.as_bytes().to_vec()),
         AffinityKey::Cookie(name) => cookie(headers, name).map(<[u8]>::to_vec),
         AffinityKey::Query(name) => query.and_then(|q| query_param(q, name)),
@@ -46,14 +55,15 @@ pub fn session_key(
     headers: &HeaderMap,
     query: Option<&str>,
     client_ip: IpAddr,
+    claims: Option<&Claims>,
 ) -> SessionKey {
-    if let Some(bytes) = extract(key, headers, query, client_ip) {
+    if let Some(bytes) = extract(key, headers, query, client_ip, claims) {
         return SessionKey {
             hash: hash_key(&bytes),
             source: KeySource::Primary,
         };
     }
-    if let Some(bytes) = extract(fallback, headers, query, client_ip) {
+    if let Some(bytes) = extract(fallback, headers, query, client_ip, claims) {
         return SessionKey {
             hash: hash_key(&bytes),
             source: KeySource::Fallback,
@@ -152,7 +162,7 @@ mod tests {
         h.append(&name, HeaderValue::from_static("bob"));
         let k = AffinityKey::Header(name);
         assert_eq!(
-            extract(&k, &h, None, IpAddr::from([1, 1, 1, 1])),
+            extract(&k, &h, None, IpAddr::from([1, 1, 1, 1]), None),
             Some(b" Alice ".to_vec())
         );
     }
@@ -162,13 +172,13 @@ mod tests {
         let ip = IpAddr::from([10, 0, 0, 1]);
         let h = HeaderMap::new();
         let q = AffinityKey::Query("room".into());
-        let with = session_key(&q, &AffinityKey::ClientIp, &h, Some("room=a"), ip);
+        let with = session_key(&q, &AffinityKey::ClientIp, &h, Some("room=a"), ip, None);
         assert_eq!(with.source, KeySource::Primary);
         assert_eq!(with.hash, hash_key(b"a"));
-        let fb = session_key(&q, &AffinityKey::ClientIp, &h, None, ip);
+        let fb = session_key(&q, &AffinityKey::ClientIp, &h, None, ip, None);
         assert_eq!(fb.source, KeySource::Fallback);
         assert_eq!(fb.hash, hash_key(b"10.0.0.1"));
-        let r = session_key(&q, &AffinityKey::Random, &h, Some("x=1"), ip);
+        let r = session_key(&q, &AffinityKey::Random, &h, Some("x=1"), ip, None);
         assert_eq!(r.source, KeySource::Random);
     }
 
@@ -178,8 +188,8 @@ mod tests {
         let plain: IpAddr = "10.0.0.1".parse().unwrap();
         let h = HeaderMap::new();
         assert_eq!(
-            extract(&AffinityKey::ClientIp, &h, None, mapped),
-            extract(&AffinityKey::ClientIp, &h, None, plain)
+            extract(&AffinityKey::ClientIp, &h, None, mapped, None),
+            extract(&AffinityKey::ClientIp, &h, None, plain, None)
         );
     }
 }

@@ -138,6 +138,63 @@ pub struct RawRoute {
     pub limits: Option<Spanned<RawLimits>>,
     pub expose_backend_header: Str,
     pub redact_query: List<String>,
+    pub auth: Option<Spanned<RawAuth>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub jwt: Option<Spanned<RawJwt>>,
+    pub forward: Option<Spanned<RawForwardAuth>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwt {
+    pub jwks_file: Str,
+    pub jwks_url: Str,
+    pub jwks_ca: Str,
+    pub jwks_refresh: Str,
+    pub jwks_min_refetch: Str,
+    pub hs_secret_file: Str,
+    pub algorithms: List<String>,
+    pub issuer: Str,
+    pub audiences: List<String>,
+    pub leeway: Str,
+    pub require_claims: Option<Pairs>,
+    pub require_typ: Str,
+    pub token_from: List<String>,
+    pub max_token_bytes: Str,
+    pub forward_token: Option<bool>,
+    pub claims_to_headers: Option<Pairs>,
+    pub close_at_expiry: Option<Spanned<RawCloseAtExpiry>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCloseAtExpiry {
+    pub grace: Str,
+    pub spread: Str,
+    pub code: Option<Spanned<u32>>,
+    pub reason: Str,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawForwardAuth {
+    pub url: Str,
+    pub timeout: Str,
+    pub send_headers: List<String>,
+    pub copy_headers: List<String>,
+    pub failure_mode: Str,
+    pub cache: Option<Spanned<RawForwardCache>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawForwardCache {
+    pub max_entries: Option<Spanned<u32>>,
+    pub max_ttl: Str,
 }
 
 #[derive(Debug, Deserialize)]

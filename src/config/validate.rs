@@ -12,6 +12,7 @@ use super::{
     Shutdown, TlsVersion, Warning, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_DELAY,
 };
 
+mod auth;
 mod discovery;
 mod edge;
 pub mod fields;

@@ -239,8 +239,8 @@ pub fn render(r: &Report) -> String {
     let _ = r.write_text(&mut summary);
     let title = match &r.scenario {
         Some(v) => format!(
-            "wsedge loadtest — scenario {} — {}",
-            v.name,
+            "wsedge loadtest — {} — {}",
+            r.verdict_label(),
             if v.passed { "PASS" } else { "FAIL" }
         ),
         None => "wsedge loadtest".to_owned(),

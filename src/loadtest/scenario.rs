@@ -14,6 +14,8 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+pub use super::expect::Expect;
+use super::report::Verdict;
 use super::stats::Stats;
 use super::{Alive, LoadPlan, LoadtestArgs, Mode, Report};
 use crate::config::units::{parse_duration, parse_size};
@@ -68,22 +70,6 @@ pub struct Step {
     /// route that has it).
     pub drain: Option<String>,
     pub undrain: Option<String>,
-}
-
-/// Limits checked at the end; absent ones are not checked.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Expect {
-    pub lost: Option<u64>,
-    pub failed_handshakes: Option<u64>,
-    pub duplicated: Option<u64>,
-    pub out_of_order: Option<u64>,
-    pub in_flight_at_close_max: Option<u64>,
-    pub reconnect_p99: Option<String>,
-    pub reconnect_max: Option<String>,
-    pub latency_p99: Option<String>,
-    /// Lowest acceptable stickiness share (0–1), when any reconnect was eligible.
-    pub min_stickiness: Option<f64>,
 }
 
 /// Where templates come from: the scenario's directory, or an embedded table.
@@ -198,6 +184,10 @@ impl Scenario {
                 .map_err(anyhow::Error::msg)?,
             backend_header: None,
             scenario: None,
+            shard: None,
+            source_ips: None,
+            expect: None,
+            command: None,
         };
         Ok(LoadPlan::from_args(&args)?)
     }
@@ -479,6 +469,8 @@ pub async fn run(
         }
     }
     let mut report = load.await.context("load task")??;
+    report.config.scenario = Some(s.name.clone());
+    report.config.expect = Some(s.expect.clone());
     let mut unmet = failures;
     unmet.extend(check(&s.expect, &report));
     report.scenario = Some(super::report::Verdict {
@@ -487,6 +479,16 @@ pub async fn run(
         unmet,
     });
     Ok((report, world))
+}
+
+/// `expect` checked against `r`: the verdict of a scenario, of `--expect`, of a merge.
+pub fn verdict(expect: &Expect, name: &str, r: &Report) -> Verdict {
+    let unmet = check(expect, r);
+    Verdict {
+        name: name.to_owned(),
+        passed: unmet.is_empty(),
+        unmet,
+    }
 }
 
 /// Every unmet expectation, as a readable line.

@@ -11,7 +11,7 @@
 //!   session that stayed open to the end, or closed 1000, must have had every echo.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,9 +41,10 @@ const WHOAMI_TIMEOUT: Duration = Duration::from_secs(5);
 const FINISH_GRACE: Duration = Duration::from_secs(2);
 /// Pipeline mode's window: most messages in flight on one connection.
 const PIPELINE_WINDOW: usize = 64;
-/// Source addresses used on a loopback target (127.0.0.1 + i mod this): each has its own
-/// ephemeral port range, so 10,000 sessions and their reconnects never run out of ports.
-const SOURCE_ADDRS: u32 = 4000;
+/// Sequence numbers of session `i` start at `i << SEQ_SPACE_BITS`: no two sessions of a run,
+/// or of the shards of one run, share a number, and an echo delivered to the wrong session
+/// is counted (as `duplicated`: a number this session never sent).
+const SEQ_SPACE_BITS: u32 = 32;
 
 /// How one connection ended.
 struct End {
@@ -53,18 +54,20 @@ struct End {
     outstanding: u64,
 }
 
-/// Runs session `id` until the deadline; returns what it saw.
-pub(super) async fn run(id: usize, ctx: Arc<LoadRun>) -> SessionSummary {
+/// Runs session `id` until the deadline, every connection from `source` when given (port
+/// chosen by the OS); returns what it saw.
+pub(super) async fn run(id: usize, source: Option<IpAddr>, ctx: Arc<LoadRun>) -> SessionSummary {
     let mut summary = SessionSummary {
         id,
+        source,
         ..Default::default()
     };
-    let mut seq: u64 = 0;
+    let mut seq: u64 = (id as u64) << SEQ_SPACE_BITS;
     let mut attempt: u32 = 0;
     let mut last_close: Option<(Instant, String)> = None;
     // Bounded by the deadline: each pass either connects or backs off, and both stop there.
     while Instant::now() < ctx.deadline {
-        match connect(id, &ctx).await {
+        match connect(id, source, &ctx).await {
             Ok((mut ws, header_backend)) => {
                 ctx.stats.handshake("101");
                 attempt = 0;
@@ -122,15 +125,18 @@ pub(super) async fn run(id: usize, ctx: Arc<LoadRun>) -> SessionSummary {
     summary
 }
 
-/// TCP connect (from a spread loopback source address when the target is loopback) and the
-/// upgrade. `Err` carries the handshake label: the HTTP status, or `connect`/`timeout`/`error`.
-async fn connect(id: usize, ctx: &LoadRun) -> Result<(Ws, Option<String>), String> {
+/// TCP connect (bound to `source` first, when given) and the upgrade. `Err` carries the
+/// handshake label: the HTTP status, or `bind`/`connect`/`timeout`/`error`.
+async fn connect(
+    id: usize,
+    source: Option<IpAddr>,
+    ctx: &LoadRun,
+) -> Result<(Ws, Option<String>), String> {
     let attempt = async {
         let socket = TcpSocket::new_v4().map_err(|_| "socket".to_owned())?;
-        if ctx.target.ip().is_loopback() {
-            let src = Ipv4Addr::from(u32::from(Ipv4Addr::LOCALHOST) + id as u32 % SOURCE_ADDRS);
+        if let Some(src) = source {
             socket
-                .bind(SocketAddr::new(IpAddr::V4(src), 0))
+                .bind(SocketAddr::new(src, 0))
                 .map_err(|_| "bind".to_owned())?;
         }
         let stream = socket

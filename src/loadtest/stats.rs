@@ -13,15 +13,14 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-/// Longest value a histogram records (µs): ten minutes; longer values saturate.
-const HIST_MAX_US: u64 = 600_000_000;
+use super::hist::{self, MAX_US as HIST_MAX_US};
 /// Backends one session remembers, in order (bounded memory for 10,000 sessions).
 pub const MAX_BACKENDS_PER_SESSION: usize = 32;
 
 /// One point of the timeline, taken each second.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Sample {
     /// Seconds since the start of the test.
     pub t: f64,
@@ -33,6 +32,10 @@ pub struct Sample {
     pub msgs_per_s: f64,
     /// p99 echo latency during the last interval (ms); `None` when no echo arrived.
     pub p99_ms: Option<f64>,
+    /// The interval's latency histogram ([`hist::encode`]), so merged shards get the p99 of
+    /// their pooled samples for each second too; absent when no echo arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_us: Option<String>,
     /// Reconnects (a 101 after an earlier close) during the last interval.
     pub reconnects: u64,
     /// Failed handshakes during the last interval.
@@ -40,16 +43,21 @@ pub struct Sample {
 }
 
 /// A scenario event, marked on the charts.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     pub t: f64,
     pub what: String,
 }
 
 /// What one session saw, for the per-session checks (e.g. `lost` = 0 on every session).
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SessionSummary {
+    /// The session's number in the whole (unsharded) run.
     pub id: usize,
+    /// The local address its connections were made from, when one was chosen (a loopback
+    /// target, or `--source-ips`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<std::net::IpAddr>,
     /// Successful handshakes.
     pub connects: u64,
     /// Backends in the order the session landed on them (consecutive repeats kept, so a
@@ -89,6 +97,9 @@ pub struct Stats {
     last_echoed: AtomicU64,
     last_reconnects: AtomicU64,
     last_failed: AtomicU64,
+    /// Every latency recorded (µs), kept only by [`Stats::keeping_raw_latencies`]: for tests
+    /// that compare a merged histogram with one built from the pooled samples.
+    raw_latencies: Option<Mutex<Vec<u64>>>,
 }
 
 /// Whole-run and current-interval echo latencies (µs).
@@ -98,7 +109,7 @@ struct Hists {
 }
 
 fn hist() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, HIST_MAX_US, 3).expect("valid histogram bounds")
+    hist::new()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -136,6 +147,7 @@ impl Default for Stats {
             last_echoed: AtomicU64::new(0),
             last_reconnects: AtomicU64::new(0),
             last_failed: AtomicU64::new(0),
+            raw_latencies: None,
         }
     }
 }
@@ -155,7 +167,7 @@ pub struct Percentiles {
     pub max: f64,
 }
 
-fn percentiles(h: &Histogram<u64>) -> Percentiles {
+pub fn percentiles(h: &Histogram<u64>) -> Percentiles {
     let ms = |v: u64| v as f64 / 1000.0;
     Percentiles {
         count: h.len(),
@@ -168,6 +180,21 @@ fn percentiles(h: &Histogram<u64>) -> Percentiles {
 }
 
 impl Stats {
+    /// Stats that also keep every recorded latency (unbounded: tests only).
+    pub fn keeping_raw_latencies() -> Stats {
+        Stats {
+            raw_latencies: Some(Mutex::default()),
+            ..Stats::default()
+        }
+    }
+
+    /// The latencies kept by [`Stats::keeping_raw_latencies`] (µs, as recorded).
+    pub fn raw_latencies(&self) -> Vec<u64> {
+        self.raw_latencies
+            .as_ref()
+            .map_or(Vec::new(), |r| lock(r).clone())
+    }
+
     pub fn elapsed(&self) -> f64 {
         self.start.elapsed().as_secs_f64()
     }
@@ -179,6 +206,10 @@ impl Stats {
         let v = us(latency);
         h.total.saturating_record(v);
         h.interval.saturating_record(v);
+        drop(h);
+        if let Some(raw) = &self.raw_latencies {
+            lock(raw).push(v);
+        }
     }
 
     pub fn handshake(&self, status: &str) {
@@ -241,12 +272,16 @@ impl Stats {
     /// Takes one timeline point covering the time since the previous one.
     pub fn sample(&self, interval: Duration) -> Sample {
         let per_backend = lock(&self.live).clone();
-        let p99 = {
+        let (p99, latency_us) = {
             let mut h = lock(&self.latency);
-            let p = (!h.interval.is_empty())
-                .then(|| h.interval.value_at_quantile(0.99) as f64 / 1000.0);
+            let p = (!h.interval.is_empty()).then(|| {
+                (
+                    h.interval.value_at_quantile(0.99) as f64 / 1000.0,
+                    hist::encode(&h.interval),
+                )
+            });
             h.interval.reset();
-            p
+            p.unzip()
         };
         let delta = |now: &AtomicU64, last: &AtomicU64| {
             let n = now.load(Relaxed);
@@ -259,6 +294,7 @@ impl Stats {
             per_backend,
             msgs_per_s: echoed as f64 / interval.as_secs_f64().max(1e-3),
             p99_ms: p99,
+            latency_us,
             reconnects: delta(&self.reconnects, &self.last_reconnects),
             failed_handshakes: delta(&self.failed_handshakes, &self.last_failed),
         };
@@ -268,6 +304,16 @@ impl Stats {
 
     pub fn latency(&self) -> Percentiles {
         percentiles(&lock(&self.latency).total)
+    }
+
+    /// The whole run's echo latencies (µs).
+    pub fn latency_histogram(&self) -> Histogram<u64> {
+        lock(&self.latency).total.clone()
+    }
+
+    /// Close → next 101 of every reconnect (µs).
+    pub fn reconnect_histogram(&self) -> Histogram<u64> {
+        lock(&self.reconnect).clone()
     }
 
     pub fn reconnect_times(&self) -> Percentiles {

@@ -22,6 +22,8 @@ use tokio_util::task::TaskTracker;
 use wsedge::config::Config;
 use wsedge::server::Server;
 
+pub mod dnsmasq;
+pub mod http_server;
 pub mod netns;
 pub mod peers;
 pub mod tls;

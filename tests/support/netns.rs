@@ -244,16 +244,61 @@ impl Rig {
         (ia, ib)
     }
 
+    /// Joins `members` on one LAN: a bridge in a namespace of its own, one veth per member, on
+    /// 10.201.0.0/24; member i gets 10.201.0.(i + 1). (A fleet: every replica reaches every
+    /// backend at one address, as pods do.)
+    pub fn lan(&mut self, members: &[&str]) -> Vec<Ipv4Addr> {
+        assert!(members.len() < 250, "one /24");
+        let switch = self.ns("sw");
+        let bridge = format!("br{}", self.tag);
+        sh(
+            "ip",
+            &["-n", &switch, "link", "add", &bridge, "type", "bridge"],
+        );
+        sh("ip", &["-n", &switch, "link", "set", &bridge, "up"]);
+        let mut ips = Vec::new();
+        for (i, ns) in members.iter().enumerate() {
+            let (member, port) = (format!("v{}l{i}a", self.tag), format!("v{}l{i}b", self.tag));
+            assert!(member.len() <= 15, "interface name {member} too long");
+            sh(
+                "ip",
+                &[
+                    "link", "add", &member, "netns", ns, "type", "veth", "peer", "name", &port,
+                    "netns", &switch,
+                ],
+            );
+            sh(
+                "ip",
+                &["-n", &switch, "link", "set", &port, "master", &bridge, "up"],
+            );
+            let ip = Ipv4Addr::new(10, 201, 0, i as u8 + 1);
+            sh(
+                "ip",
+                &["-n", ns, "addr", "add", &format!("{ip}/24"), "dev", &member],
+            );
+            sh("ip", &["-n", ns, "link", "set", &member, "up"]);
+            ips.push(ip);
+        }
+        ips
+    }
+
     /// Runs `wsedge --log-format json ARGS` inside `ns`; its logs.
     pub fn spawn_wsedge(&mut self, ns: &str, args: &[&str]) -> Logs {
+        let mut full = vec!["--log-format", "json"];
+        full.extend_from_slice(args);
+        self.spawn(ns, env!("CARGO_BIN_EXE_wsedge"), &full)
+    }
+
+    /// Runs `program ARGS` inside `ns` (killed when the rig drops); its stderr as [`Logs`]
+    /// (JSON lines parsed, other lines as `{"fields":{"message": line}}`).
+    pub fn spawn(&mut self, ns: &str, program: &str, args: &[&str]) -> Logs {
         let mut child = Command::new("ip")
-            .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_wsedge")])
-            .args(["--log-format", "json"])
+            .args(["netns", "exec", ns, program])
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("ip netns exec wsedge");
+            .unwrap_or_else(|e| panic!("ip netns exec {program}: {e}"));
         let stderr = child.stderr.take().unwrap();
         let (tx, logs) = mpsc::channel();
         std::thread::spawn(move || {
@@ -274,22 +319,42 @@ impl Rig {
         logs
     }
 
-    /// Stops the `i`-th process spawned (SIGTERM: a graceful stop) and waits for it.
+    /// Stops the process whose logs these are (SIGTERM: a graceful stop) and waits for it.
+    pub fn sigterm(&mut self, logs: &Logs) {
+        self.stop(logs, "TERM", Duration::from_secs(10));
+    }
+
+    /// Sends `signal` (`TERM`, `KILL`) to the process whose logs these are and waits (at most
+    /// `within`) for it to exit; the time it took.
     // `std::process::Child` has no wait with a timeout: poll it from sync code, 20 ms at a time.
     #[allow(clippy::disallowed_methods)]
-    pub fn sigterm(&mut self, logs: &Logs) {
+    pub fn stop(&mut self, logs: &Logs, signal: &str, within: Duration) -> Duration {
         let i = self
             .procs
             .iter()
             .position(|p| Arc::ptr_eq(&p.logs.0, &logs.0))
             .expect("a process of this rig");
         let mut p = self.procs.remove(i);
-        sh("kill", &["-TERM", &p.pid().to_string()]);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let sent = Instant::now();
+        sh("kill", &[&format!("-{signal}"), &p.pid().to_string()]);
         while p.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "process did not stop on SIGTERM");
+            assert!(
+                sent.elapsed() < within,
+                "process did not stop within {within:?} of SIG{signal}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
+        sent.elapsed()
+    }
+
+    /// Sends `signal` (e.g. `HUP`) to the live process whose logs these are.
+    pub fn signal(&self, logs: &Logs, signal: &str) {
+        let p = self
+            .procs
+            .iter()
+            .find(|p| Arc::ptr_eq(&p.logs.0, &logs.0))
+            .expect("a live process of this rig");
+        sh("kill", &[&format!("-{signal}"), &p.pid().to_string()]);
     }
 
     /// Runs `f` on a new thread inside `ns` (a current-thread runtime: every socket it opens

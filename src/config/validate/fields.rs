@@ -292,7 +292,7 @@ pub fn tls_version(s: &str) -> Result<TlsVersion, String> {
 
 /// `header:NAME`, `cookie:NAME`, `query:NAME`, `client_ip`, and (fallback only) `random`.
 pub fn affinity_key(s: &str, allow_random: bool) -> Result<AffinityKey, String> {
-    let syntax = "expected header:NAME, cookie:NAME, query:NAME or client_ip";
+    let syntax = "expected header:NAME, cookie:NAME, query:NAME, claim:NAME or client_ip";
     match s {
         "client_ip" => return Ok(AffinityKey::ClientIp),
         "random" if allow_random => return Ok(AffinityKey::Random),
@@ -311,6 +311,7 @@ pub fn affinity_key(s: &str, allow_random: bool) -> Result<AffinityKey, String> 
             Ok(AffinityKey::Query(arg.to_string()))
         }
         "query" => Err(format!("`{s}`: `{arg}` is not a query parameter name")),
+        "claim" if !arg.is_empty() => Ok(AffinityKey::Claim(arg.to_string())),
         _ => Err(format!("`{s}`: {syntax}")),
     }
 }

@@ -167,6 +167,11 @@ fn route(
             .filter_map(|(j, q)| cx.check(q, &format!("{p}.redact_query[{j}]"), fields::token))
             .collect(),
     };
+    let auth = r
+        .auth
+        .as_ref()
+        .and_then(|a| super::auth::auth(cx, a, &format!("{p}.auth")));
+    claim_keys_need_jwt(cx, r, &affinity, auth.as_ref(), p);
 
     Some(Route {
         name: name?,
@@ -189,7 +194,34 @@ fn route(
         limits,
         expose_backend_header,
         redact_query,
+        auth,
     })
+}
+
+/// `claim:NAME` affinity keys are claims of the route's verified JWT: without `auth.jwt`
+/// there is none.
+fn claim_keys_need_jwt(
+    cx: &mut Validator<'_>,
+    r: &RawRoute,
+    affinity: &Affinity,
+    auth: Option<&crate::config::auth::Auth>,
+    p: &str,
+) {
+    if auth.is_some_and(|a| a.jwt.is_some()) {
+        return;
+    }
+    let Some(raw) = &r.affinity else { return };
+    for (key, field, v) in [
+        (&affinity.key, "key", &raw.value.key),
+        (&affinity.fallback, "fallback", &raw.value.fallback),
+    ] {
+        if let (AffinityKey::Claim(name), Some(v)) = (key, v) {
+            let m = format!(
+                "`claim:{name}` needs `auth.jwt` on this route (no verified claims otherwise)"
+            );
+            cx.error(&v.referenced, &format!("{p}.affinity.{field}"), m);
+        }
+    }
 }
 
 fn route_listener(

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::config::*;
 
+mod auth;
 mod listeners;
 mod matching;
 mod ops;
