@@ -185,7 +185,7 @@ fn same(got: &Value, want: &Value) -> bool {
         (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
         (Value::String(a), b) | (b, Value::String(a)) => match b {
             Value::String(b) => a == b,
-            other => *a == other.to_string(),
+            other => a.as_str() == other.to_string().as_str(),
         },
         (a, b) => a == b,
     }
