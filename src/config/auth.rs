@@ -102,6 +102,18 @@ pub enum TokenSource {
     Subprotocol(String),
 }
 
+/// `/config` writes a source as `token_from` does.
+impl Serialize for TokenSource {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            TokenSource::Header(h) => s.collect_str(&format_args!("header:{h}")),
+            TokenSource::Cookie(c) => s.collect_str(&format_args!("cookie:{c}")),
+            TokenSource::Query(q) => s.collect_str(&format_args!("query:{q}")),
+            TokenSource::Subprotocol(p) => s.collect_str(&format_args!("subprotocol:{p}")),
+        }
+    }
+}
+
 /// `close_at_expiry`: a session is closed at a moment uniform in
 /// [`exp + grace − spread`, `exp + grace`].
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -17,7 +17,6 @@ use http::{HeaderName, HeaderValue};
 use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 use serde::Serialize;
 
-use super::auth::TokenSource;
 use super::{AffinityKey, HostMatch};
 
 /// What stands in for a redacted header value.
@@ -173,17 +172,6 @@ impl Serialize for AffinityKey {
             AffinityKey::Claim(c) => s.collect_str(&format_args!("claim:{c}")),
             AffinityKey::ClientIp => s.serialize_str("client_ip"),
             AffinityKey::Random => s.serialize_str("random"),
-        }
-    }
-}
-
-impl Serialize for TokenSource {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            TokenSource::Header(h) => s.collect_str(&format_args!("header:{h}")),
-            TokenSource::Cookie(c) => s.collect_str(&format_args!("cookie:{c}")),
-            TokenSource::Query(q) => s.collect_str(&format_args!("query:{q}")),
-            TokenSource::Subprotocol(p) => s.collect_str(&format_args!("subprotocol:{p}")),
         }
     }
 }
