@@ -226,3 +226,62 @@ fn proxy_and_forwarded_clients_on_session_and_refusal_lines() {
     wsedge.wait_exit();
     rt.block_on(backend.stop());
 }
+
+/// A log sink that stalls (stderr a pipe nobody reads): lines beyond the writer's buffer are
+/// dropped and counted in `wsedge_log_lines_dropped_total`, and sessions keep working — no
+/// worker waits for the sink.
+#[test]
+fn a_stalled_log_sink_drops_lines_and_never_blocks_sessions() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let backend = rt.block_on(Backend::echo("b1"));
+    let dir = TempDir::new("accessstall");
+    let yaml = single_route_yaml(&[("b1", backend.addr)], "") + "admin:\n  bind: 127.0.0.1:0\n";
+    let path = dir.write("routes.yaml", &yaml);
+    let mut wsedge = Process::run_with_args(&path, &["--log-buffer-lines", "16"]);
+    let (addr, admin) = (wsedge.addr, wsedge.log_addr("admin listening"));
+    wsedge.stall_logs();
+    let dropped = |rt: &tokio::runtime::Runtime| {
+        let (status, _, body) = rt.block_on(raw_http(
+            admin,
+            "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        ));
+        assert_eq!(status, 200);
+        body.lines()
+            .find_map(|l| l.strip_prefix("wsedge_log_lines_dropped_total "))
+            .map(|v| v.trim().parse::<u64>().unwrap())
+            .expect("wsedge_log_lines_dropped_total exported")
+    };
+    assert_eq!(dropped(&rt), 0);
+    // Sessions (each writes an access line) until the pipe (64 KiB on Linux) and the 16-line
+    // buffer are full and lines are dropped; every session must still complete.
+    let session = |rt: &tokio::runtime::Runtime, i: usize| {
+        rt.block_on(async {
+            let mut ws = connect(&format!("ws://{addr}/s{i}")).await;
+            assert_eq!(roundtrip(&mut ws, "hi").await, "hi");
+            ws.send(Message::Close(None)).await.unwrap();
+            let _ = close_code(&mut ws).await;
+        })
+    };
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut sessions = 0;
+    while dropped(&rt) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no line dropped after {sessions} sessions"
+        );
+        for _ in 0..50 {
+            session(&rt, sessions);
+            sessions += 1;
+        }
+    }
+    // Still stalled: more sessions work, and their lines are dropped too.
+    let before = dropped(&rt);
+    for i in 0..50 {
+        session(&rt, sessions + i);
+    }
+    assert!(dropped(&rt) > before, "lines of later sessions not dropped");
+    // A stalled sink does not hold up the exit either.
+    wsedge.sigterm();
+    wsedge.wait_exit();
+    rt.block_on(backend.stop());
+}
