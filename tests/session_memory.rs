@@ -7,8 +7,8 @@
 //! round that opened and closed a few sessions), divided by the sessions, for ws:// and wss://.
 //!
 //! The budgets are the measured figures of a debug build (`cargo test`; futures are larger than
-//! in release) plus 25%, at most plus 768 bytes: a change that makes every session hold more fails here. The load
-//! benchmark (`benches/load/run.sh`, `SCENARIOS=idle`) reports RSS per session in release beside
+//! in release) plus 25%, at most plus 768 bytes: a change that makes every session hold more
+//! fails here. The load benchmark (`benches/load/run.sh`, `SCENARIOS=idle`) reports RSS per session in release beside
 //! HAProxy; this test pins the heap part of it deterministically.
 // Tests need raw counting of every allocation: a `GlobalAlloc` wrapper is unsafe by nature.
 #![allow(unsafe_code)]
