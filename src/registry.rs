@@ -70,7 +70,9 @@ struct Entry {
 
 #[derive(Debug, Default)]
 struct Inner {
-    sessions: HashMap<u64, Entry>,
+    /// Boxed entries: the table keeps up to twice the slots it holds (it grows by doubling),
+    /// and an empty slot of a `Box` costs 8 bytes where one of an `Entry` costs its ~130.
+    sessions: HashMap<u64, Box<Entry>>,
     per_route: HashMap<Arc<str>, usize>,
 }
 
@@ -130,7 +132,9 @@ impl Registry {
             ring_fingerprint: 0,
         };
         let draining = false;
-        inner.sessions.insert(id, Entry { info, draining });
+        inner
+            .sessions
+            .insert(id, Box::new(Entry { info, draining }));
         Some(Slot {
             registry: self.clone(),
             id,
@@ -186,7 +190,7 @@ impl Registry {
     }
 
     fn bind_backend(&self, id: u64, backend: Arc<BackendState>, placement: Placement) {
-        if let Some(Entry { info: s, .. }) = self.lock().sessions.get_mut(&id) {
+        if let Some(Entry { info: s, .. }) = self.lock().sessions.get_mut(&id).map(|e| &mut **e) {
             s.backend = Some(backend);
             s.key_hash = placement.key_hash;
             s.key_random = placement.key_random;
@@ -196,7 +200,7 @@ impl Registry {
 
     fn release(&self, id: u64) {
         let mut inner = self.lock();
-        if let Some(Entry { info: s, draining }) = inner.sessions.remove(&id) {
+        if let Some(Entry { info: s, draining }) = inner.sessions.remove(&id).map(|e| *e) {
             if draining {
                 self.draining.with_label_values(&[&s.route]).dec();
             }
