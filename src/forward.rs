@@ -19,22 +19,7 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 /// Removes hop-by-hop headers: `Connection`, the headers it names, `Keep-Alive`, `Proxy-*`,
 /// `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    strip_hop_by_hop_except(headers, |_| false);
-}
-
-/// Like [`strip_hop_by_hop`], but a header `Connection` names is kept when `keep` says so:
-/// a client must not be able to remove, by naming it, a header wsedge sets, checks or relies
-/// on (`Connection: upgrade, host` would otherwise leave the backend without a Host).
-fn strip_hop_by_hop_except(headers: &mut HeaderMap, keep: impl Fn(&HeaderName) -> bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|name| !keep(name))
-        .collect();
-    for name in named {
+    for name in connection_named(headers, |_| false) {
         headers.remove(name);
     }
     for name in [
@@ -57,21 +42,68 @@ fn strip_hop_by_hop_except(headers: &mut HeaderMap, keep: impl Fn(&HeaderName) -
     }
 }
 
-/// Hop-by-hop stripping of a client request: the headers wsedge checks (Host, Origin, the
-/// WebSocket handshake), relies on (the route's affinity header or cookie) or sets
-/// (forwarding headers, ids) survive being named in `Connection`.
-fn strip_request_hop_by_hop(headers: &mut HeaderMap, route: &Route) {
-    strip_hop_by_hop_except(headers, |name| {
-        let n = name.as_str();
-        matches!(
-            n,
-            "host" | "origin" | "x-request-id" | "traceparent" | "forwarded" | "cookie"
-        ) || n.starts_with("sec-websocket-")
-            || n.starts_with("x-forwarded-")
-            || matches!(&route.affinity.key, AffinityKey::Header(h) if h == name)
-            || matches!(&route.affinity.fallback, AffinityKey::Header(h) if h == name)
-            || route.auth.as_ref().is_some_and(|a| a.sets_header(name))
-    });
+/// A hop-by-hop header by definition (RFC 9110 §7.6.1), whatever `Connection` says.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == KEEP_ALIVE
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name.as_str().starts_with("proxy-")
+}
+
+/// The headers `Connection` names that are not hop-by-hop anyway, except those `keep` says
+/// stay: a client must not be able to remove, by naming it, a header wsedge sets, checks or
+/// relies on (`Connection: upgrade, host` would otherwise leave the backend without a Host).
+/// Empty, without allocating, for the usual `Connection: Upgrade`.
+fn connection_named(headers: &HeaderMap, keep: impl Fn(&HeaderName) -> bool) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|name| !is_hop_by_hop(name) && !keep(name))
+        .collect()
+}
+
+/// What `Connection` may not strip from a client request: the headers wsedge checks (Host,
+/// Origin, the WebSocket handshake), relies on (the route's affinity header or cookie) or sets
+/// (forwarding headers, ids).
+fn kept_if_named(name: &HeaderName, route: &Route) -> bool {
+    let n = name.as_str();
+    matches!(
+        n,
+        "host" | "origin" | "x-request-id" | "traceparent" | "forwarded" | "cookie"
+    ) || n.starts_with("sec-websocket-")
+        || n.starts_with("x-forwarded-")
+        || matches!(&route.affinity.key, AffinityKey::Header(h) if h == name)
+        || matches!(&route.affinity.fallback, AffinityKey::Header(h) if h == name)
+        || route.auth.as_ref().is_some_and(|a| a.sets_header(name))
+}
+
+/// The client's headers that go on to the backend, copied once, in one pass and in the
+/// client's order: all but the hop-by-hop ones (and those `Connection` names, see
+/// [`kept_if_named`]), forged identity headers from an untrusted peer ([`is_forged`]),
+/// `X-Forwarded-For` (always rewritten) and `also`. wsedge's own headers are set on the result.
+/// (Cloning the whole map and removing from it cost a second pass, a hash look-up per removal
+/// and three temporary lists.)
+fn forwardable(client: &HeaderMap, route: &Route, peer: &Peer, also: &[HeaderName]) -> HeaderMap {
+    let named = connection_named(client, |name| kept_if_named(name, route));
+    // Room for what wsedge adds (ids, forwarding headers, the handshake's own).
+    let mut headers = HeaderMap::with_capacity(client.keys_len() + 8);
+    for (name, value) in client {
+        let dropped = is_hop_by_hop(name)
+            || named.contains(name)
+            || name == X_FORWARDED_FOR
+            || also.contains(name)
+            || (!peer.trusted && is_forged(name, peer));
+        if !dropped {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    headers
 }
 
 /// Headers that tell a backend who the client is or what it asked for, besides every
@@ -99,25 +131,13 @@ pub fn cert_headers(config: &crate::config::Config) -> Vec<HeaderName> {
         .collect()
 }
 
-/// Drops, from an untrusted peer's request, every forwarding header wsedge does not set
-/// itself and every configured client-certificate header (on any listener).
-fn drop_untrusted(headers: &mut HeaderMap, peer: &Peer) {
-    if peer.trusted {
-        return;
-    }
-    let forged: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| {
-            let n = k.as_str();
-            n.starts_with("x-forwarded-")
-                || CLIENT_IDENTITY_HEADERS.contains(&n)
-                || peer.cert_headers.contains(k)
-        })
-        .cloned()
-        .collect();
-    for name in forged {
-        headers.remove(name);
-    }
+/// A forwarding header wsedge does not set itself, or a configured client-certificate header
+/// (on any listener): from a peer that is not a trusted proxy, a forgery.
+fn is_forged(name: &HeaderName, peer: &Peer) -> bool {
+    let n = name.as_str();
+    n.starts_with("x-forwarded-")
+        || CLIENT_IDENTITY_HEADERS.contains(&n)
+        || peer.cert_headers.contains(name)
 }
 
 /// Who is asking, as far as forwarding headers are concerned.
@@ -187,13 +207,15 @@ pub fn upgrade_request_headers(
     upgrade: &UpgradeRequest,
     peer: Peer,
 ) -> (HeaderMap, Ids) {
-    let mut headers = client.clone();
-    strip_request_hop_by_hop(&mut headers, route);
     // The backend GET has no body (an upgrade with one was refused): nothing may say it has.
-    headers.remove(header::CONTENT_LENGTH);
-    headers.remove(header::EXPECT);
-    headers.remove(header::SEC_WEBSOCKET_PROTOCOL);
-    headers.remove(header::SEC_WEBSOCKET_EXTENSIONS);
+    // The offers are replaced by what the route allows.
+    const NOT_FORWARDED: [HeaderName; 4] = [
+        header::CONTENT_LENGTH,
+        header::EXPECT,
+        header::SEC_WEBSOCKET_PROTOCOL,
+        header::SEC_WEBSOCKET_EXTENSIONS,
+    ];
+    let mut headers = forwardable(client, route, &peer, &NOT_FORWARDED);
     headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     headers.insert(header::SEC_WEBSOCKET_KEY, upgrade.key.clone());
@@ -235,20 +257,18 @@ pub fn fallback_request_headers(
     route: &Route,
     peer: &Peer,
 ) -> (HeaderMap, HeaderValue) {
-    let mut headers = client.clone();
-    strip_request_hop_by_hop(&mut headers, route);
+    let mut headers = forwardable(client, route, peer, &[]);
     let ids = set_forwarding(&mut headers, client, peer);
     set_client_cert(&mut headers, peer);
     (headers, ids.request_id)
 }
 
-/// Forged identity headers dropped, then `X-Forwarded-For/-Proto/-Host`, `X-Request-Id` and
-/// `traceparent` set. A trusted proxy's own values are kept (its `X-Forwarded-For` extended);
+/// `X-Forwarded-For/-Proto/-Host`, `X-Request-Id` and `traceparent` set on [`forwardable`]'s
+/// headers (forged identity headers already dropped there). A trusted proxy's own values are kept (its `X-Forwarded-For` extended);
 /// anyone else's are replaced. A generated `traceparent` is sampled (`-01`) only when
 /// `telemetry.sampling_ratio` picks it, so backends with parent-based sampling do not trace
 /// every session wsedge sees. Returns the ids sent.
 fn set_forwarding(headers: &mut HeaderMap, client: &HeaderMap, peer: &Peer) -> Ids {
-    drop_untrusted(headers, peer);
     set_forwarded_for(headers, client, peer);
     if !(peer.trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
         let proto = if peer.tls { "https" } else { "http" };
@@ -284,6 +304,7 @@ fn sampled(ratio: f64) -> bool {
 
 /// Appends the peer to `X-Forwarded-For` when the peer is a trusted proxy; replaces whatever
 /// the client sent otherwise (a client must not choose the address the backend believes).
+/// `headers` has none ([`forwardable`] left it out).
 fn set_forwarded_for(headers: &mut HeaderMap, client: &HeaderMap, peer: &Peer) {
     let ip = peer.ip.to_canonical().to_string();
     let existing: Vec<&str> = client
@@ -296,7 +317,6 @@ fn set_forwarded_for(headers: &mut HeaderMap, client: &HeaderMap, peer: &Peer) {
     } else {
         ip
     };
-    headers.remove(&X_FORWARDED_FOR);
     if let Ok(v) = HeaderValue::from_str(&value) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
@@ -418,6 +438,92 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn the_backend_gets_the_clients_end_to_end_headers_in_order_and_wsedges_own() {
+        let route = crate::test_util::route(1, "");
+        let mut client = HeaderMap::new();
+        for (k, v) in [
+            ("host", "chat.example"),
+            ("connection", "Upgrade, X-Secret, Host, close"),
+            ("upgrade", "websocket"),
+            ("x-secret", "1"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-protocol", "chat, other"),
+            ("sec-websocket-extensions", "x-unknown"),
+            ("cookie", "a=1"),
+            ("x-forwarded-for", "198.51.100.66"),
+            ("x-forwarded-proto", "https"),
+            ("x-real-ip", "198.51.100.66"),
+            ("proxy-authorization", "Basic x"),
+            ("keep-alive", "timeout=5"),
+            ("content-length", "0"),
+            ("expect", "100-continue"),
+            ("user-agent", "t"),
+            ("accept-language", "en"),
+            ("accept-language", "fr"),
+            ("x-request-id", "chosen-by-the-client"),
+        ] {
+            client.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        let upgrade = UpgradeRequest {
+            key: client["sec-websocket-key"].clone(),
+            subprotocols: vec!["chat".to_owned()],
+            extensions: Vec::new(),
+        };
+        let peer = Peer {
+            ip: "192.0.2.7".parse().unwrap(),
+            trusted: false,
+            tls: false,
+            client_cert: None,
+            cert_headers: Vec::new(),
+            sampling_ratio: 0.0,
+        };
+        let (h, ids) = upgrade_request_headers(&client, &route, &route.backends[0], &upgrade, peer);
+        let gone = [
+            "x-secret",
+            "x-real-ip",
+            "proxy-authorization",
+            "keep-alive",
+            "content-length",
+            "expect",
+            "sec-websocket-extensions",
+            "close",
+        ];
+        for name in gone {
+            assert!(!h.contains_key(name), "{name} forwarded: {h:?}");
+        }
+        let one = |name: &str| {
+            let all: Vec<&str> = h
+                .get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect();
+            assert_eq!(all.len(), 1, "{name}: {all:?}");
+            all[0].to_owned()
+        };
+        // `preserve_host` is the default: the client's Host, and the same in X-Forwarded-Host.
+        assert!(route.preserve_host);
+        assert_eq!(one("host"), "chat.example");
+        assert_eq!(one("x-forwarded-host"), "chat.example");
+        assert_eq!(one("x-forwarded-for"), "192.0.2.7");
+        assert_eq!(one("x-forwarded-proto"), "http");
+        assert_eq!(one("connection"), "Upgrade");
+        assert_eq!(one("upgrade"), "websocket");
+        assert_eq!(one("sec-websocket-protocol"), "chat");
+        assert_eq!(one("sec-websocket-version"), "13");
+        assert_eq!(one("sec-websocket-key"), "dGhlIHNhbXBsZSBub25jZQ==");
+        assert_eq!(one("cookie"), "a=1");
+        assert_eq!(h["x-request-id"], ids.request_id);
+        assert_ne!(h["x-request-id"], "chosen-by-the-client");
+        assert!(is_valid_traceparent(&h["traceparent"]));
+        let langs: Vec<&HeaderValue> = h.get_all("accept-language").iter().collect();
+        assert_eq!(langs, ["en", "fr"]);
+        // The client's end-to-end headers keep their order.
+        let at = |name: &str| h.keys().position(|k| k == name).unwrap();
+        assert!(at("cookie") < at("user-agent") && at("user-agent") < at("accept-language"));
     }
 
     #[test]
