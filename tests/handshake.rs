@@ -480,7 +480,7 @@ fn assert_masked_1001(got: &[u8]) {
 #[tokio::test]
 async fn client_gone_before_its_101_gets_the_upgraded_backend_a_masked_1001() {
     use tokio::io::AsyncWriteExt;
-    for run in 0..3 {
+    for _ in 0..3 {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let yaml = single_route_yaml(&[("b1", listener.local_addr().unwrap())], "");
         let router = Router::start(&yaml).await;
@@ -494,7 +494,9 @@ async fn client_gone_before_its_101_gets_the_upgraded_backend_a_masked_1001() {
         client.write_all(&bytes).await.unwrap();
         head_rx.await.unwrap();
         let pair = (client.local_addr().unwrap(), router.addr);
-        client.set_linger(Some(std::time::Duration::ZERO)).unwrap();
+        socket2::SockRef::from(&client)
+            .set_linger(Some(std::time::Duration::ZERO))
+            .unwrap();
         drop(client);
         wait_router_side_gone(pair).await;
         go_tx.send(()).unwrap();
