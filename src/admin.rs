@@ -156,10 +156,13 @@ async fn route(req: Request<Incoming>, local: SocketAddr, shared: &Arc<Shared>) 
             r
         }
         (Method::GET, ["status"]) => json(StatusCode::OK, &crate::status::status(shared)),
-        (Method::GET, ["config"]) => json(
-            StatusCode::OK,
-            &crate::status::config(&shared.snapshot.load().config),
-        ),
+        (Method::GET, ["config"]) => match crate::status::config(&shared.snapshot.load().config) {
+            Ok(doc) => json(StatusCode::OK, &doc),
+            Err(e) => json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &serde_json::json!({ "errors": [e.to_string()] }),
+            ),
+        },
         (Method::POST, ["reload"]) => {
             let flag = |name: &str| {
                 let want = format!("{name}=true");

@@ -88,8 +88,10 @@ pub struct Metrics {
     /// getaddrinfo failures or empty answers for plain backend hosts answered from the last
     /// good addresses instead.
     pub resolve_last_good_total: prometheus::IntCounter,
-    /// `notAfter` of each listener certificate (Unix seconds), by listener and its first
-    /// `server_names` entry (`default` without one); set at load and at every swap.
+    /// `notAfter` (Unix seconds) of each certificate file: a listener's (`listener`, its first
+    /// `server_names` entry or `default`, `file="cert"`; set at load and at every swap) and a
+    /// `wss://` backend's (`route`, `backend`, `file="client_cert"|"ca"`; set per generation).
+    /// The labels of the other kind are empty.
     pub tls_certificate_not_after_seconds: IntGaugeVec,
     /// Upgrade exchanges with backends, each attempt once (a retried connect counts twice):
     /// `outcome` one of [`BACKEND_UPGRADE_OUTCOMES`].
@@ -387,8 +389,8 @@ impl Metrics {
             tls_certificate_not_after_seconds: gauge_vec(
                 &r,
                 "wsedge_tls_certificate_not_after_seconds",
-                "Expiry (Unix seconds) of each listener certificate, by listener and first server name",
-                &["listener", "server_name"],
+                "Expiry (Unix seconds) of each certificate file: listeners' (listener, server_name) and wss:// backends' client_cert and ca (route, backend)",
+                &["listener", "server_name", "route", "backend", "file"],
             ),
             backend_upgrades_total: counter(
                 &r,
