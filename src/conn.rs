@@ -63,7 +63,7 @@ pub async fn serve(
             .with_label_values(&[&listener.name, outcome.label()])
             .inc();
     };
-    let (io, client_cert) = match &tls {
+    let (io, client_cert, client_tls) = match &tls {
         Some(tls) => match crate::tls::accept::accept(tls, stream, peer, deadline).await {
             Ok(accepted) => {
                 count(TlsOutcome::Ok);
@@ -71,7 +71,7 @@ pub async fn serve(
                     header,
                     subject: accepted.client_subject,
                 });
-                (accepted.stream, client_cert)
+                (accepted.stream, client_cert, Some(accepted.facts))
             }
             Err(outcome) => {
                 count(outcome);
@@ -90,7 +90,7 @@ pub async fn serve(
                 }
                 Err(_) => return,
             }
-            (ClientStream::Plain(stream), None)
+            (ClientStream::Plain(stream), None, None)
         }
     };
     let ctx = Arc::new(ConnContext {
@@ -98,6 +98,7 @@ pub async fn serve(
         listener: listener.clone(),
         shared: shared.clone(),
         client_cert,
+        client_tls,
         conn,
     });
     let service = service_fn(move |req| {
@@ -172,6 +173,8 @@ struct ConnContext {
     shared: Arc<Shared>,
     /// `forward_client_cert` on this listener, with the verified subject (if any).
     client_cert: Option<ForwardedCert>,
+    /// The TLS version, SNI and ALPN of a TLS listener's connection (for access lines).
+    client_tls: Option<crate::tls::accept::ClientTls>,
     /// Counts this connection against its listener's limits; a session keeps it.
     conn: Arc<ConnSlot>,
 }
@@ -349,8 +352,8 @@ async fn route_request(
         || {
             RequestFacts::capture(
                 &ctx.listener.name,
-                ctx.peer,
-                Some(client_ip),
+                (ctx.peer, Some(client_ip)),
+                ctx.client_tls.as_ref(),
                 req.uri(),
                 req.headers(),
                 Some(&route.redact_query),

@@ -18,7 +18,7 @@ mod labels;
 mod traffic;
 
 pub use labels::*;
-pub use traffic::clamp;
+pub use traffic::{clamp, ForwardAuthCounters};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -109,6 +109,10 @@ pub struct Metrics {
     /// Advanced once a second ([`Metrics::advance_traffic_epoch`]): a session publishes its
     /// traffic at its first read after each advance.
     traffic_epoch: Arc<AtomicU64>,
+    /// Requests to a route's forward-auth service by [`FORWARD_AUTH_RESULTS`] label.
+    pub auth_forward_requests_total: IntCounterVec,
+    /// Forward-auth decisions answered from the route's cache (no request sent).
+    pub auth_forward_cache_hits_total: IntCounterVec,
     /// Refusal access lines held back by the per-reason rate limit.
     pub access_log_suppressed_total: IntCounterVec,
     /// Log lines the non-blocking writer dropped because its buffer was full (the sink
@@ -426,6 +430,18 @@ impl Metrics {
                 &r,
                 "wsedge_route_max_sessions_per_ip",
                 "The route's limits.max_sessions_per_ip, where set",
+                &["route"],
+            ),
+            auth_forward_requests_total: counter(
+                &r,
+                "wsedge_auth_forward_requests_total",
+                "Requests to the route's forward-auth service by result (allowed, denied, server_error, timeout, error)",
+                &["route", "result"],
+            ),
+            auth_forward_cache_hits_total: counter(
+                &r,
+                "wsedge_auth_forward_cache_hits_total",
+                "Forward-auth decisions answered from the route's cache",
                 &["route"],
             ),
             traffic_epoch: Arc::new(AtomicU64::new(0)),

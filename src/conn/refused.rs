@@ -6,6 +6,7 @@ use tokio::time::Instant;
 
 use super::{ConnContext, Rejection};
 use crate::access::RequestFacts;
+use crate::balance::key;
 use crate::snapshot::Snapshot;
 
 pub(super) fn account(
@@ -29,6 +30,9 @@ pub(super) fn account(
         .with_label_values(&[route_name, side])
         .observe(started.elapsed().as_secs_f64());
     let (l, peer) = (&ctx.listener, ctx.peer);
+    // The client as per-IP limits see it, on refusals too (a trusted proxy's clients are not
+    // all the proxy).
+    let client_ip = key::client_ip(peer.ip(), req.headers(), &l.trusted_proxies);
     let redact = snapshot
         .config
         .routes
@@ -39,8 +43,8 @@ pub(super) fn account(
         || {
             RequestFacts::capture(
                 &l.name,
-                peer,
-                None,
+                (peer, Some(client_ip)),
+                ctx.client_tls.as_ref(),
                 req.uri(),
                 req.headers(),
                 redact.map(|r| &r.redact_query[..]),

@@ -39,6 +39,12 @@ pub const BUILD_COMMIT: &str = env!("WSEDGE_COMMIT");
 /// usable in time (`failed`).
 pub const BACKEND_UPGRADE_OUTCOMES: [&str; 3] = ["ok", "failed", "rejected"];
 
+/// Every `result` label of `wsedge_auth_forward_requests_total`: the auth service answered 2xx
+/// (`allowed`), 4xx (`denied`), anything else (`server_error`), nothing in time (`timeout`),
+/// or the request failed on the way (`error`: connect, TLS, HTTP, body).
+pub const FORWARD_AUTH_RESULTS: [&str; 5] =
+    ["allowed", "denied", "server_error", "timeout", "error"];
+
 /// Every `reason` label of `wsedge_listener_accept_errors_total`: out of file descriptors
 /// (EMFILE, ENFILE) or anything else `accept(2)` returned.
 pub const ACCEPT_ERROR_REASONS: [&str; 2] = ["fd_exhausted", "other"];

@@ -27,6 +27,19 @@ impl Metrics {
         })
     }
 
+    /// A route's forward-auth counters, resolved once per generation (created at 0).
+    pub fn forward_auth_counters(&self, route: &str) -> ForwardAuthCounters {
+        ForwardAuthCounters {
+            results: super::FORWARD_AUTH_RESULTS.map(|result| {
+                self.auth_forward_requests_total
+                    .with_label_values(&[route, result])
+            }),
+            cache_hits: self
+                .auth_forward_cache_hits_total
+                .with_label_values(&[route]),
+        }
+    }
+
     /// One tick of the publishing clock (one store, whatever the number of sessions).
     pub fn advance_traffic_epoch(&self) {
         self.traffic_epoch.fetch_add(1, Ordering::Relaxed);
@@ -96,6 +109,26 @@ impl Metrics {
             gauge
                 .with_label_values(&["", "", &e.route, &e.backend, e.file])
                 .set(e.not_after);
+        }
+    }
+}
+
+/// One route's `wsedge_auth_forward_*` series.
+#[derive(Debug, Clone)]
+pub struct ForwardAuthCounters {
+    /// In [`super::FORWARD_AUTH_RESULTS`] order.
+    pub results: [prometheus::IntCounter; super::FORWARD_AUTH_RESULTS.len()],
+    pub cache_hits: prometheus::IntCounter,
+}
+
+impl ForwardAuthCounters {
+    /// Counts one request by its [`super::FORWARD_AUTH_RESULTS`] label.
+    pub fn count(&self, result: &str) {
+        if let Some(i) = super::FORWARD_AUTH_RESULTS
+            .iter()
+            .position(|r| *r == result)
+        {
+            self.results[i].inc();
         }
     }
 }
