@@ -677,7 +677,14 @@ async fn every_metric_and_label_the_dashboard_and_alerts_use_is_exported() {
         "origins: [\"https://ok.example\"]\nhealth_check: {interval: 100ms, timeout: 50ms}",
     )
     .replacen("routes:\n", &tls_listener, 1)
-    .replacen("  - name: r\n", "  - name: r\n    listener: edge\n", 1);
+    .replacen("  - name: r\n", "  - name: r\n    listener: edge\n", 1)
+        // A route with forward auth (never asked here: its series exist at 0).
+        + &format!(
+            "  - name: fa\n    listener: edge\n    match: {{host: \"*\", path_prefix: /fa}}\n    \
+             backends: [{{name: a, url: \"ws://{}\"}}]\n    \
+             auth: {{forward: {{url: \"http://127.0.0.1:9/auth\"}}}}\n",
+            b.addr
+        );
     let router = Router::start(&yaml).await;
     // Scripted traffic: a live session, a finished one, a refused Origin, a probe round, a
     // TLS handshake.
