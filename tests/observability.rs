@@ -432,7 +432,10 @@ async fn series_exist_before_traffic_and_follow_reloads_exactly() {
         .unwrap()
         .replace("name: a,", "name: c,");
     std::fs::write(&router.config_path, &only_ra).unwrap();
-    reload_file(&shared, "test", Wait::Queue).await.unwrap();
+    // It drains every live session: forced past the drain guard (tests/reload_guard.rs).
+    wsedge::reload::reload_file_with(&shared, "test", Wait::Queue, wsedge::reload::Guard::Force)
+        .await
+        .unwrap();
     assert_eq!(close_code(&mut on_rb).await, Some(1001));
     wait_live(&router, 0).await;
     let m = router.metrics();
@@ -674,7 +677,14 @@ async fn every_metric_and_label_the_dashboard_and_alerts_use_is_exported() {
         "origins: [\"https://ok.example\"]\nhealth_check: {interval: 100ms, timeout: 50ms}",
     )
     .replacen("routes:\n", &tls_listener, 1)
-    .replacen("  - name: r\n", "  - name: r\n    listener: edge\n", 1);
+    .replacen("  - name: r\n", "  - name: r\n    listener: edge\n", 1)
+        // A route with forward auth (never asked here: its series exist at 0).
+        + &format!(
+            "  - name: fa\n    listener: edge\n    match: {{host: \"*\", path_prefix: /fa}}\n    \
+             backends: [{{name: a, url: \"ws://{}\"}}]\n    \
+             auth: {{forward: {{url: \"http://127.0.0.1:9/auth\"}}}}\n",
+            b.addr
+        );
     let router = Router::start(&yaml).await;
     // Scripted traffic: a live session, a finished one, a refused Origin, a probe round, a
     // TLS handshake.
