@@ -223,7 +223,10 @@ pub async fn accept_loop(
                 sockopt::tune_accepted(&stream);
                 let shared2 = shared.clone();
                 let admission = admission.clone();
-                shared.connections.spawn(async move {
+                // Boxed: the connection future (TLS accept, hyper's server connection) is
+                // large, and tokio copies a task's whole future at spawn and its whole stage at
+                // each state change; a box makes those copies a pointer's.
+                shared.connections.spawn(Box::pin(async move {
                     // The PROXY header comes first on the wire: before TLS and HTTP.
                     let mut stream = stream;
                     let Some(peer) = proxy_header(&mut stream, peer, &config, &shared2).await
@@ -236,7 +239,7 @@ pub async fn accept_loop(
                         return;
                     }
                     crate::conn::serve(stream, peer, Arc::new(config), tls, shared2, conn).await;
-                });
+                }));
             }
             Err(e) => {
                 warn!(listener = %name, error = %e, "accept failed; backing off {:?}", backoff);

@@ -46,7 +46,10 @@ pub fn spawn(session: Session) {
         backend = %session.backend_name,
     );
     let tracker = session.shared.sessions.clone();
-    tracker.spawn(run(session).instrument(span));
+    // Boxed: the session future (splice state included) is large, and tokio copies a task's
+    // whole future at spawn and its whole stage at each state change (running → finished →
+    // consumed); a box makes those copies a pointer's.
+    tracker.spawn(Box::pin(run(session)).instrument(span));
 }
 
 async fn run(session: Session) {
