@@ -64,7 +64,10 @@ pub async fn serve(
             .inc();
     };
     let (io, client_cert) = match &tls {
-        Some(tls) => match crate::tls::accept::accept(tls, stream, peer, deadline).await {
+        // Boxed (here and below: the TLS handshake, the fallback proxy): a future holds its
+        // largest await's state inline, so a branch most connections never take would make
+        // every connection's future — copied whole when boxed or spawned — that much larger.
+        Some(tls) => match Box::pin(crate::tls::accept::accept(tls, stream, peer, deadline)).await {
             Ok(accepted) => {
                 count(TlsOutcome::Ok);
                 let client_cert = tls.forward_client_cert.clone().map(|header| ForwardedCert {
@@ -201,7 +204,7 @@ async fn handle(mut req: Request<Incoming>, ctx: Arc<ConnContext>) -> Response<B
                 .http_fallback
                 .as_ref()
                 .expect("fallback routes have a target");
-            crate::fallback::proxy(req, target, route, peer_of(&ctx, &snapshot)).await
+            Box::pin(crate::fallback::proxy(req, target, route, peer_of(&ctx, &snapshot))).await
         }
         Err(rejection) => {
             refused::account(&ctx, &req, &snapshot, &rejection, started);

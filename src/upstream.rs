@@ -124,8 +124,9 @@ pub async fn dial(
         let tcp = connect(url, limits, timeout).await?;
         match transport {
             BackendTransport::Plain => Ok(MaybeTls::Plain(tcp)),
-            BackendTransport::Tls(connector) => connector
-                .connect(tcp)
+            // Boxed: the TLS handshake's state is large and ws:// backends never need it
+            // (the upgrade's future, copied whole when boxed, would carry it inline).
+            BackendTransport::Tls(connector) => Box::pin(connector.connect(tcp))
                 .await
                 .map(|s| MaybeTls::Tls(Box::new(s)))
                 .map_err(|source| UpstreamError::Tls {
