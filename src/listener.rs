@@ -214,7 +214,10 @@ pub async fn accept_loop(
                 backoff = Duration::from_millis(5);
                 let conn = admission.admit();
                 let snapshot = shared.snapshot.load();
-                if current.as_ref().is_none_or(|(g, ..)| *g != snapshot.generation) {
+                if current
+                    .as_ref()
+                    .is_none_or(|(g, ..)| *g != snapshot.generation)
+                {
                     current = snapshot.config.listener(&name).map(|l| {
                         let tls = snapshot.listener_tls.get(&name).cloned();
                         (snapshot.generation, Arc::new(l.clone()), tls)
