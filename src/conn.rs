@@ -102,13 +102,9 @@ pub async fn serve(
         client_cert,
         conn,
     });
-    // The request's future is boxed: it holds the whole upgrade (dial, backend exchange) and
-    // is several KiB, and hyper keeps `Box::pin(Option<future>)` from the connection's start
-    // and moves the future into it per request — two copies of its full size per upgrade
-    // (about 10,000 instructions of `memcpy`), against one of a pointer.
     let service = service_fn(move |req| {
         let ctx = ctx.clone();
-        Box::pin(async move { Ok::<_, Infallible>(handle(req, ctx).await) })
+        async move { Ok::<_, Infallible>(handle(req, ctx).await) }
     });
     // What the handshake left of `request_timeout` (hyper applies the same value to later
     // keep-alive requests, which only makes those stricter).
