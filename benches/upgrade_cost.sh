@@ -8,6 +8,8 @@
 # an upgrade costs more than N instructions (the budget is in benches/README.md).
 # LOG sets wsedge's RUST_LOG (default `warn`: access lines off; `info` is what operators run,
 # one access line per session). KEEP=DIR keeps the callgrind dump there (callgrind_annotate it).
+# AUTH=es256 MINT=path/to/examples/mint_jwt: the route verifies an ES256 JWT on every upgrade
+# (auth.jwt, jwks_file, token in the query), for the auth-on row beside auth-off.
 # All traffic on loopback; every process started here is stopped on exit.
 set -euo pipefail
 WSEDGE=$1
@@ -42,6 +44,17 @@ BPORT=$(free_port)
 PIDS+=($!)
 wait_port "$BPORT"
 
+AUTH_YAML=
+TOKEN_QUERY=
+if [ "${AUTH:-}" = es256 ]; then
+    "${MINT:?AUTH=es256 needs MINT=path/to/mint_jwt}" "$WORK"
+    AUTH_YAML="    auth: {jwt: {jwks_file: $WORK/jwks.json, algorithms: [ES256], issuer: https://issuer.test, audiences: [chat], token_from: [\"query:access_token\"]}}"
+    TOKEN_QUERY="&access_token=$(cat "$WORK/valid.jwt")"
+elif [ -n "${AUTH:-}" ]; then
+    echo "AUTH=$AUTH: only es256 is known" >&2
+    exit 2
+fi
+
 routes() {
     cat >"$WORK/routes-$1.yaml" <<EOF
 listeners:
@@ -50,6 +63,7 @@ routes:
   - name: bench
     match: {host: "*", path_prefix: /}
     affinity: {key: "query:room"}
+$AUTH_YAML
     backends:
       - {name: b1, url: "ws://127.0.0.1:$BPORT"}
 EOF
@@ -63,7 +77,7 @@ RUST_LOG=$LOG TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-f
 VPID=$!
 PIDS+=($VPID)
 wait_port "$PORT"
-URL="ws://127.0.0.1:$PORT/bench?room=r{i}"
+URL="ws://127.0.0.1:$PORT/bench?room=r{i}$TOKEN_QUERY"
 "$LOADGEN" --url "$URL" --source-ips 1 --deadline 300 upgrades --count "$WARM" --concurrency 1 >/dev/null
 callgrind_control -z "$VPID" >/dev/null
 "$LOADGEN" --url "$URL" --source-ips 1 --deadline 300 upgrades --count "$COUNT" --concurrency 1 >"$WORK/cg-load.json"
@@ -97,7 +111,7 @@ RUST_LOG=$LOG TOKIO_WORKER_THREADS=1 "$WSEDGE" run --config "$WORK/routes-$PORT.
 RPID=$!
 PIDS+=($RPID)
 wait_port "$PORT"
-URL="ws://127.0.0.1:$PORT/bench?room=r{i}"
+URL="ws://127.0.0.1:$PORT/bench?room=r{i}$TOKEN_QUERY"
 "$LOADGEN" --url "$URL" --deadline 60 upgrades --count 200 --concurrency 8 >/dev/null
 "$LOADGEN" --url "$URL" --pids "$RPID" --deadline 300 upgrades --count "$CPU_COUNT" --concurrency 8 >"$WORK/cpu.json"
 python3 - "$LABEL" "$total" "$ok" "$WORK/cpu.json" <<'PY'

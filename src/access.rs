@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::reject::RejectReason;
 use crate::splice::{SessionEnd, Side};
+use crate::tls::accept::ClientTls;
 
 /// The tracing target of access lines.
 pub const TARGET: &str = "wsedge::access";
@@ -45,6 +46,11 @@ pub struct RequestFacts {
     pub client: String,
     /// The client after trusted `X-Forwarded-For` (the address per-IP limits use).
     pub client_ip: String,
+    /// A TLS listener's negotiated version, the client's SNI and the agreed ALPN (empty on a
+    /// plain listener).
+    pub tls_version: &'static str,
+    pub sni: String,
+    pub alpn: String,
     pub host: String,
     /// Path and query, the query's values redacted per `redact_query`.
     pub path: String,
@@ -56,10 +62,12 @@ pub struct RequestFacts {
 }
 
 impl RequestFacts {
+    /// `client`: the socket (or PROXY) peer, and the address trusted `X-Forwarded-For` resolved
+    /// it to, if any.
     pub fn capture(
         listener: &str,
-        client: SocketAddr,
-        client_ip: Option<IpAddr>,
+        (client, client_ip): (SocketAddr, Option<IpAddr>),
+        tls: Option<&ClientTls>,
         uri: &Uri,
         headers: &HeaderMap,
         redact_query: Option<&[String]>,
@@ -86,6 +94,9 @@ impl RequestFacts {
                 .unwrap_or_else(|| client.ip())
                 .to_canonical()
                 .to_string(),
+            tls_version: tls.map_or("", |t| t.version),
+            sni: tls.map(|t| clean(&t.sni)).unwrap_or_default(),
+            alpn: tls.map(|t| clean(&t.alpn)).unwrap_or_default(),
             host,
             path: clean(&redacted_target(uri, redact_query)),
             origin: header(http::header::ORIGIN),
@@ -226,6 +237,9 @@ pub fn session(up: &Upgraded, e: &Ended<'_>) {
         listener = r.listener,
         client = r.client,
         client_ip = r.client_ip,
+        tls_version = r.tls_version,
+        sni = r.sni,
+        alpn = r.alpn,
         host = r.host,
         path = r.path,
         origin = r.origin,
@@ -296,6 +310,9 @@ pub fn refusal(
         listener = r.listener,
         client = r.client,
         client_ip = r.client_ip,
+        tls_version = r.tls_version,
+        sni = r.sni,
+        alpn = r.alpn,
         host = r.host,
         path = r.path,
         origin = r.origin,

@@ -9,14 +9,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
+use serde::Serialize;
 
 pub mod auth;
 pub mod error;
+pub mod limits;
 pub mod raw;
+pub mod show;
 pub mod units;
 pub mod validate;
 
 pub use error::{ConfigError, ConfigErrors, Warning};
+pub use limits::{Limits, OnPeerAbort, PerIpRate};
 
 /// Listener: TLS handshake plus request headers must arrive within this (slowloris guard).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -69,8 +73,8 @@ pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Plain (not discovered) backend hosts: how long a getaddrinfo answer is reused.
 pub const DEFAULT_HOST_CACHE: Duration = Duration::from_secs(5);
 
-/// The whole validated file.
-#[derive(Debug, Clone, PartialEq)]
+/// The whole validated file. `Serialize` is `/config` ([`show`]: secrets redacted).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Config {
     /// The file this came from; relative paths (certificates, token file) resolve against its
     /// directory, and errors name it.
@@ -79,6 +83,7 @@ pub struct Config {
     /// `None` when the file has no `admin:` section: no admin listener is bound.
     pub admin: Option<Admin>,
     /// Shared, so a live session holds a pointer to its route rather than a copy.
+    #[serde(serialize_with = "show::routes")]
     pub routes: Vec<std::sync::Arc<Route>>,
     pub shutdown: Shutdown,
     pub telemetry: Telemetry,
@@ -88,15 +93,19 @@ pub struct Config {
 }
 
 /// The top-level `discovery:` section (all defaults when absent).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Discovery {
     /// DNS servers asked for discovered backends; empty: the ones in /etc/resolv.conf.
     pub nameservers: Vec<SocketAddr>,
+    #[serde(serialize_with = "show::duration")]
     pub min_refresh: Duration,
     /// ≥ min_refresh.
+    #[serde(serialize_with = "show::duration")]
     pub max_refresh: Duration,
+    #[serde(serialize_with = "show::duration")]
     pub start_timeout: Duration,
     /// getaddrinfo answers for plain backend hosts are reused this long.
+    #[serde(serialize_with = "show::duration")]
     pub host_cache: Duration,
 }
 
@@ -113,7 +122,8 @@ impl Default for Discovery {
 }
 
 /// How a backend's URL host expands into endpoints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Discover {
     /// One endpoint per A/AAAA address (port, path and scheme from the URL).
     Dns,
@@ -131,7 +141,7 @@ impl Discover {
 }
 
 /// What an endpoint expanded from a discovered backend remembers of where it came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Discovered {
     /// The backend in routes.yaml that DNS expanded.
     pub from: String,
@@ -140,13 +150,15 @@ pub struct Discovered {
     pub priority: u16,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Listener {
     pub name: String,
     pub bind: SocketAddr,
     /// TLS handshake + request headers deadline.
+    #[serde(serialize_with = "show::duration")]
     pub request_timeout: Duration,
     /// Peers whose `X-Forwarded-For` is believed (CIDRs).
+    #[serde(serialize_with = "show::display_list")]
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub proxy_protocol: Option<ProxyProtocol>,
     pub tls: Option<ListenerTls>,
@@ -168,7 +180,7 @@ pub struct Listener {
 
 /// `listeners[].proxy_protocol`: which header, whether it must come, and from whom it is
 /// believed.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProxyProtocol {
     pub version: ProxyVersion,
     /// A connection (from a peer in `from`) without a header is closed. A peer outside `from`
@@ -176,10 +188,12 @@ pub struct ProxyProtocol {
     pub required: bool,
     /// Peers whose header is believed; a header from any other peer closes the connection.
     /// `None`: any peer (the scalar shorthands; `wsedge check` warns).
+    #[serde(serialize_with = "show::opt_display_list")]
     pub from: Option<Vec<ipnet::IpNet>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ProxyVersion {
     V1,
     V2,
@@ -196,7 +210,7 @@ impl ProxyProtocol {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ListenerTls {
     /// Normalised: the short form `{cert, key}` becomes one entry with no server names.
     /// The entry with empty `server_names` is the default certificate.
@@ -205,10 +219,11 @@ pub struct ListenerTls {
     /// TLS 1.3 session tickets and the TLS 1.2 session cache (default on).
     pub session_resumption: bool,
     pub client_ca: Option<PathBuf>,
+    #[serde(serialize_with = "show::opt_header_name")]
     pub forward_client_cert: Option<HeaderName>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CertificatePair {
     pub server_names: Vec<String>,
     /// Absolute (resolved against the config's directory).
@@ -216,13 +231,15 @@ pub struct CertificatePair {
     pub key: PathBuf,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub enum TlsVersion {
+    #[serde(rename = "1.2")]
     V1_2,
+    #[serde(rename = "1.3")]
     V1_3,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Admin {
     pub bind: SocketAddr,
     /// Absolute. The token itself is never in routes.yaml (it ends up in a ConfigMap).
@@ -232,7 +249,7 @@ pub struct Admin {
 }
 
 /// `telemetry`: trace context wsedge starts itself.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Telemetry {
     /// Share (0–1) of the `traceparent`s wsedge generates that carry the sampled flag. An
     /// incoming trusted `traceparent` is forwarded as is, its flag untouched.
@@ -240,11 +257,12 @@ pub struct Telemetry {
 }
 
 /// `reload`: how file changes become reloads, and the drain guard.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ReloadSettings {
     /// Watch the file's directory (false: SIGHUP and `POST /reload` only).
     pub watch: bool,
     /// The file must be unchanged this long before it is read.
+    #[serde(serialize_with = "show::duration")]
     pub settle: Duration,
     /// A reload whose plan drains more than this share of live sessions is refused unless
     /// forced (1.0: never refused).
@@ -264,13 +282,14 @@ impl Default for ReloadSettings {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Shutdown {
     /// Listeners keep accepting this long after SIGTERM (load-balancer deregistration).
+    #[serde(serialize_with = "show::duration")]
     pub delay: Duration,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Route {
     pub name: String,
     /// Resolved: the single listener's name when the file omits it.
@@ -280,6 +299,7 @@ pub struct Route {
     pub path_prefix: String,
     pub strip_prefix: bool,
     /// `None`: any Origin is accepted.
+    #[serde(serialize_with = "show::opt_display_list")]
     pub origins: Option<Vec<crate::origin::OriginPattern>>,
     pub require_origin: bool,
     /// Offers forwarded to the backend, in this order of preference.
@@ -293,9 +313,11 @@ pub struct Route {
     pub health_check: Option<HealthCheck>,
     pub drain: Drain,
     /// Plain-HTTP requests on this route go here (scheme http, no path beyond `/`).
+    #[serde(serialize_with = "show::opt_url")]
     pub http_fallback: Option<url::Url>,
     pub limits: Limits,
     /// Names the chosen backend in the 101 when set.
+    #[serde(serialize_with = "show::opt_header_name")]
     pub expose_backend_header: Option<HeaderName>,
     /// Query parameters never printed in logs.
     pub redact_query: Vec<String>,
@@ -315,13 +337,15 @@ pub enum HostMatch {
     Suffix(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct HeaderEdits {
+    #[serde(serialize_with = "show::redacted_headers")]
     pub add: Vec<(HeaderName, HeaderValue)>,
+    #[serde(serialize_with = "show::header_names")]
     pub remove: Vec<HeaderName>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Affinity {
     pub key: AffinityKey,
     /// Used when `key` is absent from the request. Never `ClientIp` when `key` is.
@@ -340,7 +364,7 @@ pub enum AffinityKey {
     Random,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Balance {
     /// Bounded loads (c > 1). `None`: strict affinity, no cap.
     pub load_factor: Option<f64>,
@@ -348,13 +372,16 @@ pub struct Balance {
     pub virtual_nodes: u32,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Backend {
     /// Unique within the route; the ring hashes this, never a list index.
     pub name: String,
+    #[serde(serialize_with = "show::backend_url")]
     pub url: BackendUrl,
     /// ≥ 1.
     pub weight: u32,
+    /// Written flat, as in the file (`ca`, `client_cert`, ... beside `url`).
+    #[serde(flatten)]
     pub tls: BackendTls,
     /// `discover` in routes.yaml: this backend is a template that DNS expands into endpoints
     /// (see `crate::discovery`); it is never dialed itself.
@@ -397,7 +424,7 @@ impl BackendUrl {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct BackendTls {
     pub ca: Option<PathBuf>,
     pub client_cert: Option<PathBuf>,
@@ -405,14 +432,17 @@ pub struct BackendTls {
     pub insecure_skip_verify: bool,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HealthCheck {
     pub path: String,
+    #[serde(serialize_with = "show::duration")]
     pub interval: Duration,
     /// < interval.
+    #[serde(serialize_with = "show::duration")]
     pub timeout: Duration,
     pub healthy_threshold: u32,
     pub unhealthy_threshold: u32,
+    #[serde(serialize_with = "show::redacted_headers")]
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub subprotocol: Option<String>,
     pub on_all_unhealthy: OnAllUnhealthy,
@@ -420,16 +450,18 @@ pub struct HealthCheck {
     pub passive: Option<PassiveHealth>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OnAllUnhealthy {
     /// 503 with Retry-After.
     Refuse,
     RouteAnyway,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PassiveHealth {
     pub consecutive_failures: u32,
+    #[serde(serialize_with = "show::duration")]
     pub ejection: Duration,
     pub max_ejection_percent: u32,
     /// 5xx answers other than 502/503/504 count as failures too (off: an application's own
@@ -437,62 +469,17 @@ pub struct PassiveHealth {
     pub count_5xx: bool,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Drain {
     /// From each session's Close to a hard close.
+    #[serde(serialize_with = "show::duration")]
     pub timeout: Duration,
     /// ≤ timeout.
+    #[serde(serialize_with = "show::duration")]
     pub spread: Duration,
     /// Closes per second per route; stretches the spread.
     pub max_rate: Option<f64>,
     pub rebalance: bool,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Limits {
-    /// Live sessions on this route from one client address (429 beyond it). `None`: off.
-    pub max_sessions_per_ip: Option<u32>,
-    /// Upgrades per second on this route from one client address (token bucket; 429 with
-    /// `Retry-After` beyond it). `None`: off.
-    pub upgrade_rate_per_ip: Option<PerIpRate>,
-    pub handshake_timeout: Duration,
-    pub connect_timeout: Duration,
-    /// Between the starts of two connection attempts to one backend's addresses.
-    pub connect_attempt_delay: Duration,
-    pub idle_timeout: Duration,
-    pub max_message_bytes: u64,
-    pub max_connections: usize,
-    pub write_stall_timeout: Duration,
-    /// Linux TCP_USER_TIMEOUT on both sockets of a session: data unacknowledged this long
-    /// ends the connection, even while the send buffer still has room (a vanished peer).
-    /// Defaults to `write_stall_timeout`.
-    pub tcp_user_timeout: Duration,
-    pub close_timeout: Duration,
-    pub client_ping_interval: Option<Duration>,
-    pub client_ping_timeout: Duration,
-    pub on_peer_abort: OnPeerAbort,
-    /// After wsedge's last Close to a client it will not read again, the client's upload is
-    /// read and discarded (its write side shut) for at most this long in total, half of it
-    /// without a byte, so the kernel sends no RST that would abort the client's writes.
-    pub lingering_timeout: Duration,
-}
-
-/// A token bucket per client address: `rate` upgrades a second, up to `burst` at once.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PerIpRate {
-    pub rate: f64,
-    pub burst: u32,
-}
-
-/// What the other side is told when one side's TCP ends without a Close.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OnPeerAbort {
-    /// End the other side's TCP without a Close too (after relaying what was sent), so each
-    /// endpoint sees what it would have seen without wsedge in between.
-    #[default]
-    Mirror,
-    /// Send the other side a Close 1001 (going away).
-    Close1001,
 }
 
 /// Default of `--max-config-bytes`: a routes file is a few KiB; a 50 MB one is a mistake or an

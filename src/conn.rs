@@ -63,7 +63,7 @@ pub async fn serve(
             .with_label_values(&[&listener.name, outcome.label()])
             .inc();
     };
-    let (io, client_cert) = match &tls {
+    let (io, client_cert, client_tls) = match &tls {
         // Boxed (so is the fallback below): a branch most connections never take would size
         // every connection's future, which is copied whole when boxed or spawned.
         Some(tls) => match Box::pin(tls_accept(tls, stream, peer, deadline)).await {
@@ -73,7 +73,7 @@ pub async fn serve(
                     header,
                     subject: accepted.client_subject,
                 });
-                (accepted.stream, client_cert)
+                (accepted.stream, client_cert, Some(accepted.facts))
             }
             Err(outcome) => {
                 count(outcome);
@@ -92,7 +92,7 @@ pub async fn serve(
                 }
                 Err(_) => return,
             }
-            (ClientStream::Plain(stream), None)
+            (ClientStream::Plain(stream), None, None)
         }
     };
     let ctx = Arc::new(ConnContext {
@@ -100,6 +100,7 @@ pub async fn serve(
         listener: listener.clone(),
         shared: shared.clone(),
         client_cert,
+        client_tls,
         conn,
     });
     let service = service_fn(move |req| {
@@ -174,6 +175,8 @@ struct ConnContext {
     shared: Arc<Shared>,
     /// `forward_client_cert` on this listener, with the verified subject (if any).
     client_cert: Option<ForwardedCert>,
+    /// The TLS version, SNI and ALPN of a TLS listener's connection (for access lines).
+    client_tls: Option<crate::tls::accept::ClientTls>,
     /// Counts this connection against its listener's limits; a session keeps it.
     conn: Arc<ConnSlot>,
 }
@@ -333,7 +336,7 @@ async fn route_request(
         },
     })?;
     if let Some(guard) = per_ip {
-        slot.hold(guard);
+        slot.hold_per_ip(guard);
     }
     let backend_idx = picked.index;
     let backend_name = route.backends[backend_idx].name.clone();
@@ -352,8 +355,8 @@ async fn route_request(
         || {
             RequestFacts::capture(
                 &ctx.listener.name,
-                ctx.peer,
-                Some(client_ip),
+                (ctx.peer, Some(client_ip)),
+                ctx.client_tls.as_ref(),
                 req.uri(),
                 req.headers(),
                 Some(&route.redact_query),
@@ -369,7 +372,7 @@ async fn route_request(
     // The TCP connection now carries a session: it counts against `max_connections` until
     // the session ends, no longer against its address's pending connections.
     ctx.conn.upgraded();
-    slot.hold(ctx.conn.clone());
+    slot.hold_conn(ctx.conn.clone());
     let on_upgrade = hyper::upgrade::on(req);
     let m = &ctx.shared.metrics;
     if m.enabled {

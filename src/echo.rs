@@ -2,7 +2,9 @@
 //!
 //! Echoes text and binary messages, answers pings, answers a Close with the same code (an empty
 //! Close with an empty Close, an invalid code with 1002 — tungstenite's own close reply does both),
-//! and answers the text message `whoami` with its id. It is the backend in every benchmark, so the
+//! answers the text message `whoami` with its id, and picks the first subprotocol the client offers
+//! among those it was started with (`--subprotocol`; a browser fails a handshake that offered some and
+//! got none back). It is the backend in every benchmark, so the
 //! per-message path is kept short: replies are queued with `feed` and flushed once per batch of
 //! messages that were already readable.
 use std::io;
@@ -12,6 +14,9 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -28,6 +33,21 @@ const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Most messages echoed before a flush; bounds the latency a fast pipelining client can add.
 const MAX_BATCH: usize = 64;
+
+/// `wsedge echo`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct EchoArgs {
+    /// Address to listen on (port 0: the OS picks one and the log line names it).
+    #[arg(long, default_value = "127.0.0.1:9001")]
+    pub listen: SocketAddr,
+    /// The id this backend answers to `whoami` (and reports in its logs).
+    #[arg(long, default_value = "echo")]
+    pub id: String,
+    /// A subprotocol this backend speaks (repeatable): the first one the client offers that is
+    /// in this list is selected in the 101. Without any, none is selected.
+    #[arg(long = "subprotocol", value_name = "NAME")]
+    pub subprotocols: Vec<String>,
+}
 
 /// A running echo backend, for tests and tools that want one in-process.
 pub struct EchoServer {
@@ -88,6 +108,17 @@ pub async fn serve_killable(
     shutdown: CancellationToken,
     kill: CancellationToken,
 ) {
+    serve_with(listener, id, Arc::from([]), shutdown, kill).await
+}
+
+/// [`serve_killable`], selecting subprotocols from `subprotocols` (see [`EchoArgs`]).
+pub async fn serve_with(
+    listener: TcpListener,
+    id: String,
+    subprotocols: Arc<[String]>,
+    shutdown: CancellationToken,
+    kill: CancellationToken,
+) {
     let id: Arc<str> = id.into();
     let tracker = TaskTracker::new();
     let mut backoff = ACCEPT_BACKOFF_MIN;
@@ -101,7 +132,13 @@ pub async fn serve_killable(
         match accepted {
             Ok((stream, _peer)) => {
                 backoff = ACCEPT_BACKOFF_MIN;
-                tracker.spawn(session(stream, id.clone(), shutdown.clone(), kill.clone()));
+                tracker.spawn(session(
+                    stream,
+                    id.clone(),
+                    subprotocols.clone(),
+                    shutdown.clone(),
+                    kill.clone(),
+                ));
             }
             // The peer gave up before we accepted: nothing is wrong with the listener.
             Err(e) if is_per_connection(&e) => {}
@@ -134,6 +171,7 @@ fn is_per_connection(e: &io::Error) -> bool {
 async fn session(
     stream: TcpStream,
     id: Arc<str>,
+    subprotocols: Arc<[String]>,
     shutdown: CancellationToken,
     kill: CancellationToken,
 ) {
@@ -143,7 +181,17 @@ async fn session(
     let abrupt = |s: &TcpStream| {
         let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
     };
-    let accept = tokio_tungstenite::accept_async_with_config(stream, Some(ws_config()));
+    // The error type is tungstenite's `Callback` signature, not ours to shrink.
+    #[allow(clippy::result_large_err)]
+    let select = |request: &Request, mut response: Response| {
+        if let Some(chosen) = pick_subprotocol(request, &subprotocols) {
+            response
+                .headers_mut()
+                .insert(SEC_WEBSOCKET_PROTOCOL, chosen);
+        }
+        Ok(response)
+    };
+    let accept = tokio_tungstenite::accept_hdr_async_with_config(stream, select, Some(ws_config()));
     let mut ws = tokio::select! {
         _ = shutdown.cancelled() => return,
         _ = kill.cancelled() => return,
@@ -164,6 +212,23 @@ async fn session(
     if let EchoEnd::Shutdown = outcome {
         close_going_away(&mut ws).await;
     }
+}
+
+/// The first subprotocol the client offers (in its order, across every `Sec-WebSocket-Protocol`
+/// header) that is in `ours`.
+fn pick_subprotocol(request: &Request, ours: &[String]) -> Option<HeaderValue> {
+    if ours.is_empty() {
+        return None;
+    }
+    request
+        .headers()
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|list| list.split(','))
+        .map(str::trim)
+        .find(|offered| ours.iter().any(|p| p == offered))
+        .and_then(|chosen| HeaderValue::from_str(chosen).ok())
 }
 
 enum EchoEnd {
@@ -239,4 +304,27 @@ async fn close_going_away(ws: &mut WebSocketStream<TcpStream>) {
         while let Some(Ok(_)) = ws.next().await {}
     })
     .await;
+}
+
+#[cfg(test)]
+mod subprotocol_tests {
+    use super::*;
+
+    fn offer(values: &[&str]) -> Request {
+        let mut builder = Request::builder().uri("/");
+        for v in values {
+            builder = builder.header(SEC_WEBSOCKET_PROTOCOL, *v);
+        }
+        builder.body(()).unwrap()
+    }
+
+    #[test]
+    fn the_first_offered_protocol_we_speak_is_picked() {
+        let ours = ["chat.v1".to_string(), "chat.v2".to_string()];
+        let picked = pick_subprotocol(&offer(&["x, chat.v2", "chat.v1"]), &ours);
+        assert_eq!(picked.unwrap(), "chat.v2");
+        assert!(pick_subprotocol(&offer(&["x", "y"]), &ours).is_none());
+        assert!(pick_subprotocol(&offer(&[]), &ours).is_none());
+        assert!(pick_subprotocol(&offer(&["chat.v1"]), &[]).is_none());
+    }
 }

@@ -87,14 +87,7 @@ enum Command {
     },
     /// A built-in WebSocket echo backend (answers `whoami` with its id).
     #[cfg(feature = "tools")]
-    Echo {
-        /// Address to listen on (port 0: the OS picks one and the log line names it).
-        #[arg(long, default_value = "127.0.0.1:9001")]
-        listen: std::net::SocketAddr,
-        /// The id this backend answers to `whoami` (and reports in its logs).
-        #[arg(long, default_value = "echo")]
-        id: String,
-    },
+    Echo(wsedge::echo::EchoArgs),
     /// Three echo backends and the router in front of them, under a failover load test
     /// (a backend crashes and restarts, another is drained); nothing to install.
     #[cfg(feature = "tools")]
@@ -214,7 +207,7 @@ fn main() -> ExitCode {
         Command::Loadtest(args) => return wsedge::loadtest::cli(*args),
         Command::Run { config } => run(config),
         #[cfg(feature = "tools")]
-        Command::Echo { listen, id } => echo(listen, id),
+        Command::Echo(args) => echo(args),
         #[cfg(feature = "tools")]
         Command::Demo {
             print_config: true, ..
@@ -412,7 +405,12 @@ async fn wait_for_signal() {
 }
 
 #[cfg(feature = "tools")]
-fn echo(listen: std::net::SocketAddr, id: String) -> anyhow::Result<()> {
+fn echo(args: wsedge::echo::EchoArgs) -> anyhow::Result<()> {
+    let wsedge::echo::EchoArgs {
+        listen,
+        id,
+        subprotocols,
+    } = args;
     raise_fd_limit();
     runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen)
@@ -425,7 +423,8 @@ fn echo(listen: std::net::SocketAddr, id: String) -> anyhow::Result<()> {
             wait_for_signal().await;
             stop.cancel();
         });
-        wsedge::echo::serve(listener, id, shutdown).await;
+        let kill = tokio_util::sync::CancellationToken::new();
+        wsedge::echo::serve_with(listener, id, subprotocols.into(), shutdown, kill).await;
         Ok(())
     })
 }

@@ -18,7 +18,7 @@ mod labels;
 mod traffic;
 
 pub use labels::*;
-pub use traffic::clamp;
+pub use traffic::{clamp, ForwardAuthCounters};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -88,8 +88,10 @@ pub struct Metrics {
     /// getaddrinfo failures or empty answers for plain backend hosts answered from the last
     /// good addresses instead.
     pub resolve_last_good_total: prometheus::IntCounter,
-    /// `notAfter` of each listener certificate (Unix seconds), by listener and its first
-    /// `server_names` entry (`default` without one); set at load and at every swap.
+    /// `notAfter` (Unix seconds) of each certificate file: a listener's (`listener`, its first
+    /// `server_names` entry or `default`, `file="cert"`; set at load and at every swap) and a
+    /// `wss://` backend's (`route`, `backend`, `file="client_cert"|"ca"`; set per generation).
+    /// The labels of the other kind are empty.
     pub tls_certificate_not_after_seconds: IntGaugeVec,
     /// Upgrade exchanges with backends, each attempt once (a retried connect counts twice):
     /// `outcome` one of [`BACKEND_UPGRADE_OUTCOMES`].
@@ -107,6 +109,10 @@ pub struct Metrics {
     /// Advanced once a second ([`Metrics::advance_traffic_epoch`]): a session publishes its
     /// traffic at its first read after each advance.
     traffic_epoch: Arc<AtomicU64>,
+    /// Requests to a route's forward-auth service by [`FORWARD_AUTH_RESULTS`] label.
+    pub auth_forward_requests_total: IntCounterVec,
+    /// Forward-auth decisions answered from the route's cache (no request sent).
+    pub auth_forward_cache_hits_total: IntCounterVec,
     /// Refusal access lines held back by the per-reason rate limit.
     pub access_log_suppressed_total: IntCounterVec,
     /// Log lines the non-blocking writer dropped because its buffer was full (the sink
@@ -387,8 +393,8 @@ impl Metrics {
             tls_certificate_not_after_seconds: gauge_vec(
                 &r,
                 "wsedge_tls_certificate_not_after_seconds",
-                "Expiry (Unix seconds) of each listener certificate, by listener and first server name",
-                &["listener", "server_name"],
+                "Expiry (Unix seconds) of each certificate file: listeners' (listener, server_name) and wss:// backends' client_cert and ca (route, backend)",
+                &["listener", "server_name", "route", "backend", "file"],
             ),
             backend_upgrades_total: counter(
                 &r,
@@ -424,6 +430,18 @@ impl Metrics {
                 &r,
                 "wsedge_route_max_sessions_per_ip",
                 "The route's limits.max_sessions_per_ip, where set",
+                &["route"],
+            ),
+            auth_forward_requests_total: counter(
+                &r,
+                "wsedge_auth_forward_requests_total",
+                "Requests to the route's forward-auth service by result (allowed, denied, server_error, timeout, error)",
+                &["route", "result"],
+            ),
+            auth_forward_cache_hits_total: counter(
+                &r,
+                "wsedge_auth_forward_cache_hits_total",
+                "Forward-auth decisions answered from the route's cache",
                 &["route"],
             ),
             traffic_epoch: Arc::new(AtomicU64::new(0)),

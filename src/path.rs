@@ -14,7 +14,7 @@
 use std::borrow::Cow;
 
 /// `listeners[].path_normalization`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Options {
     /// `false`: the path is routed and forwarded exactly as received.
     pub enabled: bool,
@@ -37,7 +37,8 @@ impl Default for Options {
 }
 
 /// `%2F`, `%5C` and a bare `\`: one server's separator is another's literal character.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum EscapedSlashes {
     Reject,
     /// Left encoded (`\` becomes `%5C`): routed as one segment, forwarded as sent.
@@ -45,14 +46,16 @@ pub enum EscapedSlashes {
 }
 
 /// `;…` path parameters (`/admin;jsessionid=1`), which some servers strip before routing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum PathParams {
     /// Matching ignores them; the backend receives them.
     Ignore,
     Reject,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Action {
     /// Route and forward the normalised path.
     Normalize,

@@ -159,11 +159,14 @@ impl Snapshot {
         self
     }
 
-    /// Resolves each route's traffic counters (with metrics on).
+    /// Resolves each route's traffic counters and its forward-auth counters (with metrics on).
     pub fn with_traffic(mut self, metrics: &Metrics) -> Self {
         if metrics.enabled {
             for entry in &mut self.routes {
                 entry.traffic = Some(metrics.traffic_sink(&entry.name));
+                if let Some(f) = entry.auth.as_ref().and_then(|a| a.forward.as_ref()) {
+                    f.attach(metrics.forward_auth_counters(&entry.name));
+                }
             }
         }
         self

@@ -1,6 +1,7 @@
 //! The access log (docs/LOGS.md) as the binary writes it: one JSON line per session at its end
 //! with the documented fields, the query redacted by default, and refusal lines rate-limited
-//! per reason with a `suppressed` summary.
+//! per reason with a `suppressed` summary; a TLS listener's version, SNI and ALPN, and the
+//! client resolved from PROXY and trusted `X-Forwarded-For`, on session and refusal lines.
 mod support;
 
 use futures_util::SinkExt;
@@ -9,11 +10,14 @@ use tokio_tungstenite::tungstenite::Message;
 use support::*;
 
 /// Fields every session line carries (docs/LOGS.md).
-const SESSION_FIELDS: [&str; 25] = [
+const SESSION_FIELDS: [&str; 28] = [
     "kind",
     "listener",
     "client",
     "client_ip",
+    "tls_version",
+    "sni",
+    "alpn",
     "host",
     "path",
     "origin",
@@ -67,6 +71,10 @@ fn session_line_has_every_field_and_a_redacted_query() {
     assert_eq!(f["messages_in"], 1);
     assert_eq!(f["route"], "r");
     assert_eq!(f["backend_addr"], backend.addr.to_string());
+    // A plain listener: no TLS facts.
+    for field in ["tls_version", "sni", "alpn"] {
+        assert_eq!(f[field], "", "{line}");
+    }
     let trace = f["trace_id"].as_str().unwrap();
     assert!(
         trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit()),
@@ -130,6 +138,149 @@ fn refusal_lines_are_rate_limited_per_reason() {
     // All 200 within one or a few windows: at most `limit` written per window.
     assert!(suppressed >= 1, "{summary}");
     assert!(suppressed <= flood - limit, "{summary}");
+    wsedge.sigterm();
+    wsedge.wait_exit();
+    rt.block_on(backend.stop());
+}
+
+/// A wss:// listener: the session line and a refusal line carry the negotiated TLS version,
+/// the SNI the client sent and the agreed ALPN.
+#[test]
+fn tls_lines_carry_version_sni_and_alpn() {
+    use support::tls::*;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let backend = rt.block_on(Backend::echo("b1"));
+    let pki = Pki::new("accesstls");
+    let (cert, key) = pki.server("edge", &["localhost"]);
+    let dir = TempDir::new("accesstls-cfg");
+    let yaml = tls_yaml(&short_form(&cert, &key), "", backend.addr)
+        .replace("path_prefix: /}", "path_prefix: /chat}");
+    let path = dir.write("routes.yaml", &yaml);
+    let mut wsedge = Process::run(&path);
+    let addr = wsedge.addr;
+    let client = tls_client_config(&pki.ca.cert_pem, None);
+    rt.block_on(async {
+        let tls = tls_connect(addr, "localhost", client.clone())
+            .await
+            .unwrap();
+        let mut ws = wss_upgrade(tls, "localhost", "/chat", &[]).await.unwrap();
+        assert_eq!(roundtrip_any(&mut ws, "hi").await, "hi");
+        ws.send(Message::Close(None)).await.unwrap();
+        while let Some(Ok(_)) = futures_util::StreamExt::next(&mut ws).await {}
+    });
+    let session = wsedge.wait_log("session closed");
+    rt.block_on(async {
+        let tls = tls_connect(addr, "localhost", client).await.unwrap();
+        assert!(wss_upgrade(tls, "localhost", "/elsewhere", &[])
+            .await
+            .is_err());
+    });
+    let refusal = wsedge.wait_log("upgrade refused");
+    assert_eq!(refusal["fields"]["reason"], "no_route", "{refusal}");
+    for line in [&session, &refusal] {
+        let f = &line["fields"];
+        assert_eq!(f["tls_version"], "TLSv1.3", "{line}");
+        assert_eq!(f["sni"], "localhost", "{line}");
+        assert_eq!(f["alpn"], "http/1.1", "{line}");
+    }
+    wsedge.sigterm();
+    wsedge.wait_exit();
+    rt.block_on(backend.stop());
+}
+
+/// Behind a PROXY-protocol balancer and a trusted proxy: `client` is the PROXY header's source,
+/// `client_ip` the address trusted `X-Forwarded-For` names, on session and refusal lines alike.
+#[test]
+fn proxy_and_forwarded_clients_on_session_and_refusal_lines() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let backend = rt.block_on(Backend::echo("b1"));
+    let dir = TempDir::new("accessproxy");
+    let yaml = single_route_yaml(&[("b1", backend.addr)], "")
+        .replace("path_prefix: /}", "path_prefix: /chat}")
+        .replacen(
+            "    bind: 127.0.0.1:0\n",
+            "    bind: 127.0.0.1:0\n    proxy_protocol: {version: v1, required: true, from: [\"127.0.0.0/8\"]}\n    \
+             trusted_proxies: [\"203.0.113.0/24\"]\n",
+            1,
+        );
+    let path = dir.write("routes.yaml", &yaml);
+    let mut wsedge = Process::run(&path);
+    let addr = wsedge.addr;
+    let proxied = |path: &str| {
+        format!(
+            "PROXY TCP4 203.0.113.7 192.0.2.1 5555 80\r\n{}",
+            upgrade_request(path, "X-Forwarded-For: 198.51.100.9\r\n")
+        )
+    };
+    // A session (the client leaves right after the 101: `client_gone`).
+    assert_eq!(rt.block_on(raw_http(addr, &proxied("/chat"))).0, 101);
+    let session = wsedge.wait_log("session closed");
+    assert_eq!(rt.block_on(raw_http(addr, &proxied("/elsewhere"))).0, 404);
+    let refusal = wsedge.wait_log("upgrade refused");
+    for line in [&session, &refusal] {
+        let f = &line["fields"];
+        assert_eq!(f["client"], "203.0.113.7:5555", "{line}");
+        assert_eq!(f["client_ip"], "198.51.100.9", "{line}");
+    }
+    wsedge.sigterm();
+    wsedge.wait_exit();
+    rt.block_on(backend.stop());
+}
+
+/// A log sink that stalls (stderr a pipe nobody reads): lines beyond the writer's buffer are
+/// dropped and counted in `wsedge_log_lines_dropped_total`, and sessions keep working — no
+/// worker waits for the sink.
+#[test]
+fn a_stalled_log_sink_drops_lines_and_never_blocks_sessions() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let backend = rt.block_on(Backend::echo("b1"));
+    let dir = TempDir::new("accessstall");
+    let yaml = single_route_yaml(&[("b1", backend.addr)], "") + "admin:\n  bind: 127.0.0.1:0\n";
+    let path = dir.write("routes.yaml", &yaml);
+    let mut wsedge = Process::run_with_args(&path, &["--log-buffer-lines", "16"]);
+    let (addr, admin) = (wsedge.addr, wsedge.log_addr("admin listening"));
+    wsedge.stall_logs();
+    let dropped = |rt: &tokio::runtime::Runtime| {
+        let (status, _, body) = rt.block_on(raw_http(
+            admin,
+            "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        ));
+        assert_eq!(status, 200);
+        body.lines()
+            .find_map(|l| l.strip_prefix("wsedge_log_lines_dropped_total "))
+            .map(|v| v.trim().parse::<u64>().unwrap())
+            .expect("wsedge_log_lines_dropped_total exported")
+    };
+    assert_eq!(dropped(&rt), 0);
+    // Sessions (each writes an access line) until the pipe (64 KiB on Linux) and the 16-line
+    // buffer are full and lines are dropped; every session must still complete.
+    let session = |rt: &tokio::runtime::Runtime, i: usize| {
+        rt.block_on(async {
+            let mut ws = connect(&format!("ws://{addr}/s{i}")).await;
+            assert_eq!(roundtrip(&mut ws, "hi").await, "hi");
+            ws.send(Message::Close(None)).await.unwrap();
+            let _ = close_code(&mut ws).await;
+        })
+    };
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut sessions = 0;
+    while dropped(&rt) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no line dropped after {sessions} sessions"
+        );
+        for _ in 0..50 {
+            session(&rt, sessions);
+            sessions += 1;
+        }
+    }
+    // Still stalled: more sessions work, and their lines are dropped too.
+    let before = dropped(&rt);
+    for i in 0..50 {
+        session(&rt, sessions + i);
+    }
+    assert!(dropped(&rt) > before, "lines of later sessions not dropped");
+    // A stalled sink does not hold up the exit either.
     wsedge.sigterm();
     wsedge.wait_exit();
     rt.block_on(backend.stop());

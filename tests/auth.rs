@@ -589,19 +589,37 @@ fn forward_auth(server: &http_server::HttpServer, extra: &str) -> String {
     )
 }
 
-fn forward_stats(router: &Router) -> (u64, u64) {
-    let snap = router.server().shared().snapshot.load();
-    let f = snap.routes[0]
-        .auth
-        .as_ref()
+/// `wsedge_auth_forward_requests_total{route="r"}` by result, then the cache hits, as the
+/// router exports them (`None`: no such series).
+fn forward_stats(router: &Router) -> (Vec<(&'static str, Option<u64>)>, Option<u64>) {
+    let text = router.metrics();
+    let series = |line: String| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&line)?.trim().parse().ok())
+    };
+    let results = wsedge::metrics::FORWARD_AUTH_RESULTS
+        .iter()
+        .map(|r| {
+            let line = format!("wsedge_auth_forward_requests_total{{result=\"{r}\",route=\"r\"}} ");
+            (*r, series(line))
+        })
+        .collect();
+    let hits = series("wsedge_auth_forward_cache_hits_total{route=\"r\"} ".to_owned());
+    (results, hits)
+}
+
+/// The forward-auth request count of `result` (every result's series exists, at 0 at first).
+fn forward_count(router: &Router, result: &str) -> u64 {
+    let (results, _) = forward_stats(router);
+    for (r, n) in &results {
+        assert!(n.is_some(), "no series for result {r}");
+    }
+    results
+        .iter()
+        .find(|(r, _)| *r == result)
         .unwrap()
-        .forward
-        .as_ref()
-        .unwrap();
-    (
-        f.calls.load(std::sync::atomic::Ordering::Relaxed),
-        f.cache_hits.load(std::sync::atomic::Ordering::Relaxed),
-    )
+        .1
+        .unwrap()
 }
 
 /// Forward auth against a real HTTP server: 2xx admits and copies headers (replacing the
@@ -614,9 +632,14 @@ async fn forward_auth_allows_and_denies() {
     let backend = Backend::echo("b1").await;
     let yaml = single_route_yaml(&[("b1", backend.addr)], &forward_auth(&svc, ""));
     let router = Router::start(&yaml).await;
+    // Every series exists at 0 before the first request.
+    let (results, hits) = forward_stats(&router);
+    assert!(results.iter().all(|(_, n)| *n == Some(0)), "{results:?}");
+    assert_eq!(hits, Some(0));
     let extra = "Cookie: session=s1\r\nX-User: mallory\r\n";
     let (status, _, _) = raw_http(router.addr, &upgrade_request("/room?id=7", extra)).await;
     assert_eq!(status, 101);
+    assert_eq!(forward_count(&router, "allowed"), 1);
     let seen = backend.seen.lock().unwrap().last().cloned().unwrap();
     let users: Vec<_> = seen
         .1
@@ -659,6 +682,8 @@ async fn forward_auth_allows_and_denies() {
     assert_eq!(header(&headers, "x-reason"), Some("expired"));
     assert_eq!(backend.seen.lock().unwrap().len(), before);
     assert!(router.metrics().contains("result=\"auth_denied\""));
+    assert_eq!(forward_count(&router, "denied"), 1);
+    assert_eq!(forward_count(&router, "allowed"), 1);
     router.stop().await;
     backend.stop().await;
     svc.stop().await;
@@ -689,6 +714,23 @@ async fn forward_auth_failures() {
     assert!(router
         .metrics()
         .contains("result=\"auth_unavailable\",route=\"r\",side=\"backend\"} 2"));
+    assert_eq!(forward_count(&router, "timeout"), 1);
+    assert_eq!(forward_count(&router, "server_error"), 1);
+    assert_eq!(forward_count(&router, "allowed"), 0);
+    router.stop().await;
+
+    // Nothing listening: a transport error.
+    let dead = dead_addr().await;
+    let yaml = single_route_yaml(
+        &[("b1", backend.addr)],
+        &format!("auth:\n  forward:\n    url: \"http://{dead}/check\"\n"),
+    );
+    let router = Router::start(&yaml).await;
+    assert_eq!(
+        raw_http(router.addr, &upgrade_request("/", "")).await.0,
+        503
+    );
+    assert_eq!(forward_count(&router, "error"), 1);
     router.stop().await;
 
     let yaml = single_route_yaml(
@@ -700,6 +742,8 @@ async fn forward_auth_failures() {
         raw_http(router.addr, &upgrade_request("/", "")).await.0,
         101
     );
+    // Admitted by failure_mode, counted as what the service answered.
+    assert_eq!(forward_count(&router, "server_error"), 1);
     router.stop().await;
     backend.stop().await;
     svc.stop().await;
@@ -728,7 +772,8 @@ async fn forward_auth_cache() {
         assert_eq!(raw_http(router.addr, &with("a")).await.0, 101);
     }
     assert_eq!(svc.hits(), 1);
-    assert_eq!(forward_stats(&router), (1, 2));
+    assert_eq!(forward_count(&router, "allowed"), 1);
+    assert_eq!(forward_stats(&router).1, Some(2));
     let seen = backend.seen.lock().unwrap().last().cloned().unwrap();
     assert_eq!(
         header(&seen.1, "x-user"),
@@ -743,6 +788,8 @@ async fn forward_auth_cache() {
         assert_eq!(raw_http(router.addr, &with("c")).await.0, 101);
     }
     assert_eq!(svc.hits(), 4);
+    assert_eq!(forward_count(&router, "allowed"), 4);
+    assert_eq!(forward_stats(&router).1, Some(2));
     router.stop().await;
     backend.stop().await;
     svc.stop().await;

@@ -1,6 +1,7 @@
 //! The operations metrics of issue 20 as a scrape of the admin `/metrics` shows them, over real
 //! sockets: backend upgrade outcomes, accepts per listener, configured limits, certificate
-//! expiry (at load and after a swap on disk), and traffic of a session still open.
+//! expiry (a listener's at load and after a swap on disk; a wss:// backend's client certificate
+//! and CA bundle per generation), and traffic of a session still open.
 mod support;
 
 use std::path::Path;
@@ -215,7 +216,7 @@ async fn traffic_of_an_open_session_is_published_and_counted_once() {
 fn not_after(text: &str) -> Option<f64> {
     value(
         text,
-        "wsedge_tls_certificate_not_after_seconds{listener=\"edge\",server_name=\"default\"}",
+        "wsedge_tls_certificate_not_after_seconds{backend=\"\",file=\"cert\",listener=\"edge\",route=\"\",server_name=\"default\"}",
     )
 }
 
@@ -255,4 +256,85 @@ async fn certificate_expiry_is_exported_at_load_and_after_a_swap() {
     }
     router.stop().await;
     backend.stop().await;
+}
+
+fn backend_not_after(text: &str, file: &str) -> Option<f64> {
+    value(
+        text,
+        &format!(
+            "wsedge_tls_certificate_not_after_seconds{{backend=\"tb\",file=\"{file}\",listener=\"\",route=\"r\",server_name=\"\"}}"
+        ),
+    )
+}
+
+/// A wss:// backend's `client_cert` (its leaf) and `ca` (the earliest of the bundle) expiries
+/// are exported, the sessions still work with those files, and a reload that drops the client
+/// certificate drops its series.
+#[tokio::test]
+async fn backend_certificate_files_expiry_is_exported() {
+    let pki = Pki::new("backendexpiry");
+    let (cert, key) = pki.server("backend", &["127.0.0.1"]);
+    let clients = wsedge::tls::dev::DevCa::new("edge clients").unwrap();
+    let clients_ca = pki.dir.write("clients-ca.pem", &clients.cert_pem);
+    let mut spec = Spec::client("wsedge");
+    spec.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(40);
+    let client = clients.issue_spec(&spec).unwrap();
+    let (ec, ek) = pki.write("edge-client", &client);
+    // The bundle: the backend's CA and a second root that expires first.
+    let mut early = Spec::server(&["other-root"]);
+    early.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(20);
+    let early = pki.ca.issue_spec(&early).unwrap();
+    let bundle = pki.dir.write(
+        "bundle.pem",
+        &format!("{}{}", pki.ca.cert_pem, early.cert_pem),
+    );
+    let tb = TlsBackend::echo("tb", &cert, &key, Some(&clients_ca)).await;
+    let yaml = |client_files: &str| {
+        format!(
+            "listeners:\n  - name: edge\n    bind: 127.0.0.1:0\nadmin:\n  bind: 127.0.0.1:0\nroutes:\n  - name: r\n    \
+             match: {{host: \"*\", path_prefix: /}}\n    backends:\n      - {{name: tb, url: \"wss://127.0.0.1:{}\", ca: \"{}\"{client_files}}}\n",
+            tb.addr.port(),
+            bundle.display()
+        )
+    };
+    let with_cert = format!(
+        ", client_cert: \"{}\", client_key: \"{}\"",
+        ec.display(),
+        ek.display()
+    );
+    let router = Router::start(&yaml(&with_cert)).await;
+    let mut ws = connect(&router.url("/")).await;
+    assert_eq!(roundtrip(&mut ws, "whoami").await, "tb");
+    drop(ws);
+    let text = scrape(&router).await;
+    assert_eq!(
+        backend_not_after(&text, "client_cert"),
+        Some(spec.not_after.unix_timestamp() as f64),
+        "{text}"
+    );
+    let earliest = inspect::facts(Path::new("x"), &early.cert_der)
+        .unwrap()
+        .not_after;
+    assert_eq!(
+        backend_not_after(&text, "ca"),
+        Some(earliest as f64),
+        "{text}"
+    );
+
+    std::fs::write(&router.config_path, yaml("")).unwrap();
+    let (status, _, body) = raw_http(
+        router.server().admin_addr().unwrap(),
+        "POST /reload HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let text = scrape(&router).await;
+    assert_eq!(backend_not_after(&text, "client_cert"), None, "{text}");
+    assert_eq!(
+        backend_not_after(&text, "ca"),
+        Some(earliest as f64),
+        "{text}"
+    );
+    router.stop().await;
+    tb.stop().await;
 }

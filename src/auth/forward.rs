@@ -7,20 +7,21 @@
 //! bounded body; 5xx, a timeout or a refused connect is a failure: 503, or admitted with
 //! `failure_mode: allow`. Allowed answers are cached (key: a hash of the `send_headers` values
 //! and the path) for their `max-age`, capped by `cache.max_ttl`; `no-store` is never cached.
+//! Each request is counted by result, each cache hit too (`wsedge_auth_forward_*`).
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response};
 use tokio::time::Instant;
 
-use super::fetch::{max_age, Target};
+use super::fetch::{max_age, FetchError, Target};
 use crate::body::Body;
 use crate::config::auth::{FailureMode, ForwardAuth, FORWARD_MAX_BODY};
+use crate::metrics::ForwardAuthCounters;
 
 static X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
 static X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
@@ -48,10 +49,9 @@ pub struct Forward {
     config: ForwardAuth,
     target: Target,
     cache: Mutex<HashMap<u64, Cached>>,
-    /// Answers served from the cache.
-    pub cache_hits: AtomicU64,
-    /// Requests sent to the auth service.
-    pub calls: AtomicU64,
+    /// The route's `wsedge_auth_forward_*` series, attached when the generation is built
+    /// ([`Forward::attach`]); unset with metrics off (or in `wsedge check`).
+    counters: OnceLock<ForwardAuthCounters>,
 }
 
 impl Forward {
@@ -61,9 +61,19 @@ impl Forward {
             config,
             target,
             cache: Mutex::new(HashMap::new()),
-            cache_hits: AtomicU64::new(0),
-            calls: AtomicU64::new(0),
+            counters: OnceLock::new(),
         })
+    }
+
+    /// Counts this route's calls and cache hits into `counters` from now on.
+    pub fn attach(&self, counters: ForwardAuthCounters) {
+        let _ = self.counters.set(counters);
+    }
+
+    fn count(&self, result: &str) {
+        if let Some(c) = self.counters.get() {
+            c.count(result);
+        }
     }
 
     /// The headers a 2xx copies into the backend request.
@@ -94,7 +104,9 @@ impl Forward {
         if self.config.cache.is_some() {
             let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(c) = cache.get(&key).filter(|c| c.until > Instant::now()) {
-                self.cache_hits.fetch_add(1, Ordering::Relaxed);
+                if let Some(c) = self.counters.get() {
+                    c.cache_hits.inc();
+                }
                 return Decision::Allow(c.headers.clone());
             }
         }
@@ -124,11 +136,17 @@ impl Forward {
         }
         add(&X_FORWARDED_PROTO, if tls { "https" } else { "http" });
         add(&X_FORWARDED_FOR, &client_ip.to_canonical().to_string());
-        self.calls.fetch_add(1, Ordering::Relaxed);
         let answer = self
             .target
             .get(None, &headers, self.config.timeout, FORWARD_MAX_BODY)
             .await;
+        self.count(match &answer {
+            Ok(a) if a.status.is_success() => "allowed",
+            Ok(a) if a.status.is_client_error() => "denied",
+            Ok(_) => "server_error",
+            Err(FetchError::Timeout(_)) => "timeout",
+            Err(_) => "error",
+        });
         let failure = |why: String| match self.config.failure_mode {
             FailureMode::Deny => Decision::Unavailable(why),
             FailureMode::Allow => {

@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use http::HeaderName;
+use serde::Serialize;
+
+use super::show;
 
 pub use jsonwebtoken::Algorithm;
 
@@ -29,7 +32,7 @@ pub const DEFAULT_FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
 pub const FORWARD_MAX_BODY: usize = 16 * 1024;
 
 /// `routes[].auth`: at least one of the two.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Auth {
     pub jwt: Option<Jwt>,
     pub forward: Option<ForwardAuth>,
@@ -49,16 +52,19 @@ impl Auth {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Jwt {
     /// JSON Web Key Set file, re-read when it changes (absolute).
     pub jwks_file: Option<PathBuf>,
     /// JSON Web Key Set over https.
+    #[serde(serialize_with = "show::opt_url")]
     pub jwks_url: Option<url::Url>,
     /// PEM CA bundle the JWKS URL's certificate must chain to (instead of the web roots).
     pub jwks_ca: Option<PathBuf>,
     /// Refresh period of `jwks_url`; `None`: the response's `max-age`, clamped.
+    #[serde(serialize_with = "show::opt_duration")]
     pub jwks_refresh: Option<Duration>,
+    #[serde(serialize_with = "show::duration")]
     pub jwks_min_refetch: Duration,
     /// The HS256/384/512 secret (the file's bytes, one trailing newline removed).
     pub hs_secret_file: Option<PathBuf>,
@@ -67,8 +73,10 @@ pub struct Jwt {
     pub issuer: Option<String>,
     /// Any one of these in `aud`; empty: `aud` is not checked.
     pub audiences: Vec<String>,
+    #[serde(serialize_with = "show::duration")]
     pub leeway: Duration,
     /// Claims that must have these values (a string, or an array holding it): 403 otherwise.
+    #[serde(serialize_with = "show::pairs")]
     pub require_claims: Vec<(String, String)>,
     /// The header's `typ` must equal this (case-insensitive).
     pub require_typ: Option<String>,
@@ -78,6 +86,7 @@ pub struct Jwt {
     /// Keep the token in the forwarded URL and headers (off: removed).
     pub forward_token: bool,
     /// Claim name → backend request header.
+    #[serde(serialize_with = "show::claim_headers")]
     pub claims_to_headers: Vec<(String, HeaderName)>,
     pub close_at_expiry: Option<CloseAtExpiry>,
 }
@@ -93,19 +102,34 @@ pub enum TokenSource {
     Subprotocol(String),
 }
 
+/// `/config` writes a source as `token_from` does.
+impl Serialize for TokenSource {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            TokenSource::Header(h) => s.collect_str(&format_args!("header:{h}")),
+            TokenSource::Cookie(c) => s.collect_str(&format_args!("cookie:{c}")),
+            TokenSource::Query(q) => s.collect_str(&format_args!("query:{q}")),
+            TokenSource::Subprotocol(p) => s.collect_str(&format_args!("subprotocol:{p}")),
+        }
+    }
+}
+
 /// `close_at_expiry`: a session is closed at a moment uniform in
 /// [`exp + grace − spread`, `exp + grace`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CloseAtExpiry {
+    #[serde(serialize_with = "show::duration")]
     pub grace: Duration,
     /// ≤ grace + whatever lies before exp; the window never starts before the upgrade.
+    #[serde(serialize_with = "show::duration")]
     pub spread: Duration,
     /// 1008 or 3000–4999.
     pub code: u16,
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum FailureMode {
     /// An auth-service failure refuses the upgrade (503).
     Deny,
@@ -114,21 +138,26 @@ pub enum FailureMode {
 }
 
 /// `auth.forward`: a GET to `url` decides.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ForwardAuth {
     /// http:// or https://.
+    #[serde(serialize_with = "show::url")]
     pub url: url::Url,
+    #[serde(serialize_with = "show::duration")]
     pub timeout: Duration,
+    #[serde(serialize_with = "show::header_names")]
     pub send_headers: Vec<HeaderName>,
+    #[serde(serialize_with = "show::header_names")]
     pub copy_headers: Vec<HeaderName>,
     pub failure_mode: FailureMode,
     /// `None`: nothing is cached.
     pub cache: Option<ForwardCache>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ForwardCache {
     pub max_entries: usize,
     /// A response's `max-age` is capped at this.
+    #[serde(serialize_with = "show::duration")]
     pub max_ttl: Duration,
 }

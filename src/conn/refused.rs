@@ -6,6 +6,7 @@ use tokio::time::Instant;
 
 use super::{ConnContext, Rejection};
 use crate::access::RequestFacts;
+use crate::balance::key;
 use crate::snapshot::Snapshot;
 
 pub(super) fn account(
@@ -37,10 +38,13 @@ pub(super) fn account(
         &ctx.shared.access,
         m,
         || {
+            // The client as per-IP limits see it, on refusals too (a trusted proxy's clients
+            // are not all the proxy).
+            let client_ip = key::client_ip(peer.ip(), req.headers(), &l.trusted_proxies);
             RequestFacts::capture(
                 &l.name,
-                peer,
-                None,
+                (peer, Some(client_ip)),
+                ctx.client_tls.as_ref(),
                 req.uri(),
                 req.headers(),
                 redact.map(|r| &r.redact_query[..]),

@@ -24,6 +24,8 @@ impl Metrics {
             &self.handshake_retries_total,
             &self.discovery_lookups_total,
             &self.backend_upgrades_total,
+            &self.auth_forward_requests_total,
+            &self.auth_forward_cache_hits_total,
         ] {
             remove_matching(vec, &[("route", route)]);
         }

@@ -16,13 +16,15 @@ pub const HEALTH_CHECK_RESULTS: [&str; 8] = [
 
 /// Every `result` label of `wsedge_reloads_total` (`reload::ReloadError::label` and `ok`),
 /// created at 0 at start so an alert on `increase()` sees the first failure.
-pub const RELOAD_RESULTS: [&str; 6] = [
+pub const RELOAD_RESULTS: [&str; 8] = [
     "ok",
     "busy",
     "invalid",
     "bind_failed",
     "tls_failed",
+    "auth_keys_failed",
     "admin_token",
+    "refused_drain_guard",
 ];
 
 /// Every `result` label of `wsedge_tls_certificate_reloads_total`.
@@ -36,6 +38,12 @@ pub const BUILD_COMMIT: &str = env!("WSEDGE_COMMIT");
 /// (`ok`), answered with something else (`rejected`), or was not reached or answered nothing
 /// usable in time (`failed`).
 pub const BACKEND_UPGRADE_OUTCOMES: [&str; 3] = ["ok", "failed", "rejected"];
+
+/// Every `result` label of `wsedge_auth_forward_requests_total`: the auth service answered 2xx
+/// (`allowed`), 4xx (`denied`), anything else (`server_error`), nothing in time (`timeout`),
+/// or the request failed on the way (`error`: connect, TLS, HTTP, body).
+pub const FORWARD_AUTH_RESULTS: [&str; 5] =
+    ["allowed", "denied", "server_error", "timeout", "error"];
 
 /// Every `reason` label of `wsedge_listener_accept_errors_total`: out of file descriptors
 /// (EMFILE, ENFILE) or anything else `accept(2)` returned.

@@ -1,5 +1,6 @@
 //! The series a generation creates at 0 (Prometheus practice: an alert on `increase()` sees
-//! the first event) and the values it exports once (configured limits).
+//! the first event) and the values it exports once (configured limits, backend certificate
+//! expiries).
 
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
@@ -89,6 +90,8 @@ pub fn init_new_series(metrics: &Metrics, old: Option<&Snapshot>, new: &Snapshot
             }
         }
     }
+    metrics
+        .set_backend_certificate_expiries(&crate::tls::client::file_expiries(&new.config.routes));
     for listener in &new.config.listeners {
         metrics
             .listener_accepted_total

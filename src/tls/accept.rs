@@ -72,6 +72,36 @@ pub struct Accepted {
     pub stream: ClientStream,
     /// mTLS with `forward_client_cert`: the verified client certificate's subject.
     pub client_subject: Option<HeaderValue>,
+    pub facts: ClientTls,
+}
+
+/// What the access log says of a client's TLS: the negotiated version, the SNI the client
+/// sent (rustls accepts only a DNS name there) and the ALPN protocol agreed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientTls {
+    /// `TLSv1.2` or `TLSv1.3`.
+    pub version: &'static str,
+    /// Empty when the client sent none.
+    pub sni: String,
+    /// Empty when none was agreed.
+    pub alpn: String,
+}
+
+impl ClientTls {
+    fn of(conn: &rustls::ServerConnection) -> ClientTls {
+        ClientTls {
+            version: match conn.protocol_version() {
+                Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+                Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+                _ => "other",
+            },
+            sni: conn.server_name().unwrap_or_default().to_owned(),
+            alpn: conn
+                .alpn_protocol()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .unwrap_or_default(),
+        }
+    }
 }
 
 const PLAINTEXT_BODY: &str = "This port speaks TLS: connect with https:// or wss://\n";
@@ -148,9 +178,11 @@ async fn handshake(
             .and_then(|s| HeaderValue::from_bytes(s.as_bytes()).ok()),
         None => None,
     };
+    let facts = ClientTls::of(stream.get_ref().1);
     Ok(Accepted {
         stream: ClientStream::Tls(Box::new(stream)),
         client_subject,
+        facts,
     })
 }
 

@@ -117,6 +117,71 @@ impl BackendConnector {
     }
 }
 
+/// The expiry of one certificate file a `wss://` backend uses, for
+/// `wsedge_tls_certificate_not_after_seconds{route, backend, file}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileExpiry {
+    pub route: String,
+    /// The backend as routes.yaml names it (a discovered endpoint: its template's name, so
+    /// endpoints that come and go with DNS make no series of their own).
+    pub backend: String,
+    /// `client_cert` or `ca`: the field the file comes from.
+    pub file: &'static str,
+    /// Unix seconds: the client certificate's leaf, or the earliest of a CA bundle's.
+    pub not_after: i64,
+}
+
+/// The `client_cert` and `ca` expiries of the `wss://` backends of `routes`. A file that does
+/// not load is left out: the backend's transport reports it (start and reload refuse it).
+/// Reads each file once per (route, backend) on every new generation (a few KiB each).
+pub fn file_expiries(routes: &[Arc<crate::config::Route>]) -> Vec<FileExpiry> {
+    let mut out: Vec<FileExpiry> = Vec::new();
+    for route in routes {
+        for b in route.backends.iter().filter(|b| b.url.tls) {
+            let backend = b.discovered.as_ref().map_or(&b.name, |d| &d.from);
+            let files = [
+                ("client_cert", b.tls.client_cert.as_ref(), false),
+                (
+                    "ca",
+                    b.tls.ca.as_ref().filter(|_| !b.tls.insecure_skip_verify),
+                    true,
+                ),
+            ];
+            for (file, path, earliest) in files {
+                let Some(path) = path else { continue };
+                let seen = |e: &FileExpiry| {
+                    e.route == route.name && e.backend == *backend && e.file == file
+                };
+                if out.iter().any(seen) {
+                    continue;
+                }
+                let Some(not_after) = not_after(path, earliest) else {
+                    continue;
+                };
+                out.push(FileExpiry {
+                    route: route.name.clone(),
+                    backend: backend.clone(),
+                    file,
+                    not_after,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// `notAfter` of the file's first certificate, or (`earliest`) of the one expiring first.
+fn not_after(path: &std::path::Path, earliest: bool) -> Option<i64> {
+    let certs = super::load_certs(path).ok()?;
+    let take = if earliest { certs.len() } else { 1 };
+    certs
+        .iter()
+        .take(take)
+        .filter_map(|c| super::inspect::facts(path, c).ok())
+        .map(|f| f.not_after)
+        .min()
+}
+
 /// `insecure_skip_verify`: any certificate, any name. Handshake signatures are still checked,
 /// so the peer at least holds the key of the certificate it sent.
 #[derive(Debug)]

@@ -723,20 +723,38 @@ pub fn server_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
 /// as a server. Configs bind port 0 and the child reports what it got: each listener's
 /// `listening` log line carries `listener` and `addr`, the admin's `admin listening` its `addr`
 /// (no test picks a port and hopes it stays free). Every stderr line is parsed as JSON by a
-/// reader thread (a line that is not JSON fails the test that reads it).
+/// reader thread (a line that is not JSON fails the test that reads it), until
+/// [`Process::stall_logs`] stops it reading.
 pub struct Process {
     pub child: std::process::Child,
     /// The first traffic listener's address, from its `listening` log line.
     pub addr: SocketAddr,
     logs: std::sync::mpsc::Receiver<Result<serde_json::Value, String>>,
+    /// Set: the reader stops at its next line and holds the pipe open, unread.
+    stall: Arc<std::sync::atomic::AtomicBool>,
+    /// Dropped with the process: a stalled reader then lets go of the pipe and ends.
+    _release: std::sync::mpsc::Sender<()>,
 }
 
 impl Process {
     pub fn run(config: &std::path::Path) -> Process {
+        Process::run_with_args(config, &[])
+    }
+
+    /// [`Process::run`] with global flags before `run` (e.g. `--log-buffer-lines 16`).
+    pub fn run_with_args(config: &std::path::Path, args: &[&str]) -> Process {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wsedge"));
-        cmd.args(["--log-format", "json", "run", "--config"])
+        cmd.args(["--log-format", "json"])
+            .args(args)
+            .args(["run", "--config"])
             .arg(config);
         Process::spawn(cmd)
+    }
+
+    /// Stops reading wsedge's stderr (after at most the next line read): the pipe fills and
+    /// its log writer stalls, as behind a log shipper that hangs. Later `wait_log` calls fail.
+    pub fn stall_logs(&self) {
+        self.stall.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// [`Process::run`] under `ulimit -n nofile` (soft and hard: wsedge raises its soft limit
@@ -761,19 +779,31 @@ impl Process {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, logs) = std::sync::mpsc::channel();
-        // Keeps the pipe drained for the process's whole life.
+        let stall = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        // Keeps the pipe drained for the process's whole life (unless stalled).
+        let stalled = stall.clone();
         std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
+            let mut lines = BufReader::new(stderr).lines();
+            for line in lines.by_ref() {
                 let Ok(line) = line else { break };
                 let _ = tx.send(
                     serde_json::from_str(&line).map_err(|e| format!("not JSON: {line}: {e}")),
                 );
+                if stalled.load(std::sync::atomic::Ordering::SeqCst) {
+                    // Holds the pipe open, unread, until the Process is dropped.
+                    let _ = released.recv();
+                    break;
+                }
             }
+            drop(lines);
         });
         let mut p = Process {
             child,
             addr: "0.0.0.0:0".parse().unwrap(),
             logs,
+            stall,
+            _release: release,
         };
         p.addr = p.log_addr("listening");
         p
@@ -810,8 +840,17 @@ impl Process {
     }
 
     pub fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    /// Reloads the routes file (as `kill -HUP`).
+    pub fn sighup(&self) {
+        self.signal("HUP");
+    }
+
+    fn signal(&self, name: &str) {
         std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .unwrap();
     }
