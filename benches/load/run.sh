@@ -105,8 +105,10 @@ fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 
-log "building wsedge and the load generator (release)"
-cargo build --release --quiet --bin wsedge --example loadgen
+if [ "${BUILD:-1}" != 0 ]; then
+    log "building wsedge and the load generator (release)"
+    cargo build --release --quiet --bin wsedge --example loadgen
+fi
 WSEDGE="$TARGET_DIR/release/wsedge"
 LOADGEN="$TARGET_DIR/release/examples/loadgen"
 CLK_TCK=$(getconf CLK_TCK)
