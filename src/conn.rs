@@ -333,7 +333,7 @@ async fn route_request(
         },
     })?;
     if let Some(guard) = per_ip {
-        slot.hold(guard);
+        slot.hold_per_ip(guard);
     }
     let backend_idx = picked.index;
     let backend_name = route.backends[backend_idx].name.clone();
@@ -369,7 +369,7 @@ async fn route_request(
     // The TCP connection now carries a session: it counts against `max_connections` until
     // the session ends, no longer against its address's pending connections.
     ctx.conn.upgraded();
-    slot.hold(ctx.conn.clone());
+    slot.hold_conn(ctx.conn.clone());
     let on_upgrade = hyper::upgrade::on(req);
     let m = &ctx.shared.metrics;
     if m.enabled {

@@ -46,10 +46,89 @@ pub fn spawn(session: Session) {
         backend = %session.backend_name,
     );
     let tracker = session.shared.sessions.clone();
-    tracker.spawn(run(session).instrument(span));
+    tracker.spawn(run(Box::new(session)).instrument(span));
 }
 
-async fn run(session: Session) {
+/// The task's future, which an idle session keeps for its whole life: it holds the splice
+/// and what [`Ending::finish`] needs, nothing of the handshake. The wait for hyper's hand-over
+/// and the set-up run in [`prepare`]'s boxed future, freed before the splice starts; the
+/// `Session` comes boxed for the same reason (an async fn keeps its arguments for its life).
+async fn run(session: Box<Session>) {
+    // Destructured in the pattern: a `Ready` local would keep its bytes beside the splice.
+    let Some(Ready {
+        end,
+        client,
+        client_pending,
+        backend,
+        backend_pending,
+        cfg,
+    }) = Box::pin(prepare(session)).await
+    else {
+        return;
+    };
+    // Shutdown asks the session to close like a drain does; the splice decides when.
+    let on_shutdown = {
+        let handle = end.handle.clone();
+        let shutdown = end.shared.close_sessions.clone();
+        async move {
+            shutdown.cancelled().await;
+            let _ = handle.close_gracefully(1001, "shutdown");
+            std::future::pending::<()>().await
+        }
+    };
+    let relay = splice::splice(
+        client,
+        client_pending,
+        backend,
+        backend_pending,
+        cfg,
+        end.handle.clone(),
+    );
+    // Not `select!`: it would poll the shutdown future (a lock on the token) on every wake-up
+    // of a busy session. It is polled once to register, then only once the token is cancelled.
+    let mut relay = std::pin::pin!(relay);
+    let mut on_shutdown = std::pin::pin!(on_shutdown);
+    let mut shutdown_registered = false;
+    let close_sessions = &end.shared.close_sessions;
+    let outcome = std::future::poll_fn(|cx| {
+        if !shutdown_registered || close_sessions.is_cancelled() {
+            shutdown_registered = true;
+            let _ = std::future::Future::poll(on_shutdown.as_mut(), cx);
+        }
+        std::future::Future::poll(relay.as_mut(), cx)
+    })
+    .await;
+    end.finish(outcome);
+}
+
+/// What the splice phase starts from.
+struct Ready {
+    end: Ending,
+    client: ClientStream,
+    client_pending: bytes::Bytes,
+    backend: crate::tls::stream::BackendStream,
+    backend_pending: bytes::Bytes,
+    cfg: SpliceConfig,
+}
+
+/// What the session's end accounts with (metrics, access line, the slot's release): held
+/// beside the splice for the session's life, so only what that needs.
+struct Ending {
+    shared: Arc<Shared>,
+    slot: Slot,
+    handle: crate::session::SessionHandle,
+    route: Arc<Route>,
+    backend_name: String,
+    access: Option<Box<crate::access::Upgraded>>,
+    backend_addr: Option<SocketAddr>,
+    active: Option<prometheus::IntGauge>,
+    started: Instant,
+    _expiry: Option<crate::auth::expiry::ExpiryGuard>,
+}
+
+/// Waits for the client's socket, registers the session's gauges and counters, applies a
+/// reload or shutdown that happened during the handshake, and builds the splice's settings.
+async fn prepare(session: Box<Session>) -> Option<Ready> {
     let Session {
         shared,
         on_upgrade,
@@ -61,13 +140,10 @@ async fn run(session: Session) {
         ids,
         access,
         expiry,
-    } = session;
+    } = *session;
     drop(ids); // in the span already; not kept for the session's life
     let started = Instant::now();
-    let (client, backend) = match client_upgraded(on_upgrade, backend).await {
-        Some(both) => both,
-        None => return,
-    };
+    let (client, backend) = client_upgraded(on_upgrade, backend).await?;
     crate::sockopt::set_user_timeout(client.0.tcp(), route.limits.tcp_user_timeout);
     let backend_addr = access
         .as_ref()
@@ -138,85 +214,93 @@ async fn run(session: Session) {
             .stats()
             .set_sink(sink.unwrap_or_else(|| m.traffic_sink(&route.name)));
     }
-    // Shutdown asks the session to close like a drain does; the splice decides when.
-    let on_shutdown = {
-        let handle = handle.clone();
-        let shutdown = shared.close_sessions.clone();
-        async move {
-            shutdown.cancelled().await;
-            let _ = handle.close_gracefully(1001, "shutdown");
-            std::future::pending::<()>().await
-        }
-    };
-    let relay = splice::splice(
-        client.0,
-        client.1,
-        backend.io,
-        backend.pending,
+    let ((client, client_pending), backend) = (client, backend);
+    Some(Ready {
+        end: Ending {
+            shared,
+            slot,
+            handle,
+            route,
+            backend_name,
+            access,
+            backend_addr,
+            active,
+            started,
+            _expiry,
+        },
+        client,
+        client_pending,
+        backend: backend.io,
+        backend_pending: backend.pending,
         cfg,
-        handle.clone(),
-    );
-    // Not `select!`: it would poll the shutdown future (a lock on the token) on every wake-up
-    // of a busy session. It is polled once to register, then only once the token is cancelled.
-    let mut relay = std::pin::pin!(relay);
-    let mut on_shutdown = std::pin::pin!(on_shutdown);
-    let mut shutdown_registered = false;
-    let outcome = std::future::poll_fn(|cx| {
-        if !shutdown_registered || shared.close_sessions.is_cancelled() {
-            shutdown_registered = true;
-            let _ = std::future::Future::poll(on_shutdown.as_mut(), cx);
-        }
-        std::future::Future::poll(relay.as_mut(), cx)
     })
-    .await;
-    handle.stats().publish();
-    let (code, initiator) = describe(&outcome.end);
-    if let Some(g) = &active {
-        g.dec();
-        m.sessions_active.dec();
-        m.closes_total
-            .with_label_values(&[&route.name, code, initiator])
-            .inc();
-        m.session_duration_seconds
-            .with_label_values(&[&route.name])
-            .observe(started.elapsed().as_secs_f64());
-        if outcome.end == SessionEnd::ClientPingTimeout {
-            m.client_ping_timeouts_total
-                .with_label_values(&[&route.name])
+}
+
+impl Ending {
+    /// Accounts for how the session ended, then releases its slot.
+    fn finish(self, outcome: splice::SpliceOutcome) {
+        let Ending {
+            shared,
+            slot,
+            handle,
+            route,
+            backend_name,
+            access,
+            backend_addr,
+            active,
+            started,
+            _expiry,
+        } = self;
+        let m = &shared.metrics;
+        handle.stats().publish();
+        let (code, initiator) = describe(&outcome.end);
+        if let Some(g) = &active {
+            g.dec();
+            m.sessions_active.dec();
+            m.closes_total
+                .with_label_values(&[&route.name, code, initiator])
                 .inc();
-        }
-        if matches!(outcome.end, SessionEnd::SlowConsumer { .. }) {
-            m.slow_consumer_closes_total
+            m.session_duration_seconds
                 .with_label_values(&[&route.name])
-                .inc();
+                .observe(started.elapsed().as_secs_f64());
+            if outcome.end == SessionEnd::ClientPingTimeout {
+                m.client_ping_timeouts_total
+                    .with_label_values(&[&route.name])
+                    .inc();
+            }
+            if matches!(outcome.end, SessionEnd::SlowConsumer { .. }) {
+                m.slow_consumer_closes_total
+                    .with_label_values(&[&route.name])
+                    .inc();
+            }
         }
-    }
-    if let Some(up) = &access {
-        let (c2b, b2c) = (&outcome.client_to_backend, &outcome.backend_to_client);
-        crate::access::session(
-            up,
-            &crate::access::Ended {
-                route: &route.name,
-                backend: &backend_name,
-                backend_addr,
-                end: &outcome.end,
-                code,
-                initiator,
-                duration: started.elapsed(),
-                c2b: (c2b.bytes, c2b.messages),
-                b2c: (b2c.bytes, b2c.messages),
-                hard_closed: outcome.hard_closed,
-            },
-        );
-    }
-    drop(slot);
-    // The sessions of a route a reload removed re-create some of its series while they drain
-    // (closes, drains, bytes, durations): the last one to end deletes them again.
-    if m.enabled
-        && shared.snapshot.load().route(&route.name).is_none()
-        && shared.registry.live_on_route(&route.name) == 0
-    {
-        m.forget_route(&route.name);
+        if let Some(up) = &access {
+            let (c2b, b2c) = (&outcome.client_to_backend, &outcome.backend_to_client);
+            crate::access::session(
+                up,
+                &crate::access::Ended {
+                    route: &route.name,
+                    backend: &backend_name,
+                    backend_addr,
+                    end: &outcome.end,
+                    code,
+                    initiator,
+                    duration: started.elapsed(),
+                    c2b: (c2b.bytes, c2b.messages),
+                    b2c: (b2c.bytes, b2c.messages),
+                    hard_closed: outcome.hard_closed,
+                },
+            );
+        }
+        drop(slot);
+        // The sessions of a route a reload removed re-create some of its series while they
+        // drain (closes, drains, bytes, durations): the last one to end deletes them again.
+        if m.enabled
+            && shared.snapshot.load().route(&route.name).is_none()
+            && shared.registry.live_on_route(&route.name) == 0
+        {
+            m.forget_route(&route.name);
+        }
     }
 }
 

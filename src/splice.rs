@@ -128,16 +128,17 @@ impl Side {
 /// (about 1.4 KiB over `TcpStream`s, see the `close_handshake_over_tcp_and_future_size` test)
 /// plus at most one [`CHUNK`] read buffer per direction while bytes are in flight; an idle
 /// session on sockets with read readiness holds no buffer.
-pub async fn splice<C: Transport, B: Transport>(
+pub fn splice<C: Transport, B: Transport>(
     client: C,
     client_pending: Bytes,
     backend: B,
     backend_pending: Bytes,
     cfg: SpliceConfig,
     handle: SessionHandle,
-) -> SpliceOutcome {
+) -> impl std::future::Future<Output = SpliceOutcome> + Send + 'static {
+    // Built before the future, which captures it: an `async fn` would keep its arguments
+    // beside the relay made from them for the session's whole life.
     let waiter = handle.clone();
-    let mut request = pin!(waiter.close_requested());
     let mut relay = relay::Relay::new(
         client,
         client_pending,
@@ -146,6 +147,9 @@ pub async fn splice<C: Transport, B: Transport>(
         cfg,
         handle,
     );
-    let mut sleep = pin!(tokio::time::sleep_until(relay.first_deadline()));
-    std::future::poll_fn(|cx| relay.poll(cx, sleep.as_mut(), request.as_mut())).await
+    async move {
+        let mut request = pin!(waiter.close_requested());
+        let mut sleep = pin!(tokio::time::sleep_until(relay.first_deadline()));
+        std::future::poll_fn(|cx| relay.poll(cx, sleep.as_mut(), request.as_mut())).await
+    }
 }

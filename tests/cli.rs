@@ -264,3 +264,73 @@ fn a_routes_file_over_max_config_bytes_is_refused_before_it_is_read() {
         String::from_utf8_lossy(&ok.stderr)
     );
 }
+
+/// Every environment variable the code names (`"WSEDGE_…"` literals in src/ and build.rs:
+/// clap's `env = "…"`, `env::var`, `env!`; `RUST_LOG` through `EnvFilter`) is a row of
+/// docs/CONFIG.md's table, and every row names one the code reads (or tokio does).
+#[test]
+fn every_environment_variable_wsedge_reads_is_documented() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = vec![root.join("build.rs")];
+    walk(&root.join("src"), &mut files);
+    let mut read: Vec<String> = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        // tracing-subscriber's EnvFilter reads RUST_LOG without naming it here.
+        if text.contains("EnvFilter::try_from_default_env") && !read.iter().any(|n| n == "RUST_LOG")
+        {
+            read.push("RUST_LOG".to_owned());
+        }
+        for (i, _) in text.match_indices("\"WSEDGE_") {
+            let name: String = text[i + 1..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            if !read.contains(&name) {
+                read.push(name);
+            }
+        }
+    }
+    for expected in [
+        "WSEDGE_CONFIG",
+        "WSEDGE_ADMIN_TOKEN",
+        "WSEDGE_LOG_BUFFER_LINES",
+        "RUST_LOG",
+    ] {
+        assert!(read.iter().any(|n| n == expected), "{read:?}");
+    }
+    let config = std::fs::read_to_string(root.join("docs/CONFIG.md")).unwrap();
+    let table: Vec<String> = config
+        .split("Every environment variable wsedge reads:")
+        .nth(1)
+        .expect("CONFIG.md's environment table")
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .filter_map(|l| {
+            l.strip_prefix("| `")?
+                .split_once('`')
+                .map(|(n, _)| n.to_owned())
+        })
+        .collect();
+    let undocumented: Vec<&String> = read.iter().filter(|n| !table.contains(n)).collect();
+    assert!(
+        undocumented.is_empty(),
+        "not in CONFIG.md: {undocumented:?}"
+    );
+    let stale: Vec<&String> = table
+        .iter()
+        .filter(|n| !read.contains(n) && *n != "TOKIO_WORKER_THREADS")
+        .collect();
+    assert!(stale.is_empty(), "documented, never read: {stale:?}");
+}

@@ -543,46 +543,153 @@ fn series(text: &str) -> Vec<(String, std::collections::HashMap<String, String>)
         .collect()
 }
 
-fn deploy_expressions() -> Vec<String> {
-    fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
-        match v {
-            serde_json::Value::Object(map) => {
-                for (k, v) in map {
-                    match (k.as_str(), v) {
-                        ("expr", serde_json::Value::String(e)) => out.push(e.clone()),
-                        _ => walk(v, out),
-                    }
+/// Labels Prometheus attaches to every scraped series (the target's), never in `/metrics`.
+const TARGET_LABELS: [&str; 2] = ["job", "instance"];
+
+fn deploy_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
+}
+
+/// Every `expr` string under `v`.
+fn exprs_in(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("expr", serde_json::Value::String(e)) => out.push(e.clone()),
+                    _ => exprs_in(v, out),
                 }
             }
-            serde_json::Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
-            _ => {}
         }
+        serde_json::Value::Array(items) => items.iter().for_each(|i| exprs_in(i, out)),
+        _ => {}
     }
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+}
+
+fn dashboards() -> Vec<serde_json::Value> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(root.join("grafana")).unwrap() {
+    for entry in std::fs::read_dir(deploy_dir().join("grafana")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "json") {
-            let v: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-            walk(&v, &mut out);
+            out.push(serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap());
         }
     }
-    let alerts = std::fs::read_to_string(root.join("prometheus/alerts.yaml")).unwrap();
-    let v: serde_json::Value = serde_saphyr::from_str(&alerts).unwrap();
-    walk(&v, &mut out);
+    assert!(!out.is_empty());
     out
+}
+
+fn grafana_expressions() -> Vec<String> {
+    let mut out = Vec::new();
+    for d in dashboards() {
+        exprs_in(&d["panels"], &mut out);
+    }
+    out
+}
+
+/// The dashboards' query variables: (name, `label_values(selector, label)` split in two).
+fn grafana_variables() -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for d in dashboards() {
+        for v in d["templating"]["list"].as_array().unwrap() {
+            if v["type"] != "query" {
+                continue;
+            }
+            let query = v["query"].as_str().unwrap();
+            let inner = query
+                .strip_prefix("label_values(")
+                .and_then(|q| q.strip_suffix(')'))
+                .unwrap_or_else(|| panic!("not a label_values query: {query}"));
+            let (selector, label) = inner.rsplit_once(',').unwrap();
+            out.push((
+                v["name"].as_str().unwrap().to_owned(),
+                selector.trim().to_owned(),
+                label.trim().to_owned(),
+            ));
+        }
+    }
+    out
+}
+
+fn deploy_expressions() -> Vec<String> {
+    let mut out = grafana_expressions();
+    out.extend(
+        grafana_variables()
+            .into_iter()
+            .map(|(_, selector, _)| selector),
+    );
+    let alerts = std::fs::read_to_string(deploy_dir().join("prometheus/alerts.yaml")).unwrap();
+    let v: serde_json::Value = serde_saphyr::from_str(&alerts).unwrap();
+    exprs_in(&v, &mut out);
+    out
+}
+
+/// The dashboard's variables are defined, and every panel query narrows by them: each metric
+/// by `$job` and `$instance`, and by `$route` where the metric has a `route` label.
+#[test]
+fn every_panel_query_uses_the_job_instance_and_route_variables() {
+    let vars = grafana_variables();
+    let names: Vec<&str> = vars.iter().map(|(n, _, _)| n.as_str()).collect();
+    assert_eq!(names, ["job", "instance", "route"]);
+    // Each variable narrows by the ones before it (a route list of the chosen instances).
+    for (i, (name, selector, label)) in vars.iter().enumerate() {
+        assert_eq!(name, label);
+        for before in &names[..i] {
+            assert!(
+                selector.contains(&format!("{before}=~\"${before}\"")),
+                "{name}: {selector}"
+            );
+        }
+    }
+    let exprs = grafana_expressions();
+    assert!(exprs.len() >= 30, "{exprs:?}");
+    for expr in &exprs {
+        let refs = prom_refs(expr);
+        for name in &refs.metrics {
+            let uses = refs.metrics.iter().filter(|n| *n == name).count();
+            for var in ["job", "instance"] {
+                let filtered = refs
+                    .matchers
+                    .iter()
+                    .filter(|(n, l, v)| n == name && l == var && v == &[format!("${var}")])
+                    .count();
+                assert_eq!(filtered, uses, "{name} not narrowed by ${var} in {expr}");
+            }
+        }
+    }
 }
 
 #[tokio::test]
 async fn every_metric_and_label_the_dashboard_and_alerts_use_is_exported() {
     let b = Backend::echo("a").await;
+    // A second listener with TLS, for the handshake and certificate-expiry series.
+    let pki = support::tls::Pki::new("deploy-exprs");
+    let (cert, key) = pki.server("edge", &["localhost"]);
+    let tls_listener = format!(
+        "  - name: tls\n    bind: 127.0.0.1:0\n    tls: {{cert: \"{}\", key: \"{}\"}}\nroutes:\n",
+        cert.display(),
+        key.display()
+    );
     let yaml = single_route_yaml(
         &[("a", b.addr)],
         "origins: [\"https://ok.example\"]\nhealth_check: {interval: 100ms, timeout: 50ms}",
-    );
+    )
+    .replacen("routes:\n", &tls_listener, 1)
+    .replacen("  - name: r\n", "  - name: r\n    listener: edge\n", 1)
+        // A route with forward auth (never asked here: its series exist at 0).
+        + &format!(
+            "  - name: fa\n    listener: edge\n    match: {{host: \"*\", path_prefix: /fa}}\n    \
+             backends: [{{name: a, url: \"ws://{}\"}}]\n    \
+             auth: {{forward: {{url: \"http://127.0.0.1:9/auth\"}}}}\n",
+            b.addr
+        );
     let router = Router::start(&yaml).await;
-    // Scripted traffic: a live session, a finished one, a refused Origin, a probe round.
+    // Scripted traffic: a live session, a finished one, a refused Origin, a probe round, a
+    // TLS handshake.
+    let tls_addr = router.server().listener_addr("tls").unwrap();
+    let client = support::tls::tls_client_config(&pki.ca.cert_pem, None);
+    support::tls::tls_connect(tls_addr, "localhost", client)
+        .await
+        .unwrap();
     let mut live = connect(&router.url("/")).await;
     assert_eq!(roundtrip(&mut live, "one").await, "one");
     let mut done = connect(&router.url("/")).await;
@@ -620,7 +727,8 @@ async fn every_metric_and_label_the_dashboard_and_alerts_use_is_exported() {
                 problems.push(format!("{name} not exported ({expr})"));
             }
         }
-        for label in refs.by_labels.iter().filter(|l| *l != "le") {
+        let attached = |l: &str| l == "le" || TARGET_LABELS.contains(&l);
+        for label in refs.by_labels.iter().filter(|l| !attached(l)) {
             let has = scraped
                 .iter()
                 .any(|(n, labels)| refs.metrics.contains(n) && labels.contains_key(label));
@@ -629,6 +737,17 @@ async fn every_metric_and_label_the_dashboard_and_alerts_use_is_exported() {
             }
         }
         for (name, label, values) in &refs.matchers {
+            // A dashboard variable (`$route`): the label must exist; the value is the user's.
+            if values.iter().any(|v| v.starts_with('$')) {
+                let has = TARGET_LABELS.contains(&label.as_str())
+                    || scraped
+                        .iter()
+                        .any(|(n, l)| n == name && l.contains_key(label));
+                if !has {
+                    problems.push(format!("{name} has no label {label} (`{expr}`)"));
+                }
+                continue;
+            }
             for value in values {
                 let has = scraped
                     .iter()
@@ -636,6 +755,24 @@ async fn every_metric_and_label_the_dashboard_and_alerts_use_is_exported() {
                 if !has {
                     problems.push(format!("{name}{{{label}=\"{value}\"}} never exported"));
                 }
+            }
+        }
+    }
+    // Panels narrow every series that has a route by the `$route` variable.
+    for expr in grafana_expressions() {
+        let refs = prom_refs(&expr);
+        for name in &refs.metrics {
+            let routed = scraped
+                .iter()
+                .any(|(n, l)| n == name && l.contains_key("route"));
+            let uses = refs.metrics.iter().filter(|n| *n == name).count();
+            let narrowed = refs
+                .matchers
+                .iter()
+                .filter(|(n, l, v)| n == name && l == "route" && v.iter().any(|v| v == "$route"))
+                .count();
+            if routed && narrowed != uses {
+                problems.push(format!("{name} not narrowed by $route in `{expr}`"));
             }
         }
     }

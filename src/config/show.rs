@@ -197,6 +197,40 @@ mod tests {
         }
     }
 
+    /// A duration field added without `serialize_with = "show::duration"` would be written as
+    /// serde's `{secs, nanos}`: every duration of a config with its defaults is a string.
+    #[test]
+    fn no_duration_is_written_as_secs_and_nanos() {
+        fn walk(v: &serde_json::Value, at: &str) {
+            match v {
+                serde_json::Value::Object(map) => {
+                    assert!(
+                        !(map.contains_key("secs") && map.contains_key("nanos")),
+                        "{at} is written as serde's Duration: add serialize_with"
+                    );
+                    for (k, child) in map {
+                        walk(child, &format!("{at}.{k}"));
+                    }
+                }
+                serde_json::Value::Array(items) => {
+                    for (i, child) in items.iter().enumerate() {
+                        walk(child, &format!("{at}[{i}]"));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let yaml = "listeners:\n  - {name: edge, bind: \"127.0.0.1:0\"}\nroutes:\n  - name: r\n    \
+                    match: {host: \"*\", path_prefix: /}\n    health_check: {path: /h, passive: {}}\n    \
+                    backends: [{name: b, url: \"ws://127.0.0.1:1\"}]\n";
+        let (config, _) = super::super::Config::from_yaml(std::path::Path::new("r.yaml"), yaml)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let shown = serde_json::to_value(&config).unwrap();
+        walk(&shown, "");
+        assert_eq!(shown["routes"][0]["limits"]["idle_timeout"], "5m");
+        assert_eq!(shown["reload"]["settle"], "500ms");
+    }
+
     #[test]
     fn url_passwords_and_query_values_are_redacted() {
         let u = url::Url::parse("https://user:pw@auth.example/check?key=s3cret&svc=chat").unwrap();

@@ -30,9 +30,6 @@ pub(super) fn account(
         .with_label_values(&[route_name, side])
         .observe(started.elapsed().as_secs_f64());
     let (l, peer) = (&ctx.listener, ctx.peer);
-    // The client as per-IP limits see it, on refusals too (a trusted proxy's clients are not
-    // all the proxy).
-    let client_ip = key::client_ip(peer.ip(), req.headers(), &l.trusted_proxies);
     let redact = snapshot
         .config
         .routes
@@ -41,6 +38,9 @@ pub(super) fn account(
         &ctx.shared.access,
         m,
         || {
+            // The client as per-IP limits see it, on refusals too (a trusted proxy's clients
+            // are not all the proxy).
+            let client_ip = key::client_ip(peer.ip(), req.headers(), &l.trusted_proxies);
             RequestFacts::capture(
                 &l.name,
                 (peer, Some(client_ip)),
