@@ -149,7 +149,7 @@ async fn main() {
     let during = busy.await.unwrap();
     trigger.sort();
 
-    // (2) file write → active, through the watcher (includes its 200 ms debounce).
+    // (2) file write → active, through the watcher (includes its `reload.settle` wait).
     wsedge::reload::watch(&shared).unwrap();
     let mut written = Vec::new();
     for n in 0..10 {
@@ -171,8 +171,8 @@ async fn main() {
         trigger.last().unwrap()
     );
     println!(
-        "| file write → active (10 writes; debounce {:?}) | {:.2?} | {:.2?} | {:.2?} |",
-        wsedge::reload::DEBOUNCE,
+        "| file write → active (10 writes; settle {:?}) | {:.2?} | {:.2?} | {:.2?} |",
+        shared.snapshot.load().config.reload.settle,
         percentile(&written, 0.5),
         percentile(&written, 0.99),
         written.last().unwrap()

@@ -1,5 +1,5 @@
 //! The admin listener. Open: `/healthz`, `/readyz`, `/metrics`, `/status`, `/config`.
-//! Mutating (Bearer token): `POST /reload[?dry_run=true]`,
+//! Mutating (Bearer token): `POST /reload[?dry_run=true | ?force=true]`,
 //! `POST /backends/{route}/{name}/drain|undrain`. Never shares a port with traffic.
 
 use std::convert::Infallible;
@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use crate::body::{full, Body};
 use crate::config::Config;
 use crate::drain::DrainReason;
-use crate::reload::{ReloadError, Wait};
+use crate::reload::{Guard, ReloadError, Wait};
 use crate::shared::Shared;
 use auth::{Access, Denied};
 
@@ -164,14 +164,18 @@ async fn route(req: Request<Incoming>, local: SocketAddr, shared: &Arc<Shared>) 
             ),
         },
         (Method::POST, ["reload"]) => {
-            let dry_run = req
-                .uri()
-                .query()
-                .is_some_and(|q| q.split('&').any(|p| p == "dry_run=true"));
-            if dry_run {
+            let flag = |name: &str| {
+                let want = format!("{name}=true");
+                req.uri()
+                    .query()
+                    .is_some_and(|q| q.split('&').any(|p| p == want))
+            };
+            if flag("dry_run") {
                 dry_run_reload(req, shared).await
+            } else if flag("force") {
+                reload(shared, Guard::Force).await
             } else {
-                reload(shared).await
+                reload(shared, Guard::Check).await
             }
         }
         (Method::POST, ["backends", route, name, action @ ("drain" | "undrain")]) => {
@@ -220,8 +224,8 @@ fn refuse(shared: &Shared, req: &Request<Incoming>, denied: Denied) -> Response<
     r
 }
 
-async fn reload(shared: &Arc<Shared>) -> Response<Body> {
-    match crate::reload::reload_file(shared, "admin", Wait::RefuseIfBusy).await {
+async fn reload(shared: &Arc<Shared>, guard: Guard) -> Response<Body> {
+    match crate::reload::reload_file_with(shared, "admin", Wait::RefuseIfBusy, guard).await {
         Ok(r) => json(
             StatusCode::OK,
             &serde_json::json!({
@@ -244,7 +248,21 @@ fn reload_error(e: &ReloadError) -> Response<Body> {
         ReloadError::Bind(_) => (StatusCode::INTERNAL_SERVER_ERROR, vec![e.to_string()]),
         // The file is valid but names a certificate that cannot be used: the caller's to fix.
         ReloadError::Tls(_) => (StatusCode::BAD_REQUEST, vec![e.to_string()]),
+        ReloadError::AuthKeys(_) => (StatusCode::BAD_REQUEST, vec![e.to_string()]),
         ReloadError::AdminToken(_) => (StatusCode::BAD_REQUEST, vec![e.to_string()]),
+        // Valid, but refused until forced: the figures and the plan let the caller decide.
+        ReloadError::DrainGuard(r) => {
+            return json(
+                StatusCode::CONFLICT,
+                &serde_json::json!({
+                    "errors": [e.to_string()],
+                    "refused_by": "drain_guard",
+                    "live": r.live,
+                    "max_drain_fraction": r.max_fraction,
+                    "drains": r.plan,
+                }),
+            )
+        }
     };
     json(status, &serde_json::json!({ "errors": errors }))
 }
@@ -294,10 +312,15 @@ async fn dry_run_reload(req: Request<Incoming>, shared: &Arc<Shared>) -> Respons
             if let Err(why) = crate::admin::auth::check_config(&config, bound) {
                 return reload_error(&ReloadError::AdminToken(why));
             }
-            let plan = crate::reload::dry_run(shared, config);
+            let (plan, guard) = crate::reload::dry_run(shared, config);
             json(
                 StatusCode::OK,
-                &serde_json::json!({ "dry_run": true, "drains": plan, "elapsed_ms": started.elapsed().as_secs_f64() * 1e3 }),
+                &serde_json::json!({
+                    "dry_run": true,
+                    "drains": plan,
+                    "drain_guard": guard,
+                    "elapsed_ms": started.elapsed().as_secs_f64() * 1e3,
+                }),
             )
         }
         Err(errors) => reload_error(&ReloadError::Invalid(errors)),

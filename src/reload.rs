@@ -1,12 +1,11 @@
 //! Live reload: load → validate whole → bind new listeners → build snapshot → swap → stop
 //! removed listeners → drain what the diff names.
 //!
-//! Triggers: the config file changing on disk ([`watch`], on the parent directory so
-//! rename-saves, `mv` and Kubernetes `..data` swaps are all seen), SIGHUP ([`on_sighup`]), and
-//! `POST /reload` (admin). Reloads are serialised by `Shared::reload_lock`. A bad file, or a
-//! listener that cannot be bound, changes nothing.
+//! Triggers: the config file changing on disk ([`watch`], once it has settled), SIGHUP
+//! ([`on_sighup`]), and `POST /reload` (admin). Reloads are serialised by
+//! `Shared::reload_lock`. A bad file, a listener that cannot be bound, or a plan that the
+//! drain guard ([`guard`]) refuses changes nothing.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,9 +20,13 @@ use crate::shared::Shared;
 use crate::snapshot::Snapshot;
 
 mod endpoints;
+pub mod guard;
 mod series;
+mod watch;
 pub use endpoints::{apply_discovered, follow_discovery};
+pub use guard::Guard;
 pub use series::init_new_series;
+pub use watch::watch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -37,6 +40,13 @@ pub enum ReloadError {
     /// unusable: nothing changed, the old ones keep serving.
     #[error(transparent)]
     Tls(StartError),
+    /// A route's JWT keys (`jwks_file`, `hs_secret_file`) of the new config cannot be read
+    /// or parsed: nothing changed, the old key sets keep serving.
+    #[error("auth keys: {0}")]
+    AuthKeys(Arc<crate::auth::LoadError>),
+    /// The plan would drain more than `reload.max_drain_fraction` of the live sessions.
+    #[error(transparent)]
+    DrainGuard(guard::Refused),
     /// The new config would leave the admin endpoint without a usable token (refused: the
     /// old config, and its token, keep serving).
     #[error("{0}")]
@@ -51,6 +61,8 @@ impl ReloadError {
             ReloadError::Invalid(_) => "invalid",
             ReloadError::Bind(_) => "bind_failed",
             ReloadError::Tls(_) => "tls_failed",
+            ReloadError::AuthKeys(_) => "auth_keys_failed",
+            ReloadError::DrainGuard(_) => "refused_drain_guard",
             ReloadError::AdminToken(_) => "admin_token",
         }
     }
@@ -73,11 +85,21 @@ pub enum Wait {
     RefuseIfBusy,
 }
 
-/// Re-reads the config file and applies it.
+/// Re-reads the config file and applies it, judged by the drain guard.
 pub async fn reload_file(
     shared: &Arc<Shared>,
     trigger: &str,
     wait: Wait,
+) -> Result<Reloaded, ReloadError> {
+    reload_file_with(shared, trigger, wait, Guard::Check).await
+}
+
+/// Re-reads the config file and applies it; `guard` says whether the drain guard judges it.
+pub async fn reload_file_with(
+    shared: &Arc<Shared>,
+    trigger: &str,
+    wait: Wait,
+    guard: Guard,
 ) -> Result<Reloaded, ReloadError> {
     let started = Instant::now();
     let path = shared.config_path.clone();
@@ -93,7 +115,7 @@ pub async fn reload_file(
             for w in &warnings {
                 warn!("{w}");
             }
-            apply(shared, config, wait, started).await
+            apply_with(shared, config, wait, guard, started).await
         }
         Err(errors) => Err(ReloadError::Invalid(errors)),
     };
@@ -127,17 +149,36 @@ fn record(shared: &Shared, trigger: &str, result: &Result<Reloaded, ReloadError>
                         warn!(trigger, "reload refused: {line}");
                     }
                 }
+                ReloadError::DrainGuard(r) => warn!(
+                    trigger,
+                    drained = r.drained,
+                    live = r.live,
+                    max_drain_fraction = r.max_fraction,
+                    "reload refused by the drain guard: {r}"
+                ),
                 other => warn!(trigger, "reload refused: {other}"),
             }
         }
     }
 }
 
-/// Applies a validated config. On error nothing has changed.
+/// Applies a validated config, judged by the drain guard. On error nothing has changed.
 pub async fn apply(
     shared: &Arc<Shared>,
     config: Config,
     wait: Wait,
+    started: Instant,
+) -> Result<Reloaded, ReloadError> {
+    apply_with(shared, config, wait, Guard::Check, started).await
+}
+
+/// Applies a validated config; `guard` says whether the drain guard judges it. On error
+/// nothing has changed.
+pub async fn apply_with(
+    shared: &Arc<Shared>,
+    config: Config,
+    wait: Wait,
+    guard: Guard,
     started: Instant,
 ) -> Result<Reloaded, ReloadError> {
     let _guard = match wait {
@@ -197,16 +238,17 @@ pub async fn apply(
     // the backend is unchanged); the query loops follow the new file once it is applied.
     let declared = config;
     let config = shared.discovery.expand(&declared);
-    let new = Snapshot::build(config, old.generation + 1, Some(&old))
-        .with_listener_tls(listener_tls)
-        .with_traffic(&shared.metrics);
-    let new = Arc::new(new);
+    let new =
+        Snapshot::build(config, old.generation + 1, Some(&old)).with_listener_tls(listener_tls);
     if let Some(e) = new.transport_error() {
         return Err(ReloadError::Tls(StartError::BackendTls(e)));
     }
     if let Some(e) = new.auth_error() {
-        return Err(ReloadError::Tls(StartError::AuthKeys(e)));
+        return Err(ReloadError::AuthKeys(e));
     }
+    guard::judge(shared, &old, &new, guard).map_err(ReloadError::DrainGuard)?;
+    // Only now: a refused config must not leave series of routes it would have added.
+    let new = Arc::new(new.with_traffic(&shared.metrics));
     shared.discovery.configure(&declared);
     shared.snapshot.store(new.clone());
     *shared.loaded_at.lock().unwrap_or_else(|e| e.into_inner()) = std::time::SystemTime::now();
@@ -257,12 +299,17 @@ fn after_swap(shared: &Arc<Shared>, old: &Snapshot, new: &Arc<Snapshot>) -> serd
     summary
 }
 
-/// What a config would drain, without changing anything.
-pub fn dry_run(shared: &Shared, config: Config) -> serde_json::Value {
+/// What a config would drain, without changing anything: the plan's summary and the drain
+/// guard's verdict on it ([`guard::verdict`]).
+pub fn dry_run(shared: &Shared, config: Config) -> (serde_json::Value, serde_json::Value) {
     let old = shared.snapshot.load_full();
     let config = shared.discovery.expand(&config);
     let candidate = Snapshot::build(config, old.generation + 1, Some(&old));
-    DrainPlan::compute(shared.registry.all(), &candidate).summary()
+    let sessions = shared.registry.all();
+    let live = sessions.len();
+    let plan = DrainPlan::compute(sessions, &candidate);
+    let verdict = guard::verdict(&old, &candidate, plan.entries.len(), live);
+    (plan.summary(), verdict)
 }
 
 fn default_drain() -> crate::config::Drain {
@@ -283,86 +330,25 @@ fn forget_removed_series(shared: &Shared, old: &Snapshot, new: &Snapshot) {
     }
 }
 
-/// Reloads on every SIGHUP until shutdown.
+/// Reloads on every SIGHUP until shutdown. A SIGHUP within [`guard::SIGHUP_FORCE_WINDOW`]
+/// of one whose reload the drain guard refused forces the reload (`kill -HUP` twice).
 pub fn on_sighup(shared: &Arc<Shared>) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = signal(SignalKind::hangup())?;
     let shared2 = shared.clone();
     shared.tasks.spawn(async move {
+        let mut force = guard::SighupForce::default();
         loop {
             tokio::select! {
                 _ = shared2.stop_accepting.cancelled() => break,
                 got = hup.recv() => if got.is_none() { break },
             }
-            let _ = reload_file(&shared2, "sighup", Wait::Queue).await;
+            let result =
+                reload_file_with(&shared2, "sighup", Wait::Queue, force.judge_next()).await;
+            force.refused(matches!(result, Err(ReloadError::DrainGuard(_))));
         }
     });
     Ok(())
-}
-
-/// How long file events settle before the file is re-read (editors write in several steps).
-pub const DEBOUNCE: Duration = Duration::from_millis(200);
-
-/// Watches the config file's directory (non-recursive) and reloads when the file's content
-/// changes. Any event in the directory triggers a re-read: in a Kubernetes ConfigMap the only
-/// events are on `..data`, never on the file itself, and a watch on the file is lost at the
-/// first rename-save.
-pub fn watch(shared: &Arc<Shared>) -> Result<(), notify::Error> {
-    use notify::{RecursiveMode, Watcher};
-    let path = shared.config_path.clone();
-    let dir = watched_dir(&path);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if res.is_ok() {
-            // A full channel already holds a wake-up: nothing is lost by dropping this one.
-            let _ = tx.try_send(());
-        }
-    })?;
-    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
-    let shared2 = shared.clone();
-    let mut last = file_hash(&path);
-    shared.tasks.spawn(async move {
-        let _watcher = watcher; // dropped (and unwatched) when this task ends
-        loop {
-            tokio::select! {
-                _ = shared2.stop_accepting.cancelled() => break,
-                got = rx.recv() => if got.is_none() { break },
-            }
-            // Debounce: wait until events stop for DEBOUNCE.
-            loop {
-                tokio::select! {
-                    _ = shared2.stop_accepting.cancelled() => return,
-                    _ = tokio::time::sleep(DEBOUNCE) => break,
-                    _ = rx.recv() => continue,
-                }
-            }
-            // Unreadable mid-swap: a later event re-reads it.
-            let Some(now) = file_hash(&path) else {
-                continue;
-            };
-            if Some(now) == last {
-                continue;
-            }
-            last = Some(now);
-            let _ = reload_file(&shared2, "file", Wait::Queue).await;
-        }
-    });
-    info!(dir = %dir.display(), "watching the config directory");
-    Ok(())
-}
-
-fn watched_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
-/// FNV-1a of the file's bytes; `None` when unreadable (mid-swap): a later event re-reads it.
-fn file_hash(path: &Path) -> Option<u64> {
-    std::fs::read(path)
-        .ok()
-        .map(|b| crate::balance::key::hash_key(&b))
 }
 
 #[cfg(test)]
@@ -381,6 +367,19 @@ mod tests {
             ReloadError::Invalid(ConfigErrors(Vec::new())),
             ReloadError::Bind(bind()),
             ReloadError::Tls(bind()),
+            ReloadError::AuthKeys(std::sync::Arc::new(crate::auth::LoadError {
+                route: "r".into(),
+                source: crate::auth::jwks::JwksError::Io {
+                    path: "keys.json".into(),
+                    source: std::io::ErrorKind::NotFound.into(),
+                },
+            })),
+            ReloadError::DrainGuard(guard::Refused {
+                drained: 2,
+                live: 3,
+                max_fraction: 0.5,
+                plan: serde_json::Value::Null,
+            }),
             ReloadError::AdminToken(String::new()),
         ];
         let mut labels: Vec<&str> = errors.iter().map(|e| e.label()).collect();

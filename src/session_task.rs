@@ -369,10 +369,11 @@ mod tests {
     use super::*;
     use crate::tls::stream::MaybeTls;
 
-    /// hyper drops a connection whose client resets while the backend upgrade is in flight,
-    /// so the window between the backend's 101 and the client's is too narrow to hit through
-    /// a socket: an `OnUpgrade` that fails at once stands in for it (a request without an
-    /// upgrade). The raw backend must read a masked Close 1001, then EOF.
+    /// An `OnUpgrade` that fails at once (a request without an upgrade) stands in for a client
+    /// gone before its 101 was written. Through real sockets: tests/handshake.rs
+    /// `client_gone_before_its_101_gets_the_upgraded_backend_a_masked_1001` (a client that
+    /// leaves with nothing pipelined is seen by hyper at once, which cancels the backend
+    /// handshake instead). The raw backend must read a masked Close 1001, then EOF.
     #[tokio::test]
     async fn client_gone_before_its_101_gets_the_backend_a_masked_1001() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -42,6 +42,15 @@ async fn wait_no_slots(router: &Router) {
     }
 }
 
+/// Reloads the file past the drain guard: these reloads drain the only session on purpose
+/// (the guard itself: tests/reload_guard.rs).
+async fn force_reload(shared: &std::sync::Arc<wsedge::shared::Shared>) -> wsedge::reload::Reloaded {
+    use wsedge::reload::{reload_file_with, Guard, Wait};
+    reload_file_with(shared, "test", Wait::Queue, Guard::Force)
+        .await
+        .unwrap()
+}
+
 /// Waits (bounded) until `f` holds.
 async fn wait_for(what: &str, f: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -115,9 +124,7 @@ async fn a_reload_drain_leaves_the_gauge_at_zero() {
     )
     .unwrap();
     let shared = router.server().shared();
-    let reloaded = wsedge::reload::reload_file(shared, "test", wsedge::reload::Wait::Queue)
-        .await
-        .unwrap();
+    let reloaded = force_reload(shared).await;
     assert_eq!(reloaded.generation, 2);
     assert_eq!(close_code(&mut ws).await, Some(1001));
     drop(ws);
@@ -155,9 +162,7 @@ async fn a_drained_slot_that_never_became_a_session_lowers_the_gauge() {
     // The route no longer matches the request's path: its slot drains before any session.
     std::fs::write(&router.config_path, yaml("/other")).unwrap();
     let shared = router.server().shared();
-    wsedge::reload::reload_file(shared, "test", wsedge::reload::Wait::Queue)
-        .await
-        .unwrap();
+    force_reload(shared).await;
     wait_for("the slot is draining", || draining(&router) == 1.0).await;
     assert_eq!(client.await.unwrap(), 503);
     wait_no_slots(&router).await;

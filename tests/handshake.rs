@@ -1,5 +1,6 @@
 //! RFC 6455 upgrade validation through a real router: every refusal with its status and
-//! headers, backend-side failures, relayed rejections, subprotocols and header forwarding.
+//! headers, backend-side failures, relayed rejections, subprotocols and header forwarding, and
+//! a client that leaves before its upgrade completes.
 
 mod support;
 
@@ -393,4 +394,114 @@ async fn connect_failure_is_retried_on_the_next_backend() {
     }
     router.stop().await;
     live.stop().await;
+}
+
+/// The router's end of `client`'s connection (by address pair in /proc/net/tcp): waits
+/// (bounded) until it has left ESTABLISHED and CLOSE_WAIT, i.e. the router closed it or the
+/// client's RST reset it. `client` is `(client's local address, router's address)`.
+async fn wait_router_side_gone(client: (std::net::SocketAddr, std::net::SocketAddr)) {
+    let hex = |a: std::net::SocketAddr| match a {
+        std::net::SocketAddr::V4(v4) => format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(v4.ip().octets()),
+            v4.port()
+        ),
+        v6 => panic!("IPv4 loopback expected, got {v6}"),
+    };
+    let (router_side, client_side) = (hex(client.1), hex(client.0));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        let state = table.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 3 && f[1] == router_side && f[2] == client_side).then(|| f[3].to_owned())
+        });
+        // 01 ESTABLISHED, 08 CLOSE_WAIT: the router has not let go of it yet.
+        if !matches!(state.as_deref(), Some("01") | Some("08")) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the router kept the connection (state {state:?})"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// A raw backend that takes one upgrade, waits for `go`, answers 101 and returns all it
+/// reads after that until EOF (bounded).
+async fn backend_answering_late(
+    listener: tokio::net::TcpListener,
+    got_head: tokio::sync::oneshot::Sender<()>,
+    go: tokio::sync::oneshot::Receiver<()>,
+) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut s, _) = listener.accept().await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).await.unwrap(), 1, "head cut short");
+        head.push(byte[0]);
+    }
+    got_head.send(()).unwrap();
+    go.await.unwrap();
+    let head = String::from_utf8(head).unwrap();
+    // The router may be gone already: what it reads after is what counts.
+    let _ = s.write_all(switching_protocols(&head).as_bytes()).await;
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, s.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the backend's socket was left open: {rest:?}");
+    rest
+}
+
+/// Asserts `got` is exactly one masked Close 1001 (wsedge is the backend's client).
+fn assert_masked_1001(got: &[u8]) {
+    assert_eq!(
+        got.len(),
+        2 + 4 + 2,
+        "one masked Close with a code: {got:?}"
+    );
+    assert_eq!(got[..2], [0x88, 0x80 | 2], "FIN|Close, masked, 2 bytes");
+    let code = [got[6] ^ got[2], got[7] ^ got[3]];
+    assert_eq!(u16::from_be_bytes(code), 1001);
+}
+
+/// A client that leaves before its upgrade completes, while its backend's 101 is still to
+/// come: the backend then answers, and the router, whose 101 to the client cannot be written,
+/// must tell the already-upgraded backend with a masked Close 1001 rather than drop it.
+///
+/// The client resets its TCP (`SO_LINGER 0`) after sending its head and, in the same write,
+/// its first frame. The bytes behind the head keep hyper from probing the socket for EOF while
+/// the backend upgrade is in flight (a client leaving with nothing pipelined is seen at once:
+/// hyper ends the connection, the backend handshake is cancelled and the backend reads just
+/// EOF after its 101). The backend answers only once the router's end of the client's
+/// connection is gone from /proc/net/tcp (the reset has arrived), so the 101 meets a dead
+/// socket every time.
+#[tokio::test]
+async fn client_gone_before_its_101_gets_the_upgraded_backend_a_masked_1001() {
+    use tokio::io::AsyncWriteExt;
+    for _ in 0..3 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let yaml = single_route_yaml(&[("b1", listener.local_addr().unwrap())], "");
+        let router = Router::start(&yaml).await;
+        let (head_tx, head_rx) = tokio::sync::oneshot::channel();
+        let (go_tx, go_rx) = tokio::sync::oneshot::channel();
+        let backend = tokio::spawn(backend_answering_late(listener, head_tx, go_rx));
+        let mut client = tokio::net::TcpStream::connect(router.addr).await.unwrap();
+        let mut bytes = upgrade_request("/", "").into_bytes();
+        // A masked text frame "hi", sent before the 101 as eager clients do.
+        bytes.extend_from_slice(&[0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2]);
+        client.write_all(&bytes).await.unwrap();
+        head_rx.await.unwrap();
+        let pair = (client.local_addr().unwrap(), router.addr);
+        socket2::SockRef::from(&client)
+            .set_linger(Some(std::time::Duration::ZERO))
+            .unwrap();
+        drop(client);
+        wait_router_side_gone(pair).await;
+        go_tx.send(()).unwrap();
+        let got = backend.await.unwrap();
+        assert_masked_1001(&got);
+        router.stop().await;
+    }
 }

@@ -7,3 +7,9 @@ mod requests;
 
 #[path = "hostile/limits.rs"]
 mod limits;
+
+#[path = "hostile/descriptors.rs"]
+mod descriptors;
+
+#[path = "hostile/admin_body.rs"]
+mod admin_body;

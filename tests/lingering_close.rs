@@ -1,6 +1,7 @@
 //! Lingering close toward clients (nginx's `lingering_close`): after wsedge's last Close to a
 //! client it will not read again, the client's upload is read and discarded, so the client's
-//! pending writes never meet an RST and it reads the Close and then EOF.
+//! pending writes never meet an RST and it reads the Close and then EOF. Over TLS the upload
+//! is discarded below the TLS layer, after wsedge's close_notify.
 
 mod support;
 
@@ -9,14 +10,12 @@ use std::net::{SocketAddr, TcpStream};
 
 use support::*;
 
-/// One run on real TCP with blocking writes: the client declares an 8 MiB binary message
-/// against a 1 MiB limit and writes all of its payload, reading nothing; then it reads.
-/// Returns the bytes it read after the 101 (the Close) or what went wrong.
-fn oversized_upload(addr: SocketAddr) -> Result<Vec<u8>, String> {
+/// One run with blocking writes: the client declares an 8 MiB binary message against a 1 MiB
+/// limit and writes all of its payload, reading nothing; then it reads until the end. Returns
+/// the bytes it read after the 101 (the Close) or what went wrong. `s` is a fresh connection
+/// (plain TCP or TLS) with timeouts set.
+fn oversized_upload<S: Read + Write>(mut s: S) -> Result<Vec<u8>, String> {
     const DECLARED: u64 = 8 << 20;
-    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(PATIENCE)).unwrap();
-    s.set_write_timeout(Some(PATIENCE)).unwrap();
     s.write_all(upgrade_request("/", "").as_bytes())
         .map_err(|e| format!("request: {e}"))?;
     let mut head = Vec::new();
@@ -50,25 +49,21 @@ fn oversized_upload(addr: SocketAddr) -> Result<Vec<u8>, String> {
             Err(e) if e.kind() == ErrorKind::ConnectionReset => {
                 return Err(format!("read: ECONNRESET after {got:?}"))
             }
-            Err(e) => return Err(format!("read: {e} after {got:?}")),
+            Err(e) => return Err(format!("read: {e} ({:?}) after {got:?}", e.kind())),
         }
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oversized_upload_gets_1009_and_eof_never_a_reset_twenty_runs() {
-    let backend = Backend::echo("b1").await;
-    let router = Router::start(&single_route_yaml(
-        &[("b1", backend.addr)],
-        "limits: {max_message_bytes: 1MiB}",
-    ))
-    .await;
-    let addr = router.addr;
-    let results = tokio::task::spawn_blocking(move || {
-        (0..20).map(|_| oversized_upload(addr)).collect::<Vec<_>>()
-    })
-    .await
-    .unwrap();
+/// A plain TCP connection with the runs' timeouts.
+fn plain(addr: SocketAddr) -> Result<TcpStream, String> {
+    let s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s.set_write_timeout(Some(PATIENCE)).unwrap();
+    Ok(s)
+}
+
+/// Asserts every run read exactly Close 1009 and then a clean end.
+fn assert_all_1009(results: &[Result<Vec<u8>, String>]) {
     let close_1009 = server_frame(0x8, &1009u16.to_be_bytes());
     let bad: Vec<String> = results
         .iter()
@@ -81,10 +76,61 @@ async fn oversized_upload_gets_1009_and_eof_never_a_reset_twenty_runs() {
         .collect();
     assert!(
         bad.is_empty(),
-        "{} of 20 runs failed:\n{}",
+        "{} of {} runs failed:\n{}",
         bad.len(),
+        results.len(),
         bad.join("\n")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_upload_gets_1009_and_eof_never_a_reset_twenty_runs() {
+    let backend = Backend::echo("b1").await;
+    let router = Router::start(&single_route_yaml(
+        &[("b1", backend.addr)],
+        "limits: {max_message_bytes: 1MiB}",
+    ))
+    .await;
+    let addr = router.addr;
+    let results = tokio::task::spawn_blocking(move || {
+        (0..20)
+            .map(|_| oversized_upload(plain(addr)?))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    assert_all_1009(&results);
+    router.stop().await;
+    backend.stop().await;
+}
+
+/// The same over wss://: the client's TLS records are discarded at the TCP layer after
+/// wsedge's Close and close_notify, so it reads Close 1009 and then a clean TLS end
+/// (close_notify: rustls reports `Ok(0)`; an EOF without it is an error), never a reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_upload_over_tls_gets_1009_and_close_notify_never_a_reset() {
+    use support::tls::*;
+    let backend = Backend::echo("b1").await;
+    let pki = Pki::new("linger");
+    let (cert, key) = pki.server("edge", &["localhost"]);
+    let yaml = tls_yaml(&short_form(&cert, &key), "", backend.addr)
+        + "    limits: {max_message_bytes: 1MiB}\n";
+    let router = Router::start(&yaml).await;
+    let (addr, config) = (router.addr, tls_client_config(&pki.ca.cert_pem, None));
+    let results = tokio::task::spawn_blocking(move || {
+        (0..5)
+            .map(|_| {
+                let tcp = plain(addr)?;
+                let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+                let conn = rustls::ClientConnection::new(config.clone(), name)
+                    .map_err(|e| format!("tls: {e}"))?;
+                oversized_upload(rustls::StreamOwned::new(conn, tcp))
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    assert_all_1009(&results);
     router.stop().await;
     backend.stop().await;
 }

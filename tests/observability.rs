@@ -432,7 +432,10 @@ async fn series_exist_before_traffic_and_follow_reloads_exactly() {
         .unwrap()
         .replace("name: a,", "name: c,");
     std::fs::write(&router.config_path, &only_ra).unwrap();
-    reload_file(&shared, "test", Wait::Queue).await.unwrap();
+    // It drains every live session: forced past the drain guard (tests/reload_guard.rs).
+    wsedge::reload::reload_file_with(&shared, "test", Wait::Queue, wsedge::reload::Guard::Force)
+        .await
+        .unwrap();
     assert_eq!(close_code(&mut on_rb).await, Some(1001));
     wait_live(&router, 0).await;
     let m = router.metrics();

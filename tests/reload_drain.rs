@@ -274,7 +274,7 @@ async fn rename_save_mv_over_and_configmap_symlink_swap_are_all_seen() {
         routes(&[("a", a.addr)], "{spread: 0s}"),
     )
     .unwrap();
-    tokio::time::sleep(wsedge::reload::DEBOUNCE * 3).await;
+    tokio::time::sleep(wsedge::config::DEFAULT_RELOAD_SETTLE * 3).await;
     assert_eq!(router.generation(), 3);
     router.stop().await;
     a.stop().await;
@@ -562,10 +562,12 @@ async fn a_peer_that_never_answers_the_close_is_cut_at_drain_timeout() {
     )
     .unwrap();
     let started = tokio::time::Instant::now();
-    wsedge::reload::reload_file(
+    // It drains the only session: forced past the drain guard (tests/reload_guard.rs).
+    wsedge::reload::reload_file_with(
         router.server().shared(),
         "test",
         wsedge::reload::Wait::Queue,
+        wsedge::reload::Guard::Force,
     )
     .await
     .unwrap();

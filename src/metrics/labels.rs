@@ -16,13 +16,15 @@ pub const HEALTH_CHECK_RESULTS: [&str; 8] = [
 
 /// Every `result` label of `wsedge_reloads_total` (`reload::ReloadError::label` and `ok`),
 /// created at 0 at start so an alert on `increase()` sees the first failure.
-pub const RELOAD_RESULTS: [&str; 6] = [
+pub const RELOAD_RESULTS: [&str; 8] = [
     "ok",
     "busy",
     "invalid",
     "bind_failed",
     "tls_failed",
+    "auth_keys_failed",
     "admin_token",
+    "refused_drain_guard",
 ];
 
 /// Every `result` label of `wsedge_tls_certificate_reloads_total`.

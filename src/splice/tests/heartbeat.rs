@@ -154,3 +154,40 @@ async fn no_ping_once_closing_and_the_backend_keeps_flowing() {
         t.elapsed()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn client_ping_timeout_is_suspended_while_the_backend_write_is_pending() {
+    let mut rig = start(SpliceConfig {
+        max_message_bytes: 1 << 20,
+        ..hb_cfg()
+    });
+    // More than both pipes and the splice's buffer hold: the backend reads nothing, so
+    // client → backend parks on a pending write and the client is not read either.
+    let msg = cf(FIN | OP_BINARY, &[3; 16 * 1024]);
+    let up = msg.repeat(12);
+    let write = rig.client.write_all(&up);
+    tokio::pin!(write);
+    // Twice interval + timeout, within write_stall_timeout: the client is not cut.
+    let wait = Duration::from_secs(6);
+    assert!(wait > hb_cfg().client_ping_interval.unwrap() + hb_cfg().client_ping_timeout);
+    assert!(wait < cfg().write_stall_timeout);
+    assert!(
+        tokio::time::timeout(wait, &mut write).await.is_err(),
+        "the upload went through although the backend read nothing"
+    );
+    assert!(!rig.task.is_finished(), "session ended while parked");
+    // The backend reads at last: the whole upload arrives and the session goes on.
+    let (written, got) = tokio::join!(write, read_n(&mut rig.backend, up.len()));
+    written.unwrap();
+    assert!(got == up, "the upload arrived unchanged");
+    let text = cf(FIN | OP_TEXT, b"alive");
+    rig.client.write_all(&text).await.unwrap();
+    assert_eq!(read_n(&mut rig.backend, text.len()).await, text);
+    // The client got neither a Ping it could not have answered nor an end: next comes the
+    // Close of this drain.
+    rig.handle.close_gracefully(1000, "").unwrap();
+    expect_close(&mut rig.client, false).await;
+    expect_close(&mut rig.backend, true).await;
+    let out = outcome(rig).await;
+    assert_eq!(out.end, SessionEnd::Requested { code: 1000 });
+}

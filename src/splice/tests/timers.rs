@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt};
 
 use super::*;
@@ -121,4 +122,77 @@ async fn a_long_frame_still_arriving_is_not_idle() {
         idle >= Duration::from_secs(30) && idle < Duration::from_secs(31),
         "{idle:?}"
     );
+}
+
+/// A stream whose shutdown never completes: a peer that never lets the end go out (a TLS
+/// close_notify behind a shut window).
+struct NeverShuts(tokio::io::DuplexStream);
+
+impl tokio::io::AsyncRead for NeverShuts {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for NeverShuts {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Pending
+    }
+}
+
+impl Transport for NeverShuts {}
+
+#[tokio::test(start_paused = true)]
+async fn hard_close_fin_stage_is_bounded_when_the_peers_never_finish() {
+    let (mut client, c_splice) = duplex(64 * 1024);
+    let (mut backend, b_splice) = duplex(64 * 1024);
+    let handle = SessionHandle::new();
+    let task = tokio::spawn(splice(
+        NeverShuts(c_splice),
+        Bytes::new(),
+        NeverShuts(b_splice),
+        Bytes::new(),
+        cfg(),
+        handle.clone(),
+    ));
+    let t0 = tokio::time::Instant::now();
+    handle.close_gracefully(1001, "").unwrap();
+    expect_close(&mut client, false).await;
+    expect_close(&mut backend, true).await;
+    // Neither side answers, and neither shutdown ever completes: close_timeout, then the fin
+    // stage's own bound, not a second close_timeout.
+    let out = tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("splice hung")
+        .unwrap();
+    let took = t0.elapsed();
+    let bound = cfg().close_timeout + state::FIN_BOUND;
+    assert!(
+        took >= bound && took < bound + Duration::from_millis(100),
+        "ended after {took:?}, want close_timeout + FIN_BOUND = {bound:?}"
+    );
+    assert_eq!(out.end, SessionEnd::Requested { code: 1001 });
+    assert!(out.hard_closed);
 }
