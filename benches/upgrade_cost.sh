@@ -6,6 +6,8 @@
 # Usage: upgrade_cost.sh WSEDGE_BINARY LOADGEN_BINARY [label]
 # As CI's guard: BUDGET=N upgrade_cost.sh ... counts instructions only (no CPU run) and fails when
 # an upgrade costs more than N instructions (the budget is in benches/README.md).
+# LOG sets wsedge's RUST_LOG (default `warn`: access lines off; `info` is what operators run,
+# one access line per session). KEEP=DIR keeps the callgrind dump there (callgrind_annotate it).
 # AUTH=es256 MINT=path/to/examples/mint_jwt: the route verifies an ES256 JWT on every upgrade
 # (auth.jwt, jwks_file, token in the query), for the auth-on row beside auth-off.
 # All traffic on loopback; every process started here is stopped on exit.
@@ -16,6 +18,7 @@ LABEL=${3:-wsedge}
 COUNT=${COUNT:-200}
 WARM=${WARM:-50}
 CPU_COUNT=${CPU_COUNT:-3000}
+LOG=${LOG:-warn}
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -69,7 +72,7 @@ EOF
 # 1. Instructions (callgrind), one tokio worker like the benchmark's pinned proxy.
 PORT=$(free_port)
 routes "$PORT"
-RUST_LOG=warn TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p" \
+RUST_LOG=$LOG TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p" \
     "$WSEDGE" run --config "$WORK/routes-$PORT.yaml" >"$WORK/cg-run.log" 2>&1 &
 VPID=$!
 PIDS+=($VPID)
@@ -82,6 +85,7 @@ callgrind_control -d "$VPID" >/dev/null
 sleep 1
 dump=$(ls -t "$WORK"/cg.* | head -1)
 total=$(grep -E '^(summary|totals):' "$dump" | head -1 | awk '{print $2}')
+if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$dump" "$KEEP/callgrind.out.$LABEL"; fi
 ok=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ok"])' "$WORK/cg-load.json")
 kill "$VPID" 2>/dev/null || true
 if [ "$ok" -ne "$COUNT" ]; then
@@ -103,7 +107,7 @@ fi
 # 2. CPU per upgrade, no valgrind.
 PORT=$(free_port)
 routes "$PORT"
-RUST_LOG=warn TOKIO_WORKER_THREADS=1 "$WSEDGE" run --config "$WORK/routes-$PORT.yaml" >"$WORK/run.log" 2>&1 &
+RUST_LOG=$LOG TOKIO_WORKER_THREADS=1 "$WSEDGE" run --config "$WORK/routes-$PORT.yaml" >"$WORK/run.log" 2>&1 &
 RPID=$!
 PIDS+=($RPID)
 wait_port "$PORT"

@@ -26,8 +26,12 @@ pub fn switching_protocols(
     headers.remove(header::CONTENT_LENGTH);
     headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    if let Ok(accept) = HeaderValue::from_str(&handshake::accept_key(upgrade.key.as_bytes())) {
-        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    // The backend's Accept was verified against this same key (forwarded unchanged) and is
+    // kept as is: hashing the key again would cost a SHA-1 per upgrade.
+    if !headers.contains_key(header::SEC_WEBSOCKET_ACCEPT) {
+        if let Ok(accept) = HeaderValue::from_str(&handshake::accept_key(upgrade.key.as_bytes())) {
+            headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+        }
     }
     if !headers.contains_key(&forward::X_REQUEST_ID) {
         headers.insert(forward::X_REQUEST_ID.clone(), request_id.clone());

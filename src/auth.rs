@@ -366,8 +366,9 @@ pub async fn step<B>(
 ) -> Result<Option<Admitted>, Box<Refusal>> {
     match auth {
         None => Ok(None),
-        Some(a) => a
-            .admit(token.unwrap_or(Ok(None)), req, peer)
+        // Boxed: routes without auth (most upgrades) would otherwise carry the admission's
+        // state (verifiers, the forward-auth exchange) inline in every upgrade's future.
+        Some(a) => Box::pin(a.admit(token.unwrap_or(Ok(None)), req, peer))
             .await
             .map(Some),
     }

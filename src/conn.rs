@@ -20,7 +20,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use crate::tls::accept::TlsOutcome;
+use crate::tls::accept::{accept as tls_accept, TlsOutcome};
 use crate::tls::stream::ClientStream;
 use crate::tls::TlsListener;
 use tracing::{debug, info};
@@ -64,7 +64,9 @@ pub async fn serve(
             .inc();
     };
     let (io, client_cert, client_tls) = match &tls {
-        Some(tls) => match crate::tls::accept::accept(tls, stream, peer, deadline).await {
+        // Boxed (so is the fallback below): a branch most connections never take would size
+        // every connection's future, which is copied whole when boxed or spawned.
+        Some(tls) => match Box::pin(tls_accept(tls, stream, peer, deadline)).await {
             Ok(accepted) => {
                 count(TlsOutcome::Ok);
                 let client_cert = tls.forward_client_cert.clone().map(|header| ForwardedCert {
@@ -200,7 +202,8 @@ async fn handle(mut req: Request<Incoming>, ctx: Arc<ConnContext>) -> Response<B
                 .http_fallback
                 .as_ref()
                 .expect("fallback routes have a target");
-            crate::fallback::proxy(req, target, route, peer_of(&ctx, &snapshot)).await
+            let peer = peer_of(&ctx, &snapshot);
+            Box::pin(crate::fallback::proxy(req, target, route, peer)).await
         }
         Err(rejection) => {
             refused::account(&ctx, &req, &snapshot, &rejection, started);

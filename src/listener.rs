@@ -187,6 +187,10 @@ pub async fn accept_loop(
         m.listener_accept_errors_total
             .with_label_values(&[&name, reason])
     });
+    // The listener's settings and TLS side from the snapshot generation last seen: one `Arc`
+    // per generation shared by its connections, not a `Listener` clone per accept (a reload
+    // publishes a new generation, always a higher number).
+    let mut current: Option<(u64, Arc<Listener>, Option<Arc<TlsListener>>)> = None;
     loop {
         let limit = shared
             .snapshot
@@ -210,11 +214,19 @@ pub async fn accept_loop(
                 backoff = Duration::from_millis(5);
                 let conn = admission.admit();
                 let snapshot = shared.snapshot.load();
-                let Some(config) = snapshot.config.listener(&name).cloned() else {
+                if current
+                    .as_ref()
+                    .is_none_or(|(g, ..)| *g != snapshot.generation)
+                {
+                    current = snapshot.config.listener(&name).map(|l| {
+                        let tls = snapshot.listener_tls.get(&name).cloned();
+                        (snapshot.generation, Arc::new(l.clone()), tls)
+                    });
+                }
+                drop(snapshot);
+                let Some((_, config, tls)) = current.clone() else {
                     continue; // removed by a reload a moment ago
                 };
-                let tls = snapshot.listener_tls.get(&name).cloned();
-                drop(snapshot);
                 if config.proxy_protocol.is_none()
                     && !admit_pending(&admission, &conn, peer, &config, &shared)
                 {
@@ -223,7 +235,10 @@ pub async fn accept_loop(
                 sockopt::tune_accepted(&stream);
                 let shared2 = shared.clone();
                 let admission = admission.clone();
-                shared.connections.spawn(async move {
+                // Boxed: the connection future (TLS accept, hyper's server connection) is
+                // large, and tokio copies a task's whole future at spawn and its whole stage at
+                // each state change; a box makes those copies a pointer's.
+                shared.connections.spawn(Box::pin(async move {
                     // The PROXY header comes first on the wire: before TLS and HTTP.
                     let mut stream = stream;
                     let Some(peer) = proxy_header(&mut stream, peer, &config, &shared2).await
@@ -235,8 +250,8 @@ pub async fn accept_loop(
                     {
                         return;
                     }
-                    crate::conn::serve(stream, peer, Arc::new(config), tls, shared2, conn).await;
-                });
+                    crate::conn::serve(stream, peer, config, tls, shared2, conn).await;
+                }));
             }
             Err(e) => {
                 warn!(listener = %name, error = %e, "accept failed; backing off {:?}", backoff);

@@ -117,7 +117,8 @@ impl SessionStats {
 
 #[derive(Debug, Default)]
 struct HandleState {
-    close: OnceLock<CloseRequest>,
+    /// Boxed: set once near a session's end, while every idle session holds the state.
+    close: OnceLock<Box<CloseRequest>>,
     wake: Notify,
     stats: SessionStats,
 }
@@ -163,11 +164,11 @@ impl SessionHandle {
         let reason = truncate_utf8(reason, 123).to_owned();
         self.shared
             .close
-            .set(CloseRequest {
+            .set(Box::new(CloseRequest {
                 code,
                 reason,
                 timeout,
-            })
+            }))
             .map_err(|_| CloseRequestError::AlreadyClosing)?;
         // notify_one stores a permit, so a request made before the splice waits is not lost.
         self.shared.wake.notify_one();
@@ -176,7 +177,7 @@ impl SessionHandle {
 
     /// The request made by [`close_gracefully`](Self::close_gracefully), if any.
     pub fn close_request(&self) -> Option<&CloseRequest> {
-        self.shared.close.get()
+        self.shared.close.get().map(|r| &**r)
     }
 
     /// Resolves once a close has been requested (immediately if one already was).

@@ -124,8 +124,9 @@ pub async fn dial(
         let tcp = connect(url, limits, timeout).await?;
         match transport {
             BackendTransport::Plain => Ok(MaybeTls::Plain(tcp)),
-            BackendTransport::Tls(connector) => connector
-                .connect(tcp)
+            // Boxed: the TLS handshake's state is large and ws:// backends never need it
+            // (the upgrade's future, copied whole when boxed, would carry it inline).
+            BackendTransport::Tls(connector) => Box::pin(connector.connect(tcp))
                 .await
                 .map(|s| MaybeTls::Tls(Box::new(s)))
                 .map_err(|source| UpstreamError::Tls {
@@ -166,7 +167,8 @@ pub struct UpgradedBackend {
     pub io: BackendStream,
     /// Bytes the backend sent right after its 101 (its first frames), to forward first.
     pub pending: Bytes,
-    /// The 101's headers, end-to-end ones to relay to the client.
+    /// The 101's headers, end-to-end ones to relay to the client. Its one
+    /// `Sec-WebSocket-Accept` is verified and exact (what the client's 101 carries).
     pub headers: HeaderMap,
     /// permessage-deflate was accepted.
     pub deflate: bool,
@@ -203,8 +205,8 @@ pub async fn upgrade(
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         return Err(conn.beside(relay_rejection(response)).await);
     }
-    let headers = response.headers().clone();
-    verify_switch(&headers, key, offered_protocols, offered_deflate)?;
+    let mut headers = response.headers().clone();
+    verify_switch(&mut headers, key, offered_protocols, offered_deflate)?;
     let deflate = extension_names(&headers)
         .iter()
         .any(|e| e == "permessage-deflate");
@@ -251,7 +253,7 @@ impl<F: Future + Unpin> Driven<F> {
 // The large variant (a relayed response) is the point of the error type; this is not a hot path.
 #[allow(clippy::result_large_err)]
 fn verify_switch(
-    headers: &HeaderMap,
+    headers: &mut HeaderMap,
     key: &HeaderValue,
     offered_protocols: &[String],
     offered_deflate: bool,
@@ -269,7 +271,12 @@ fn verify_switch(
     let expected = accept_key(key.as_bytes());
     let mut accepts = headers.get_all(header::SEC_WEBSOCKET_ACCEPT).iter();
     match (accepts.next(), accepts.next()) {
-        (Some(a), None) if a.as_bytes().trim_ascii() == expected.as_bytes() => {}
+        (Some(a), None) if a.as_bytes() == expected.as_bytes() => {}
+        (Some(a), None) if a.as_bytes().trim_ascii() == expected.as_bytes() => {
+            // Kept exact: the client's 101 relays this value (see `answer::switching_protocols`).
+            let exact = HeaderValue::from_str(&expected).expect("base64 is a valid header value");
+            headers.insert(header::SEC_WEBSOCKET_ACCEPT, exact);
+        }
         _ => {
             return Err(UpstreamError::Malformed(
                 "wrong Sec-WebSocket-Accept".into(),

@@ -6,6 +6,8 @@
 
 #[path = "discovery/dns.rs"]
 mod dns;
+#[path = "discovery/ops.rs"]
+mod ops;
 mod support;
 
 use std::net::{IpAddr, SocketAddr};

@@ -31,6 +31,9 @@ BACKENDS=${BACKENDS:-3}
 LOAD_CORE=${LOAD_CORE:-0}
 PROXY_CORE=${PROXY_CORE:-1}
 WSEDGE_EXTRA_YAML=${WSEDGE_EXTRA_YAML:-}   # appended to the generated routes.yaml (later issues)
+AFFINITY_PARAM=${AFFINITY_PARAM:-room}     # the query parameter every proxy hashes on
+IDLE_WARMUP=${IDLE_WARMUP:-1}              # 0: no echo warm-up before a target's scenarios
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 
 STAMP=$(date -u +%Y%m%d-%H%M%S)
 LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)   # a busy machine shows here (see results.md)
@@ -102,10 +105,12 @@ fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 
-log "building wsedge and the load generator (release)"
-cargo build --release --quiet --bin wsedge --example loadgen
-WSEDGE="$ROOT/target/release/wsedge"
-LOADGEN="$ROOT/target/release/examples/loadgen"
+if [ "${BUILD:-1}" != 0 ]; then
+    log "building wsedge and the load generator (release)"
+    cargo build --release --quiet --bin wsedge --example loadgen
+fi
+WSEDGE="$TARGET_DIR/release/wsedge"
+LOADGEN="$TARGET_DIR/release/examples/loadgen"
 CLK_TCK=$(getconf CLK_TCK)
 
 # ---------------------------------------------------------------------------------------------
@@ -168,7 +173,7 @@ wsedge_start() {
         echo "routes:"
         echo "  - name: bench"
         echo "    match: {host: \"*\", path_prefix: /}"
-        echo "    affinity: {key: \"query:room\"}"
+        echo "    affinity: {key: \"query:$AFFINITY_PARAM\"}"
         echo "    backends:"
         local n=1 p
         for p in "${BACKEND_PORTS[@]}"; do
@@ -225,7 +230,7 @@ nginx_start() {
         echo "  fastcgi_temp_path $dir/tmp/fcgi; uwsgi_temp_path $dir/tmp/uwsgi; scgi_temp_path $dir/tmp/scgi;"
         echo "  map \$http_upgrade \$connection_upgrade { default upgrade; '' close; }"
         echo "  upstream echo {"
-        echo "    hash \$arg_room consistent;"
+        echo "    hash \$arg_$AFFINITY_PARAM consistent;"
         local p
         for p in "${BACKEND_PORTS[@]}"; do echo "    server 127.0.0.1:$p;"; done
         echo "  }"
@@ -300,7 +305,7 @@ haproxy_start() {
         fi
         echo "  default_backend echo"
         echo "backend echo"
-        echo "  balance url_param room"
+        echo "  balance url_param $AFFINITY_PARAM"
         echo "  hash-type consistent"
         local n=1 p
         for p in "${BACKEND_PORTS[@]}"; do
@@ -325,8 +330,8 @@ start_haproxy_tls() { haproxy_start haproxy_tls 1; }
 # The target's URL: wss:// (trusting the run's dev CA) for *_tls targets, else ws://.
 url_args() {
     case $1 in
-    *_tls) echo "--url wss://127.0.0.1:$TARGET_PORT/bench?room=r{i} --ca $CERTS/dev-ca.pem --sni localhost" ;;
-    *) echo "--url ws://127.0.0.1:$TARGET_PORT/bench?room=r{i}" ;;
+    *_tls) echo "--url wss://127.0.0.1:$TARGET_PORT/bench?$AFFINITY_PARAM=r{i} --ca $CERTS/dev-ca.pem --sni localhost" ;;
+    *) echo "--url ws://127.0.0.1:$TARGET_PORT/bench?$AFFINITY_PARAM=r{i}" ;;
     esac
 }
 
@@ -395,10 +400,12 @@ for target in $TARGETS; do
         printf '{"target":"%s","error":"did not start"}\n' "$target" >>"$RESULTS"
         continue
     fi
-    # A few echoes first so lazily-initialised state is not counted.
-    # shellcheck disable=SC2046
-    taskset -c "$LOAD_CORE" "$LOADGEN" --deadline 30 $(url_args "$target") \
-        echo --conns 4 --size 64 --warmup 0.2 --duration 0.5 >/dev/null 2>>"$WORK/loadgen.log" || true
+    # A few echoes first so lazily-initialised state is not counted (IDLE_WARMUP=0: counted).
+    if [ "$IDLE_WARMUP" != 0 ]; then
+        # shellcheck disable=SC2046
+        taskset -c "$LOAD_CORE" "$LOADGEN" --deadline 30 $(url_args "$target") \
+            echo --conns 4 --size 64 --warmup 0.2 --duration 0.5 >/dev/null 2>>"$WORK/loadgen.log" || true
+    fi
     # In SCENARIOS order: idle first (the default) on a fresh process, so buffers freed by
     # earlier phases do not hide the cost of a session.
     for scenario in $scenarios; do

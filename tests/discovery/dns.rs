@@ -121,6 +121,46 @@ async fn send<'a, R: ResponseHandler>(
     }
 }
 
+/// UDP on a free port, then TCP on the same one (truncated answers retry there); that TCP port
+/// may be another test's: try again on a new one.
+async fn sockets() -> (tokio::net::UdpSocket, tokio::net::TcpListener) {
+    let mut tries = 0;
+    loop {
+        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = udp.local_addr().unwrap();
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(tcp) => return (udp, tcp),
+            Err(e) if tries < 50 => {
+                tries += 1;
+                let _ = e;
+            }
+            Err(e) => panic!("no port free on both UDP and TCP: {e}"),
+        }
+    }
+}
+
+/// An address free on UDP and TCP with nothing listening: a DNS server that is down (queries
+/// are refused) until [`DnsServer::start_at`] brings one up there. The port is below the
+/// ephemeral range, so no port-0 bind and no client's source port (nor a TCP self-connect of
+/// the resolver retrying) takes it meanwhile.
+pub async fn free_addr() -> SocketAddr {
+    let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    assert!(low > 4096, "ephemeral ports start at {low}: no room below");
+    for _ in 0..200 {
+        let port = low / 2 + rand::random::<u16>() % (low / 2);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let udp = tokio::net::UdpSocket::bind(addr).await;
+        let tcp = tokio::net::TcpListener::bind(addr).await;
+        if udp.is_ok() && tcp.is_ok() {
+            return addr;
+        }
+    }
+    panic!("no port free on both UDP and TCP below {low}");
+}
+
 /// The running server; stopped by [`DnsServer::stop`] (or when dropped).
 pub struct DnsServer {
     pub addr: SocketAddr,
@@ -131,21 +171,20 @@ pub struct DnsServer {
 
 impl DnsServer {
     pub async fn start(zone: Zone) -> DnsServer {
-        // UDP on a free port, then TCP on the same one (truncated answers retry there); that
-        // TCP port may be another test's: try again on a new one.
-        let mut tries = 0;
-        let (udp, tcp, addr) = loop {
-            let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-            let addr = udp.local_addr().unwrap();
-            match tokio::net::TcpListener::bind(addr).await {
-                Ok(tcp) => break (udp, tcp, addr),
-                Err(e) if tries < 50 => {
-                    tries += 1;
-                    let _ = e;
-                }
-                Err(e) => panic!("no port free on both UDP and TCP: {e}"),
-            }
-        };
+        let (udp, tcp) = sockets().await;
+        DnsServer::serve(udp, tcp, zone)
+    }
+
+    /// A server on `addr` (one [`free_addr`] gave): DNS that was down at that address comes
+    /// up. Panics if the port was taken meanwhile.
+    pub async fn start_at(addr: SocketAddr, zone: Zone) -> DnsServer {
+        let udp = tokio::net::UdpSocket::bind(addr).await.unwrap();
+        let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
+        DnsServer::serve(udp, tcp, zone)
+    }
+
+    fn serve(udp: tokio::net::UdpSocket, tcp: tokio::net::TcpListener, zone: Zone) -> DnsServer {
+        let addr = udp.local_addr().unwrap();
         let zone = Arc::new(Mutex::new(zone));
         let queries = Arc::new(Mutex::new(0));
         let mut server = hickory_server::Server::new(Handler {

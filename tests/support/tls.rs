@@ -161,6 +161,9 @@ where
 /// signed by `client_ca` when given.
 pub struct TlsBackend {
     pub addr: SocketAddr,
+    /// The SNI of every ClientHello, in order (`None`: none sent), including handshakes the
+    /// client then refused.
+    pub sni: Arc<std::sync::Mutex<Vec<Option<String>>>>,
     stop: CancellationToken,
     tasks: TaskTracker,
 }
@@ -178,7 +181,11 @@ impl TlsBackend {
             key: key.to_owned(),
         };
         let ck = Arc::new(wsedge::tls::load_pair(&pair).unwrap());
-        let resolver = Arc::new(wsedge::tls::CertResolver::from_keys(vec![(pair, ck)]));
+        let sni = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let resolver = Arc::new(RecordSni {
+            inner: wsedge::tls::CertResolver::from_keys(vec![(pair, ck)]),
+            seen: sni.clone(),
+        });
         let builder = rustls::ServerConfig::builder_with_provider(wsedge::tls::provider())
             .with_safe_default_protocol_versions()
             .unwrap();
@@ -235,13 +242,41 @@ impl TlsBackend {
                 });
             }
         });
-        TlsBackend { addr, stop, tasks }
+        TlsBackend {
+            addr,
+            sni,
+            stop,
+            tasks,
+        }
     }
 
     pub async fn stop(self) {
         self.stop.cancel();
         self.tasks.close();
         let _ = tokio::time::timeout(PATIENCE, self.tasks.wait()).await;
+    }
+}
+
+/// The backend's certificate resolver, noting each ClientHello's SNI first.
+struct RecordSni {
+    inner: wsedge::tls::CertResolver,
+    seen: Arc<std::sync::Mutex<Vec<Option<String>>>>,
+}
+
+impl std::fmt::Debug for RecordSni {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RecordSni")
+    }
+}
+
+impl rustls::server::ResolvesServerCert for RecordSni {
+    fn resolve(
+        &self,
+        hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let name = hello.server_name().map(str::to_owned);
+        self.seen.lock().unwrap().push(name);
+        self.inner.resolve(hello)
     }
 }
 
