@@ -19,25 +19,9 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 /// Removes hop-by-hop headers: `Connection`, the headers it names, `Keep-Alive`, `Proxy-*`,
 /// `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    for name in connection_named(headers, |_| false) {
-        headers.remove(name);
-    }
-    for name in [
-        header::CONNECTION,
-        KEEP_ALIVE.clone(),
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
-        headers.remove(name);
-    }
-    let proxy: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("proxy-"))
-        .cloned()
-        .collect();
-    for name in proxy {
+    let mut dropped = connection_named(headers, |_| false);
+    dropped.extend(headers.keys().filter(|k| is_hop_by_hop(k)).cloned());
+    for name in dropped {
         headers.remove(name);
     }
 }

@@ -191,7 +191,7 @@ pub async fn upgrade(
     // is polled here beside each step instead of in a spawned task: one task fewer per
     // upgrade, and on an error it is simply dropped with the socket.
     let mut conn = Driven::new(conn.with_upgrades());
-    let response = conn
+    let mut response = conn
         .beside(sender.send_request(request))
         .await
         .map_err(|e| {
@@ -205,7 +205,8 @@ pub async fn upgrade(
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         return Err(conn.beside(relay_rejection(response)).await);
     }
-    let mut headers = response.headers().clone();
+    // Moved out, not cloned: the upgrade needs only the response's extensions.
+    let mut headers = std::mem::take(response.headers_mut());
     verify_switch(&mut headers, key, offered_protocols, offered_deflate)?;
     let deflate = extension_names(&headers)
         .iter()
