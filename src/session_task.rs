@@ -26,6 +26,8 @@ pub struct Session {
     pub route: std::sync::Arc<Route>,
     pub backend_name: String,
     pub client: SocketAddr,
+    /// What the client socket's TCP_USER_TIMEOUT already is (from the listening socket).
+    pub inherited_user_timeout: Option<std::time::Duration>,
     /// The request and trace ids sent to the backend (span fields of every session line).
     pub ids: crate::forward::Ids,
     /// The access log's record of the upgrade (`None` with the access log off).
@@ -137,6 +139,7 @@ async fn prepare(session: Box<Session>) -> Option<Ready> {
         route,
         backend_name,
         client: _,
+        inherited_user_timeout,
         ids,
         access,
         expiry,
@@ -144,7 +147,11 @@ async fn prepare(session: Box<Session>) -> Option<Ready> {
     drop(ids); // in the span already; not kept for the session's life
     let started = Instant::now();
     let (client, backend) = client_upgraded(on_upgrade, backend).await?;
-    crate::sockopt::set_user_timeout(client.0.tcp(), route.limits.tcp_user_timeout);
+    crate::sockopt::set_user_timeout(
+        client.0.tcp(),
+        route.limits.tcp_user_timeout,
+        inherited_user_timeout,
+    );
     let backend_addr = access
         .as_ref()
         .and_then(|_| backend.io.tcp().peer_addr().ok());

@@ -106,7 +106,7 @@ pub async fn connect(
     let (stream, _addr) =
         eyeballs::connect(&plan, limits.connect_attempt_delay, left, memory).await?;
     crate::sockopt::tune_socket(&stream);
-    crate::sockopt::set_user_timeout(&stream, limits.tcp_user_timeout);
+    crate::sockopt::set_user_timeout(&stream, limits.tcp_user_timeout, None);
     Ok(stream)
 }
 
