@@ -8,6 +8,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::time::Instant;
 
@@ -19,6 +20,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 
+use crate::tls::sniff::{ClientIo, PlainPort};
 use crate::tls::TlsListener;
 use tracing::{debug, info};
 
@@ -72,10 +74,16 @@ pub async fn serve(
         client_tls,
         conn,
         inherited_user_timeout,
+        spoke: AtomicBool::new(false),
     });
-    let service = service_fn(move |req| {
+    // A plain listener's client is looked at on its first byte (no TLS ClientHello).
+    let plain = tls.is_none().then(|| ctx.clone() as Arc<dyn PlainPort>);
+    let service = service_fn({
         let ctx = ctx.clone();
-        async move { Ok::<_, Infallible>(handle(req, ctx).await) }
+        move |req| {
+            let ctx = ctx.clone();
+            async move { Ok::<_, Infallible>(handle(req, ctx).await) }
+        }
     });
     // What the handshake left of `request_timeout` (hyper applies the same value to later
     // keep-alive requests, which only makes those stricter).
@@ -83,12 +91,14 @@ pub async fn serve(
         .saturating_duration_since(tokio::time::Instant::now())
         .max(MIN_HEADER_TIME);
     let conn = http1_builder(&listener, header_time)
-        .serve_connection(TokioIo::new(io), service)
+        .serve_connection(TokioIo::new(ClientIo::new(io, plain)), service)
         .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
         res = conn.as_mut() => {
-            if let Err(e) = res {
+            // A plain listener's client that never sent a byte is closed uncounted.
+            let silent = tls.is_none() && !ctx.spoke.load(Ordering::Relaxed);
+            if let (Err(e), false) = (res, silent) {
                 count_head_error(&shared, &listener.name, peer, &e);
             }
         }
@@ -152,6 +162,8 @@ struct ConnContext {
     /// The client socket's TCP_USER_TIMEOUT from the listening socket (the session sets its
     /// route's only when it differs).
     inherited_user_timeout: Option<std::time::Duration>,
+    /// A plain listener's client has sent a byte (see `client.rs`).
+    spoke: AtomicBool,
 }
 
 impl ConnContext {

@@ -14,6 +14,7 @@ use crate::metrics::close_code_label;
 use crate::registry::Slot;
 use crate::shared::Shared;
 use crate::splice::{self, SessionEnd, Side, SpliceConfig};
+use crate::tls::sniff::ClientIo;
 use crate::tls::stream::ClientStream;
 use crate::upstream::UpgradedBackend;
 
@@ -318,8 +319,11 @@ async fn client_upgraded(
     backend: UpgradedBackend,
 ) -> Option<((ClientStream, bytes::Bytes), UpgradedBackend)> {
     match on_upgrade.await {
-        Ok(upgraded) => match upgraded.downcast::<TokioIo<ClientStream>>() {
-            Ok(parts) => Some(((parts.io.into_inner(), parts.read_buf), backend)),
+        Ok(upgraded) => match upgraded.downcast::<TokioIo<ClientIo>>() {
+            Ok(parts) => Some((
+                (parts.io.into_inner().into_stream(), parts.read_buf),
+                backend,
+            )),
             Err(_) => {
                 warn!("client upgrade: unexpected stream type");
                 close_orphaned_backend(backend.io).await;
