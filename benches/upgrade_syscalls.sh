@@ -4,9 +4,9 @@
 # after a warm-up it does not see. Prints one markdown table: calls per upgrade for each
 # syscall, wsedge's and nginx's side by side (errors, e.g. EAGAIN, in brackets).
 # Usage: upgrade_syscalls.sh WSEDGE_BINARY LOADGEN_BINARY
-# N (500) upgrades, WARM (50) before; NGINX=0 leaves nginx out; wsedge runs with one tokio
-# worker like upgrade_cost.sh (the proxy of the load benchmark has one core), nginx with one
-# worker process (benches/load/run.sh's settings, one backend). KEEP=DIR keeps the raw strace
+# N (500) upgrades, WARM (50) before; NGINX=0 leaves nginx out; wsedge runs with WORKERS (1)
+# tokio workers like upgrade_cost.sh (the proxy of the load benchmark has one core), nginx with
+# one worker process (benches/load/run.sh's settings, one backend). KEEP=DIR keeps the raw strace
 # summaries there. Counts do not depend on the machine's load; timings under strace mean nothing.
 # All traffic on loopback; every process started here is stopped on exit.
 set -euo pipefail
@@ -78,7 +78,7 @@ routes:
     backends:
       - {name: b1, url: "ws://127.0.0.1:$BPORT"}
 EOF
-RUST_LOG=${LOG:-warn} TOKIO_WORKER_THREADS=1 "$WSEDGE" run --config "$WORK/routes.yaml" >"$WORK/run.log" 2>&1 &
+RUST_LOG=${LOG:-warn} TOKIO_WORKER_THREADS=${WORKERS:-1} "$WSEDGE" run --config "$WORK/routes.yaml" >"$WORK/run.log" 2>&1 &
 WPID=$!
 PIDS+=($WPID)
 wait_port "$PORT"
