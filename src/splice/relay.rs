@@ -28,6 +28,8 @@ enum Fin {
     Client,
     Backend,
     AwaitBackend,
+    /// Nothing left to do: the session's end closes both sockets ([`Relay::close_by_drop`]).
+    Done,
 }
 
 /// Lingering close toward the client (nginx's `lingering_close`): its write side is shut,
@@ -401,15 +403,15 @@ impl<C: Transport, B: Transport> Relay<C, B> {
         if !client_quiet || c.tcp != Tcp::Open || b.tcp != Tcp::Open || b.give_up.is_some() {
             return false;
         }
-        if !b.ended() {
-            // What the backend still sends after its Close is discarded, as in `Fin::AwaitBackend`.
-            if poll_drain_eof(&mut self.backend, cx).is_pending() {
-                return false;
-            }
-            self.ctx.peer_mut(Side::Backend).stop_in(Stop::Ended);
+        // What the backend still sends after its Close is discarded, as in `Fin::AwaitBackend`.
+        if !b.ended() && poll_drain_eof(&mut self.backend, cx).is_pending() {
+            return false;
         }
+        self.ctx.peer_mut(Side::Backend).stop_in(Stop::Ended);
         self.ctx.peer_mut(Side::Client).tcp = Tcp::Shut;
         self.ctx.peer_mut(Side::Backend).tcp = Tcp::Shut;
+        self.start_fin();
+        self.fin = Some(Fin::Done); // the EOF is read: not waited for (nor read) again
         true
     }
 
@@ -432,6 +434,7 @@ impl<C: Transport, B: Transport> Relay<C, B> {
                     }
                     self.fin = Some(Fin::AwaitBackend);
                 }
+                Some(Fin::Done) => return Poll::Ready(()),
                 Some(Fin::AwaitBackend) => {
                     if self.ctx.hard_closed || self.ctx.peer(Side::Backend).read_done() {
                         return Poll::Ready(());
