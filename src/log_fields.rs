@@ -6,8 +6,10 @@
 //! `Display`, every value through `core::fmt`, the message a `char` at a time); here safe
 //! bytes are copied in runs and only quotes, backslashes, control and non-printable
 //! characters are escaped, so a client's string can never end a line or a quoted field early.
+//! [`AddrText`] writes addresses for log lines without std's padding pass.
 
 use std::fmt::{self, Write};
+use std::net::{IpAddr, SocketAddr};
 
 use tracing::field::{Field, Visit};
 use tracing_subscriber::field::RecordFields;
@@ -197,6 +199,64 @@ pub fn write_debug_str(w: &mut impl Write, s: &str) -> fmt::Result {
     }
     w.write_str(&s[start..])?;
     w.write_char('"')
+}
+
+/// An address as its `Display` writes it (no padding or width), IPv4 without `core::fmt`:
+/// std formats an `Ipv4Addr` into a buffer and then pads it, ≈ 1,200 instructions each, and a
+/// session's log lines write several (issue 21). `None` writes nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct AddrText<T>(pub T);
+
+impl fmt::Display for AddrText<IpAddr> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_ip(f, self.0)
+    }
+}
+
+impl fmt::Display for AddrText<SocketAddr> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            SocketAddr::V4(a) => {
+                write_ip(f, IpAddr::V4(*a.ip()))?;
+                f.write_char(':')?;
+                write_u64(f, u64::from(a.port()))
+            }
+            SocketAddr::V6(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+impl fmt::Display for AddrText<Option<SocketAddr>> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.map_or(Ok(()), |a| AddrText(a).fmt(f))
+    }
+}
+
+impl<T> AddrText<T>
+where
+    Self: fmt::Display,
+{
+    /// The text in a new `String`, sized for it.
+    pub fn to_text(&self) -> String {
+        let mut s = String::with_capacity(24);
+        let _ = write!(s, "{self}");
+        s
+    }
+}
+
+fn write_ip(w: &mut impl Write, ip: IpAddr) -> fmt::Result {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            write_u64(w, u64::from(a))?;
+            for o in [b, c, d] {
+                w.write_char('.')?;
+                write_u64(w, u64::from(o))?;
+            }
+            Ok(())
+        }
+        IpAddr::V6(v6) => write!(w, "{v6}"),
+    }
 }
 
 fn write_u64(w: &mut impl Write, mut v: u64) -> fmt::Result {

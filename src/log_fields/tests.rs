@@ -235,3 +235,20 @@ fn a_hostile_user_agent_cannot_forge_a_line_or_a_field() {
     }
 }
 
+#[test]
+fn addresses_written_as_display_writes_them() {
+    let addrs: [SocketAddr; 6] = [
+        "127.0.0.1:39002".parse().unwrap(),
+        "0.0.0.0:0".parse().unwrap(),
+        "255.255.255.255:65535".parse().unwrap(),
+        "10.20.3.4:80".parse().unwrap(),
+        "[::1]:443".parse().unwrap(),
+        "[2001:db8::7%3]:8080".parse().unwrap(),
+    ];
+    for a in addrs {
+        assert_eq!(AddrText(a).to_text(), a.to_string());
+        assert_eq!(AddrText(a.ip()).to_text(), a.ip().to_string());
+        assert_eq!(AddrText(Some(a)).to_text(), a.to_string());
+    }
+    assert_eq!(AddrText(None::<SocketAddr>).to_text(), "");
+}
