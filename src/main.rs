@@ -285,7 +285,7 @@ fn init_logging(
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(writer);
     match format {
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder.fmt_fields(wsedge::log_fields::FastFields).init(),
         LogFormat::Json => builder
             .json()
             .with_current_span(true)
