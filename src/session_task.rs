@@ -41,7 +41,7 @@ pub fn spawn(session: Session) {
         conn_id = session.slot.id,
         request_id = session.ids.request_id.to_str().unwrap_or(""),
         trace_id = session.ids.trace_id(),
-        client_ip = %session.client.ip().to_canonical(),
+        client_ip = %crate::log_fields::AddrText(session.client.ip().to_canonical()),
         route = %session.route.name,
         backend = %session.backend_name,
     );
