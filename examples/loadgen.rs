@@ -3,7 +3,9 @@
 //!
 //! Scenarios: `echo` (closed loop, one message in flight per connection), `pipeline` (a window of
 //! messages in flight per connection), `upgrades` (connect + upgrade + close, bounded count),
-//! `idle` (hold N sessions and measure the target's RSS per session).
+//! `idle` (hold N sessions and measure the target's RSS per session), and the scenarios at scale
+//! (`loadgen/scale.rs`): `chat` (N live sessions, one message per second each) and
+//! `upgrade-latency` (upgrade latency with nothing held, then with N idle sessions held).
 //! With `--pids`, the target's CPU time (utime + stime from /proc/PID/stat, summed over the pids)
 //! and RSS (VmRSS) are read exactly around the measured window.
 //!
@@ -13,7 +15,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -26,6 +28,14 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::either::Either;
+
+// Not `mod scale;`: from an example's root file that would be examples/scale.rs, which cargo
+// would build as an example of its own.
+#[path = "loadgen/scale.rs"]
+mod scale;
+#[path = "loadgen/tls.rs"]
+mod tls;
+use tls::TlsClient;
 
 /// Plain TCP for ws://, TLS over TCP for wss://.
 type Stream = Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
@@ -75,83 +85,6 @@ struct Common {
     tls: Option<Arc<TlsClient>>,
 }
 
-/// The wss:// client: TLS 1.3 only, no resumption (every connection is a full handshake),
-/// ALPN http/1.1. Counts the handshakes by kind so the JSON line proves none was resumed.
-struct TlsClient {
-    connector: tokio_rustls::TlsConnector,
-    name: rustls_pki_types::ServerName<'static>,
-    full: AtomicU64,
-    full_hrr: AtomicU64,
-    resumed: AtomicU64,
-    not_tls13: AtomicU64,
-    suite: OnceLock<String>,
-    group: OnceLock<String>,
-}
-
-impl TlsClient {
-    fn new(ca: Option<&std::path::Path>, sni: &str) -> Result<TlsClient, String> {
-        let ca =
-            ca.ok_or("a wss:// URL needs --ca FILE (the CA that signed the target's certificate)")?;
-        let roots = wsedge::tls::load_roots(ca).map_err(|e| e.to_string())?;
-        let mut config = rustls::ClientConfig::builder_with_provider(wsedge::tls::provider())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.resumption = rustls::client::Resumption::disabled();
-        config.alpn_protocols = vec![wsedge::tls::ALPN_HTTP11.to_vec()];
-        let name = rustls_pki_types::ServerName::try_from(sni.to_owned())
-            .map_err(|e| format!("--sni {sni:?}: {e}"))?;
-        Ok(TlsClient {
-            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
-            name,
-            full: AtomicU64::new(0),
-            full_hrr: AtomicU64::new(0),
-            resumed: AtomicU64::new(0),
-            not_tls13: AtomicU64::new(0),
-            suite: OnceLock::new(),
-            group: OnceLock::new(),
-        })
-    }
-
-    /// The full TLS handshake over a connected socket.
-    async fn handshake(&self, tcp: TcpStream) -> Result<Stream, String> {
-        let tls = self
-            .connector
-            .connect(self.name.clone(), tcp)
-            .await
-            .map_err(|e| format!("TLS handshake: {e}"))?;
-        let conn = tls.get_ref().1;
-        use rustls::HandshakeKind;
-        match conn.handshake_kind() {
-            Some(HandshakeKind::Full) => &self.full,
-            Some(HandshakeKind::FullWithHelloRetryRequest) => &self.full_hrr,
-            _ => &self.resumed,
-        }
-        .fetch_add(1, Ordering::Relaxed);
-        if conn.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
-            self.not_tls13.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Some(s) = conn.negotiated_cipher_suite() {
-            self.suite.get_or_init(|| format!("{:?}", s.suite()));
-        }
-        if let Some(g) = conn.negotiated_key_exchange_group() {
-            self.group.get_or_init(|| format!("{:?}", g.name()));
-        }
-        Ok(Either::Right(tls))
-    }
-
-    /// Fields added to the JSON line.
-    fn report(&self, v: &mut Value) {
-        v["tls_full_handshakes"] = json!(self.full.load(Ordering::Relaxed));
-        v["tls_hrr_handshakes"] = json!(self.full_hrr.load(Ordering::Relaxed));
-        v["tls_resumed"] = json!(self.resumed.load(Ordering::Relaxed));
-        v["tls_not_1_3"] = json!(self.not_tls13.load(Ordering::Relaxed));
-        v["tls_suite"] = json!(self.suite.get());
-        v["tls_group"] = json!(self.group.get());
-    }
-}
-
 #[derive(Subcommand)]
 enum Scenario {
     /// Closed loop: each connection sends one message and waits for its echo.
@@ -184,6 +117,37 @@ enum Scenario {
         count: u64,
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
+    },
+    /// `sessions` live sessions, each sending one message per second (staggered evenly across
+    /// the second) for `seconds`; latency, messages lost, proxy CPU per message, RSS live.
+    Chat {
+        #[arg(long, default_value_t = 9_000)]
+        sessions: usize,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Upgrades in flight while opening the sessions.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Seconds after the last send within which every echo must have arrived.
+        #[arg(long, default_value_t = 5.0)]
+        drain: f64,
+    },
+    /// Upgrade latency (TCP connect → 101, → first echo) with nothing held, then with `held`
+    /// idle sessions held open through the target.
+    UpgradeLatency {
+        #[arg(long, default_value_t = 9_000)]
+        held: usize,
+        #[arg(long, default_value_t = 2_000)]
+        count: u64,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Upgrades in flight while opening the held sessions.
+        #[arg(long, default_value_t = 64)]
+        open_concurrency: usize,
     },
     /// Hold `count` idle sessions; RSS per session = (RSS held - RSS before) / count.
     Idle {
@@ -243,7 +207,31 @@ fn main() {
                     count,
                     concurrency,
                     settle,
-                } => idle(&common, count, concurrency, settle).await,
+                } => scale::idle(&common, count, concurrency, settle).await,
+                Scenario::Chat {
+                    sessions,
+                    seconds,
+                    size,
+                    concurrency,
+                    drain,
+                } => scale::chat(&common, sessions, seconds, size, concurrency, drain).await,
+                Scenario::UpgradeLatency {
+                    held,
+                    count,
+                    concurrency,
+                    size,
+                    open_concurrency,
+                } => {
+                    scale::upgrade_latency(
+                        &common,
+                        held,
+                        count,
+                        concurrency,
+                        size,
+                        open_concurrency,
+                    )
+                    .await
+                }
             }
         };
         match tokio::time::timeout(deadline, run).await {
@@ -514,16 +502,21 @@ async fn upgrades(common: &Arc<Common>, count: u64, concurrency: usize) -> Resul
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let first_error = Arc::new(std::sync::OnceLock::<String>::new());
+    // TCP connect → 101 received, per upgrade (one histogram: a per-task one costs ~140 KB).
+    let to_101 = Arc::new(std::sync::Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap(),
+    ));
     let before = probe(&pids);
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (c, next, ok, failed, fe) = (
+        let (c, next, ok, failed, fe, h) = (
             common.clone(),
             next.clone(),
             ok.clone(),
             failed.clone(),
             first_error.clone(),
+            to_101.clone(),
         );
         tasks.push(tokio::spawn(async move {
             loop {
@@ -531,8 +524,11 @@ async fn upgrades(common: &Arc<Common>, count: u64, concurrency: usize) -> Resul
                 if i >= count {
                     return;
                 }
+                let t = Instant::now();
                 match connect(&c, i as usize).await {
                     Ok(mut ws) => {
+                        let us = t.elapsed().as_micros() as u64;
+                        let _ = h.lock().expect("histogram lock").record(us.max(1));
                         close(&mut ws).await;
                         ok.fetch_add(1, Ordering::Relaxed);
                     }
@@ -551,80 +547,18 @@ async fn upgrades(common: &Arc<Common>, count: u64, concurrency: usize) -> Resul
     let after = probe(&pids);
     let ok = ok.load(Ordering::Relaxed);
     let cpu = cpu_us(common, before, after);
+    let h = to_101.lock().expect("histogram lock");
+    let q = |x: u64| if h.is_empty() { Value::Null } else { json!(x) };
     Ok(json!({
         "scenario": "upgrades", "count": count, "concurrency": concurrency,
+        "to_101_p50_us": q(h.value_at_quantile(0.5)), "to_101_p99_us": q(h.value_at_quantile(0.99)),
+        "to_101_max_us": q(h.max()),
         "ok": ok, "failed": failed.load(Ordering::Relaxed), "secs": secs,
         "upgrades_per_s": ok as f64 / secs,
         "cpu_us": if pids.is_empty() { Value::Null } else { json!(cpu) },
         "cpu_us_per_upgrade": if pids.is_empty() || ok == 0 { Value::Null } else { json!(cpu / ok as f64) },
         "sys_us_per_upgrade": if pids.is_empty() || ok == 0 { Value::Null } else { json!(sys_us(common, before, after) / ok as f64) },
+        "user_us_per_upgrade": if pids.is_empty() || ok == 0 { Value::Null } else { json!((cpu - sys_us(common, before, after)) / ok as f64) },
         "first_error": first_error.get(),
-    }))
-}
-
-/// Holds `count` idle sessions; RSS per session from the target's VmRSS before and after.
-async fn idle(
-    common: &Arc<Common>,
-    count: usize,
-    concurrency: usize,
-    settle: f64,
-) -> Result<Value, String> {
-    let pids = pids(common);
-    let before = probe(&pids);
-    let next = Arc::new(AtomicU64::new(0));
-    let t0 = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (c, next) = (common.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut held = Vec::new();
-            let mut err = None;
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                if i >= count {
-                    break;
-                }
-                match connect(&c, i).await {
-                    Ok(ws) => held.push(ws),
-                    Err(e) => {
-                        err = Some(e);
-                        break;
-                    }
-                }
-            }
-            (held, err)
-        }));
-    }
-    let mut held = Vec::with_capacity(count);
-    let mut first_error = None;
-    for t in tasks {
-        let (h, e) = t.await.map_err(|e| e.to_string())?;
-        held.extend(h);
-        if first_error.is_none() {
-            first_error = e;
-        }
-    }
-    let open_secs = t0.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_secs_f64(settle)).await;
-    // Every session still answers: the proxy really holds them all.
-    let mut alive = 0usize;
-    for ws in held.iter_mut().step_by(97) {
-        let ok = async {
-            ws.send(Message::text("whoami")).await.ok()?;
-            ws.next().await?.ok()
-        };
-        if let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(2), ok).await {
-            alive += 1;
-        }
-    }
-    let after = probe(&pids);
-    let n = held.len();
-    let per_session = (after.rss_kib as f64 - before.rss_kib as f64) * 1024.0 / n.max(1) as f64;
-    Ok(json!({
-        "scenario": "idle", "count": count, "held": n, "open_secs": open_secs,
-        "sampled_alive": alive, "sampled": n.div_ceil(97),
-        "rss_before_kib": before.rss_kib, "rss_after_kib": after.rss_kib,
-        "rss_bytes_per_session": if pids.is_empty() || n == 0 { Value::Null } else { json!(per_session) },
-        "first_error": first_error,
     }))
 }

@@ -86,7 +86,7 @@ async fn main() {
     let mut backends = Vec::new();
     for i in 0..3 {
         // A deep accept backlog: thousands of sessions are opened in bursts.
-        let l = wsedge::listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let l = wsedge::listener::bind("127.0.0.1:0".parse().unwrap(), None).unwrap();
         backends.push(l.local_addr().unwrap());
         tokio::spawn(wsedge::echo::serve(l, format!("b{i}"), stop.clone()));
     }

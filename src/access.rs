@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use http::{HeaderMap, Uri};
 use tokio::time::Instant;
 
+use crate::log_fields::AddrText;
 use crate::reject::RejectReason;
 use crate::splice::{SessionEnd, Side};
 use crate::tls::accept::ClientTls;
@@ -72,15 +73,19 @@ impl RequestFacts {
         headers: &HeaderMap,
         redact_query: Option<&[String]>,
     ) -> Self {
+        // One value (the usual case) is cleaned straight from the header's bytes.
         let header = |name: http::header::HeaderName| {
-            let mut out = String::new();
-            for (i, v) in headers.get_all(name).iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                out.push_str(&String::from_utf8_lossy(v.as_bytes()));
+            let mut values = headers.get_all(name).iter();
+            let Some(first) = values.next() else {
+                return String::new();
+            };
+            let mut joined = String::from_utf8_lossy(first.as_bytes());
+            for v in values {
+                let j = joined.to_mut();
+                j.push_str(", ");
+                j.push_str(&String::from_utf8_lossy(v.as_bytes()));
             }
-            clean(&out)
+            clean(&joined)
         };
         let host = headers
             .get(http::header::HOST)
@@ -89,16 +94,13 @@ impl RequestFacts {
             .unwrap_or_default();
         RequestFacts {
             listener: listener.to_owned(),
-            client: client.to_string(),
-            client_ip: client_ip
-                .unwrap_or_else(|| client.ip())
-                .to_canonical()
-                .to_string(),
+            client: AddrText(client).to_text(),
+            client_ip: AddrText(client_ip.unwrap_or_else(|| client.ip()).to_canonical()).to_text(),
             tls_version: tls.map_or("", |t| t.version),
             sni: tls.map(|t| clean(&t.sni)).unwrap_or_default(),
             alpn: tls.map(|t| clean(&t.alpn)).unwrap_or_default(),
             host,
-            path: clean(&redacted_target(uri, redact_query)),
+            path: clean_owned(redacted_target(uri, redact_query)),
             origin: header(http::header::ORIGIN),
             user_agent: header(http::header::USER_AGENT),
             subprotocols: header(http::header::SEC_WEBSOCKET_PROTOCOL),
@@ -143,6 +145,27 @@ pub fn redacted_target(uri: &Uri, redact: Option<&[String]>) -> String {
 
 /// A client-chosen value as logged: control characters replaced, at most [`MAX_FIELD`] bytes.
 pub fn clean(s: &str) -> String {
+    if is_clean(s) {
+        return s.to_owned();
+    }
+    clean_slow(s)
+}
+
+/// [`clean`] without a copy when `s` is already clean (the usual case).
+fn clean_owned(s: String) -> String {
+    if is_clean(&s) {
+        return s;
+    }
+    clean_slow(&s)
+}
+
+/// Short printable ASCII, which [`clean`] returns unchanged: checked a byte at a time instead
+/// of decoding `char`s and rebuilding the string.
+fn is_clean(s: &str) -> bool {
+    s.len() <= MAX_FIELD && s.bytes().all(|b| (0x20..0x7f).contains(&b))
+}
+
+fn clean_slow(s: &str) -> String {
     let cut = crate::session::truncate_utf8(s, MAX_FIELD);
     let mut out: String = cut
         .chars()
@@ -248,7 +271,7 @@ pub fn session(up: &Upgraded, e: &Ended<'_>) {
         extensions = up.extensions,
         route = e.route,
         backend = e.backend,
-        backend_addr = %e.backend_addr.map(|a| a.to_string()).unwrap_or_default(),
+        backend_addr = %AddrText(e.backend_addr),
         request_id = up.request_id,
         trace_id = up.trace_id,
         handshake_ms = up.handshake_ms,
@@ -417,6 +440,9 @@ mod tests {
     #[test]
     fn client_values_are_cut_and_cleaned() {
         assert_eq!(clean("a\r\nb"), "a??b");
+        assert_eq!(clean("plain/1.0 (x; y)"), "plain/1.0 (x; y)");
+        assert_eq!(clean("caf\u{e9} \u{85}\x7f"), "caf\u{e9} ??");
+        assert_eq!(clean_owned("a\x1bb".into()), "a?b");
         let long = "x".repeat(1000);
         assert_eq!(clean(&long).len(), MAX_FIELD + '…'.len_utf8());
     }

@@ -8,6 +8,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::time::Instant;
 
@@ -18,15 +19,14 @@ use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpStream;
 
-use crate::tls::accept::{accept as tls_accept, TlsOutcome};
-use crate::tls::stream::ClientStream;
+use crate::tls::sniff::{ClientIo, PlainPort};
 use crate::tls::TlsListener;
 use tracing::{debug, info};
 
 use crate::access::RequestFacts;
 
+mod client;
 mod refused;
 use crate::admission::ConnSlot;
 use crate::answer::{reject_response, relayed, switching_protocols};
@@ -43,57 +43,28 @@ use crate::reject::{RejectReason, SIDE_NONE};
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
 use crate::upstream::{self, UpgradedBackend, UpstreamError};
+pub use client::Client;
+use client::{open, Opened};
 
 /// Serves one accepted TCP connection until it closes, upgrades, or shutdown ends it. On a
 /// TLS listener the handshake comes first; handshake and request headers share the
 /// listener's `request_timeout`.
 pub async fn serve(
-    stream: TcpStream,
-    peer: SocketAddr,
+    client: Client,
     listener: Arc<Listener>,
     tls: Option<Arc<TlsListener>>,
     shared: Arc<Shared>,
     conn: Arc<ConnSlot>,
 ) {
+    let (peer, inherited_user_timeout) = (client.peer, client.inherited_user_timeout);
     let deadline = tokio::time::Instant::now() + listener.request_timeout;
-    let count = |outcome: TlsOutcome| {
-        shared
-            .metrics
-            .tls_handshakes_total
-            .with_label_values(&[&listener.name, outcome.label()])
-            .inc();
-    };
-    let (io, client_cert, client_tls) = match &tls {
-        // Boxed (so is the fallback below): a branch most connections never take would size
-        // every connection's future, which is copied whole when boxed or spawned.
-        Some(tls) => match Box::pin(tls_accept(tls, stream, peer, deadline)).await {
-            Ok(accepted) => {
-                count(TlsOutcome::Ok);
-                let client_cert = tls.forward_client_cert.clone().map(|header| ForwardedCert {
-                    header,
-                    subject: accepted.client_subject,
-                });
-                (accepted.stream, client_cert, Some(accepted.facts))
-            }
-            Err(outcome) => {
-                count(outcome);
-                return;
-            }
-        },
-        None => {
-            // A TLS client on a plain port would get a 400 it cannot read: count and close.
-            let sniff = crate::tls::accept::is_client_hello(&stream);
-            match tokio::time::timeout_at(deadline, sniff).await {
-                Ok(false) => {}
-                Ok(true) => {
-                    debug!(%peer, listener = %listener.name, "TLS ClientHello on a plain port");
-                    count(TlsOutcome::TlsOnPlainPort);
-                    return;
-                }
-                Err(_) => return,
-            }
-            (ClientStream::Plain(stream), None, None)
-        }
+    let Some(Opened {
+        io,
+        client_cert,
+        client_tls,
+    }) = open(client, &listener, tls.as_deref(), &shared, deadline).await
+    else {
+        return;
     };
     let ctx = Arc::new(ConnContext {
         peer,
@@ -102,10 +73,17 @@ pub async fn serve(
         client_cert,
         client_tls,
         conn,
+        inherited_user_timeout,
+        spoke: AtomicBool::new(false),
     });
-    let service = service_fn(move |req| {
+    // A plain listener's client is looked at on its first byte (no TLS ClientHello).
+    let plain = tls.is_none().then(|| ctx.clone() as Arc<dyn PlainPort>);
+    let service = service_fn({
         let ctx = ctx.clone();
-        async move { Ok::<_, Infallible>(handle(req, ctx).await) }
+        move |req| {
+            let ctx = ctx.clone();
+            async move { Ok::<_, Infallible>(handle(req, ctx).await) }
+        }
     });
     // What the handshake left of `request_timeout` (hyper applies the same value to later
     // keep-alive requests, which only makes those stricter).
@@ -113,12 +91,14 @@ pub async fn serve(
         .saturating_duration_since(tokio::time::Instant::now())
         .max(MIN_HEADER_TIME);
     let conn = http1_builder(&listener, header_time)
-        .serve_connection(TokioIo::new(io), service)
+        .serve_connection(TokioIo::new(ClientIo::new(io, plain)), service)
         .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
         res = conn.as_mut() => {
-            if let Err(e) = res {
+            // A plain listener's client that never sent a byte is closed uncounted.
+            let silent = tls.is_none() && !ctx.spoke.load(Ordering::Relaxed);
+            if let (Err(e), false) = (res, silent) {
                 count_head_error(&shared, &listener.name, peer, &e);
             }
         }
@@ -179,6 +159,11 @@ struct ConnContext {
     client_tls: Option<crate::tls::accept::ClientTls>,
     /// Counts this connection against its listener's limits; a session keeps it.
     conn: Arc<ConnSlot>,
+    /// The client socket's TCP_USER_TIMEOUT from the listening socket (the session sets its
+    /// route's only when it differs).
+    inherited_user_timeout: Option<std::time::Duration>,
+    /// A plain listener's client has sent a byte (see `client.rs`).
+    spoke: AtomicBool,
 }
 
 impl ConnContext {
@@ -392,6 +377,7 @@ async fn route_request(
         route: route.clone(),
         backend_name,
         client: ctx.peer,
+        inherited_user_timeout: ctx.inherited_user_timeout,
         ids,
         access,
         expiry: admitted.and_then(|a| a.expiry),

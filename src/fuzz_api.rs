@@ -6,10 +6,13 @@
 //!
 //! - [`handshake`]: a request head through hyper's parser as a listener configures it, then
 //!   the request line, target and upgrade checks and header forwarding.
+//! - [`backend_response`]: a backend's answer to the upgrade, cut into arbitrary reads, through
+//!   the hand-written response reader.
 //! - [`frames`]: a byte stream cut into arbitrary chunks through the frame scanner.
 //! - [`proxy_protocol`]: PROXY v1/v2 headers.
 //! - [`routes_yaml`]: routes.yaml text through parsing and validation (no file access).
 
+pub mod backend_response;
 pub mod frames;
 pub mod handshake;
 pub mod proxy_protocol;

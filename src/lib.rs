@@ -24,7 +24,8 @@
 //! - [`health`]: ping/pong probes with hysteresis, passive ejection, unhealthy drains.
 //! - [`forward`]: header forwarding (hop-by-hop, X-Forwarded-*, request id, traceparent).
 //! - [`upstream`]: dial the backend (Happy Eyeballs across its addresses: `upstream/eyeballs.rs`),
-//!   send the upgrade, verify the 101.
+//!   send the upgrade and read the answer by hand (`upstream/exchange.rs`, `upstream/response.rs`,
+//!   `upstream/chunked.rs`), verify the 101.
 //! - [`session_task`]: the task owning a session; [`splice`] relays it; [`frame`] scans it.
 //! - [`session`]: the handle every live session registers; [`registry`] holds them.
 //! - [`tls`]: rustls on both sides: listener handshakes, certificate reload, `wss://` backends.
@@ -32,7 +33,8 @@
 //! - [`answer`]: wsedge's own responses (the 101, relayed refusals, rejections).
 //! - [`fallback`]: `http_fallback` for plain HTTP; [`body`]: the body of wsedge's own answers.
 //! - [`reload`]: live reload; [`plan`]: which sessions a change concerns; [`drain`]: spread closes.
-//! - [`access`]: the access log (one line per session and per refusal, docs/LOGS.md).
+//! - [`access`]: the access log (one line per session and per refusal, docs/LOGS.md);
+//!   [`log_fields`]: the text log's field formatter.
 //! - [`admin`], [`metrics`]: operations; [`admin_client`]: the one HTTP client of the CLI and tools.
 //! - [`check`]: `wsedge check`.
 //! - Tools (cargo feature `tools`, on by default; an edge image builds without it): `echo`, the
@@ -61,7 +63,7 @@
 //! 13. `route`, `balance`, `backend`, `registry`, `discovery`
 //! 14. `tls`, `metrics`, `sockopt`, `resolve`, `per_ip`
 //! 15. `splice`, `session`, `frame`, `body`, `admin_client`, `echo`, `rlimit`, `admission`
-//! 16. `config`, `origin`, `path`
+//! 16. `config`, `origin`, `path`, `log_fields`
 //!
 //! Imports that point up the floors (at most three), one line each in the form
 //! "- up: `from` → `to`: reason": none today.
@@ -98,6 +100,7 @@ pub mod health;
 pub mod listener;
 #[cfg(feature = "tools")]
 pub mod loadtest;
+pub mod log_fields;
 pub mod metrics;
 pub mod origin;
 pub mod path;

@@ -23,15 +23,21 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Binds `addr` with SO_REUSEADDR (a restart does not wait out TIME_WAIT) and a deep backlog.
 /// The socket options of [`crate::sockopt::tune_socket`] are set on the listening socket: Linux copies them to
 /// every accepted socket, which saves four `setsockopt` calls per connection (see
-/// [`crate::sockopt::tune_accepted`]).
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// [`crate::sockopt::tune_accepted`]); so is `user_timeout` (TCP_USER_TIMEOUT) when given, which
+/// saves a session's on its client socket when its route has that value. Both before
+/// `listen`, so that no connection is accepted without them.
+pub fn bind(addr: SocketAddr, user_timeout: Option<Duration>) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
-    sockopt::set_tuning(&socket2::SockRef::from(&socket))?;
+    let sock = socket2::SockRef::from(&socket);
+    sockopt::set_tuning(&sock)?;
+    if let Some(t) = user_timeout {
+        sockopt::set_listener_user_timeout(&sock, t)?;
+    }
     socket.bind(addr)?;
     socket.listen(BACKLOG)
 }
@@ -69,13 +75,17 @@ pub fn load_tls(l: &Listener) -> Result<Option<Arc<TlsListener>>, StartError> {
 }
 
 /// Binds each listener; all or nothing (what was bound is dropped on the first failure).
+/// `routes` choose the TCP_USER_TIMEOUT the listening sockets pass on to accepted ones
+/// ([`sockopt::common_user_timeout`]).
 pub fn bind_all<'a>(
     listeners: impl IntoIterator<Item = &'a Listener>,
+    routes: &[Arc<crate::config::Route>],
 ) -> Result<Vec<(Listener, TcpListener)>, StartError> {
+    let user_timeout = sockopt::common_user_timeout(routes);
     listeners
         .into_iter()
         .map(|l| {
-            bind(l.bind)
+            bind(l.bind, Some(user_timeout))
                 .map(|tcp| (l.clone(), tcp))
                 .map_err(|source| StartError::Bind {
                     name: l.name.clone(),
@@ -191,6 +201,8 @@ pub async fn accept_loop(
     // per generation shared by its connections, not a `Listener` clone per accept (a reload
     // publishes a new generation, always a higher number).
     let mut current: Option<(u64, Arc<Listener>, Option<Arc<TlsListener>>)> = None;
+    // What each accepted socket's TCP_USER_TIMEOUT already is (see `bind`).
+    let inherited = sockopt::inherited_user_timeout(&listener);
     loop {
         let limit = shared
             .snapshot
@@ -250,7 +262,12 @@ pub async fn accept_loop(
                     {
                         return;
                     }
-                    crate::conn::serve(stream, peer, config, tls, shared2, conn).await;
+                    let client = crate::conn::Client {
+                        stream,
+                        peer,
+                        inherited_user_timeout: inherited,
+                    };
+                    crate::conn::serve(client, config, tls, shared2, conn).await;
                 }));
             }
             Err(e) => {
@@ -353,8 +370,9 @@ mod tests {
     /// The per-connection `setsockopt` calls are skipped on Linux because accepted sockets
     /// inherit the listener's options: this checks that they really do.
     #[tokio::test]
-    async fn accepted_sockets_carry_nodelay_and_keepalive() {
-        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    async fn accepted_sockets_carry_nodelay_keepalive_and_user_timeout() {
+        let user_timeout = Duration::from_millis(7300);
+        let listener = bind("127.0.0.1:0".parse().unwrap(), Some(user_timeout)).unwrap();
         let addr = listener.local_addr().unwrap();
         let client = TcpStream::connect(addr).await.unwrap();
         let (accepted, _) = listener.accept().await.unwrap();
@@ -367,7 +385,33 @@ mod tests {
             sock.tcp_keepalive_interval().unwrap(),
             sockopt::KEEPALIVE_INTERVAL
         );
+        #[cfg(target_os = "linux")]
+        {
+            assert_eq!(sock.tcp_user_timeout().unwrap(), Some(user_timeout));
+            // What the accept loop reads once and each session compares its route's value to.
+            assert_eq!(
+                sockopt::inherited_user_timeout(&listener),
+                Some(user_timeout)
+            );
+        }
         // The client side was not tuned: the options are not simply a system default.
-        assert!(!socket2::SockRef::from(&client).tcp_nodelay().unwrap());
+        let client = socket2::SockRef::from(&client);
+        assert!(!client.tcp_nodelay().unwrap());
+        #[cfg(target_os = "linux")]
+        assert_eq!(client.tcp_user_timeout().unwrap(), None);
+    }
+
+    /// The admin listener passes no TCP_USER_TIMEOUT on.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn without_a_user_timeout_none_is_inherited() {
+        let listener = bind("127.0.0.1:0".parse().unwrap(), None).unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        assert_eq!(sockopt::inherited_user_timeout(&listener), None);
+        let sock = socket2::SockRef::from(&accepted);
+        assert_eq!(sock.tcp_user_timeout().unwrap(), None);
     }
 }

@@ -232,7 +232,7 @@ pub async fn apply_with(
     }
     // A listener that moves frees its old address only after the swap; binding the new one
     // first is what keeps a failed reload side-effect free.
-    let fresh = bind_all(&to_bind).map_err(ReloadError::Bind)?;
+    let fresh = bind_all(&to_bind, &config.routes).map_err(ReloadError::Bind)?;
 
     // Discovered backends expand into their last good endpoints (kept across the reload when
     // the backend is unchanged); the query loops follow the new file once it is applied.

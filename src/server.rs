@@ -42,13 +42,15 @@ impl Server {
         for l in &config.listeners {
             tls.push(listener::load_tls(l)?);
         }
-        let bound = listener::bind_all(&config.listeners)?;
+        let bound = listener::bind_all(&config.listeners, &config.routes)?;
         let admin_listener = match &config.admin {
-            Some(a) => Some(listener::bind(a.bind).map_err(|source| StartError::Bind {
-                name: "admin".into(),
-                addr: a.bind,
-                source,
-            })?),
+            Some(a) => Some(
+                listener::bind(a.bind, None).map_err(|source| StartError::Bind {
+                    name: "admin".into(),
+                    addr: a.bind,
+                    source,
+                })?,
+            ),
             None => None,
         };
         let config_path = config.source.clone();

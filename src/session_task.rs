@@ -14,6 +14,7 @@ use crate::metrics::close_code_label;
 use crate::registry::Slot;
 use crate::shared::Shared;
 use crate::splice::{self, SessionEnd, Side, SpliceConfig};
+use crate::tls::sniff::ClientIo;
 use crate::tls::stream::ClientStream;
 use crate::upstream::UpgradedBackend;
 
@@ -26,6 +27,8 @@ pub struct Session {
     pub route: std::sync::Arc<Route>,
     pub backend_name: String,
     pub client: SocketAddr,
+    /// What the client socket's TCP_USER_TIMEOUT already is (from the listening socket).
+    pub inherited_user_timeout: Option<std::time::Duration>,
     /// The request and trace ids sent to the backend (span fields of every session line).
     pub ids: crate::forward::Ids,
     /// The access log's record of the upgrade (`None` with the access log off).
@@ -41,7 +44,7 @@ pub fn spawn(session: Session) {
         conn_id = session.slot.id,
         request_id = session.ids.request_id.to_str().unwrap_or(""),
         trace_id = session.ids.trace_id(),
-        client_ip = %session.client.ip().to_canonical(),
+        client_ip = %crate::log_fields::AddrText(session.client.ip().to_canonical()),
         route = %session.route.name,
         backend = %session.backend_name,
     );
@@ -137,6 +140,7 @@ async fn prepare(session: Box<Session>) -> Option<Ready> {
         route,
         backend_name,
         client: _,
+        inherited_user_timeout,
         ids,
         access,
         expiry,
@@ -144,7 +148,11 @@ async fn prepare(session: Box<Session>) -> Option<Ready> {
     drop(ids); // in the span already; not kept for the session's life
     let started = Instant::now();
     let (client, backend) = client_upgraded(on_upgrade, backend).await?;
-    crate::sockopt::set_user_timeout(client.0.tcp(), route.limits.tcp_user_timeout);
+    crate::sockopt::set_user_timeout(
+        client.0.tcp(),
+        route.limits.tcp_user_timeout,
+        inherited_user_timeout,
+    );
     let backend_addr = access
         .as_ref()
         .and_then(|_| backend.io.tcp().peer_addr().ok());
@@ -311,8 +319,11 @@ async fn client_upgraded(
     backend: UpgradedBackend,
 ) -> Option<((ClientStream, bytes::Bytes), UpgradedBackend)> {
     match on_upgrade.await {
-        Ok(upgraded) => match upgraded.downcast::<TokioIo<ClientStream>>() {
-            Ok(parts) => Some(((parts.io.into_inner(), parts.read_buf), backend)),
+        Ok(upgraded) => match upgraded.downcast::<TokioIo<ClientIo>>() {
+            Ok(parts) => Some((
+                (parts.io.into_inner().into_stream(), parts.read_buf),
+                backend,
+            )),
             Err(_) => {
                 warn!("client upgrade: unexpected stream type");
                 close_orphaned_backend(backend.io).await;

@@ -9,6 +9,8 @@
 //! - [`resolver`]: SNI → certificate, each certificate behind an `ArcSwap` so a reload is
 //!   one pointer swap and live sessions never notice.
 //! - [`watch`]: certificate files watched on their parent directories (Kubernetes `..data`).
+//! - [`sniff`]: a plain listener's client is read through [`sniff::ClientIo`], which ends a
+//!   connection opening with a TLS ClientHello before hyper answers it.
 //! - [`inspect`]: X.509 facts (subject, expiry, names) for `wsedge check` and mTLS forwarding.
 //! - [`dev`]: development CA and certificates (rcgen) for `wsedge certs --dev`, the demo, tests.
 //!
@@ -34,6 +36,7 @@ pub mod client;
 pub mod dev;
 pub mod inspect;
 pub mod resolver;
+pub mod sniff;
 pub mod stream;
 pub mod watch;
 

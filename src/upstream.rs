@@ -3,19 +3,19 @@
 //! [`dial`] is the one way to reach a backend (TLS included). Dialing tries the addresses the
 //! backend's host resolves to in the Happy Eyeballs manner (`upstream/eyeballs.rs`), within the
 //! route's `connect_timeout`: a backend is reachable when any of its addresses is, so an address
-//! that fails while another answers is no failure of the backend. The upgrade exchange runs on hyper's client connection and its answer is
+//! that fails while another answers is no failure of the backend. The upgrade exchange is
+//! written by hand in the session's own task (`upstream/exchange.rs`: one write of the request
+//! head, the answer read into one bounded buffer and parsed with `httparse` in
+//! `upstream/response.rs`, chunked refusal bodies in `upstream/chunked.rs`), and its answer is
 //! checked as RFC 6455 §4.1 asks a client to (status, Upgrade/Connection, Accept, subprotocol
 //! and extensions within what was offered).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
+use http::{Request, Response};
+use http_body_util::Empty;
 use tokio::net::TcpStream;
 
 use crate::config::{BackendUrl, Limits};
@@ -23,7 +23,12 @@ use crate::handshake::{accept_key, extension_names, header_has_token};
 use crate::tls::client::BackendTransport;
 use crate::tls::stream::{BackendStream, MaybeTls};
 
+mod chunked;
+pub mod exchange;
 pub mod eyeballs;
+pub mod response;
+
+pub use response::ExchangeError;
 
 /// The most of a backend's rejection body wsedge relays to the client.
 pub const MAX_RELAYED_BODY: usize = 64 * 1024;
@@ -56,8 +61,9 @@ pub enum UpstreamError {
     /// No answer to the upgrade within the route's `handshake_timeout`.
     #[error("no response to the upgrade within {0:?}")]
     HandshakeTimeout(Duration),
+    /// The backend closed the connection before a whole answer, or reading or writing failed.
     #[error("backend closed or reset the connection during the upgrade: {0}")]
-    Reset(hyper::Error),
+    Reset(ExchangeError),
     #[error("malformed response to the upgrade: {0}")]
     Malformed(String),
     /// A well-formed answer other than 101: relayed to the client as is.
@@ -106,7 +112,7 @@ pub async fn connect(
     let (stream, _addr) =
         eyeballs::connect(&plan, limits.connect_attempt_delay, left, memory).await?;
     crate::sockopt::tune_socket(&stream);
-    crate::sockopt::set_user_timeout(&stream, limits.tcp_user_timeout);
+    crate::sockopt::set_user_timeout(&stream, limits.tcp_user_timeout, None);
     Ok(stream)
 }
 
@@ -177,78 +183,28 @@ pub struct UpgradedBackend {
 /// Sends the upgrade on `stream` and checks the answer. `offered_protocols` and
 /// `offered_deflate` are what was forwarded, so anything else in the 101 is refused.
 pub async fn upgrade(
-    stream: BackendStream,
+    mut stream: BackendStream,
     request: Request<Empty<Bytes>>,
     key: &HeaderValue,
     offered_protocols: &[String],
     offered_deflate: bool,
 ) -> Result<UpgradedBackend, UpstreamError> {
-    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(UpstreamError::Reset)?;
-    // The connection future drives the exchange and hands the socket back at the upgrade. It
-    // is polled here beside each step instead of in a spawned task: one task fewer per
-    // upgrade, and on an error it is simply dropped with the socket.
-    let mut conn = Driven::new(conn.with_upgrades());
-    let mut response = conn
-        .beside(sender.send_request(request))
-        .await
-        .map_err(|e| {
-            if e.is_parse() || e.is_parse_status() {
-                UpstreamError::Malformed(e.to_string())
-            } else {
-                UpstreamError::Reset(e)
-            }
-        })?;
-
-    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return Err(conn.beside(relay_rejection(response)).await);
-    }
-    // Moved out, not cloned: the upgrade needs only the response's extensions.
-    let mut headers = std::mem::take(response.headers_mut());
+    let (mut headers, pending) = match exchange::exchange(&mut stream, &request).await? {
+        response::Answer::Switched { headers, leftover } => (headers, leftover),
+        response::Answer::Refused(refusal) => {
+            return Err(UpstreamError::Rejected(Box::new(refusal)))
+        }
+    };
     verify_switch(&mut headers, key, offered_protocols, offered_deflate)?;
     let deflate = extension_names(&headers)
         .iter()
         .any(|e| e == "permessage-deflate");
-    let upgraded = conn
-        .beside(hyper::upgrade::on(response))
-        .await
-        .map_err(|e| UpstreamError::Malformed(format!("upgrade failed: {e}")))?;
-    let parts = upgraded
-        .downcast::<TokioIo<BackendStream>>()
-        .map_err(|_| UpstreamError::Malformed("unexpected upgraded stream type".into()))?;
     Ok(UpgradedBackend {
-        io: parts.io.into_inner(),
-        pending: parts.read_buf,
+        io: stream,
+        pending,
         headers,
         deflate,
     })
-}
-
-/// A connection future polled alongside the steps that need it, until it finishes.
-struct Driven<F> {
-    conn: F,
-    done: bool,
-}
-
-impl<F: Future + Unpin> Driven<F> {
-    fn new(conn: F) -> Self {
-        Driven { conn, done: false }
-    }
-
-    /// Awaits `step` while polling the connection (the step's answer needs the connection to
-    /// make progress; once the connection has finished, only the step is polled).
-    async fn beside<T>(&mut self, step: impl Future<Output = T>) -> T {
-        let mut step = std::pin::pin!(step);
-        std::future::poll_fn(|cx| {
-            if !self.done && Pin::new(&mut self.conn).poll(cx).is_ready() {
-                self.done = true;
-            }
-            step.as_mut().poll(cx)
-        })
-        .await
-    }
 }
 
 // The large variant (a relayed response) is the point of the error type; this is not a hot path.
@@ -311,30 +267,5 @@ fn verify_switch(
     Ok(())
 }
 
-async fn relay_rejection(response: Response<hyper::body::Incoming>) -> UpstreamError {
-    let (parts, mut body) = response.into_parts();
-    let mut collected = bytes::BytesMut::new();
-    let mut truncated = false;
-    // Read frame by frame (not `Limited`, which throws the prefix away): an oversized or
-    // broken body is still the backend's well-formed answer, relayed cut short.
-    while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else {
-            truncated = true;
-            break;
-        };
-        let Ok(data) = frame.into_data() else {
-            continue; // trailers
-        };
-        let room = MAX_RELAYED_BODY - collected.len();
-        if data.len() > room {
-            collected.extend_from_slice(&data[..room]);
-            truncated = true;
-            break;
-        }
-        collected.extend_from_slice(&data);
-    }
-    UpstreamError::Rejected(Box::new(BackendRefusal {
-        response: Response::from_parts(parts, collected.freeze()),
-        truncated,
-    }))
-}
+#[cfg(test)]
+mod tests;

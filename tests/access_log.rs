@@ -285,3 +285,103 @@ fn a_stalled_log_sink_drops_lines_and_never_blocks_sessions() {
     wsedge.wait_exit();
     rt.block_on(backend.stop());
 }
+
+/// The User-Agent a hostile client sends: quotes and a `field=` of its own, a backslash, and
+/// non-ASCII (HTTP carries no newline or ESC in a header value: hyper refuses those heads;
+/// `log_fields::tests::a_hostile_user_agent_cannot_forge_a_line_or_a_field` writes them).
+const HOSTILE_UA: &str = "ua\" forged=\"1 kind=\"refusal\" back\\slash caf\u{e9} \u{1f980}";
+
+/// Through the binary, as JSON (valid JSON, the value intact) and as text (the default
+/// format: one line, one `user_agent` field, the value quoted and escaped).
+#[test]
+fn a_hostile_user_agent_stays_one_field_in_json_and_text() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let backend = rt.block_on(Backend::echo("b1"));
+    let dir = TempDir::new("accesshostile");
+    let path = dir.write(
+        "routes.yaml",
+        &single_route_yaml(&[("b1", backend.addr)], ""),
+    );
+    let request = upgrade_request("/x", &format!("User-Agent: {HOSTILE_UA}\r\n"));
+
+    let mut wsedge = Process::run(&path);
+    assert_eq!(rt.block_on(raw_http(wsedge.addr, &request)).0, 101);
+    let line = wsedge.wait_log("session closed");
+    assert_eq!(line["fields"]["user_agent"], HOSTILE_UA, "{line}");
+    assert_eq!(line["fields"]["kind"], "session", "{line}");
+    assert!(line["fields"].get("forged").is_none(), "{line}");
+    wsedge.sigterm();
+    wsedge.wait_exit();
+
+    let text = TextProcess::run(&path);
+    assert_eq!(rt.block_on(raw_http(text.addr, &request)).0, 101);
+    let line = text.wait_line("session closed");
+    let escaped = format!("{HOSTILE_UA:?}");
+    assert!(line.contains(&format!(" user_agent={escaped} ")), "{line}");
+    // Outside the escaped value, one `kind=` and no `forged=`.
+    let rest = line.replace(&escaped, "");
+    assert_eq!(rest.matches("kind=").count(), 1, "{line}");
+    assert!(!rest.contains("forged="), "{line}");
+    rt.block_on(backend.stop());
+}
+
+/// `wsedge --log-format text run`, killed on drop; its stderr lines on a channel.
+struct TextProcess {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl TextProcess {
+    fn run(config: &std::path::Path) -> TextProcess {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wsedge"))
+            .args(["--log-format", "text", "run", "--config"])
+            .arg(config)
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut p = TextProcess {
+            child,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            lines,
+        };
+        let listening = p.wait_line(": listening ");
+        let addr = listening
+            .split(' ')
+            .find_map(|w| w.strip_prefix("addr="))
+            .expect(&listening);
+        p.addr = addr.trim_matches('"').parse().expect(&listening);
+        p
+    }
+
+    /// The next line that contains `what`.
+    fn wait_line(&self, what: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(PATIENCE) {
+                Ok(line) if line.contains(what) => return line,
+                Ok(_) => continue,
+                Err(e) => panic!("no line with {what:?}: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for TextProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

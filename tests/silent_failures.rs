@@ -82,6 +82,53 @@ async fn tcp_user_timeout_is_set_on_both_sockets_of_a_session() {
     backend.stop().await;
 }
 
+/// The listening socket carries the TCP_USER_TIMEOUT most routes share, so their sessions
+/// inherit it without a `setsockopt` of their own; a route with another value still gets its
+/// own on the client's socket. Both routes' sessions are checked, on both sockets.
+#[tokio::test]
+async fn tcp_user_timeout_is_each_routes_own_whether_inherited_or_set() {
+    let backend = Backend::echo("b1").await;
+    let route = |name: &str, prefix: &str, timeout: &str| {
+        format!(
+            "  - name: {name}\n    match: {{host: \"*\", path_prefix: {prefix}}}\n    \
+             limits: {{tcp_user_timeout: {timeout}}}\n    backends:\n      \
+             - {{name: b1, url: \"ws://{}\"}}\n",
+            backend.addr
+        )
+    };
+    // Two routes at 7 s (the listening socket's value), one at 3 s.
+    let yaml = format!(
+        "listeners:\n  - name: edge\n    bind: 127.0.0.1:0\nroutes:\n{}{}{}",
+        route("seven", "/seven", "7s"),
+        route("three", "/three", "3s"),
+        route("also_seven", "/also", "7s"),
+    );
+    let router = Router::start(&yaml).await;
+    for (path, want) in [("/seven", 7), ("/three", 3), ("/also", 7)] {
+        let mut ws = connect(&router.url(path)).await;
+        assert_eq!(roundtrip(&mut ws, "hello").await, "hello");
+        let client_addr = match ws.get_ref() {
+            tokio_tungstenite::MaybeTlsStream::Plain(s) => s.local_addr().unwrap(),
+            _ => unreachable!("plain ws://"),
+        };
+        let client_side = user_timeouts(|local, peer| local == router.addr && peer == client_addr);
+        let want = Some(Duration::from_secs(want));
+        assert_eq!(client_side, vec![want], "client side of {path}");
+        // The backend's own accepted socket has the backend's address as its local one.
+        let backend_side = user_timeouts(|_, peer| peer == backend.addr);
+        assert_eq!(backend_side, vec![want], "backend side of {path}");
+        ws.close(None).await.unwrap();
+        // The session's sockets are gone before the next one is looked for.
+        let gone = support::tls::eventually(PATIENCE, || async {
+            user_timeouts(|_, peer| peer == backend.addr).is_empty()
+        })
+        .await;
+        assert!(gone.is_some(), "the session of {path} did not end");
+    }
+    router.stop().await;
+    backend.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Network-namespace tests.
 

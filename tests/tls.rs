@@ -392,6 +392,69 @@ async fn a_client_hello_on_a_plain_port_is_closed_and_counted() {
     backend.stop().await;
 }
 
+/// The plain listener looks at the first byte hyper reads: a ClientHello's bytes get no
+/// answer at all (hyper would have written a 400), and a client that sends nothing is closed
+/// at `request_timeout` without being counted anywhere.
+#[tokio::test]
+async fn a_plain_port_answers_a_client_hello_with_nothing_and_counts_a_silent_client_nowhere() {
+    let backend = Backend::echo("b1").await;
+    let yaml = single_route_yaml(&[("b1", backend.addr)], "").replace(
+        "    bind: 127.0.0.1:0\n",
+        "    bind: 127.0.0.1:0\n    request_timeout: 300ms\n",
+    );
+    let router = Router::start(&yaml).await;
+    let head_timeouts = || {
+        router
+            .server()
+            .shared()
+            .metrics
+            .request_head_errors_total
+            .with_label_values(&["edge", "timeout"])
+            .get()
+    };
+
+    // A TLS record header and the start of a ClientHello: closed, not one byte back.
+    let mut s = TcpStream::connect(router.addr).await.unwrap();
+    s.write_all(&[0x16, 0x03, 0x01, 0x00, 0x40, 0x01, 0x00, 0x00, 0x3c])
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, s.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "closed by the router");
+    assert!(
+        answer.is_empty(),
+        "answered {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_eq!(count(&router, "edge", "tls_on_plain_port"), 1);
+
+    // Silent until request_timeout: closed, counted neither as a head timeout nor as TLS.
+    let mut s = TcpStream::connect(router.addr).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, s.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "a silent client is closed at request_timeout");
+    assert!(answer.is_empty());
+    // A head that stalls after its first byte is a head timeout, as before.
+    let mut s = TcpStream::connect(router.addr).await.unwrap();
+    s.write_all(b"G").await.unwrap();
+    let read = tokio::time::timeout(PATIENCE, s.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "a stalled head is closed at request_timeout");
+    // Every connection task has ended: what they count is counted.
+    let ended = eventually(PATIENCE, || async {
+        router.server().shared().connections.is_empty()
+    })
+    .await;
+    assert!(ended.is_some(), "connection tasks left running");
+    assert_eq!(
+        head_timeouts(),
+        1,
+        "the stalled head alone is a head timeout"
+    );
+    assert_eq!(count(&router, "edge", "tls_on_plain_port"), 1);
+    router.stop().await;
+    backend.stop().await;
+}
+
 #[cfg(feature = "tools")]
 #[tokio::test]
 async fn the_demo_serves_wss_with_its_ca_written_out() {

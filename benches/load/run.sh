@@ -2,10 +2,12 @@
 # The load benchmark: direct-to-backend, wsedge, nginx and HAProxy, plain (ws://) and TLS 1.3
 # (wss://, full handshakes: resumption off on both sides), measured in one run.
 #
-#   benches/load/run.sh                      # everything (about 4 minutes after the build)
+#   benches/load/run.sh                      # everything (about 14 minutes after the build)
 #   TARGETS="direct nginx" benches/load/run.sh
 #   TARGETS="wsedge_tls nginx_tls haproxy_tls" DURATION=2 UPGRADES=2000 benches/load/run.sh
 #   DURATION=10 IDLE_SESSIONS=2000 SCENARIOS="idle upgrades" benches/load/run.sh
+#   TARGETS="wsedge nginx" SCENARIOS="chat upgrade_latency_held" CHAT_SESSIONS=300 CHAT_SECONDS=5 \
+#       IDLE_SESSIONS=500 benches/load/run.sh      # the scenarios at scale, small
 #
 # Each proxy runs alone on core 1 (taskset -c 1); the load generator (examples/loadgen.rs) and the
 # `wsedge echo` backends run on core 0. All traffic is on loopback; every phase is bounded by the
@@ -17,16 +19,26 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 
 TARGETS=${TARGETS:-"direct wsedge wsedge_nometrics nginx haproxy wsedge_tls nginx_tls haproxy_tls"}
-SCENARIOS=${SCENARIOS:-"idle echo pipeline upgrades"}   # run for plain targets, in this order
+# Run for plain targets, in this order. `idle` and `chat` measure RSS per session, so each runs on
+# a fresh proxy process (the target is restarted before `chat`, and before `idle` if not first).
+SCENARIOS=${SCENARIOS:-"idle chat upgrade_latency_held echo pipeline upgrades"}
 ECHO_SIZES=${ECHO_SIZES:-"64 16384"}                    # message sizes of `echo` (plain targets)
-TLS_SCENARIOS=${TLS_SCENARIOS:-"echo upgrades"}          # *_tls targets (also filtered by SCENARIOS)
+TLS_SCENARIOS=${TLS_SCENARIOS:-"idle echo upgrades"}     # *_tls targets (also filtered by SCENARIOS)
+# wsedge_nometrics is the baseline of the metrics on/off ratio per message: the scale scenarios
+# (two minutes per target) are left out of it by default.
+NOMETRICS_SCENARIOS=${NOMETRICS_SCENARIOS:-"idle echo pipeline upgrades"}
 TLS_ECHO_SIZES=${TLS_ECHO_SIZES:-"64"}
 DURATION=${DURATION:-5}          # seconds measured per echo scenario
 WARMUP=${WARMUP:-1}              # seconds of traffic before each measured window
 CONNS=${CONNS:-32}
 PIPELINE_DEPTH=${PIPELINE_DEPTH:-32}
 UPGRADES=${UPGRADES:-10000}
-IDLE_SESSIONS=${IDLE_SESSIONS:-9000}
+IDLE_SESSIONS=${IDLE_SESSIONS:-9000}     # held in `idle`, and in `upgrade_latency_held`
+CHAT_SESSIONS=${CHAT_SESSIONS:-9000}     # live sessions of `chat`, one message per second each
+CHAT_SECONDS=${CHAT_SECONDS:-60}         # seconds each chat session sends
+CHAT_SIZE=${CHAT_SIZE:-64}
+HELD_UPGRADES=${HELD_UPGRADES:-2000}     # upgrades measured per phase of `upgrade_latency_held`
+HELD_CONCURRENCY=${HELD_CONCURRENCY:-8}  # of them in flight at a time
 BACKENDS=${BACKENDS:-3}
 LOAD_CORE=${LOAD_CORE:-0}
 PROXY_CORE=${PROXY_CORE:-1}
@@ -184,7 +196,7 @@ wsedge_start() {
     } >"$cfg"
     # No backtraces: a panicking proxy would spend its CPU printing them and skew the figures.
     RUST_BACKTRACE=0 RUST_LOG=${RUST_LOG:-warn} taskset -c "$PROXY_CORE" "$WSEDGE" run --config "$cfg" \
-        >"$WORK/$name.log" 2>&1 &
+        >>"$WORK/$name.log" 2>&1 &   # appended: a restart (fresh process) keeps the first log
     pid=$!
     PIDS+=("$pid")
     if ! wait_port "$port" "$pid"; then
@@ -381,6 +393,34 @@ tls_check() {
         "$target" "$resumed" "${tickets:-0}" | tee -a "$RESULTS" | sed 's/^/   /' >&2
 }
 
+# start_target TARGET: start it, then a few echoes so lazily-initialised state is not counted
+# in RSS per session (IDLE_WARMUP=0: counted).
+start_target() {
+    "start_$1" || return 1
+    if [ "$IDLE_WARMUP" != 0 ]; then
+        # shellcheck disable=SC2046
+        taskset -c "$LOAD_CORE" "$LOADGEN" --deadline 30 $(url_args "$1") \
+            echo --conns 4 --size 64 --warmup 0.2 --duration 0.5 >/dev/null 2>>"$WORK/loadgen.log" || true
+    fi
+}
+
+# settle: after a scenario that held thousands of sessions, wait (at most 30 s) until the
+# proxy's processes hold at most 200 descriptors again, so the next scenario does not measure the
+# proxy still closing them. Direct (no proxy pids) waits 2 s.
+settle() {
+    local i pid n
+    if [ -z "$TARGET_PIDS" ]; then sleep 2; return 0; fi
+    for i in $(seq 300); do
+        n=0
+        for pid in ${TARGET_PIDS//,/ }; do
+            n=$((n + $(find "/proc/$pid/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)))
+        done
+        [ "$n" -le 200 ] && return 0
+        sleep 0.1
+    done
+    log "the proxy still holds $n descriptors 30 s after the sessions closed"
+}
+
 # wants LIST WORD: true when WORD is one of LIST's words.
 wants() { case " $1 " in *" $2 "*) return 0 ;; esac; return 1; }
 
@@ -395,24 +435,48 @@ for target in $TARGETS; do
         for s in $SCENARIOS; do wants "$TLS_SCENARIOS" "$s" && scenarios+=" $s"; done
         sizes=$TLS_ECHO_SIZES
         ;;
+    wsedge_nometrics)
+        scenarios=
+        for s in $SCENARIOS; do wants "$NOMETRICS_SCENARIOS" "$s" && scenarios+=" $s"; done
+        ;;
     esac
-    if ! "start_$target"; then
+    if ! start_target "$target"; then
         printf '{"target":"%s","error":"did not start"}\n' "$target" >>"$RESULTS"
         continue
     fi
-    # A few echoes first so lazily-initialised state is not counted (IDLE_WARMUP=0: counted).
-    if [ "$IDLE_WARMUP" != 0 ]; then
-        # shellcheck disable=SC2046
-        taskset -c "$LOAD_CORE" "$LOADGEN" --deadline 30 $(url_args "$target") \
-            echo --conns 4 --size 64 --warmup 0.2 --duration 0.5 >/dev/null 2>>"$WORK/loadgen.log" || true
-    fi
-    # In SCENARIOS order: idle first (the default) on a fresh process, so buffers freed by
-    # earlier phases do not hide the cost of a session.
+    # In SCENARIOS order. idle and chat measure RSS per session, so each gets a fresh process:
+    # buffers freed by earlier phases would otherwise hide the cost of a session.
+    fresh=1
     for scenario in $scenarios; do
+        case $scenario in
+        idle | chat)
+            if [ "$fresh" = 0 ] && [ -n "$TARGET_MAIN" ]; then
+                stop_pid "$TARGET_MAIN"
+                sleep 1
+                if ! start_target "$target"; then
+                    printf '{"target":"%s","scenario":"%s","error":"did not restart"}\n' \
+                        "$target" "$scenario" >>"$RESULTS"
+                    continue 2
+                fi
+            fi
+            ;;
+        esac
+        fresh=0
         case $scenario in
         idle)
             loadgen "$target" --deadline 120 idle --count "$IDLE_SESSIONS"
-            sleep 1
+            settle
+            ;;
+        chat)
+            # Opening 9,000 sessions, CHAT_SECONDS of traffic, 5 s for the last echoes.
+            loadgen "$target" --deadline $((CHAT_SECONDS + 150)) chat --sessions "$CHAT_SESSIONS" \
+                --seconds "$CHAT_SECONDS" --size "$CHAT_SIZE"
+            settle   # the proxy closes 9,000 sessions
+            ;;
+        upgrade_latency_held)
+            loadgen "$target" --deadline 240 upgrade-latency --held "$IDLE_SESSIONS" \
+                --count "$HELD_UPGRADES" --concurrency "$HELD_CONCURRENCY"
+            settle
             ;;
         echo)
             for size in $sizes; do
@@ -427,7 +491,7 @@ for target in $TARGETS; do
         upgrades)
             loadgen "$target" --deadline 120 upgrades --count "$UPGRADES" --concurrency "$CONNS"
             ;;
-        *) log "unknown scenario $scenario (idle echo pipeline upgrades)" ;;
+        *) log "unknown scenario $scenario (idle chat upgrade_latency_held echo pipeline upgrades)" ;;
         esac
     done
     case $target in *_tls) tls_check "$target" ;; esac
@@ -442,7 +506,9 @@ set +f
     echo
     echo "$(nproc) cores; proxy on core $PROXY_CORE, load generator and $BACKENDS echo backends on core $LOAD_CORE;"
     echo "$CONNS connections, ${DURATION}s measured after ${WARMUP}s warm-up; pipeline depth $PIPELINE_DEPTH;"
-    echo "$UPGRADES upgrades; $IDLE_SESSIONS idle sessions. $("$NGINX" -v 2>&1 | tr -d '\n'); $("$HAPROXY" -v 2>/dev/null | head -1)."
+    echo "$UPGRADES upgrades; $IDLE_SESSIONS idle sessions; chat: $CHAT_SESSIONS sessions × 1 msg/s × ${CHAT_SECONDS}s of $CHAT_SIZE B;"
+    echo "upgrade latency: $HELD_UPGRADES upgrades, $HELD_CONCURRENCY at a time, with nothing then $IDLE_SESSIONS sessions held."
+    echo "$("$NGINX" -v 2>&1 | tr -d '\n'); $("$HAPROXY" -v 2>/dev/null | head -1)."
     echo "Scenarios: $SCENARIOS (TLS targets: $TLS_SCENARIOS, echo sizes $TLS_ECHO_SIZES)."
     echo "Load average (1/5/15 min) at start: $LOADAVG_START; at end: $(cut -d' ' -f1-3 /proc/loadavg)."
     echo

@@ -3,24 +3,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
-use http_body_util::Empty;
-use hyper_util::rt::TokioIo;
 
 use super::*;
 use crate::tls::TlsError;
 
-/// A real `hyper::Error`: the backend closes the socket before answering the upgrade.
-async fn reset_error() -> hyper::Error {
-    let (client, server) = tokio::io::duplex(64);
-    drop(server);
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(client))
-        .await
-        .expect("handshake on a duplex");
-    let conn = tokio::spawn(conn);
-    let req = http::Request::get("/").body(Empty::<Bytes>::new()).unwrap();
-    let err = send.send_request(req).await.expect_err("peer is gone");
-    let _ = conn.await;
-    err
+/// The backend closed the socket before answering the upgrade.
+async fn reset_error() -> crate::upstream::ExchangeError {
+    crate::upstream::ExchangeError::Closed
 }
 
 fn rejected(status: u16) -> UpstreamError {

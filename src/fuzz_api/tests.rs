@@ -71,3 +71,17 @@ fn proxy_protocol_seeds_run_clean() {
     proxy_protocol::run(b"\x01\x0a\x00\x00\x01\x0a\x00\x00\x02\x04\xd2");
     proxy_protocol::run(b"\x24PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n");
 }
+
+/// The committed seed corpus of `backend_response` (fuzz/corpus/backend_response), replayed:
+/// every backend answer the real-TCP tests script, read whole, in pieces and byte by byte.
+#[test]
+fn backend_response_corpus_runs_clean() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/backend_response");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("the seed corpus") {
+        let path = entry.unwrap().path();
+        backend_response::run(&std::fs::read(&path).unwrap());
+        seen += 1;
+    }
+    assert!(seen >= 19, "{seen} inputs in {}", dir.display());
+}

@@ -28,6 +28,8 @@ enum Fin {
     Client,
     Backend,
     AwaitBackend,
+    /// Nothing left to do: the session's end closes both sockets ([`Relay::close_by_drop`]).
+    Done,
 }
 
 /// Lingering close toward the client (nginx's `lingering_close`): its write side is shut,
@@ -374,12 +376,43 @@ impl<C: Transport, B: Transport> Relay<C, B> {
         if !self.ctx.closing() || p.tcp == Tcp::Shut || !p.out_done() || !p.in_done() {
             return false;
         }
+        if self.close_by_drop(cx) {
+            return true;
+        }
         // An error means the socket is gone already: just as good.
         if Pin::new(&mut self.client).poll_shutdown(cx).is_ready() {
             self.client_shut();
             return true;
         }
         false
+    }
+
+    /// Both sides are over with nothing left to say: the close handshake is done, the
+    /// backend's EOF is in (it closed first, as a server should) and the client is owed no
+    /// lingering (its Close came, or its TCP ended). Over plain TCP, dropping both sockets —
+    /// which the session's end does next — sends the same FINs that shutting their write
+    /// sides would, so both are marked shut without the two `shutdown` calls. TLS keeps them
+    /// (they send close_notify), and so does every other ending.
+    fn close_by_drop(&mut self, cx: &mut Context<'_>) -> bool {
+        let plain = self.client.fin_on_drop() && self.backend.fin_on_drop();
+        if !plain || self.ctx.hard_closed || self.linger.is_some() || !self.ctx.handshake_done() {
+            return false;
+        }
+        let (c, b) = (self.ctx.peer(Side::Client), self.ctx.peer(Side::Backend));
+        let client_quiet = (c.got_close() || c.ended()) && c.give_up.is_none();
+        if !client_quiet || c.tcp != Tcp::Open || b.tcp != Tcp::Open || b.give_up.is_some() {
+            return false;
+        }
+        // What the backend still sends after its Close is discarded, as in `Fin::AwaitBackend`.
+        if !b.ended() && poll_drain_eof(&mut self.backend, cx).is_pending() {
+            return false;
+        }
+        self.ctx.peer_mut(Side::Backend).stop_in(Stop::Ended);
+        self.ctx.peer_mut(Side::Client).tcp = Tcp::Shut;
+        self.ctx.peer_mut(Side::Backend).tcp = Tcp::Shut;
+        self.start_fin();
+        self.fin = Some(Fin::Done); // the EOF is read: not waited for (nor read) again
+        true
     }
 
     fn poll_fin(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -401,6 +434,7 @@ impl<C: Transport, B: Transport> Relay<C, B> {
                     }
                     self.fin = Some(Fin::AwaitBackend);
                 }
+                Some(Fin::Done) => return Poll::Ready(()),
                 Some(Fin::AwaitBackend) => {
                     if self.ctx.hard_closed || self.ctx.peer(Side::Backend).read_done() {
                         return Poll::Ready(());

@@ -37,6 +37,13 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// (`SO_LINGER 0`), so the kernel frees the unsent data at once instead of keeping the
     /// socket in FIN-WAIT-1 for as long as the peer keeps its window shut.
     fn set_abortive(&self) {}
+
+    /// Whether shutting the write side sends nothing but a TCP FIN (plain TCP, not TLS, whose
+    /// shutdown sends close_notify first): then, once nothing is left to read or write, closing
+    /// the socket (dropping the stream) sends that same FIN, and the shutdown can be left out.
+    fn fin_on_drop(&self) -> bool {
+        false
+    }
 }
 
 /// One read into a pooled buffer, discarded.
@@ -69,6 +76,10 @@ impl Transport for tokio::net::TcpStream {
 
     fn set_abortive(&self) {
         set_abortive_tcp(self);
+    }
+
+    fn fin_on_drop(&self) -> bool {
+        true
     }
 }
 

@@ -19,7 +19,7 @@ use super::stream::ClientStream;
 use super::TlsListener;
 
 /// First byte of a TLS record carrying a handshake message (the ClientHello).
-const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+pub(super) const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// How a handshake ended. Closed set: these are metric labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,12 +193,6 @@ async fn first_byte(tcp: &TcpStream) -> Option<u8> {
         Ok(1) => Some(b[0]),
         _ => None,
     }
-}
-
-/// Whether a plain listener's new connection opens with a TLS ClientHello (then the caller
-/// counts and closes it: hyper would answer a 400 the TLS client cannot read).
-pub async fn is_client_hello(tcp: &TcpStream) -> bool {
-    first_byte(tcp).await == Some(TLS_HANDSHAKE_RECORD)
 }
 
 fn classify(e: &std::io::Error) -> TlsOutcome {

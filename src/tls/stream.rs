@@ -70,6 +70,10 @@ impl Transport for ClientStream {
     fn set_abortive(&self) {
         crate::splice::set_abortive_tcp(self.tcp());
     }
+
+    fn fin_on_drop(&self) -> bool {
+        matches!(self, MaybeTls::Plain(_))
+    }
 }
 
 impl Transport for BackendStream {
@@ -83,6 +87,10 @@ impl Transport for BackendStream {
 
     fn set_abortive(&self) {
         crate::splice::set_abortive_tcp(self.tcp());
+    }
+
+    fn fin_on_drop(&self) -> bool {
+        matches!(self, MaybeTls::Plain(_))
     }
 }
 

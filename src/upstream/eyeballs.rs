@@ -184,9 +184,13 @@ pub async fn connect(
                 let addr = plan[next];
                 next += 1;
                 pending.push((addr, Box::pin(TcpStream::connect(addr))));
-                next_start
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + delay);
+                // Armed only while another address waits: a timer earlier than every other
+                // one wakes the runtime's driver (an eventfd write) just to be registered.
+                if next < plan.len() {
+                    next_start
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + delay);
+                }
             }
             Event::Done(i, Ok(stream)) => {
                 let (addr, _) = pending.swap_remove(i);

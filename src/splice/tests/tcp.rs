@@ -104,3 +104,102 @@ async fn close_handshake_over_tcp_and_future_size() {
         (data.len() + reply.len()) as u64
     );
 }
+
+/// The backend closes first (as a server should) right after its Close reply: over plain TCP
+/// the session ends without shutdowns of its own, and both peers still see a clean end of
+/// stream after the last frame (a FIN, not a reset) — as with streams whose shutdown is more
+/// than a FIN (`NoReadiness` here, TLS in production), which take the shutdown path.
+#[tokio::test]
+async fn backend_closing_first_leaves_both_peers_a_clean_end_of_stream() {
+    async fn run<C: Transport, B: Transport>(
+        wrap_c: impl FnOnce(tokio::net::TcpStream) -> C,
+        wrap_b: impl FnOnce(tokio::net::TcpStream) -> B,
+    ) {
+        let (mut client, c_srv) = tcp_pair().await;
+        let (mut backend, b_srv) = tcp_pair().await;
+        let (c, b) = (wrap_c(c_srv), wrap_b(b_srv));
+        let task = tokio::spawn(splice(
+            c,
+            Bytes::new(),
+            b,
+            Bytes::new(),
+            cfg(),
+            SessionHandle::new(),
+        ));
+        let close = cf(FIN | OP_CLOSE, &close_payload(1000, ""));
+        client.write_all(&close).await.unwrap();
+        let mut got = vec![0; close.len()];
+        backend.read_exact(&mut got).await.unwrap();
+        let reply = bf(FIN | OP_CLOSE, &close_payload(1000, ""));
+        backend.write_all(&reply).await.unwrap();
+        backend.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        client
+            .read_to_end(&mut rest)
+            .await
+            .expect("a FIN, not a reset");
+        assert_eq!(rest, reply);
+        let mut after = Vec::new();
+        backend
+            .read_to_end(&mut after)
+            .await
+            .expect("a FIN, not a reset");
+        assert!(after.is_empty());
+        let out = task.await.unwrap();
+        assert_eq!(
+            out.end,
+            SessionEnd::CloseHandshake {
+                initiator: Side::Client,
+                code: Some(1000)
+            }
+        );
+        assert!(!out.hard_closed);
+    }
+    run(|s| s, |s| s).await;
+    run(NoReadiness, NoReadiness).await;
+}
+
+/// A backend that has not closed when the handshake is done gets wsedge's FIN and is then
+/// waited for (its late bytes discarded, `Fin::AwaitBackend`): the socket is not simply
+/// dropped, which would answer those bytes with a reset.
+#[tokio::test]
+async fn a_backend_still_open_after_the_handshake_is_waited_for() {
+    let (mut client, c_srv) = tcp_pair().await;
+    let (mut backend, b_srv) = tcp_pair().await;
+    let mut task = tokio::spawn(splice(
+        c_srv,
+        Bytes::new(),
+        b_srv,
+        Bytes::new(),
+        cfg(),
+        SessionHandle::new(),
+    ));
+    let close = cf(FIN | OP_CLOSE, &close_payload(1000, ""));
+    client.write_all(&close).await.unwrap();
+    let mut got = vec![0; close.len()];
+    backend.read_exact(&mut got).await.unwrap();
+    backend
+        .write_all(&bf(FIN | OP_CLOSE, &close_payload(1000, "")))
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    client
+        .read_to_end(&mut rest)
+        .await
+        .expect("the client's FIN");
+    let mut after = Vec::new();
+    backend
+        .read_to_end(&mut after)
+        .await
+        .expect("the backend's FIN");
+    // Still waiting for the backend's end (close_timeout is 5 s).
+    let waited = tokio::time::timeout(Duration::from_millis(300), &mut task).await;
+    assert!(waited.is_err(), "the session ended before the backend did");
+    backend.write_all(b"late").await.unwrap();
+    backend.shutdown().await.unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!out.hard_closed);
+}
