@@ -56,6 +56,9 @@ page() {
 <!doctype html><title>$1</title><pre id="r">pending</pre>
 <script>
 const r = document.getElementById("r");
+// Headless Chromium's virtual time does not wait for a WebSocket, only for fetches: this one
+// is answered after 3 s of real time, so the page is not dumped before the socket is done.
+fetch("/hold");
 const ws = new WebSocket("ws://127.0.0.1:$EPORT/chat", ["bearer.$2", "chat.v2"]);
 let echoed = "";
 ws.onopen = () => ws.send("hello through the edge");
@@ -66,7 +69,20 @@ HTML
 }
 page valid "$(cat "$WORK/valid.jwt")"
 page expired "$(cat "$WORK/expired.jwt")"
-(cd "$WORK/www" && exec python3 -m http.server "$PPORT" --bind 127.0.0.1) >"$OUT/http.log" 2>&1 &
+# The pages, and /hold: a 204 after 3 s (threads, so the pages are served meanwhile).
+python3 - "$PPORT" "$WORK/www" >"$OUT/http.log" 2>&1 <<'PY' &
+import functools, http.server, sys, time
+class Pages(http.server.SimpleHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/hold":
+            time.sleep(3)
+            self.send_response(204)
+            self.end_headers()
+            return
+        super().do_GET()
+handler = functools.partial(Pages, directory=sys.argv[2])
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), handler).serve_forever()
+PY
 PIDS+=($!)
 wait_port "$BPORT"
 wait_port "$EPORT"
