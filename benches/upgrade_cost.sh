@@ -23,10 +23,7 @@ LOG=${LOG:-warn}
 source "$(dirname "$0")/lib.sh"
 ulimit -n "$(ulimit -Hn)"
 
-BPORT=$(free_port)
-"$WSEDGE" echo --listen "127.0.0.1:$BPORT" --id b1 >"$WORK/echo.log" 2>&1 &
-PIDS+=($!)
-wait_port "$BPORT"
+start_echo
 
 AUTH_YAML=
 TOKEN_QUERY=
@@ -39,19 +36,7 @@ elif [ -n "${AUTH:-}" ]; then
     exit 2
 fi
 
-routes() {
-    cat >"$WORK/routes-$1.yaml" <<EOF
-listeners:
-  - {name: edge, bind: "127.0.0.1:$1", max_pending_per_ip: 0}
-routes:
-  - name: bench
-    match: {host: "*", path_prefix: /}
-    affinity: {key: "query:room"}
-$AUTH_YAML
-    backends:
-      - {name: b1, url: "ws://127.0.0.1:$BPORT"}
-EOF
-}
+routes() { bench_routes "$WORK/routes-$1.yaml" "$1" "$AUTH_YAML"; }
 
 # 1. Instructions (callgrind), one tokio worker like the benchmark's pinned proxy.
 PORT=$(free_port)

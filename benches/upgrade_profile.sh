@@ -13,16 +13,12 @@ LOADGEN=$2
 OUT=${3:-bench-results/profile}
 UPGRADES=${UPGRADES:-10000}
 LOG=${LOG:-warn}
-NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 source "$(dirname "$0")/lib.sh"
 ulimit -n "$(ulimit -Hn)"
 
-BPORT=$(free_port)
-taskset -c 0 "$WSEDGE" echo --listen "127.0.0.1:$BPORT" --id b1 >"$WORK/echo.log" 2>&1 &
-PIDS+=($!)
-wait_port "$BPORT"
+start_echo taskset -c 0
 
 # profile NAME PID PORT: warm up, then record the proxy's samples over UPGRADES upgrades.
 profile() {
@@ -69,16 +65,7 @@ PY
 
 # wsedge: one tokio worker, pinned like the load benchmark's proxy.
 PORT=$(free_port)
-cat >"$WORK/routes.yaml" <<EOF
-listeners:
-  - {name: edge, bind: "127.0.0.1:$PORT", max_pending_per_ip: 0}
-routes:
-  - name: bench
-    match: {host: "*", path_prefix: /}
-    affinity: {key: "query:room"}
-    backends:
-      - {name: b1, url: "ws://127.0.0.1:$BPORT"}
-EOF
+bench_routes "$WORK/routes.yaml" "$PORT"
 RUST_LOG=$LOG taskset -c 1 "$WSEDGE" run --config "$WORK/routes.yaml" >"$WORK/wsedge.log" 2>&1 &
 WPID=$!
 PIDS+=($WPID)
@@ -88,41 +75,7 @@ kill "$WPID"
 
 # nginx: one worker, the load benchmark's proxy settings.
 NPORT=$(free_port)
-mkdir -p "$WORK/nginx/tmp"
-cat >"$WORK/nginx/nginx.conf" <<EOF
-worker_processes 1;
-worker_rlimit_nofile $(ulimit -Hn);
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 4096; use epoll; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/nginx/tmp/body; proxy_temp_path $WORK/nginx/tmp/proxy;
-  fastcgi_temp_path $WORK/nginx/tmp/fcgi; uwsgi_temp_path $WORK/nginx/tmp/uwsgi; scgi_temp_path $WORK/nginx/tmp/scgi;
-  map \$http_upgrade \$connection_upgrade { default upgrade; '' close; }
-  upstream echo { hash \$arg_room consistent; server 127.0.0.1:$BPORT; }
-  server {
-    listen 127.0.0.1:$NPORT backlog=4096;
-    location / {
-      proxy_pass http://echo;
-      proxy_http_version 1.1;
-      proxy_set_header Upgrade \$http_upgrade;
-      proxy_set_header Connection \$connection_upgrade;
-      proxy_set_header Host \$host;
-    }
-  }
-}
-EOF
-taskset -c 1 "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' >"$WORK/nginx/out.log" 2>&1 &
-NMAIN=$!
-PIDS+=($NMAIN)
-wait_port "$NPORT"
-NWORKER=
-for _ in $(seq 50); do
-    NWORKER=$(pgrep -P "$NMAIN" | head -1 || true)
-    [ -n "$NWORKER" ] && break
-    sleep 0.1
-done
+start_nginx "$WORK/nginx" "$NPORT" taskset -c 1
 profile nginx "$NWORKER" "$NPORT"
 
 # One table: µs per upgrade, wsedge beside nginx, user, kernel and each syscall's inclusive time.

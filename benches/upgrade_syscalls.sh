@@ -15,7 +15,6 @@ LOADGEN=$2
 N=${N:-500}
 WARM=${WARM:-50}
 NGINX_ON=${NGINX:-1}
-NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
 source "$(dirname "$0")/lib.sh"
 ulimit -n "$(ulimit -Hn)"
 
@@ -45,22 +44,9 @@ measure() {
     if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$WORK/$name.strace" "$KEEP/$name.strace"; fi
 }
 
-BPORT=$(free_port)
-"$WSEDGE" echo --listen "127.0.0.1:$BPORT" --id b1 >"$WORK/echo.log" 2>&1 &
-PIDS+=($!)
-wait_port "$BPORT"
-
+start_echo
 PORT=$(free_port)
-cat >"$WORK/routes.yaml" <<EOF
-listeners:
-  - {name: edge, bind: "127.0.0.1:$PORT", max_pending_per_ip: 0}
-routes:
-  - name: bench
-    match: {host: "*", path_prefix: /}
-    affinity: {key: "query:room"}
-    backends:
-      - {name: b1, url: "ws://127.0.0.1:$BPORT"}
-EOF
+bench_routes "$WORK/routes.yaml" "$PORT"
 RUST_LOG=${LOG:-warn} TOKIO_WORKER_THREADS=${WORKERS:-1} "$WSEDGE" run --config "$WORK/routes.yaml" >"$WORK/run.log" 2>&1 &
 WPID=$!
 PIDS+=($WPID)
@@ -71,48 +57,8 @@ kill "$WPID"
 COLUMNS=(wsedge)
 if [ "$NGINX_ON" = 1 ]; then
     NPORT=$(free_port)
-    mkdir -p "$WORK/nginx/tmp"
-    d=$WORK/nginx
-    cat >"$d/nginx.conf" <<EOF
-worker_processes 1;
-worker_rlimit_nofile $(ulimit -Hn);
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-events { worker_connections 10000; use epoll; }
-http {
-  access_log off;
-  client_body_temp_path $d/tmp/body; proxy_temp_path $d/tmp/proxy;
-  fastcgi_temp_path $d/tmp/fcgi; uwsgi_temp_path $d/tmp/uwsgi; scgi_temp_path $d/tmp/scgi;
-  map \$http_upgrade \$connection_upgrade { default upgrade; '' close; }
-  upstream echo {
-    hash \$arg_room consistent;
-    server 127.0.0.1:$BPORT;
-  }
-  server {
-    listen 127.0.0.1:$NPORT backlog=4096;
-    location / {
-      proxy_pass http://echo;
-      proxy_http_version 1.1;
-      proxy_set_header Upgrade \$http_upgrade;
-      proxy_set_header Connection \$connection_upgrade;
-      proxy_set_header Host \$host;
-      proxy_read_timeout 3600s;
-      proxy_send_timeout 3600s;
-    }
-  }
-}
-EOF
-    "$NGINX_BIN" -p "$d" -c "$d/nginx.conf" -g 'daemon off;' >"$d/stdout.log" 2>&1 &
-    NMAIN=$!
-    PIDS+=($NMAIN)
-    wait_port "$NPORT"
-    worker=
-    for _ in $(seq 50); do
-        worker=$(pgrep -P "$NMAIN" | head -1 || true)
-        [ -n "$worker" ] && break
-        sleep 0.1
-    done
-    measure nginx "$worker" "$NPORT"
+    start_nginx "$WORK/nginx" "$NPORT"
+    measure nginx "$NWORKER" "$NPORT"
     COLUMNS+=(nginx)
 fi
 
