@@ -6,14 +6,12 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio::net::TcpStream;
 
+use support::raw::{read_head, RawServer};
 use support::*;
 
 const SWITCH: &str = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n";
@@ -31,46 +29,18 @@ enum Pace {
 
 /// A backend that answers every upgrade with its script, then closes (`close`) or waits for
 /// wsedge to close.
-struct RawBackend {
-    addr: SocketAddr,
-    stop: CancellationToken,
-    tasks: TaskTracker,
-}
+struct RawBackend;
 
 impl RawBackend {
-    async fn start(script: Vec<Vec<u8>>, pace: Pace, close: bool) -> RawBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, tasks) = (CancellationToken::new(), TaskTracker::new());
-        let (stop2, tasks2) = (stop.clone(), tasks.clone());
-        tasks.spawn(async move {
-            loop {
-                let (s, _) = tokio::select! {
-                    _ = stop2.cancelled() => break,
-                    a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
-                };
-                let (stop, script) = (stop2.clone(), script.clone());
-                tasks2.spawn(async move {
-                    tokio::select! {
-                        _ = stop.cancelled() => {}
-                        _ = Self::serve(s, script, pace, close) => {}
-                    }
-                });
-            }
-        });
-        RawBackend { addr, stop, tasks }
+    async fn start(script: Vec<Vec<u8>>, pace: Pace, close: bool) -> RawServer {
+        RawServer::start(move |s| Self::serve(s, script.clone(), pace, close)).await
     }
 
     async fn serve(mut s: TcpStream, script: Vec<Vec<u8>>, pace: Pace, close: bool) {
         s.set_nodelay(true).unwrap();
-        let mut head = Vec::new();
-        let mut chunk = [0u8; 4096];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            match s.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => head.extend_from_slice(&chunk[..n]),
-            }
-        }
+        let Some(head) = read_head(&mut s).await else {
+            return;
+        };
         let text = String::from_utf8_lossy(&head).into_owned();
         let key = text
             .lines()
@@ -101,17 +71,12 @@ impl RawBackend {
         if close {
             return;
         }
+        let mut chunk = [0u8; 4096];
         while let Ok(n) = s.read(&mut chunk).await {
             if n == 0 {
                 return;
             }
         }
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        self.tasks.close();
-        let _ = tokio::time::timeout(PATIENCE, self.tasks.wait()).await;
     }
 }
 
@@ -127,14 +92,14 @@ fn script(parts: &[&str]) -> Vec<Vec<u8>> {
 }
 
 /// The router in front of `backend`, and the client's answer: status, headers, body.
-async fn answer(backend: &RawBackend) -> (u16, Vec<(String, String)>, String, Router) {
+async fn answer(backend: &RawServer) -> (u16, Vec<(String, String)>, String, Router) {
     let router = Router::start(&single_route_yaml(&[("app", backend.addr)], "")).await;
     let (s, h, body) = raw_http(router.addr, &upgrade_request("/", "")).await;
     (s, h, body, router)
 }
 
 /// A router whose sessions end quickly once the test leaves (neither peer answers a Close).
-async fn switching_router(backend: &RawBackend) -> Router {
+async fn switching_router(backend: &RawServer) -> Router {
     Router::start(&single_route_yaml(
         &[("app", backend.addr)],
         "limits: {close_timeout: 100ms}",

@@ -5,10 +5,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio::net::TcpStream;
 
+use super::support::raw::{read_head, RawServer};
 use super::support::*;
 
 /// The body size of [`PathBackend`]'s `/big` refusal: over the 64 KiB wsedge relays.
@@ -17,45 +16,17 @@ const BIG_BODY: usize = 100 * 1024;
 /// A backend whose answer depends on the request path, so that a client picks it:
 /// `/500` → 500; `/503` → 503; `/big` → 403 with a [`BIG_BODY`]-byte body; `/proto` → a 101
 /// naming a subprotocol nobody offered; anything else → a correct 101 (held open).
-struct PathBackend {
-    addr: SocketAddr,
-    stop: CancellationToken,
-    tasks: TaskTracker,
-}
+struct PathBackend;
 
 impl PathBackend {
-    async fn start() -> PathBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, tasks) = (CancellationToken::new(), TaskTracker::new());
-        let (stop2, tasks2) = (stop.clone(), tasks.clone());
-        tasks.spawn(async move {
-            loop {
-                let (s, _) = tokio::select! {
-                    _ = stop2.cancelled() => break,
-                    a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
-                };
-                let stop = stop2.clone();
-                tasks2.spawn(async move {
-                    tokio::select! {
-                        _ = stop.cancelled() => {}
-                        _ = Self::serve(s) => {}
-                    }
-                });
-            }
-        });
-        PathBackend { addr, stop, tasks }
+    async fn start() -> RawServer {
+        RawServer::start(Self::serve).await
     }
 
     async fn serve(mut s: TcpStream) {
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-            match s.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
+        let Some(buf) = read_head(&mut s).await else {
+            return;
+        };
         let head = String::from_utf8_lossy(&buf).into_owned();
         let path = head.split(' ').nth(1).unwrap_or("").to_owned();
         let answer: Vec<u8> = match path.as_str() {
@@ -76,13 +47,7 @@ impl PathBackend {
             _ => switching_protocols(&head).into_bytes(),
         };
         let _ = s.write_all(&answer).await;
-        let _ = s.read(&mut chunk).await;
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        self.tasks.close();
-        let _ = tokio::time::timeout(PATIENCE, self.tasks.wait()).await;
+        let _ = s.read(&mut [0u8; 4096]).await;
     }
 }
 

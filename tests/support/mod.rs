@@ -26,6 +26,7 @@ pub mod dnsmasq;
 pub mod http_server;
 pub mod netns;
 pub mod peers;
+pub mod raw;
 pub mod tls;
 
 pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
