@@ -1,11 +1,14 @@
 //! TLS on both sides of wsedge, on rustls with the ring provider only.
 //!
 //! Where it sits in the flow: a TLS listener's connection goes through [`accept`] (inside the
-//! listener's `request_timeout`) before hyper sees it; a `wss://` backend is dialed through
-//! [`client`]. Both sides end up as a [`stream::MaybeTls`], so the splice stays generic and the
-//! plain path pays one branch, not a copy.
+//! listener's `request_timeout`) before hyper sees it, and its bytes then flow through wsedge's
+//! own [`server_tls`] stream; a `wss://` backend is dialed through [`client`], on tokio-rustls.
+//! Both sides end up as a [`stream::MaybeTls`], so the splice stays generic and the plain path
+//! pays one branch, not a copy.
 //!
 //! - [`TlsListener`]: one listener's rustls `ServerConfig` and its certificate resolver.
+//! - [`server_tls`]: a client's TLS stream on rustls's unbuffered API, which holds no buffer
+//!   while the session is idle (tokio-rustls's buffered one keeps 4 KiB per connection).
 //! - [`resolver`]: SNI → certificate, each certificate behind an `ArcSwap` so a reload is
 //!   one pointer swap and live sessions never notice.
 //! - [`watch`]: certificate files watched on their parent directories (Kubernetes `..data`).
@@ -36,6 +39,7 @@ pub mod client;
 pub mod dev;
 pub mod inspect;
 pub mod resolver;
+pub mod server_tls;
 pub mod sniff;
 pub mod stream;
 pub mod watch;

@@ -469,3 +469,59 @@ async fn the_demo_serves_wss_with_its_ca_written_out() {
     drop(ws);
     demo.stop().await;
 }
+
+/// wsedge's own TLS stream (rustls's unbuffered API) across what a long session meets:
+/// messages of many records each way (larger than any read buffer on either side), KeyUpdates
+/// the client asks wsedge to answer (its answer must go out before anything it encrypts with
+/// the new keys, or the client cannot read on), and the client's Close with close_notify.
+#[tokio::test]
+async fn wss_carries_multi_record_messages_across_key_updates() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let backend = Backend::echo("b1").await;
+    let pki = Pki::new("keyupdate");
+    let (cert, key) = pki.server("edge", &["localhost"]);
+    let router = Router::start(&tls_yaml(&short_form(&cert, &key), "", backend.addr)).await;
+    let tls = tls_connect(
+        router.addr,
+        "localhost",
+        tls_client_config(&pki.ca.cert_pem, None),
+    )
+    .await
+    .unwrap();
+    let mut ws = wss_upgrade(tls, "localhost", "/", &[]).await.unwrap();
+    let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    for round in 0..3 {
+        ws.get_mut().get_mut().1.refresh_traffic_keys().unwrap();
+        ws.send(Message::binary(big.clone())).await.unwrap();
+        match tokio::time::timeout(PATIENCE, ws.next()).await {
+            Ok(Some(Ok(Message::Binary(echoed)))) => {
+                assert!(echoed[..] == big[..], "round {round}: the echo differs")
+            }
+            other => panic!("round {round}: {other:?}"),
+        }
+        assert_eq!(
+            roundtrip_any(&mut ws, "small").await,
+            "small",
+            "round {round}"
+        );
+    }
+    ws.close(None).await.unwrap();
+    let end = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => break Ok(frame),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => break Err(e.to_string()),
+                None => break Err("ended without a Close".into()),
+            }
+        }
+    })
+    .await
+    .expect("the Close answer in time");
+    assert!(end.is_ok(), "{end:?}");
+    assert_eq!(count(&router, "edge", "ok"), 1);
+    router.stop().await;
+    backend.stop().await;
+}

@@ -12,9 +12,9 @@ use http::HeaderValue;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_rustls::LazyConfigAcceptor;
 use tracing::{debug, info};
 
+use super::server_tls::{HandshakeError, ServerTls};
 use super::stream::ClientStream;
 use super::TlsListener;
 
@@ -88,14 +88,14 @@ pub struct ClientTls {
 }
 
 impl ClientTls {
-    fn of(conn: &rustls::ServerConnection) -> ClientTls {
+    fn of(conn: &rustls::server::UnbufferedServerConnection, sni: Option<String>) -> ClientTls {
         ClientTls {
             version: match conn.protocol_version() {
                 Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
                 Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
                 _ => "other",
             },
-            sni: conn.server_name().unwrap_or_default().to_owned(),
+            sni: sni.unwrap_or_default(),
             alpn: conn
                 .alpn_protocol()
                 .map(|p| String::from_utf8_lossy(p).into_owned())
@@ -146,44 +146,86 @@ async fn handshake(
             return Err(TlsOutcome::Plaintext);
         }
     }
-    let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
-    let start = acceptor.await.map_err(|e| classify(&e))?;
-    let hello = start.client_hello();
-    if tls.resolver.entry_for(hello.server_name()).is_none() {
+    let mut stream = ServerTls::new(tcp, tls.config.clone()).map_err(|e| {
+        debug!(%peer, listener = %tls.name, error = %e, "TLS connection refused");
+        TlsOutcome::Failed
+    })?;
+    let sni = client_hello(tls, &mut stream, peer).await?;
+    if tls.resolver.entry_for(sni.as_deref()).is_none() {
         info!(
             %peer,
             listener = %tls.name,
-            sni = hello.server_name().unwrap_or("(none)"),
+            sni = sni.as_deref().unwrap_or("(none)"),
             "TLS handshake refused: no certificate matches this server name and the listener has no default certificate"
         );
-        // Let rustls answer with an alert rather than dropping the socket silently.
-        let _ = start.into_stream(tls.config.clone()).await;
+        // rustls's resolver finds nothing either and answers with an alert.
+        let _ = stream.handshake().await;
         return Err(TlsOutcome::NoCertificate);
     }
-    let stream = start
-        .into_stream(tls.config.clone())
-        .await
-        .map_err(|e| {
-            let outcome = classify(&e);
-            debug!(%peer, listener = %tls.name, error = %e, outcome = outcome.label(), "TLS handshake failed");
-            outcome
-        })?;
+    stream.handshake().await.map_err(|e| {
+        let outcome = classify(&e);
+        debug!(%peer, listener = %tls.name, error = %e, outcome = outcome.label(), "TLS handshake failed");
+        outcome
+    })?;
+    let conn = stream.connection();
     let client_subject = match &tls.forward_client_cert {
-        Some(_) => stream
-            .get_ref()
-            .1
+        Some(_) => conn
             .peer_certificates()
             .and_then(|chain| chain.first())
             .and_then(super::inspect::subject)
             .and_then(|s| HeaderValue::from_bytes(s.as_bytes()).ok()),
         None => None,
     };
-    let facts = ClientTls::of(stream.get_ref().1);
+    let facts = ClientTls::of(conn, sni);
     Ok(Accepted {
         stream: ClientStream::Tls(Box::new(stream)),
         client_subject,
         facts,
     })
+}
+
+/// Reads the whole ClientHello and returns the server name it asks for. rustls's `Acceptor`
+/// parses a copy of it (the unbuffered connection exposes no SNI, and checking the name before
+/// the handshake keeps the refusal's log line and outcome apart from other failures); the bytes
+/// stay in `stream` for the handshake.
+async fn client_hello(
+    tls: &TlsListener,
+    stream: &mut ServerTls,
+    peer: SocketAddr,
+) -> Result<Option<String>, TlsOutcome> {
+    let mut acceptor = rustls::server::Acceptor::default();
+    let mut fed = 0;
+    loop {
+        let n = stream.read_more().await.map_err(|e| classify(&e))?;
+        if n == 0 {
+            return Err(TlsOutcome::Truncated);
+        }
+        let mut new = &stream.received()[fed..];
+        while !new.is_empty() {
+            match acceptor.read_tls(&mut new) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    debug!(%peer, listener = %tls.name, error = %e, "TLS ClientHello too large");
+                    return Err(TlsOutcome::Failed);
+                }
+            }
+        }
+        fed = stream.received().len();
+        match acceptor.accept() {
+            Ok(None) => {}
+            Ok(Some(accepted)) => {
+                return Ok(accepted.client_hello().server_name().map(str::to_owned));
+            }
+            Err((e, mut alert)) => {
+                let mut bytes = Vec::new();
+                let _ = alert.write_all(&mut bytes);
+                let _ = stream.tcp_mut().write_all(&bytes).await;
+                debug!(%peer, listener = %tls.name, error = %e, "TLS ClientHello refused");
+                return Err(TlsOutcome::Failed);
+            }
+        }
+    }
 }
 
 /// The first byte the peer sent, without consuming it; `None` when it closed first.
@@ -195,20 +237,18 @@ async fn first_byte(tcp: &TcpStream) -> Option<u8> {
     }
 }
 
-fn classify(e: &std::io::Error) -> TlsOutcome {
-    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-        return TlsOutcome::Truncated;
-    }
-    match e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    {
-        Some(rustls::Error::NoCertificatesPresented)
-        | Some(rustls::Error::InvalidCertificate(_)) => TlsOutcome::ClientCertificate,
-        Some(_) => TlsOutcome::Failed,
+fn classify(e: &HandshakeError) -> TlsOutcome {
+    match e {
+        HandshakeError::Eof => TlsOutcome::Truncated,
+        HandshakeError::TooLarge => TlsOutcome::Failed,
+        HandshakeError::Tls(
+            rustls::Error::NoCertificatesPresented | rustls::Error::InvalidCertificate(_),
+        ) => TlsOutcome::ClientCertificate,
+        HandshakeError::Tls(_) => TlsOutcome::Failed,
         // Reset or closed mid-handshake.
-        None => match e.kind() {
-            std::io::ErrorKind::ConnectionReset
+        HandshakeError::Io(e) => match e.kind() {
+            std::io::ErrorKind::UnexpectedEof
+            | std::io::ErrorKind::ConnectionReset
             | std::io::ErrorKind::BrokenPipe
             | std::io::ErrorKind::ConnectionAborted => TlsOutcome::Truncated,
             _ => TlsOutcome::Failed,

@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 
 use crate::splice::Transport;
 
-/// Plain TCP, or `T` (a tokio-rustls stream over TCP).
+/// Plain TCP, or `T`: TLS over TCP (wsedge's own server stream, tokio-rustls's client one).
 #[derive(Debug)]
 pub enum MaybeTls<T> {
     Plain(TcpStream),
@@ -22,7 +22,7 @@ pub enum MaybeTls<T> {
 }
 
 /// What a client connection is once accepted (and, for TLS, handshaken).
-pub type ClientStream = MaybeTls<tokio_rustls::server::TlsStream<TcpStream>>;
+pub type ClientStream = MaybeTls<super::server_tls::ServerTls>;
 /// What a backend connection is once dialed (and, for `wss://`, handshaken).
 pub type BackendStream = MaybeTls<tokio_rustls::client::TlsStream<TcpStream>>;
 
@@ -31,7 +31,7 @@ impl ClientStream {
     pub fn tcp(&self) -> &TcpStream {
         match self {
             MaybeTls::Plain(s) => s,
-            MaybeTls::Tls(s) => s.get_ref().0,
+            MaybeTls::Tls(s) => s.tcp(),
         }
     }
 }
@@ -63,7 +63,7 @@ impl Transport for ClientStream {
     fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         match self {
             MaybeTls::Plain(s) => crate::splice::discard_read(s, cx),
-            MaybeTls::Tls(s) => crate::splice::discard_read(s.get_mut().0, cx),
+            MaybeTls::Tls(s) => crate::splice::discard_read(s.tcp_mut(), cx),
         }
     }
 
