@@ -1,6 +1,7 @@
 //! Heap a TLS 1.3 server connection keeps once its handshake is done: rustls's buffered
-//! `ServerConnection` (what tokio-rustls wraps: wsedge's accept path) against its unbuffered
-//! `UnbufferedServerConnection` (the caller owns the record buffers), same `ServerConfig`.
+//! `ServerConnection` (what tokio-rustls wraps: wsedge's accept path until 8130205) against its
+//! unbuffered `UnbufferedServerConnection` (the caller owns the record buffers; wsedge's accept
+//! path since, `src/tls/server_tls.rs`), same `ServerConfig`.
 //!
 //! N connections are handshaken in memory against rustls clients (ECDSA P-256 certificate from
 //! wsedge's dev CA, TLS 1.3 only, no resumption, ALPN `http/1.1`: the benchmark's settings),
@@ -253,8 +254,8 @@ fn sizes() -> Vec<isize> {
     BY_SIZE.iter().map(|c| c.load(Ordering::Relaxed)).collect()
 }
 
-/// Makes `n` connections with `make`, holds each in a box (as wsedge holds tokio-rustls's
-/// stream: `MaybeTls::Tls(Box<_>)`), and prints the heap retained per connection, the box
+/// Makes `n` connections with `make`, holds each in a box (as wsedge holds its TLS stream:
+/// `MaybeTls::Tls(Box<_>)`), and prints the heap retained per connection, the box
 /// included. The list of boxes itself is allocated before the count starts.
 fn measure<C>(label: &str, n: usize, mut make: impl FnMut() -> C) -> f64 {
     drop(make()); // lazily built state (provider tables, config caches) is not charged
