@@ -332,16 +332,17 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
         warn!("{w}");
     }
     runtime()?.block_on(async move {
+        let mut signals = ShutdownSignals::install()?;
         let server = Server::start(config).await?;
         let shared = server.shared().clone();
         if let Err(e) = wsedge::reload::watch(&shared) {
             warn!(error = %e, "cannot watch the config file; reload with SIGHUP or POST /reload");
         }
         wsedge::reload::on_sighup(&shared).context("SIGHUP handler")?;
-        wait_for_signal().await;
+        signals.recv().await;
         info!("shutdown signal: draining sessions (a second signal exits at once)");
-        tokio::spawn(async {
-            wait_for_signal().await;
+        tokio::spawn(async move {
+            signals.recv().await;
             eprintln!("wsedge: second signal, exiting now");
             std::process::exit(1);
         });
@@ -396,13 +397,29 @@ fn read_token(token: Option<String>, file: Option<PathBuf>) -> anyhow::Result<Op
 /// How long `plan` and `healthcheck` wait for the admin API's whole answer.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, listened for from the moment this is made. Made before anything
+/// starts: a signal that arrives while the server is still starting (a rollout that stops a
+/// pod at once) then waits for `recv` instead of killing the process by its default action,
+/// which skips the drain.
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<ShutdownSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(ShutdownSignals {
+            term: signal(SignalKind::terminate()).context("SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("SIGINT handler")?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }
 
@@ -415,6 +432,7 @@ fn echo(args: wsedge::echo::EchoArgs) -> anyhow::Result<()> {
     } = args;
     raise_fd_limit();
     runtime()?.block_on(async move {
+        let mut signals = ShutdownSignals::install()?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("bind {listen}"))?;
@@ -422,7 +440,7 @@ fn echo(args: wsedge::echo::EchoArgs) -> anyhow::Result<()> {
         let shutdown = tokio_util::sync::CancellationToken::new();
         let stop = shutdown.clone();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            signals.recv().await;
             stop.cancel();
         });
         let kill = tokio_util::sync::CancellationToken::new();
@@ -524,6 +542,7 @@ fn serve_demo(
 ) -> anyhow::Result<()> {
     raise_fd_limit();
     runtime()?.block_on(async move {
+        let mut signals = ShutdownSignals::install()?;
         let demo = wsedge::demo::Demo::start(listen, listen_tls, admin).await?;
         let addr = demo.server.addr();
         println!("wsedge demo is running.");
@@ -548,7 +567,7 @@ fn serve_demo(
             println!("  admin:        http://{admin}/metrics");
         }
         println!("Ctrl-C to stop.");
-        wait_for_signal().await;
+        signals.recv().await;
         demo.stop().await;
         Ok(())
     })
