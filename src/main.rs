@@ -333,12 +333,14 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
     }
     runtime()?.block_on(async move {
         let mut signals = ShutdownSignals::install()?;
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("SIGHUP handler")?;
         let server = Server::start(config).await?;
         let shared = server.shared().clone();
         if let Err(e) = wsedge::reload::watch(&shared) {
             warn!(error = %e, "cannot watch the config file; reload with SIGHUP or POST /reload");
         }
-        wsedge::reload::on_sighup(&shared).context("SIGHUP handler")?;
+        wsedge::reload::on_sighup(&shared, hup);
         signals.recv().await;
         info!("shutdown signal: draining sessions (a second signal exits at once)");
         tokio::spawn(async move {

@@ -331,10 +331,10 @@ fn forget_removed_series(shared: &Shared, old: &Snapshot, new: &Snapshot) {
 }
 
 /// Reloads on every SIGHUP until shutdown. A SIGHUP within [`guard::SIGHUP_FORCE_WINDOW`]
-/// of one whose reload the drain guard refused forces the reload (`kill -HUP` twice).
-pub fn on_sighup(shared: &Arc<Shared>) -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = signal(SignalKind::hangup())?;
+/// of one whose reload the drain guard refused forces the reload (`kill -HUP` twice). `hup` is
+/// made before the server starts: a SIGHUP during start-up then waits here (one reload once
+/// started) instead of killing the process by the signal's default action.
+pub fn on_sighup(shared: &Arc<Shared>, mut hup: tokio::signal::unix::Signal) {
     let shared2 = shared.clone();
     shared.tasks.spawn(async move {
         let mut force = guard::SighupForce::default();
@@ -348,7 +348,6 @@ pub fn on_sighup(shared: &Arc<Shared>) -> std::io::Result<()> {
             force.refused(matches!(result, Err(ReloadError::DrainGuard(_))));
         }
     });
-    Ok(())
 }
 
 #[cfg(test)]
