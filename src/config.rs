@@ -43,6 +43,16 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 16 * 1024 * 1024;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 pub const DEFAULT_WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How much longer than `write_stall_timeout` TCP_USER_TIMEOUT is by default. A client that
+/// stops reading shuts its window, and the kernel's timer starts then (zero-window probes count
+/// against TCP_USER_TIMEOUT), before wsedge's stall timer, which starts when a write blocks.
+/// With equal values the kernel won that race whenever the runtime was late: the session ended
+/// as the client's abnormal close, and no 1008 was tried. The slack is the 1008 attempt's
+/// grace (`splice::SLOW_CLOSE_GRACE`, 1 s) and 1 s for a busy runtime's late timer.
+pub const TCP_USER_TIMEOUT_SLACK: Duration = Duration::from_secs(2);
+/// `write_stall_timeout` + [`TCP_USER_TIMEOUT_SLACK`], for the defaults.
+pub const DEFAULT_TCP_USER_TIMEOUT: Duration =
+    Duration::from_secs(DEFAULT_WRITE_STALL_TIMEOUT.as_secs() + TCP_USER_TIMEOUT_SLACK.as_secs());
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_CLIENT_PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// Lingering close toward a client (nginx's `lingering_close`): the total; half of it is the

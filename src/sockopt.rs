@@ -58,7 +58,7 @@ pub fn common_user_timeout(routes: &[Arc<Route>]) -> Duration {
         .into_iter()
         .rev()
         .max_by_key(|&(_, n)| n)
-        .map_or(crate::config::DEFAULT_WRITE_STALL_TIMEOUT, |(d, _)| d)
+        .map_or(crate::config::DEFAULT_TCP_USER_TIMEOUT, |(d, _)| d)
 }
 
 /// Sets `timeout` on a listening socket (Linux; elsewhere nothing is inherited).
@@ -119,7 +119,7 @@ mod tests {
     #[test]
     fn the_listeners_user_timeout_is_the_one_most_routes_have() {
         let s = Duration::from_secs;
-        let default = crate::config::DEFAULT_WRITE_STALL_TIMEOUT;
+        let default = crate::config::DEFAULT_TCP_USER_TIMEOUT;
         for (timeouts, want) in [
             (&[][..], default),
             (&[""][..], default),

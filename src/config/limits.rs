@@ -29,7 +29,8 @@ pub struct Limits {
     pub write_stall_timeout: Duration,
     /// Linux TCP_USER_TIMEOUT on both sockets of a session: data unacknowledged this long
     /// ends the connection, even while the send buffer still has room (a vanished peer).
-    /// Defaults to `write_stall_timeout`.
+    /// Defaults to `write_stall_timeout` + 2 s ([`super::TCP_USER_TIMEOUT_SLACK`]): a client that
+    /// stops reading meets wsedge's slow-consumer close (1008) before the kernel's abort.
     #[serde(serialize_with = "show::duration")]
     pub tcp_user_timeout: Duration,
     #[serde(serialize_with = "show::duration")]

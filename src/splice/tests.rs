@@ -530,3 +530,10 @@ async fn garbage_from_both_sides_ends_cleanly() {
         );
     }
 }
+
+/// The default TCP_USER_TIMEOUT outlasts a slow consumer's 1008 attempt, so the kernel's abort
+/// never pre-empts wsedge's own close (see `config::TCP_USER_TIMEOUT_SLACK`).
+#[test]
+fn the_default_user_timeout_outlasts_the_slow_consumer_close() {
+    assert!(crate::config::TCP_USER_TIMEOUT_SLACK > super::SLOW_CLOSE_GRACE);
+}

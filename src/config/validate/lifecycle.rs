@@ -203,7 +203,7 @@ pub(super) fn limits(
         max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         max_connections: DEFAULT_MAX_CONNECTIONS,
         write_stall_timeout: DEFAULT_WRITE_STALL_TIMEOUT,
-        tcp_user_timeout: DEFAULT_WRITE_STALL_TIMEOUT,
+        tcp_user_timeout: DEFAULT_TCP_USER_TIMEOUT,
         close_timeout: DEFAULT_CLOSE_TIMEOUT,
         client_ping_interval: None,
         client_ping_timeout: DEFAULT_CLIENT_PING_TIMEOUT,
@@ -239,7 +239,7 @@ pub(super) fn limits(
     l.tcp_user_timeout = cx.positive_duration(
         &r.tcp_user_timeout,
         &format!("{lp}.tcp_user_timeout"),
-        l.write_stall_timeout,
+        l.write_stall_timeout + TCP_USER_TIMEOUT_SLACK,
     );
     l.connect_attempt_delay = cx.positive_duration(
         &r.connect_attempt_delay,

@@ -71,7 +71,8 @@ fn minimal_file_gets_every_default() {
         r.limits.connect_attempt_delay,
         DEFAULT_CONNECT_ATTEMPT_DELAY
     );
-    assert_eq!(r.limits.tcp_user_timeout, DEFAULT_WRITE_STALL_TIMEOUT);
+    assert_eq!(r.limits.tcp_user_timeout, DEFAULT_TCP_USER_TIMEOUT);
+    assert_eq!(DEFAULT_TCP_USER_TIMEOUT, Duration::from_secs(12));
     assert_eq!(r.balance.virtual_nodes, DEFAULT_VIRTUAL_NODES);
     assert_eq!(r.drain.spread, DEFAULT_DRAIN_SPREAD);
     assert_eq!(
@@ -268,8 +269,9 @@ fn lingering_timeout_defaults_to_two_seconds_and_must_be_positive() {
 
 #[test]
 fn tcp_user_timeout_follows_write_stall_timeout_unless_written() {
+    // 2 s after the stall: wsedge's own slow-consumer close (1008) comes first.
     let c = ok(&with_route("    limits: {write_stall_timeout: 3s}\n"));
-    assert_eq!(c.routes[0].limits.tcp_user_timeout, Duration::from_secs(3));
+    assert_eq!(c.routes[0].limits.tcp_user_timeout, Duration::from_secs(5));
     let c = ok(&with_route(
         "    limits: {write_stall_timeout: 3s, tcp_user_timeout: 7s, connect_attempt_delay: 100ms}\n",
     ));
