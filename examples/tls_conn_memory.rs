@@ -14,12 +14,7 @@
 //! ```sh
 //! cargo run --release --example tls_conn_memory -- 2000
 //! ```
-// A counting `GlobalAlloc` is unsafe by nature (it forwards raw pointers to `System`).
-#![allow(unsafe_code)]
-
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Arc;
 
 use rustls::client::Resumption;
@@ -28,48 +23,11 @@ use rustls::unbuffered::{ConnectionState, UnbufferedStatus};
 use rustls::{ClientConfig, ClientConnection, ConnectionCommon, RootCertStore, ServerConfig};
 use rustls::{ServerConnection, SideData};
 
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-const SIZES: usize = 20_000;
-static BY_SIZE: [AtomicIsize; SIZES + 1] = [const { AtomicIsize::new(0) }; SIZES + 1];
-
-fn count(size: usize, delta: isize) {
-    LIVE.fetch_add(size as isize * delta, Ordering::Relaxed);
-    BY_SIZE[size.min(SIZES)].fetch_add(delta, Ordering::Relaxed);
-}
-
-struct Counting;
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            count(layout.size(), 1);
-        }
-        p
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            count(layout.size(), 1);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        count(layout.size(), -1);
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            count(layout.size(), -1);
-            count(new_size, 1);
-        }
-        p
-    }
-}
+#[path = "../tests/support/counting_alloc.rs"]
+mod counting_alloc;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: counting_alloc::Counting = counting_alloc::Counting;
 
 /// An upgrade request and its 101, about the sizes wsedge sees.
 const REQUEST: &[u8] = b"GET /chat?room=r1 HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
@@ -250,23 +208,23 @@ fn unbuffered(scfg: &Arc<ServerConfig>, ccfg: &Arc<ClientConfig>) -> UnbufferedS
     server
 }
 
-fn sizes() -> Vec<isize> {
-    BY_SIZE.iter().map(|c| c.load(Ordering::Relaxed)).collect()
-}
-
 /// Makes `n` connections with `make`, holds each in a box (as wsedge holds its TLS stream:
 /// `MaybeTls::Tls(Box<_>)`), and prints the heap retained per connection, the box
 /// included. The list of boxes itself is allocated before the count starts.
 fn measure<C>(label: &str, n: usize, mut make: impl FnMut() -> C) -> f64 {
     drop(make()); // lazily built state (provider tables, config caches) is not charged
     let mut held: Vec<Box<C>> = Vec::with_capacity(n);
-    let before = LIVE.load(Ordering::Relaxed);
-    let sizes_before = sizes();
+    let before = counting_alloc::live();
+    let sizes_before = counting_alloc::sizes();
     held.extend((0..n).map(|_| Box::new(make())));
-    let after = LIVE.load(Ordering::Relaxed);
+    let after = counting_alloc::live();
     let per = (after - before) as f64 / n as f64;
     println!("{label}: {per:.0} heap bytes retained per connection ({n} held)");
-    for (size, (now, then)) in sizes().iter().zip(&sizes_before).enumerate() {
+    for (size, (now, then)) in counting_alloc::sizes()
+        .iter()
+        .zip(&sizes_before)
+        .enumerate()
+    {
         let grew = now - then;
         if grew.unsigned_abs() >= n / 2 {
             println!(

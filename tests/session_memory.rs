@@ -11,14 +11,11 @@
 //! in release) plus 25%, at most plus 768 bytes: a change that makes every session hold more
 //! fails here. The load benchmark (`benches/load/run.sh`, `SCENARIOS=idle`) reports RSS per session in release beside
 //! HAProxy; this test pins the heap part of it deterministically.
-// Tests need raw counting of every allocation: a `GlobalAlloc` wrapper is unsafe by nature.
-#![allow(unsafe_code)]
-
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 mod support;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -26,57 +23,10 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use support::{Router, PATIENCE};
 
-/// Live heap bytes of the whole process (requested sizes, not the allocator's classes).
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-/// Live allocations by requested size (the last slot: this size or more). With
-/// `WSEDGE_MEMORY_SIZES=1` the test prints the sizes a session holds: where to look first.
-const SIZES: usize = 20_000;
-static BY_SIZE: [AtomicIsize; SIZES + 1] = [const { AtomicIsize::new(0) }; SIZES + 1];
-
-fn count(size: usize, delta: isize) {
-    LIVE.fetch_add(size as isize * delta, Ordering::Relaxed);
-    BY_SIZE[size.min(SIZES)].fetch_add(delta, Ordering::Relaxed);
-}
-
-struct Counting;
-
-// SAFETY: every call is forwarded to the system allocator unchanged; the counter is a side
-// effect that never touches the memory.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            count(layout.size(), 1);
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            count(layout.size(), 1);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        count(layout.size(), -1);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            count(layout.size(), -1);
-            count(new_size, 1);
-        }
-        p
-    }
-}
-
+/// Every allocation of this binary is counted, wsedge's included (it runs in this process).
+/// With `WSEDGE_MEMORY_SIZES=1` the test prints the sizes a session holds: where to look first.
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: counting_alloc::Counting = counting_alloc::Counting;
 
 /// Idle sessions held for the measurement.
 const SESSIONS: usize = 2_000;
@@ -279,26 +229,22 @@ async fn wait_sessions(router: &Router, n: usize) {
 /// first poll (and hyper's connection tasks ending) when the counts are reached. No event says
 /// that every task has parked, so the heap is read until three reads 20 ms apart agree.
 async fn settled_heap() -> isize {
-    let mut last = LIVE.load(Ordering::Relaxed);
+    let mut last = counting_alloc::live();
     let mut same = 0;
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while same < 3 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let now = LIVE.load(Ordering::Relaxed);
+        let now = counting_alloc::live();
         same = if now == last { same + 1 } else { 0 };
         last = now;
     }
     last
 }
 
-fn sizes() -> Vec<isize> {
-    BY_SIZE.iter().map(|c| c.load(Ordering::Relaxed)).collect()
-}
-
 /// The allocation sizes whose live count grew by at least a tenth of `n` since `before`.
 fn print_sizes(before: &[isize], n: usize) {
     let mut total = 0;
-    for (size, (now, then)) in sizes().iter().zip(before).enumerate() {
+    for (size, (now, then)) in counting_alloc::sizes().iter().zip(before).enumerate() {
         let grew = now - then;
         if grew.unsigned_abs() >= n / 10 {
             let bytes = grew * size as isize;
@@ -342,7 +288,7 @@ async fn per_session(tls: bool) -> f64 {
     peers.drop_all().await;
     wait_sessions(&router, 0).await;
     let before = settled_heap().await;
-    let sizes_before = sizes();
+    let sizes_before = counting_alloc::sizes();
 
     peers.open(&url, SESSIONS, ca).await;
     wait_sessions(&router, SESSIONS).await;
