@@ -48,7 +48,7 @@
 //! below; `tests/layering.rs` checks that, that no two files import each other (directly or
 //! round a loop; a folder's own file over its children aside), and that no file passes 600
 //! lines. A new module goes on a floor here (the test names it until it does).
-//! 1. `main`
+//! 1. `main`, `tool_commands` (the binary's own module: its echo, demo and certs subcommands)
 //! 2. `demo`, `check`, `test_util`, `fuzz_api`
 //! 3. `loadtest`
 //! 4. `server`
