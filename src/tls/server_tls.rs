@@ -86,10 +86,8 @@ pub struct ServerTls {
     tcp: TcpStream,
     conn: UnbufferedServerConnection,
     incoming: Vec<u8>,
-    plain: Vec<u8>,
-    plain_pos: usize,
-    out: Vec<u8>,
-    out_pos: usize,
+    plain: Held,
+    out: Held,
     read_end: ReadEnd,
     close_notify_sent: bool,
 }
@@ -99,8 +97,8 @@ impl std::fmt::Debug for ServerTls {
         f.debug_struct("ServerTls")
             .field("tcp", &self.tcp)
             .field("incoming", &self.incoming.len())
-            .field("plain", &(self.plain.len() - self.plain_pos))
-            .field("out", &(self.out.len() - self.out_pos))
+            .field("plain", &self.plain.pending().len())
+            .field("out", &self.out.pending().len())
             .field("read_end", &self.read_end)
             .finish()
     }
@@ -112,10 +110,8 @@ impl ServerTls {
             tcp,
             conn: UnbufferedServerConnection::new(config)?,
             incoming: Vec::new(),
-            plain: Vec::new(),
-            plain_pos: 0,
-            out: Vec::new(),
-            out_pos: 0,
+            plain: Held::default(),
+            out: Held::default(),
             read_end: ReadEnd::Open,
             close_notify_sent: false,
         })
@@ -159,10 +155,9 @@ impl ServerTls {
                     return Err(e.into());
                 }
             };
-            if self.out_pos < self.out.len() {
-                self.tcp.write_all(&self.out[self.out_pos..]).await?;
-                self.out = Vec::new();
-                self.out_pos = 0;
+            if !self.out.is_empty() {
+                self.tcp.write_all(self.out.pending()).await?;
+                self.out.release();
             }
             if !self.conn.is_handshaking() {
                 if self.incoming.is_empty() {
@@ -184,11 +179,8 @@ impl ServerTls {
     /// After an error: the alert rustls queued goes out, best effort and without waiting.
     async fn send_alert(&mut self) {
         self.queue_alert();
-        if self.out_pos < self.out.len() {
-            let _ = self.tcp.write_all(&self.out[self.out_pos..]).await;
-        }
-        self.out = Vec::new();
-        self.out_pos = 0;
+        let _ = self.tcp.write_all(self.out.pending()).await;
+        self.out.release();
     }
 
     /// Encodes the alert rustls queued with its last error into `out`.
@@ -198,10 +190,8 @@ impl ServerTls {
                 self.conn.process_tls_records(&mut self.incoming);
             let more = match state {
                 Ok(ConnectionState::EncodeTlsData(mut enc)) => {
-                    append(&mut self.out, 64, |buf| match enc.encode(buf) {
-                        Ok(n) => Ok(n),
-                        Err(EncodeError::InsufficientSize(s)) => Err(Some(s.required_size)),
-                        Err(EncodeError::AlreadyEncoded) => Err(None),
+                    append(&mut self.out.bytes, 64, |buf| {
+                        enc.encode(buf).map_err(encode_needs)
                     })
                     .is_ok()
                 }
@@ -245,7 +235,7 @@ impl ServerTls {
                             dst.put_slice(&payload[..n]);
                             payload = &payload[n..];
                         }
-                        self.plain.extend_from_slice(payload);
+                        self.plain.bytes.extend_from_slice(payload);
                     }
                     Some(Stop::Plaintext)
                 }
@@ -257,10 +247,8 @@ impl ServerTls {
                     None
                 }
                 Ok(ConnectionState::EncodeTlsData(mut enc)) => {
-                    append(&mut self.out, 1024, |buf| match enc.encode(buf) {
-                        Ok(n) => Ok(n),
-                        Err(EncodeError::InsufficientSize(s)) => Err(Some(s.required_size)),
-                        Err(EncodeError::AlreadyEncoded) => Err(None),
+                    append(&mut self.out.bytes, 1024, |buf| {
+                        enc.encode(buf).map_err(encode_needs)
                     })
                     .map_err(|()| rustls::Error::General("TLS record encoding".into()))?;
                     None
@@ -284,26 +272,14 @@ impl ServerTls {
                         Outgoing::Nothing => {}
                         Outgoing::Data(data) => {
                             let room = data.len() + (data.len() / 16_384 + 1) * 64;
-                            append(&mut self.out, room, |buf| {
-                                match traffic.encrypt(data, buf) {
-                                    Ok(n) => Ok(n),
-                                    Err(EncryptError::InsufficientSize(s)) => {
-                                        Err(Some(s.required_size))
-                                    }
-                                    Err(EncryptError::EncryptExhausted) => Err(None),
-                                }
+                            append(&mut self.out.bytes, room, |buf| {
+                                traffic.encrypt(data, buf).map_err(encrypt_needs)
                             })
                             .map_err(|()| rustls::Error::EncryptError)?;
                         }
                         Outgoing::CloseNotify => {
-                            append(&mut self.out, 64, |buf| {
-                                match traffic.queue_close_notify(buf) {
-                                    Ok(n) => Ok(n),
-                                    Err(EncryptError::InsufficientSize(s)) => {
-                                        Err(Some(s.required_size))
-                                    }
-                                    Err(EncryptError::EncryptExhausted) => Err(None),
-                                }
+                            append(&mut self.out.bytes, 64, |buf| {
+                                traffic.queue_close_notify(buf).map_err(encrypt_needs)
                             })
                             .map_err(|()| rustls::Error::EncryptError)?;
                             self.close_notify_sent = true;
@@ -327,16 +303,12 @@ impl ServerTls {
 
     /// Writes `out` to the socket until it is empty, then releases it.
     fn poll_flush_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.out_pos < self.out.len() {
-            match ready!(Pin::new(&mut self.tcp).poll_write(cx, &self.out[self.out_pos..])) {
+        while !self.out.is_empty() {
+            match ready!(Pin::new(&mut self.tcp).poll_write(cx, self.out.pending())) {
                 Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Ok(n) => self.out_pos += n,
+                Ok(n) => self.out.advance(n),
                 Err(e) => return Poll::Ready(Err(e)),
             }
-        }
-        if self.out.capacity() > 0 {
-            self.out = Vec::new();
-            self.out_pos = 0;
         }
         Poll::Ready(Ok(()))
     }
@@ -344,26 +316,21 @@ impl ServerTls {
     /// A rustls error on a live connection: the alert goes out if the socket takes it now.
     fn fail(&mut self, e: rustls::Error) -> io::Error {
         self.queue_alert();
-        if self.out_pos < self.out.len() {
-            let _ = self.tcp.try_write(&self.out[self.out_pos..]);
+        if !self.out.is_empty() {
+            let _ = self.tcp.try_write(self.out.pending());
         }
-        self.out = Vec::new();
-        self.out_pos = 0;
+        self.out.release();
         io::Error::new(io::ErrorKind::InvalidData, e)
     }
 
     /// Copies buffered plaintext into `buf`; true if there was some.
     fn take_plain(&mut self, buf: &mut ReadBuf<'_>) -> bool {
-        if self.plain_pos >= self.plain.len() {
+        if self.plain.is_empty() {
             return false;
         }
-        let n = (self.plain.len() - self.plain_pos).min(buf.remaining());
-        buf.put_slice(&self.plain[self.plain_pos..self.plain_pos + n]);
-        self.plain_pos += n;
-        if self.plain_pos == self.plain.len() {
-            self.plain = Vec::new();
-            self.plain_pos = 0;
-        }
+        let n = self.plain.pending().len().min(buf.remaining());
+        buf.put_slice(&self.plain.pending()[..n]);
+        self.plain.advance(n);
         true
     }
 }
@@ -372,6 +339,50 @@ impl ServerTls {
 fn reserve_read(incoming: &mut Vec<u8>) {
     if incoming.capacity() - incoming.len() < MAX_RECORD {
         incoming.reserve(MAX_RECORD);
+    }
+}
+
+/// Bytes held until they are taken, from `pos` on; the allocation goes back once all are.
+#[derive(Default)]
+struct Held {
+    bytes: Vec<u8>,
+    pos: usize,
+}
+
+impl Held {
+    fn pending(&self) -> &[u8] {
+        &self.bytes[self.pos..]
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pos >= self.bytes.len()
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.pos += n;
+        if self.is_empty() {
+            self.release();
+        }
+    }
+
+    fn release(&mut self) {
+        *self = Held::default();
+    }
+}
+
+/// How big a buffer encoding needs (`None`: it cannot be done).
+fn encode_needs(e: EncodeError) -> Option<usize> {
+    match e {
+        EncodeError::InsufficientSize(s) => Some(s.required_size),
+        EncodeError::AlreadyEncoded => None,
+    }
+}
+
+/// How big a buffer encrypting needs (`None`: it cannot be done).
+fn encrypt_needs(e: EncryptError) -> Option<usize> {
+    match e {
+        EncryptError::InsufficientSize(s) => Some(s.required_size),
+        EncryptError::EncryptExhausted => None,
     }
 }
 
@@ -417,10 +428,10 @@ impl AsyncRead for ServerTls {
             }
             // A KeyUpdate answer, if any: sent if the socket takes it now, else with the next
             // write or flush.
-            if this.out_pos < this.out.len() {
+            if !this.out.is_empty() {
                 let _ = this.poll_flush_out(cx);
             }
-            if buf.filled().len() > start || this.plain_pos < this.plain.len() {
+            if buf.filled().len() > start || !this.plain.is_empty() {
                 this.take_plain(buf);
                 return Poll::Ready(Ok(()));
             }
@@ -470,9 +481,9 @@ impl AsyncWrite for ServerTls {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
         let data = &data[..data.len().min(MAX_WRITE)];
-        let before = this.out.len();
+        let before = this.out.bytes.len();
         match this.process(None, Outgoing::Data(data)) {
-            Ok(_) if this.out.len() > before => {}
+            Ok(_) if this.out.bytes.len() > before => {}
             Ok(_) => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
             Err(e) => return Poll::Ready(Err(this.fail(e))),
         }
