@@ -132,24 +132,25 @@ pub async fn accept(
 
 async fn handshake(
     tls: &TlsListener,
-    mut tcp: TcpStream,
+    tcp: TcpStream,
     peer: SocketAddr,
 ) -> Result<Accepted, TlsOutcome> {
-    match first_byte(&tcp).await {
-        None => return Err(TlsOutcome::Truncated),
-        Some(TLS_HANDSHAKE_RECORD) => {}
-        Some(_) => {
-            // nginx-style courtesy: a browser pointed at http:// sees why. Best effort.
-            let _ = tcp.write_all(plaintext_answer().as_bytes()).await;
-            let _ = tcp.shutdown().await;
-            debug!(%peer, listener = %tls.name, "plaintext on a TLS port");
-            return Err(TlsOutcome::Plaintext);
-        }
-    }
     let mut stream = ServerTls::new(tcp, tls.config.clone()).map_err(|e| {
         debug!(%peer, listener = %tls.name, error = %e, "TLS connection refused");
         TlsOutcome::Failed
     })?;
+    // The first read is also the sniff: no peek of its own.
+    if !matches!(stream.read_more().await, Ok(n) if n > 0) {
+        return Err(TlsOutcome::Truncated);
+    }
+    if stream.received()[0] != TLS_HANDSHAKE_RECORD {
+        // nginx-style courtesy: a browser pointed at http:// sees why. Best effort.
+        let tcp = stream.tcp_mut();
+        let _ = tcp.write_all(plaintext_answer().as_bytes()).await;
+        let _ = tcp.shutdown().await;
+        debug!(%peer, listener = %tls.name, "plaintext on a TLS port");
+        return Err(TlsOutcome::Plaintext);
+    }
     let sni = client_hello(tls, &mut stream, peer).await?;
     if tls.resolver.entry_for(sni.as_deref()).is_none() {
         info!(
@@ -196,10 +197,6 @@ async fn client_hello(
     let mut acceptor = rustls::server::Acceptor::default();
     let mut fed = 0;
     loop {
-        let n = stream.read_more().await.map_err(|e| classify(&e))?;
-        if n == 0 {
-            return Err(TlsOutcome::Truncated);
-        }
         let mut new = &stream.received()[fed..];
         while !new.is_empty() {
             match acceptor.read_tls(&mut new) {
@@ -213,7 +210,11 @@ async fn client_hello(
         }
         fed = stream.received().len();
         match acceptor.accept() {
-            Ok(None) => {}
+            Ok(None) => {
+                if stream.read_more().await.map_err(|e| classify(&e))? == 0 {
+                    return Err(TlsOutcome::Truncated);
+                }
+            }
             Ok(Some(accepted)) => {
                 return Ok(accepted.client_hello().server_name().map(str::to_owned));
             }
@@ -225,15 +226,6 @@ async fn client_hello(
                 return Err(TlsOutcome::Failed);
             }
         }
-    }
-}
-
-/// The first byte the peer sent, without consuming it; `None` when it closed first.
-async fn first_byte(tcp: &TcpStream) -> Option<u8> {
-    let mut b = [0u8; 1];
-    match tcp.peek(&mut b).await {
-        Ok(1) => Some(b[0]),
-        _ => None,
     }
 }
 
